@@ -1,0 +1,192 @@
+"""The Python API: the same job as ``archsim run``, returning tables."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sklearn
+import timm
+import torch
+import torchvision
+
+import archsim
+from archsim.attacks import create_attack
+from archsim.cache import CacheStore, atomic_write_text
+from archsim.data import load_data
+from archsim.errors import ArchsimError
+from archsim.measures import DEFAULT_EPS_S, sat_tables
+from archsim.models import zoo_specs
+from archsim.transfer import TransferResult, run_transfer
+
+DIGITS_EPS = 0.1
+"""Default radius on ``digits``: 25/255 levels. Chosen so that PGD fools every zoo model
+white-box while transfer between families stays well below 100 %, keeping SAT informative."""
+
+IMAGENET_EPS = 4 / 255
+"""Default radius on natural-image data (imagefolder, imagenet-val, npz): the customary
+4/255 of transfer studies. The SAT paper's text as we read it does not fix one; set --eps to match yours."""
+
+RUN_FILES = ("sat.csv", "pairs.csv", "models.csv", "config.json")
+
+
+def default_eps(data: str) -> float:
+    return DIGITS_EPS if data.split(":")[0].split(",")[0] == "digits" else IMAGENET_EPS
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ArchsimError("--device cuda asked for but no CUDA GPU is visible; use --device cpu")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ArchsimError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
+    return device
+
+
+@dataclass
+class SatRun:
+    """Result of :func:`run_sat`."""
+
+    sat: pd.DataFrame
+    one_sided: pd.DataFrame
+    pairs: pd.DataFrame
+    models: pd.DataFrame
+    config: dict[str, Any]
+    transfer: TransferResult
+    cache_hits: int
+    cache_misses: int
+
+
+def run_sat(
+    models: list[str] | None = None,
+    data: str = "digits",
+    n_images: int | None = None,
+    attack: str = "pgd",
+    eps: float | None = None,
+    steps: int = 50,
+    rel_step: float = 0.1,
+    random_start: bool = True,
+    seed: int = 0,
+    eps_s: float = DEFAULT_EPS_S,
+    n_boot: int = 1000,
+    device: str = "auto",
+    batch_size: int = 128,
+    cache: CacheStore | str | Path | None = None,
+    out: str | Path | None = None,
+) -> SatRun:
+    """Compute the SAT matrix of a set of models on a data set.
+
+    Parameters
+    ----------
+    models : list of str, optional
+        Model specs (see :func:`archsim.models.create_model`); default: the embedded zoo.
+    data : str
+        Data spec (see :func:`archsim.data.load_data`).
+    n_images : int, optional
+        Seeded, class-stratified subset size.
+    attack, eps, steps, rel_step, random_start, seed
+        The attack (SPEC §1); ``eps=None`` picks :func:`default_eps` of the data.
+    eps_s : float
+        Floor of the fooling percentage in SAT (default 1 %, i.e. SAT >= 0).
+    n_boot : int
+        Bootstrap replicates for the 95 % intervals.
+    device : str
+        ``auto``, ``cpu`` or ``cuda[:N]``.
+    cache : CacheStore or path, optional
+        Result store (default ``$ARCHSIM_CACHE`` or ``~/.cache/archsim``).
+    out : path, optional
+        Run folder to write ``sat.csv``, ``pairs.csv``, ``models.csv``, ``config.json``.
+    """
+    specs = list(models) if models else zoo_specs()
+    if len(specs) < 2:
+        raise ArchsimError("SAT needs at least two models; pass more --models")
+    if len(set(specs)) != len(specs):
+        raise ArchsimError("a model spec is given twice; list each model once")
+    if not eps_s > 0:
+        raise ArchsimError(f"--eps-s must be positive (a percentage floor), got {eps_s}")
+    if n_boot < 0:
+        raise ArchsimError(f"--n-boot must be 0 or more, got {n_boot}")
+    if batch_size <= 0:
+        raise ArchsimError(f"--batch-size must be positive, got {batch_size}")
+    store = cache if isinstance(cache, CacheStore) else CacheStore(cache)
+    the_attack = create_attack(attack, eps=default_eps(data) if eps is None else eps, steps=steps, rel_step=rel_step, random_start=random_start)
+    settings = {
+        "models": specs,
+        "data": data,
+        "n_images": n_images,
+        "attack": the_attack.config(),
+        "seed": seed,
+        "eps_s": eps_s,
+        "n_boot": n_boot,
+    }
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        guard_run_dir(out_dir, settings)
+    images = load_data(data, split="eval", n_images=n_images, seed=seed)
+    started = time.perf_counter()
+    transfer = run_transfer(specs, images, the_attack, store, seed=seed, device=resolve_device(device), batch_size=batch_size)
+    tables = sat_tables(transfer.names, transfer.clean_correct, transfer.adv_wrong, eps_s=eps_s, n_boot=n_boot, seed=seed)
+    config = {
+        "settings": settings,
+        "data_fingerprint": images.fingerprint,
+        "n_images_used": len(images),
+        "device": resolve_device(device),
+        "batch_size": batch_size,
+        "cache": str(store.root),
+        "seconds": round(time.perf_counter() - started, 2),
+        "versions": versions(),
+    }
+    run = SatRun(tables.sat, tables.one_sided, tables.pairs, transfer.models_table(), config, transfer, store.hits, store.misses)
+    if out_dir is not None:
+        write_run(out_dir, run)
+    return run
+
+
+def versions() -> dict[str, str]:
+    return {
+        "archsim": archsim.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def guard_run_dir(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse a run folder that holds results of different settings."""
+    if out.exists() and not out.is_dir():
+        raise ArchsimError(f"--out {out} is a file; choose a folder")
+    config_path = out / "config.json"
+    if config_path.exists():
+        try:
+            existing = json.loads(config_path.read_text())["settings"]
+        except (ValueError, KeyError, TypeError):
+            raise ArchsimError(f"--out {out} holds an unreadable config.json; choose another --out") from None
+        if existing != json.loads(json.dumps(settings)):
+            differing = sorted(k for k in set(existing) | set(settings) if existing.get(k) != json.loads(json.dumps(settings.get(k))))
+            raise ArchsimError(
+                f"--out {out} holds results of a different configuration (differs in: {', '.join(differing)}); choose another --out or remove it"
+            )
+    elif out.is_dir() and any(out.iterdir()):
+        foreign = [f.name for f in out.iterdir() if f.name in RUN_FILES]
+        if foreign:
+            raise ArchsimError(f"--out {out} holds {foreign[0]} without config.json; choose another --out or remove it")
+
+
+def write_run(out: Path, run: SatRun) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "sat.csv", run.sat.to_csv(float_format="%.9f"))
+    atomic_write_text(out / "pairs.csv", run.pairs.to_csv(index=False, float_format="%.6f"))
+    atomic_write_text(out / "models.csv", run.models.to_csv(index=False, float_format="%.4f"))
+    # config.json last: its presence marks a complete run folder.
+    atomic_write_text(out / "config.json", json.dumps(run.config, indent=2, sort_keys=True) + "\n")

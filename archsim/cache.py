@@ -1,0 +1,140 @@
+"""Content-addressed result store shared by every stage.
+
+Each entry is one file ``<root>/<kind>/<key[:2]>/<key>.bin`` holding a magic tag,
+the SHA-256 of the payload and the payload (an ``.npz`` archive of named arrays).
+Writes go to a temporary file in the same folder and are renamed into place, so a
+reader never sees half an entry; a per-entry file lock keeps two processes from
+computing and writing the same entry at once. A damaged entry fails its checksum,
+is reported once, removed and recomputed by the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from filelock import FileLock
+
+from archsim.errors import ArchsimError
+
+# Bump when the layout of any cached payload changes: old entries then miss.
+FORMAT_VERSION = 1
+_MAGIC = b"ARCHSIM1"
+
+
+def default_cache_root() -> Path:
+    """``$ARCHSIM_CACHE`` if set, else ``~/.cache/archsim``."""
+    env = os.environ.get("ARCHSIM_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "archsim"
+
+
+def digest(*parts: Any) -> str:
+    """Stable SHA-256 hex digest of JSON-able parts (dict keys sorted)."""
+    payload = json.dumps([FORMAT_VERSION, *parts], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+class CacheStore:
+    """Named-array entries keyed by content digests.
+
+    Parameters
+    ----------
+    root : path
+        Folder of the store; created on first write.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_root()
+        self.hits = 0
+        self.misses = 0
+        self._reported: set[Path] = set()
+        if self.root.exists() and not self.root.is_dir():
+            raise ArchsimError(f"cache path {self.root} is a file; pass --cache a folder")
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / kind / key[:2] / f"{key}.bin"
+
+    def get(self, kind: str, key: str) -> dict[str, np.ndarray] | None:
+        """The arrays stored under ``kind/key``, or None if absent or damaged."""
+        path = self.path(kind, key)
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        arrays = self._decode(blob)
+        if arrays is None:
+            if path not in self._reported:
+                warnings.warn(f"cache entry {path} is damaged; recomputing it", stacklevel=2)
+                self._reported.add(path)
+            path.unlink(missing_ok=True)
+        return arrays
+
+    def put(self, kind: str, key: str, arrays: Mapping[str, np.ndarray]) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **{name: np.asarray(value) for name, value in arrays.items()})
+        payload = buffer.getvalue()
+        atomic_write_bytes(self.path(kind, key), _MAGIC + hashlib.sha256(payload).digest() + payload)
+
+    def get_or_compute(
+        self, kind: str, key: str, compute: Callable[[], Mapping[str, np.ndarray]]
+    ) -> dict[str, np.ndarray]:
+        """Return the entry, computing and storing it under a lock if missing."""
+        found = self.get(kind, key)
+        if found is not None:
+            self.hits += 1
+            return found
+        lock_path = self.path(kind, key).with_suffix(".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock_path)):
+            found = self.get(kind, key)  # another process may have finished it meanwhile
+            if found is not None:
+                self.hits += 1
+                return found
+            self.misses += 1
+            arrays = {name: np.asarray(value) for name, value in compute().items()}
+            self.put(kind, key, arrays)
+            return arrays
+
+    def contains(self, kind: str, key: str) -> bool:
+        return self.path(kind, key).exists()
+
+    @staticmethod
+    def _decode(blob: bytes) -> dict[str, np.ndarray] | None:
+        header = len(_MAGIC) + 32
+        if len(blob) < header or not blob.startswith(_MAGIC):
+            return None
+        payload = blob[header:]
+        if hashlib.sha256(payload).digest() != blob[len(_MAGIC) : header]:
+            return None
+        try:
+            with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
+                return {name: archive[name] for name in archive.files}
+        except (ValueError, OSError, EOFError):
+            return None

@@ -1,0 +1,221 @@
+"""Data specs: ``digits``, ``imagefolder:PATH``, ``imagenet-val:PATH``, ``npz:PATH``.
+
+Every loader returns an :class:`ImageSet` of uint8 images at one storage
+resolution. Folder loaders pick the stratified subset from the labels first and
+decode only the chosen files.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torchvision.io import ImageReadMode, decode_image
+from tqdm.auto import tqdm
+
+from archsim.data.imageset import ImageSet, stratified_indices
+from archsim.errors import ArchsimError
+from archsim.specs import Spec, parse_spec
+
+DATA_SCHEMES = ("digits", "imagefolder", "imagenet-val", "npz")
+DIGITS_SIZE = 32
+DIGITS_SPLIT_SEED = 0
+DIGITS_EVAL_FRACTION = 0.2
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def load_data(spec: str, split: str = "eval", n_images: int | None = None, seed: int = 0) -> ImageSet:
+    """Load the image set a data spec names.
+
+    Parameters
+    ----------
+    spec : str
+        ``digits`` (default data), ``imagefolder:PATH[,size=224]``,
+        ``imagenet-val:PATH[,labels=FILE][,size=224]`` or ``npz:PATH``.
+    split : {"eval", "train"}
+        Only ``digits`` has a training split (used to train the embedded zoo).
+    n_images : int, optional
+        Seeded, class-stratified subset of this size.
+    seed : int
+        Seed of the subset.
+    """
+    parsed = parse_spec(spec, DATA_SCHEMES)
+    if split not in ("eval", "train"):
+        raise ArchsimError(f"unknown split {split!r}; use eval or train")
+    if split == "train" and parsed.scheme != "digits":
+        raise ArchsimError(f"data {spec!r} has no training split; only digits does")
+    loader = _LOADERS[parsed.scheme]
+    images = loader(parsed, split, n_images, seed)
+    parsed.finish()
+    return images
+
+
+def _digits(spec: Spec, split: str, n_images: int | None, seed: int) -> ImageSet:
+    """scikit-learn's 8x8 digits (0..16) as 1-channel 32x32 uint8 images.
+
+    The 80/20 train/eval split is fixed (seed 0, stratified) so that every run
+    and the embedded zoo agree on which images are held out.
+    """
+    bunch = load_digits()
+    pixels = torch.from_numpy(bunch.images).float().unsqueeze(1) / 16.0
+    big = TF.resize(pixels, [DIGITS_SIZE, DIGITS_SIZE], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    images = (big.clamp(0, 1) * 255).round().to(torch.uint8)
+    labels = torch.from_numpy(bunch.target).long()
+    train_idx, eval_idx = train_test_split(
+        np.arange(len(labels)), test_size=DIGITS_EVAL_FRACTION, stratify=bunch.target, random_state=DIGITS_SPLIT_SEED
+    )
+    chosen = np.sort(train_idx if split == "train" else eval_idx)
+    chosen = chosen[stratified_indices(bunch.target[chosen], n_images, seed)]
+    classes = tuple(str(c) for c in range(10))
+    return ImageSet(images[chosen], labels[chosen], classes, f"digits-{split}")
+
+
+def _existing_dir(spec: Spec) -> Path:
+    path = Path(spec.target).expanduser()
+    if not spec.target:
+        raise ArchsimError(f"data spec {spec.text!r} names no path; write {spec.scheme}:PATH")
+    if not path.is_dir():
+        raise ArchsimError(f"data folder {path} does not exist; check the path in {spec.text!r}")
+    return path
+
+
+def _imagefolder(spec: Spec, split: str, n_images: int | None, seed: int) -> ImageSet:
+    root = _existing_dir(spec)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    files, labels = [], []
+    for index, name in enumerate(classes):
+        for file in sorted((root / name).rglob("*")):
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(file)
+                labels.append(index)
+    if not files:
+        raise ArchsimError(f"data folder {root} has no images in class sub-folders; expected {root}/CLASS/IMAGE.jpg")
+    return _decode_subset(spec, files, np.array(labels), tuple(classes), n_images, seed)
+
+
+def _imagenet_val(spec: Spec, split: str, n_images: int | None, seed: int) -> ImageSet:
+    root = _existing_dir(spec)
+    labels_path = spec.take("labels")
+    if labels_path is None:
+        candidates = [root / n for n in ("LOC_val_solution.csv", "labels.csv", "labels.txt", "val_labels.txt")]
+        candidates += [root.parent / "LOC_val_solution.csv"]
+        found = [c for c in candidates if c.is_file()]
+        if not found:
+            raise ArchsimError(f"no labels file found for {root}; pass imagenet-val:{root},labels=FILE")
+        labels_file = found[0]
+    else:
+        labels_file = Path(labels_path).expanduser()
+        if not labels_file.is_file():
+            raise ArchsimError(f"labels file {labels_file} does not exist; fix labels= in {spec.text!r}")
+    by_stem = _read_val_labels(labels_file)
+    files, labels = [], []
+    for file in sorted(root.iterdir()):
+        if file.suffix.lower() in IMAGE_SUFFIXES and file.stem in by_stem:
+            files.append(file)
+            labels.append(by_stem[file.stem])
+    if not files:
+        raise ArchsimError(f"no image in {root} has a label in {labels_file}; check that both name the same files")
+    raw = np.array(labels, dtype=object)
+    if all(isinstance(v, int) for v in raw):
+        classes = tuple(str(i) for i in range(max(1000, max(raw) + 1)))
+        index = np.array(raw, dtype=np.int64)
+    else:
+        # WordNet ids: the standard index is their sorted order over the 1000 classes.
+        wnids = sorted(set(v for v in raw if isinstance(v, str)))
+        if len(wnids) != 1000:
+            raise ArchsimError(f"labels file {labels_file} names {len(wnids)} synsets, not 1000; use integer labels 0..999 instead")
+        classes = tuple(wnids)
+        lookup = {w: i for i, w in enumerate(wnids)}
+        index = np.array([lookup[v] if isinstance(v, str) else v for v in raw], dtype=np.int64)
+    return _decode_subset(spec, files, index, classes, n_images, seed)
+
+
+def _read_val_labels(path: Path) -> dict[str, int | str]:
+    """Map image stem -> label from ``name label`` lines, ``name,label`` CSV or Kaggle's LOC_val_solution.csv."""
+    out: dict[str, int | str] = {}
+    with path.open(newline="") as handle:
+        for row in csv.reader(handle, delimiter="," if path.suffix == ".csv" else " "):
+            row = [cell for cell in row if cell]
+            if len(row) < 2 or row[0].lower() in ("imageid", "filename", "file"):
+                continue
+            label = row[1].split()[0]
+            out[Path(row[0]).stem] = int(label) if label.isdigit() else label
+    if not out:
+        raise ArchsimError(f"labels file {path} has no 'filename label' rows")
+    bad = [v for v in out.values() if isinstance(v, str) and not re.fullmatch(r"n\d{8}", v)]
+    if bad:
+        raise ArchsimError(f"labels file {path} has label {bad[0]!r}; labels must be class indices or WordNet ids like n01440764")
+    return out
+
+
+def _decode_subset(
+    spec: Spec, files: list[Path], labels: np.ndarray, classes: tuple[str, ...], n_images: int | None, seed: int
+) -> ImageSet:
+    size = spec.take_int("size", 224)
+    crop_pct = float(spec.take("crop_pct", "0.875"))
+    if not 0 < crop_pct <= 1:
+        raise ArchsimError(f"crop_pct={crop_pct} in {spec.text!r} must lie in (0, 1]")
+    chosen = stratified_indices(labels, n_images, seed)
+    images = torch.empty((len(chosen), 3, size, size), dtype=torch.uint8)
+    for slot, index in enumerate(tqdm(chosen, desc=f"decode {spec.target}", unit="img", leave=False)):
+        images[slot] = _storage_image(files[index], size, crop_pct)
+    return ImageSet(images, torch.from_numpy(labels[chosen]).long(), classes, spec.text)
+
+
+def _storage_image(file: Path, size: int, crop_pct: float) -> torch.Tensor:
+    """The usual evaluation transform: shorter side to size/crop_pct, centre crop."""
+    try:
+        image = decode_image(str(file), mode=ImageReadMode.RGB)
+    except RuntimeError as error:
+        raise ArchsimError(f"cannot decode image {file} ({error}); remove or replace it") from None
+    image = TF.resize(image, [int(round(size / crop_pct))], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    return TF.center_crop(image, [size, size])
+
+
+def _npz(spec: Spec, split: str, n_images: int | None, seed: int) -> ImageSet:
+    path = Path(spec.target).expanduser()
+    if not path.is_file():
+        raise ArchsimError(f"npz file {path} does not exist; check the path in {spec.text!r}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "images" not in archive.files or "labels" not in archive.files:
+                raise ArchsimError(f"npz file {path} needs arrays 'images' and 'labels', has {archive.files}")
+            images, labels = archive["images"], archive["labels"]
+            classes = tuple(str(c) for c in archive["classes"]) if "classes" in archive.files else None
+    except (ValueError, OSError) as error:
+        raise ArchsimError(f"cannot read npz file {path}: {error}") from None
+    if images.dtype != np.uint8:
+        raise ArchsimError(f"npz file {path}: images are {images.dtype}; store them as uint8 0..255")
+    images = _to_nchw(images, path)
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    if len(labels) and labels.min() < 0:
+        raise ArchsimError(f"npz file {path}: labels must be non-negative class indices")
+    if classes is None:
+        classes = tuple(str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0))
+    chosen = stratified_indices(labels, n_images, seed) if len(labels) else np.arange(0)
+    return ImageSet(torch.from_numpy(images[chosen]).contiguous(), torch.from_numpy(labels[chosen]), classes, spec.text)
+
+
+def _to_nchw(images: np.ndarray, path: Path) -> np.ndarray:
+    if images.ndim == 3:
+        return images[:, None]
+    if images.ndim == 4 and images.shape[1] in (1, 3):
+        return images
+    if images.ndim == 4 and images.shape[3] in (1, 3):
+        return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+    raise ArchsimError(f"npz file {path}: images of shape {images.shape} are not [N,H,W], [N,C,H,W] or [N,H,W,C] with 1 or 3 channels")
+
+
+_LOADERS: dict[str, Callable[[Spec, str, int | None, int], ImageSet]] = {
+    "digits": _digits,
+    "imagefolder": _imagefolder,
+    "imagenet-val": _imagenet_val,
+    "npz": _npz,
+}

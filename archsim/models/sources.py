@@ -1,0 +1,132 @@
+"""Model sources for ``timm:``, ``torchvision:`` and ``file:`` specs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import timm
+import torch
+import torchvision
+
+from archsim.cache import CacheStore
+from archsim.errors import ArchsimError
+from archsim.models.registry import register_source, require_file
+from archsim.models.wrapper import Preprocess, SimModel
+from archsim.specs import Spec
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def timm_preprocess(net: torch.nn.Module) -> Preprocess:
+    """Preprocessing from timm's resolved data config of ``net``."""
+    cfg = timm.data.resolve_data_config(model=net)
+    interpolation = cfg.get("interpolation", "bicubic")
+    return Preprocess(cfg["input_size"], cfg["mean"], cfg["std"], interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bicubic")
+
+
+@register_source("timm")
+def timm_model(spec: Spec, cache: CacheStore) -> SimModel:
+    """``timm:NAME``: hub weights by default, ``checkpoint=PATH`` for local ones, ``pretrained=false`` for random init."""
+    if spec.target not in timm.list_models() and spec.target.split(".")[0] not in timm.list_models():
+        raise ArchsimError(f"unknown timm model {spec.target!r}; see timm.list_models() for the names")
+    checkpoint = require_file(spec, "checkpoint")
+    pretrained = spec.take_bool("pretrained", checkpoint is None)
+    kwargs = {}
+    for key in ("num_classes", "in_chans"):
+        value = spec.take_int(key)
+        if value is not None:
+            kwargs[key] = value
+    try:
+        net = timm.create_model(spec.target, pretrained=pretrained and checkpoint is None, **kwargs)
+    except (OSError, ConnectionError) as error:
+        raise ArchsimError(
+            f"cannot fetch pretrained weights for timm:{spec.target} ({type(error).__name__}); "
+            "pass checkpoint=PATH for local weights or pretrained=false"
+        ) from None
+    if checkpoint is not None:
+        _load_state(net, checkpoint, spec)
+    return SimModel(net, timm_preprocess(net), spec.target, spec.text, {"source": "timm"})
+
+
+@register_source("torchvision")
+def torchvision_model(spec: Spec, cache: CacheStore) -> SimModel:
+    """``torchvision:NAME``: default weights, or ``checkpoint=PATH``, or ``pretrained=false``."""
+    if spec.target not in torchvision.models.list_models():
+        raise ArchsimError(f"unknown torchvision model {spec.target!r}; see torchvision.models.list_models()")
+    checkpoint = require_file(spec, "checkpoint")
+    pretrained = spec.take_bool("pretrained", checkpoint is None)
+    num_classes = spec.take_int("num_classes")
+    weights = torchvision.models.get_model_weights(spec.target).DEFAULT
+    kwargs = {"num_classes": num_classes} if num_classes else {}
+    try:
+        net = torchvision.models.get_model(spec.target, weights=weights if pretrained and not checkpoint else None, **kwargs)
+    except (OSError, ConnectionError, RuntimeError) as error:
+        raise ArchsimError(
+            f"cannot fetch pretrained weights for torchvision:{spec.target} ({type(error).__name__}); "
+            "pass checkpoint=PATH for local weights or pretrained=false"
+        ) from None
+    if checkpoint is not None:
+        _load_state(net, checkpoint, spec)
+    preset = weights.transforms()
+    preprocess = Preprocess(
+        (3, *preset.crop_size * (2 if len(preset.crop_size) == 1 else 1)),
+        preset.mean,
+        preset.std,
+        preset.interpolation.value,
+    )
+    return SimModel(net, preprocess, spec.target, spec.text, {"source": "torchvision"})
+
+
+@register_source("file")
+def file_model(spec: Spec, cache: CacheStore) -> SimModel:
+    """``file:PATH``: a TorchScript file or a pickled ``nn.Module`` (``torch.save(model)``).
+
+    Options ``input_size=C:H:W`` (default: no resizing), ``mean=..``/``std=..``
+    (colon-separated; default 0 and 1, i.e. the module takes [0, 1] pixels) and
+    ``interpolation=bilinear|bicubic``.
+    """
+    path = Path(spec.target).expanduser()
+    if not path.is_file():
+        raise ArchsimError(f"model file {path} does not exist; check the path in {spec.text!r}")
+    try:
+        net = torch.jit.load(str(path), map_location="cpu")
+    except (RuntimeError, ValueError):
+        try:
+            # Only the user's own files come here; a pickled module cannot load with weights_only.
+            net = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as error:  # noqa: BLE001 - any unpickling failure is the file's fault
+            raise ArchsimError(f"cannot load model file {path} ({type(error).__name__}: {error}); save it with torch.save(model) or torch.jit.save") from None
+    if not isinstance(net, torch.nn.Module):
+        raise ArchsimError(f"model file {path} holds a {type(net).__name__}, not a module; for a state dict use timm:NAME,checkpoint={path}")
+    size = spec.take_floats("input_size")
+    mean = spec.take_floats("mean") or (0.0,)
+    std = spec.take_floats("std") or (1.0,)
+    interpolation = spec.take("interpolation", "bilinear")
+    if size is not None and len(size) != 3:
+        raise ArchsimError(f"input_size in {spec.text!r} must be C:H:W, e.g. 3:224:224")
+    channels = int(size[0]) if size else max(len(mean), len(std))
+    try:
+        preprocess = Preprocess(size, mean if len(mean) > 1 else mean * channels, std if len(std) > 1 else std * channels, interpolation)
+    except ValueError as error:
+        raise ArchsimError(f"bad preprocessing options in {spec.text!r}: {error}") from None
+    return SimModel(net, preprocess, path.stem, spec.text, {"source": "file"})
+
+
+def _load_state(net: torch.nn.Module, checkpoint: str, spec: Spec) -> None:
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
+        raise ArchsimError(f"cannot read checkpoint {checkpoint} ({type(error).__name__}); it must be a torch.save'd state dict") from None
+    if isinstance(state, dict):
+        for key in ("state_dict", "model", "state_dict_ema"):
+            if key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        first = str(error).strip().splitlines()
+        detail = next((line.strip() for line in first[1:] if line.strip()), first[0] if first else "")
+        raise ArchsimError(f"checkpoint {checkpoint} does not fit {spec.text.split(',')[0]} ({detail}); check the model name and num_classes=") from None

@@ -1,0 +1,134 @@
+"""The one wrapped model type every stage consumes."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+from typing import Any, Sequence
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch import nn
+
+_INTERPOLATIONS = {
+    "bilinear": TF.InterpolationMode.BILINEAR,
+    "bicubic": TF.InterpolationMode.BICUBIC,
+    "nearest": TF.InterpolationMode.NEAREST,
+}
+_LUMA = (0.299, 0.587, 0.114)
+
+
+class Preprocess(nn.Module):
+    """Canonical [0, 1] images -> the network's input: channels, size, normalisation.
+
+    Differentiable, so attacks run in canonical pixel space whatever the model's
+    own resolution.
+    """
+
+    def __init__(
+        self,
+        input_size: Sequence[int] | None,
+        mean: Sequence[float],
+        std: Sequence[float],
+        interpolation: str = "bilinear",
+    ) -> None:
+        super().__init__()
+        if interpolation not in _INTERPOLATIONS:
+            raise ValueError(f"interpolation {interpolation!r} not one of {sorted(_INTERPOLATIONS)}")
+        self.input_size = tuple(int(v) for v in input_size) if input_size is not None else None
+        self.interpolation = interpolation
+        channels = self.input_size[0] if self.input_size else len(mean)
+        self.register_buffer("mean", _per_channel(mean, channels))
+        self.register_buffer("std", _per_channel(std, channels))
+
+    @property
+    def channels(self) -> int:
+        return self.mean.shape[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.channels:
+            if self.channels == 3 and x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            elif self.channels == 1 and x.shape[1] == 3:
+                x = (x * x.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            else:
+                raise ValueError(f"cannot feed {x.shape[1]}-channel images to a {self.channels}-channel model")
+        if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size[1:]:
+            x = TF.resize(x, list(self.input_size[1:]), interpolation=_INTERPOLATIONS[self.interpolation], antialias=True)
+        return (x - self.mean) / self.std
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "input_size": list(self.input_size) if self.input_size else None,
+            "mean": [round(float(v), 6) for v in self.mean.flatten()],
+            "std": [round(float(v), 6) for v in self.std.flatten()],
+            "interpolation": self.interpolation,
+        }
+
+
+def _per_channel(values: Sequence[float], channels: int) -> torch.Tensor:
+    values = [float(v) for v in values]
+    if len(values) == 1:
+        values = values * channels
+    if len(values) != channels:
+        raise ValueError(f"{len(values)} normalisation values for {channels} channels")
+    return torch.tensor(values).view(1, channels, 1, 1)
+
+
+class SimModel(nn.Module):
+    """A frozen classifier that takes canonical [0, 1] images of any size.
+
+    Parameters
+    ----------
+    net : nn.Module
+        The network proper (timm, torchvision or any module), taking normalised input.
+    preprocess : Preprocess
+        Resizing and normalisation applied inside :meth:`forward`.
+    name : str
+        Display name, unique within a run.
+    spec : str
+        The spec the model was created from.
+    info : dict, optional
+        Facts about the model (family, training accuracy...) carried into reports.
+    """
+
+    def __init__(self, net: nn.Module, preprocess: Preprocess, name: str, spec: str, info: dict | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.preprocess = preprocess
+        self.name = name
+        self.spec = spec
+        self.info = dict(info or {})
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> "SimModel":
+        # Frozen by design: batch-norm statistics and dropout must never change under attack.
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.preprocess(x))
+
+    @property
+    def device(self) -> torch.device:
+        return self.preprocess.mean.device
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """SHA-256 of the architecture, the weights and the preprocessing."""
+        h = hashlib.sha256()
+        h.update(repr(self.net).encode())
+        h.update(repr(sorted(self.preprocess.describe().items())).encode())
+        for key, tensor in sorted(self.net.state_dict().items()):
+            h.update(key.encode())
+            h.update(str((tensor.dtype, tuple(tensor.shape))).encode())
+            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+    @cached_property
+    def num_outputs(self) -> int:
+        """Width of the output, found by one forward pass."""
+        size = self.preprocess.input_size or (self.preprocess.channels, 32, 32)
+        with torch.inference_mode():
+            out = self(torch.zeros((1, *size), device=self.device))
+        return int(out.shape[-1])

@@ -1,0 +1,134 @@
+"""The embedded zoo: small timm models trained by archsim on ``digits``.
+
+Each entry is a timm architecture shrunk to the 32x32 one-channel digits, a
+native input resolution (the wrapper resizes canonical images to it), a training
+recipe and a seed. Weights are trained on first use and cached by a key over all
+of these and the training data, so a given seed always yields the same model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import timm
+import torch
+from torch import nn
+from timm.models.mlp_mixer import MlpMixer
+
+from archsim.cache import CacheStore, digest
+from archsim.data import ImageSet, load_data
+from archsim.errors import ArchsimError
+from archsim.models.registry import register_source
+from archsim.models.train import Recipe, arrays_to_state, state_to_arrays, train_classifier
+from archsim.models.wrapper import Preprocess, SimModel
+from archsim.specs import Spec
+
+ZOO_MEAN = (0.5,)
+ZOO_STD = (0.5,)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One embedded model: timm architecture, input side, recipe, seed."""
+
+    family: str
+    architecture: str
+    kwargs: dict = field(default_factory=dict)
+    input_side: int = 32
+    recipe: Recipe = Recipe()
+    seed: int = 0
+    regime: str = "standard"
+
+    def build(self) -> nn.Module:
+        common = dict(num_classes=10, in_chans=1)
+        if self.architecture == "mlp_mixer":
+            # timm's mixer_* registrations fix patch_size, so the class is built directly.
+            return MlpMixer(**common, **self.kwargs)
+        return timm.create_model(self.architecture, pretrained=False, **common, **self.kwargs)
+
+    def preprocess(self) -> Preprocess:
+        return Preprocess((1, self.input_side, self.input_side), ZOO_MEAN, ZOO_STD, "bilinear")
+
+    def describe(self) -> dict:
+        return {
+            "architecture": self.architecture,
+            "kwargs": self.kwargs,
+            "input_side": self.input_side,
+            "recipe": self.recipe.describe(),
+            "seed": self.seed,
+        }
+
+
+_RESNET = dict(layers=(1, 1, 1, 1), channels=(16, 32, 64, 128), stem_width=16)
+_AUGMENTED = Recipe(augment="affine", epochs=25)
+
+ZOO: dict[str, ZooEntry] = {
+    "resnet-s0": ZooEntry("ResNet", "resnet18", _RESNET, 16, seed=0),
+    "resnet-s1": ZooEntry("ResNet", "resnet18", _RESNET, 16, seed=1),
+    "resnet-s2": ZooEntry("ResNet", "resnet18", _RESNET, 16, seed=2),
+    "resnet-ls": ZooEntry("ResNet", "resnet18", _RESNET, 16, Recipe(label_smoothing=0.1), regime="label-smoothing"),
+    "resnet-aug": ZooEntry("ResNet", "resnet18", _RESNET, 16, _AUGMENTED, regime="augmentation"),
+    "seresnet": ZooEntry("ResNet", "resnet18", dict(_RESNET, block_args=dict(attn_layer="se")), 16),
+    "vit": ZooEntry(
+        "ViT", "vit_tiny_patch16_224",
+        dict(img_size=24, patch_size=4, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0), 24,
+        Recipe(augment="affine", epochs=40),
+    ),
+    "mixer": ZooEntry(
+        "MLP-Mixer", "mlp_mixer",
+        dict(img_size=16, patch_size=2, num_blocks=4, embed_dim=64, mlp_ratio=(0.5, 2.0)), 16, _AUGMENTED,
+    ),
+    "convnext": ZooEntry("ConvNeXt", "convnext_atto", dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128)), 32),
+    "mobilenetv3": ZooEntry("MobileNet", "mobilenetv3_small_050", {}, 24, Recipe(lr=5e-3, weight_decay=0.01, augment="affine")),
+    "mobilevit": ZooEntry("MobileViT (hybrid)", "mobilevit_xxs", {}, 24),
+}
+
+
+def zoo_specs() -> list[str]:
+    return [f"zoo:{name}" for name in ZOO]
+
+
+def zoo_key(entry: ZooEntry, train: ImageSet) -> str:
+    return digest("zoo", entry.describe(), train.fingerprint, timm.__version__)
+
+
+def zoo_weights(name: str, cache: CacheStore) -> tuple[dict[str, torch.Tensor], dict]:
+    """Trained weights of a zoo entry (trained and cached on first use) and training facts."""
+    entry = ZOO[name]
+    train = load_data("digits", split="train")
+    evaluation = load_data("digits", split="eval")
+
+    def fit() -> dict:
+        started = time.perf_counter()
+        state, _ = train_classifier(entry.build, entry.preprocess(), train, entry.recipe, entry.seed, f"train zoo:{name}")
+        seconds = time.perf_counter() - started
+        net = entry.build()
+        net.load_state_dict(state)
+        accuracy = _accuracy(SimModel(net, entry.preprocess(), name, f"zoo:{name}"), evaluation)
+        print(f"trained zoo:{name:<14} eval accuracy {100 * accuracy:5.1f}%  ({seconds:.0f} s)", flush=True)
+        return {**state_to_arrays(state), "eval_accuracy": accuracy, "train_seconds": seconds}
+
+    arrays = cache.get_or_compute("zoo", zoo_key(entry, train), fit)
+    return arrays_to_state(arrays), {"eval_accuracy": float(arrays["eval_accuracy"]), "train_seconds": float(arrays["train_seconds"])}
+
+
+def _accuracy(model: SimModel, data: ImageSet) -> float:
+    with torch.inference_mode():
+        predictions = model(data.images.float() / 255.0).argmax(1)
+    return float((predictions == data.labels).float().mean())
+
+
+@register_source("zoo")
+def zoo_model(spec: Spec, cache: CacheStore) -> SimModel:
+    """``zoo:NAME``: an embedded digits model (see ``archsim zoo``)."""
+    if spec.target not in ZOO:
+        raise ArchsimError(f"unknown zoo model {spec.target!r}; choose from {', '.join(ZOO)}")
+    entry = ZOO[spec.target]
+    state, facts = zoo_weights(spec.target, cache)
+    net = entry.build()
+    net.load_state_dict(state)
+    info = {"source": "zoo", "family": entry.family, "regime": entry.regime, "seed": entry.seed, **facts}
+    return SimModel(net, entry.preprocess(), spec.target, spec.text, info)
+
+

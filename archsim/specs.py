@@ -1,0 +1,88 @@
+"""Parsing of the ``SCHEME:TARGET[,key=value...]`` strings users type for models and data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from archsim.errors import ArchsimError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass
+class Spec:
+    """A parsed spec; options are consumed with the ``take_*`` methods.
+
+    Examples
+    --------
+    >>> s = parse_spec("timm:resnet50,pretrained=false")
+    >>> s.scheme, s.target, s.take_bool("pretrained", True)
+    ('timm', 'resnet50', False)
+    """
+
+    text: str
+    scheme: str
+    target: str
+    options: dict[str, str] = field(default_factory=dict)
+
+    def take(self, key: str, default: str | None = None) -> str | None:
+        return self.options.pop(key, default)
+
+    def take_bool(self, key: str, default: bool) -> bool:
+        value = self.options.pop(key, None)
+        if value is None:
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise ArchsimError(f"option {key}={value!r} in {self.text!r} is not a boolean; use {key}=true or {key}=false")
+
+    def take_int(self, key: str, default: int | None = None) -> int | None:
+        value = self.options.pop(key, None)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ArchsimError(f"option {key}={value!r} in {self.text!r} is not a whole number") from None
+        if number <= 0:
+            raise ArchsimError(f"option {key}={value!r} in {self.text!r} must be positive")
+        return number
+
+    def take_floats(self, key: str) -> tuple[float, ...] | None:
+        """A colon-separated list of numbers such as ``mean=0.485:0.456:0.406``."""
+        value = self.options.pop(key, None)
+        if value is None:
+            return None
+        try:
+            return tuple(float(part) for part in value.split(":"))
+        except ValueError:
+            raise ArchsimError(f"option {key}={value!r} in {self.text!r} must be numbers separated by ':'") from None
+
+    def finish(self) -> None:
+        """Reject options nobody consumed."""
+        if self.options:
+            names = ", ".join(sorted(self.options))
+            raise ArchsimError(f"unknown option(s) {names} in {self.text!r}; see `archsim run --help` for the spec options")
+
+
+def parse_spec(text: str, schemes: tuple[str, ...]) -> Spec:
+    """Split ``SCHEME:TARGET[,key=value...]``; ``schemes`` lists the accepted schemes."""
+    text = text.strip()
+    if not text:
+        raise ArchsimError("empty spec; write SCHEME:NAME, e.g. " + f"{schemes[0]}:...")
+    scheme, sep, rest = text.partition(":")
+    if not sep:
+        scheme, rest = text, ""
+    if scheme not in schemes:
+        raise ArchsimError(f"unknown scheme {scheme!r} in {text!r}; use one of: {', '.join(s + ':' for s in schemes)}")
+    target, *pairs = rest.split(",") if rest else [""]
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise ArchsimError(f"option {pair!r} in {text!r} is not key=value")
+        options[key.strip()] = value.strip()
+    return Spec(text=text, scheme=scheme, target=target.strip(), options=options)
