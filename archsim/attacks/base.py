@@ -67,7 +67,8 @@ class Attack(ABC):
             stop = min(start + batch_size, len(images))
             clean = images[start:stop].to(device)
             noise = start_noise(seed, range(start, stop), clean.shape[1:]).to(device) if self.uses_noise else None
-            adv = self.perturb(model, clean.float() / 255.0, labels[start:stop].to(device), noise)
+            # clone(): labels made under inference_mode cannot enter autograd otherwise.
+            adv = self.perturb(model, clean.float() / 255.0, labels[start:stop].to(device).clone(), noise)
             out[start:stop] = to_uint8(adv, clean, self.eps).cpu()
         return out
 

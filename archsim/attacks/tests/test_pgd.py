@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from archsim.attacks import PGD, create_attack, to_uint8
+from archsim.errors import ArchsimError
+from archsim.models import Preprocess, SimModel
+
+
+def small_model(seed: int = 0) -> SimModel:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 10))
+    return SimModel(net, Preprocess((1, 16, 16), (0.5,), (0.5,)), "small", "test:small")
+
+
+@pytest.fixture()
+def batch():
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (12, 1, 32, 32), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (12,), generator=g)
+    return images, labels
+
+
+def test_pgd_matches_torchattacks(batch):
+    torchattacks = pytest.importorskip("torchattacks")
+    model = small_model()
+    images, labels = batch
+    x = images.float() / 255
+    ours = PGD(eps=0.1, steps=10, rel_step=0.1, random_start=False).perturb(model, x, labels, None)
+    theirs = torchattacks.PGD(model, eps=0.1, alpha=0.01, steps=10, random_start=False)(x, labels)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_uint8_output_is_rounded_and_inside_ball(batch):
+    model = small_model()
+    images, labels = batch
+    attack = PGD(eps=0.1, steps=5)
+    adv = attack(model, images, labels, seed=0, batch_size=5)
+    assert adv.dtype == torch.uint8
+    assert (adv.int() - images.int()).abs().max() <= 25  # floor(0.1 * 255)
+
+
+def test_rounding_rounds_not_truncates():
+    clean = torch.tensor([100], dtype=torch.uint8)
+    assert to_uint8(torch.tensor([100.6 / 255]), clean, 0.1).item() == 101
+    # 25.5 levels would round to 126, outside the integer ball of radius 25.
+    assert to_uint8(torch.tensor([125.5 / 255]), clean, 0.1).item() == 125
+
+
+def test_random_start_is_seeded_and_batch_size_invariant(batch):
+    model = small_model()
+    images, labels = batch
+    attack = PGD(eps=0.1, steps=3)
+    a = attack(model, images, labels, seed=7, batch_size=12)
+    b = attack(model, images, labels, seed=7, batch_size=5)
+    c = attack(model, images, labels, seed=8, batch_size=12)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_pgd_fools_white_box():
+    model = small_model()
+    images = torch.randint(0, 256, (32, 1, 32, 32), dtype=torch.uint8)
+    with torch.inference_mode():
+        labels = model(images.float() / 255).argmax(1)
+    adv = PGD(eps=0.3, steps=20)(model, images, labels)
+    with torch.inference_mode():
+        fooled = (model(adv.float() / 255).argmax(1) != labels).float().mean()
+    assert fooled > 0.9
+
+
+@pytest.mark.parametrize("options, message", [({"eps": 0}, "--eps"), ({"eps": -1}, "--eps"), ({"eps": 0.1, "steps": 0}, "--steps")])
+def test_bad_settings(options, message):
+    with pytest.raises(ArchsimError, match=message):
+        create_attack("pgd", **options)
+
+
+def test_unknown_attack():
+    with pytest.raises(ArchsimError, match="unknown attack"):
+        create_attack("nope", eps=0.1)

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+from torchvision.io import write_png
+
+from archsim.data import load_data, stratified_indices
+from archsim.errors import ArchsimError
+
+
+def test_digits_split_is_fixed_stratified_and_disjoint():
+    train, evaluation = load_data("digits", split="train"), load_data("digits")
+    assert len(train) + len(evaluation) == 1797
+    assert evaluation.images.shape[1:] == (1, 32, 32) and evaluation.images.dtype == torch.uint8
+    counts = evaluation.labels.bincount()
+    assert counts.min() >= 35 and counts.max() <= 37
+    assert load_data("digits").fingerprint == evaluation.fingerprint
+    train_rows = {row.tobytes() for row in train.images.numpy()}
+    assert not any(row.tobytes() in train_rows for row in evaluation.images.numpy()[:50])
+
+
+def test_subset_is_seeded_and_stratified():
+    a = load_data("digits", n_images=50, seed=1)
+    b = load_data("digits", n_images=50, seed=1)
+    c = load_data("digits", n_images=50, seed=2)
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+    assert (a.labels.bincount() == 5).all()
+
+
+def test_stratified_indices_errors():
+    with pytest.raises(ArchsimError, match="smaller than the 3 classes"):
+        stratified_indices(np.array([0, 1, 2, 0, 1, 2]), 2, 0)
+
+
+def _png(path, value):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(torch.full((3, 30, 40), value, dtype=torch.uint8), str(path))
+
+
+def test_imagefolder(tmp_path):
+    for cls, value in (("cat", 10), ("dog", 200)):
+        for i in range(3):
+            _png(tmp_path / cls / f"{i}.png", value)
+    data = load_data(f"imagefolder:{tmp_path},size=16")
+    assert data.classes == ("cat", "dog") and data.images.shape == (6, 3, 16, 16)
+    assert data.images[data.labels == 1].float().mean() == pytest.approx(200, abs=1)
+
+
+def test_imagenet_val_with_labels_file(tmp_path):
+    for i in range(4):
+        _png(tmp_path / f"ILSVRC2012_val_{i:08d}.png", 50 * i)
+    (tmp_path / "labels.txt").write_text("\n".join(f"ILSVRC2012_val_{i:08d}.JPEG {i * 7}" for i in range(4)))
+    data = load_data(f"imagenet-val:{tmp_path},size=8")
+    assert data.labels.tolist() == [0, 7, 14, 21] and data.num_classes == 1000
+
+
+def test_npz_layouts(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (6, 12, 12, 3), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", images=images, labels=np.array([0, 1, 2, 0, 1, 2]))
+    data = load_data(f"npz:{tmp_path / 'd.npz'}")
+    assert data.images.shape == (6, 3, 12, 12) and data.num_classes == 3
+    assert np.array_equal(data.images[0].permute(1, 2, 0).numpy(), images[0])
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("imagefolder:/no/such/dir", "does not exist"),
+        ("npz:/no/such.npz", "does not exist"),
+        ("imagefolder:", "names no path"),
+        ("mnist", "unknown scheme"),
+    ],
+)
+def test_bad_data_specs(spec, message):
+    with pytest.raises(ArchsimError, match=message):
+        load_data(spec)
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "cls").mkdir()
+    with pytest.raises(ArchsimError, match="has no images"):
+        load_data(f"imagefolder:{tmp_path}")
+
+
+def test_npz_float_images_refused(tmp_path):
+    np.savez(tmp_path / "f.npz", images=np.zeros((2, 4, 4), dtype=np.float32), labels=np.array([0, 1]))
+    with pytest.raises(ArchsimError, match="uint8"):
+        load_data(f"npz:{tmp_path / 'f.npz'}")

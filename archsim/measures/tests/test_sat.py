@@ -1,0 +1,66 @@
+import math
+
+import numpy as np
+import pytest
+
+from archsim.measures import sat_tables, sat_value
+
+
+def test_sat_value_hand_computed():
+    # 3 of 4 decisions fooled over |X_AB| = 2: 100 * 3 / (2 * 2) = 75 %.
+    assert sat_value(3, 2) == pytest.approx(math.log(75))
+    # One-sided: 1 fooled of 2 -> 50 %.
+    assert sat_value(1, 2, sides=1) == pytest.approx(math.log(50))
+
+
+def test_sat_value_floor_and_empty():
+    assert sat_value(0, 10, eps_s=1.0) == pytest.approx(0.0)
+    assert sat_value(0, 10, eps_s=0.01) == pytest.approx(math.log(0.01))
+    assert np.isnan(sat_value(0, 0))
+
+
+def _two_models():
+    labels_correct = np.array(
+        [
+            [True, True, True, False, True],
+            [True, True, False, True, True],
+        ]
+    )
+    adv_wrong = np.zeros((2, 2, 5), dtype=bool)
+    adv_wrong[0, 0] = True  # white-box: every image fooled
+    adv_wrong[1, 1] = True
+    adv_wrong[0, 1] = [True, False, True, True, False]  # model 1 fooled by model 0's set
+    adv_wrong[1, 0] = [False, False, False, False, True]  # model 0 fooled by model 1's set
+    return labels_correct, adv_wrong
+
+
+def test_sat_tables_by_hand():
+    correct, wrong = _two_models()
+    tables = sat_tables(["a", "b"], correct, wrong, n_boot=0)
+    # X_ab = images 0, 1, 4. b fooled by a: image 0 -> 1; a fooled by b: image 4 -> 1. (1 + 1) / (2 * 3).
+    assert tables.sat.loc["a", "b"] == pytest.approx(math.log(100 * 2 / 6))
+    assert tables.sat.loc["b", "a"] == tables.sat.loc["a", "b"]
+    assert tables.sat.loc["a", "a"] == pytest.approx(math.log(100))
+    row = tables.pairs.set_index(["source", "target"]).loc[("a", "b")]
+    assert row.n_both_correct == 3
+    assert row.fool_rate_source_to_target == pytest.approx(100 / 3)
+    assert row.one_sided_sat == pytest.approx(math.log(100 / 3))
+
+
+def test_empty_intersection_gives_nan():
+    correct = np.array([[True, False], [False, True]])
+    wrong = np.ones((2, 2, 2), dtype=bool)
+    with pytest.warns(UserWarning, match="share no clean-correct"):
+        tables = sat_tables(["a", "b"], correct, wrong, n_boot=10)
+    assert np.isnan(tables.sat.loc["a", "b"])
+
+
+def test_bootstrap_interval_brackets_estimate_and_is_seeded():
+    rng = np.random.default_rng(0)
+    correct = rng.random((4, 200)) < 0.9
+    wrong = rng.random((4, 4, 200)) < 0.3
+    first = sat_tables(list("abcd"), correct, wrong, n_boot=300, seed=1).pairs
+    again = sat_tables(list("abcd"), correct, wrong, n_boot=300, seed=1).pairs
+    assert first.equals(again)
+    assert (first.sat_low <= first.sat + 1e-12).all() and (first.sat <= first.sat_high + 1e-12).all()
+    assert (first.sat_high > first.sat_low).all()

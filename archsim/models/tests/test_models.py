@@ -1,0 +1,97 @@
+import pytest
+import timm
+import torch
+from torch import nn
+
+from archsim.cache import CacheStore
+from archsim.errors import ArchsimError
+from archsim.models import Preprocess, SimModel, create_model
+
+
+@pytest.fixture()
+def images():
+    return torch.rand(4, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+
+
+def test_timm_checkpoint_made_here_predicts_like_its_source(tmp_path, images):
+    torch.manual_seed(0)
+    source = timm.create_model("resnet18", pretrained=False, num_classes=7)
+    path = tmp_path / "r18.pth"
+    torch.save({"state_dict": source.state_dict()}, path)
+    wrapped = create_model(f"timm:resnet18,checkpoint={path},num_classes=7", cache=CacheStore(tmp_path / "c"))
+    source.eval()
+    cfg = timm.data.resolve_data_config(model=source)
+    reference_in = torch.nn.functional.interpolate(images, size=cfg["input_size"][1:], mode="bicubic", antialias=True)
+    reference_in = (reference_in - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = source(reference_in)
+        got = wrapped(images)
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert wrapped.num_outputs == 7
+    assert not any(p.requires_grad for p in wrapped.parameters())
+    assert not wrapped.training
+
+
+def test_fingerprint_tracks_weights_and_preprocessing():
+    torch.manual_seed(0)
+    net = nn.Linear(4, 2)
+    a = SimModel(net, Preprocess(None, (0.0,) * 4, (1.0,) * 4), "a", "x")
+    b = SimModel(net, Preprocess(None, (0.5,) * 4, (1.0,) * 4), "b", "x")
+    assert a.fingerprint != b.fingerprint
+    net2 = nn.Linear(4, 2)
+    c = SimModel(net2, Preprocess(None, (0.0,) * 4, (1.0,) * 4), "c", "x")
+    assert a.fingerprint != c.fingerprint
+    d = SimModel(net, Preprocess(None, (0.0,) * 4, (1.0,) * 4), "d", "y")
+    assert a.fingerprint == d.fingerprint
+
+
+def test_wrapper_resizes_and_converts_channels():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
+    model = SimModel(net, Preprocess((3, 8, 8), (0.5,), (0.5,)), "m", "x")
+    assert model(torch.rand(2, 1, 32, 32)).shape == (2, 3)
+    x = torch.rand(2, 1, 32, 32, requires_grad=True)
+    (grad,) = torch.autograd.grad(model(x).sum(), x)
+    assert grad.shape == x.shape and grad.abs().sum() > 0
+
+
+def test_file_module_and_torchscript(tmp_path, images):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)).eval()
+    torch.save(net, tmp_path / "m.pt")
+    torch.jit.save(torch.jit.script(net), tmp_path / "s.pt")
+    cache = CacheStore(tmp_path / "c")
+    pickled = create_model(f"file:{tmp_path / 'm.pt'},input_size=3:24:24", cache=cache)
+    scripted = create_model(f"file:{tmp_path / 's.pt'},input_size=3:24:24,name=scripted", cache=cache)
+    assert scripted.name == "scripted"
+    with torch.no_grad():
+        assert torch.allclose(pickled(images), scripted(images), atol=1e-6)
+
+
+def test_torchvision_random_init(tmp_path):
+    model = create_model("torchvision:resnet18,pretrained=false,num_classes=4", cache=CacheStore(tmp_path))
+    assert model.num_outputs == 4 and model.preprocess.input_size == (3, 224, 224)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("nope:x", "unknown scheme"),
+        ("timm:not_a_model", "unknown timm model"),
+        ("timm:resnet18,checkpoint=/no/such.pth", "does not exist"),
+        ("zoo:unknown", "unknown zoo model"),
+        ("file:/no/such/file.pt", "does not exist"),
+        ("timm:resnet18,pretrained=maybe", "not a boolean"),
+        ("timm:resnet18,pretrained=false,colour=red", "unknown option"),
+        ("timm:resnet18,oops", "not key=value"),
+    ],
+)
+def test_bad_specs(tmp_path, spec, message):
+    with pytest.raises(ArchsimError, match=message):
+        create_model(spec, cache=CacheStore(tmp_path))
+
+
+def test_checkpoint_of_wrong_shape(tmp_path):
+    path = tmp_path / "small.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False, num_classes=3).state_dict(), path)
+    with pytest.raises(ArchsimError, match="does not fit"):
+        create_model(f"timm:resnet18,checkpoint={path}", cache=CacheStore(tmp_path))

@@ -1,0 +1,109 @@
+"""End-to-end runs through the CLI and the Python API, and their failure paths."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from archsim import run_sat
+from archsim.cli import main
+
+FAST = ["--n-images", "60", "--steps", "25", "--rel-step", "0.2", "--n-boot", "200"]
+THREE = ["--models", "zoo:resnet-s0 zoo:resnet-s1 zoo:convnext"]
+TWO = ["--models", "zoo:resnet-s0 zoo:resnet-s1"]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def run_cli(capsys, *args):
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def check_sat_csv(path, names):
+    assert path.read_text().startswith(",")  # the published layout: empty corner cell
+    sat = pd.read_csv(path, index_col=0)
+    assert list(sat.index) == list(sat.columns) == names
+    values = sat.to_numpy()
+    assert np.isfinite(values).all()
+    assert np.allclose(values, values.T)
+    assert (np.diag(values) >= math.log(95)).all()
+    return sat
+
+
+def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "run", *THREE, *FAST, "--cache", str(cache_dir), "--out", str(out))
+    assert code == 0, stdout
+    assert "most similar pairs" in stdout
+    check_sat_csv(out / "sat.csv", ["resnet-s0", "resnet-s1", "convnext"])
+    pairs = pd.read_csv(out / "pairs.csv")
+    assert len(pairs) == 9 and {"n_both_correct", "one_sided_sat", "sat_low", "sat_high"} <= set(pairs.columns)
+    models = pd.read_csv(out / "models.csv")
+    assert list(models.model) == ["resnet-s0", "resnet-s1", "convnext"] and models.fingerprint.str.len().eq(64).all()
+
+    again = run_sat(["zoo:resnet-s0", "zoo:resnet-s1", "zoo:convnext"], n_images=60, steps=25, rel_step=0.2, n_boot=200, cache=cache_dir)
+    assert again.cache_misses == 0
+    assert np.allclose(again.sat.to_numpy(), pd.read_csv(out / "sat.csv", index_col=0).to_numpy(), atol=1e-8)
+
+    # Same settings into the same folder: allowed, identical result.
+    code, _, _ = run_cli(capsys, "run", *THREE, *FAST, "--cache", str(cache_dir), "--out", str(out))
+    assert code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # Different settings into that folder: refused, nothing touched.
+    code, _, err = run_cli(capsys, "run", *THREE, *FAST, "--eps", "0.2", "--cache", str(cache_dir), "--out", str(out))
+    assert code == 2 and "different configuration" in err and "eps" not in err.split("(")[0]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--models", "zoo:resnet-s0 bogus:x"], "unknown scheme"),
+        (["--models", "zoo:resnet-s0 timm:resnet18,checkpoint=/no/such.pth"], "does not exist"),
+        (["--models", "zoo:resnet-s0 timm:resnet18,pretrained=false,num_classes=5"], "outputs 5 classes"),
+        ([*TWO, "--data", "imagefolder:/no/such/folder"], "does not exist"),
+        ([*TWO, "--eps", "0"], "--eps"),
+        ([*TWO, "--eps", "-0.1"], "--eps"),
+        ([*TWO, "--steps", "0"], "--steps"),
+        ([*TWO, "--n-images", "0"], "--n-images"),
+        (["--models", "zoo:resnet-s0"], "at least two models"),
+        ([*TWO, "--steps", "many"], "not a valid integer"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, cache_dir, capsys, args, message):
+    code, _, err = run_cli(capsys, "run", "--n-images", "30", *args, "--cache", str(cache_dir), "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+
+
+def test_empty_data_folder(tmp_path, cache_dir, capsys):
+    (tmp_path / "data" / "cls").mkdir(parents=True)
+    code, _, err = run_cli(capsys, "run", *TWO, "--data", f"imagefolder:{tmp_path / 'data'}", "--cache", str(cache_dir))
+    assert code == 2 and "has no images" in err and err.count("\n") == 1
+
+
+def test_help_lists_options(capsys):
+    code, out, _ = run_cli(capsys, "run", "--help")
+    assert code == 0 and "--n-images" in out and "--eps" in out
+
+
+@pytest.mark.slow
+def test_default_zoo_run(tmp_path, cache_dir, capsys):
+    """`archsim run` with no model arguments: the whole embedded zoo on digits (the demo)."""
+    out = tmp_path / "demo"
+    code, stdout, _ = run_cli(capsys, "run", "--cache", str(cache_dir), "--out", str(out))
+    assert code == 0
+    models = pd.read_csv(out / "models.csv")
+    assert len(models) >= 10 and models.family.nunique() >= 5
+    assert (models.clean_accuracy >= 95).all(), models
+    check_sat_csv(out / "sat.csv", list(models.model))
+    again = run_sat(cache=cache_dir)
+    assert again.cache_misses == 0
