@@ -123,10 +123,10 @@ def run_transfer(
         logits.append(clean["logits"])
         key = adv_key(model.fingerprint, data, attack, seed)
         adv_keys.append(key)
-        if not cache.contains("adv", key):
-            cache.get_or_compute(
-                "adv", key, lambda: {"images": attack(model, data.images, data.labels, seed, batch_size, f"attack {model.name}").numpy()}
-            )
+        # A read, not an existence check: a damaged set is found and recomputed here, while the source is loaded.
+        cache.get_or_compute(
+            "adv", key, lambda: {"images": attack(model, data.images, data.labels, seed, batch_size, f"attack {model.name}").numpy()}
+        )
         del model
 
     adv_pred = np.empty((len(specs), len(specs), len(data)), dtype=np.int64)
