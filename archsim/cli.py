@@ -71,10 +71,9 @@ def zoo() -> None:
 
 def _print_summary(result, out: Path, seconds: float) -> None:
     sat = result.sat
-    short = sat.copy()
     click.echo("\nSAT matrix (ln % fooled; ln 100 = 4.61 is a perfect, fully transferable attack):")
     with pd.option_context("display.width", 250, "display.max_columns", 100):
-        click.echo(short.to_string(float_format=lambda v: f"{v:.2f}"))
+        click.echo(sat.to_string(float_format=lambda v: f"{v:.2f}"))
     names = list(sat.index)
     iu = np.triu_indices(len(names), k=1)
     pairs = pd.DataFrame({"a": np.array(names)[iu[0]], "b": np.array(names)[iu[1]], "sat": sat.values[iu]}).dropna()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from archsim.cache import CacheStore
@@ -53,8 +54,6 @@ def create_model(spec: str, cache: CacheStore | None = None, device: str = "cpu"
 
 def require_file(spec: Spec, key: str) -> str | None:
     """The path in option ``key``, checked to exist."""
-    from pathlib import Path
-
     value = spec.take(key)
     if value is not None and not Path(value).expanduser().is_file():
         raise ArchsimError(f"{key} file {value} does not exist; fix {key}= in {spec.text!r}")
