@@ -57,6 +57,26 @@ def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed
 
 
 @cli.command()
+@click.option("--matrix", type=click.Path(path_type=Path), default=None, help="A SAT matrix in the sat.csv layout.")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None, help="A finished run folder (uses its sat.csv).")
+@click.option("--cards", type=click.Path(path_type=Path), required=True, help="Model cards CSV in the layout of 'Model Feature_release.csv'.")
+@click.option("--clusters", "k", type=int, default=None, help="Number of spectral clusters [default: by eigengap].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for clusters.csv, importance.csv, keywords.csv.")
+def analyze(matrix, run_dir, cards, k, seed, out) -> None:
+    """Spectral clusters, component importance and cluster keywords of a SAT matrix."""
+    from archsim.analysis.run import analyze as run_analysis
+
+    if (matrix is None) == (run_dir is None):
+        raise ArchsimError("give exactly one of --matrix FILE or --run DIR")
+    tables = run_analysis(matrix if matrix is not None else run_dir / "sat.csv", cards, out, k=k, seed=seed)
+    clusters = tables["clusters.csv"]
+    click.echo(f"{len(clusters)} models in {clusters.cluster.nunique()} clusters; top components:")
+    click.echo(tables["importance.csv"].head(5).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    click.echo(f"wrote {out}/clusters.csv, importance.csv, keywords.csv, spectral_distances.csv")
+
+
+@cli.command()
 def zoo() -> None:
     """List the embedded zoo (trained on digits on first use)."""
     from archsim.models import ZOO

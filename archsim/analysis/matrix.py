@@ -1,0 +1,35 @@
+"""Reading and validating a SAT matrix in the ``sat.csv`` / ``SAT_release.csv`` layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from archsim.errors import ArchsimError
+
+
+def read_matrix(path: str | Path, tolerance: float = 1e-6) -> pd.DataFrame:
+    """A square, symmetric, finite matrix with identical row and column names."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArchsimError(f"matrix file {path} does not exist; pass --matrix a sat.csv")
+    try:
+        frame = pd.read_csv(path, index_col=0)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        raise ArchsimError(f"cannot read matrix {path} ({type(error).__name__}); it must be a CSV like sat.csv") from None
+    frame.index = frame.index.astype(str)
+    if frame.shape[0] != frame.shape[1]:
+        raise ArchsimError(f"matrix {path} is {frame.shape[0]} x {frame.shape[1]}, not square; use the sat.csv layout")
+    if list(frame.index) != list(frame.columns):
+        raise ArchsimError(f"matrix {path}: row names differ from column names; both must list the models in one order")
+    try:
+        values = frame.to_numpy(dtype=float)
+    except ValueError:
+        raise ArchsimError(f"matrix {path} holds non-numeric entries; every cell must be a number") from None
+    if not np.isfinite(values).all():
+        raise ArchsimError(f"matrix {path} holds NaN or infinite entries; recompute or drop those models")
+    if np.abs(values - values.T).max() > tolerance:
+        raise ArchsimError(f"matrix {path} is not symmetric (largest gap {np.abs(values - values.T).max():.3g}); SAT matrices are")
+    return pd.DataFrame(values, index=frame.index, columns=frame.columns)
