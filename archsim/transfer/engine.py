@@ -131,20 +131,21 @@ def run_transfer(
 
     adv_pred = np.empty((len(specs), len(specs), len(data)), dtype=np.int64)
     for t, spec in enumerate(tqdm(specs, desc="evaluate targets", unit="model", disable=None)):
-        target = None
+        loaded: list[SimModel] = []  # the target, loaded only if some prediction is missing
+
+        def target() -> SimModel:
+            if not loaded:
+                loaded.append(load(spec))
+                if loaded[0].fingerprint != fingerprints[t]:
+                    raise ArchsimError(f"model {spec} changed during the run (different weights); rerun")
+            return loaded[0]
+
+        def predict_set(s: int) -> dict:
+            adv_images = torch.from_numpy(cache.get_or_compute("adv", adv_keys[s], _missing(adv_keys[s]))["images"])
+            return {"pred": predict(target(), adv_images, batch_size).argmax(-1).numpy()}
+
         for s in range(len(specs)):
-            key = pred_key(fingerprints[t], adv_keys[s])
-            found = cache.get("pred", key)
-            if found is None:
-                if target is None:
-                    target = load(spec)
-                    if target.fingerprint != fingerprints[t]:
-                        raise ArchsimError(f"model {spec} changed during the run (different weights); rerun")
-                adv_images = torch.from_numpy(cache.get_or_compute("adv", adv_keys[s], _missing(adv_keys[s]))["images"])
-                found = cache.get_or_compute("pred", key, lambda: {"pred": predict(target, adv_images, batch_size).argmax(-1).numpy()})
-            else:
-                cache.hits += 1
-            adv_pred[s, t] = found["pred"]
+            adv_pred[s, t] = cache.get_or_compute("pred", pred_key(fingerprints[t], adv_keys[s]), lambda: predict_set(s))["pred"]
     return TransferResult(names, list(specs), data.labels.numpy(), np.stack(logits), adv_pred, fingerprints, adv_keys, info)
 
 
