@@ -49,3 +49,25 @@ def cards_for(cards: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     if missing:
         raise ArchsimError(f"model {missing[0]!r} ({len(missing)} in all) has no card; add it to the cards CSV")
     return cards.loc[names]
+
+
+def card_agreement(reference: pd.DataFrame, extracted: pd.DataFrame) -> pd.DataFrame:
+    """Per component: the share of models whose extracted value equals the reference card's.
+
+    Compares the models both tables list; columns component, agree, models, mismatches
+    (``model: reference -> extracted``, ``;``-separated).
+    """
+    names = [n for n in extracted.index if n in reference.index]
+    if not names:
+        raise ArchsimError("no model is in both card tables; compare cards of the same models")
+    rows = []
+    for component in CARD_COLUMNS:
+        ref, got = reference.loc[names, component], extracted.loc[names, component]
+        wrong = [f"{n}: {ref[n]} -> {got[n]}" for n in names if ref[n] != got[n]]
+        rows.append({"component": component, "agree": 1 - len(wrong) / len(names), "models": len(names), "mismatches": "; ".join(wrong)})
+    return pd.DataFrame(rows)
+
+
+def cards_table(cards: dict[str, dict[str, str]]) -> pd.DataFrame:
+    """Cards keyed by model name as a frame in the published layout (index: model name)."""
+    return pd.DataFrame.from_dict(cards, orient="index", columns=list(CARD_COLUMNS)).rename_axis(NAME_COLUMN)

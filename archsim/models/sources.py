@@ -28,7 +28,7 @@ def timm_preprocess(net: torch.nn.Module) -> Preprocess:
 @register_source("timm")
 def timm_model(spec: Spec, cache: CacheStore) -> SimModel:
     """``timm:NAME``: hub weights by default, ``checkpoint=PATH`` for local ones, ``pretrained=false`` for random init."""
-    if spec.target not in timm.list_models() and spec.target.split(".")[0] not in timm.list_models():
+    if not timm.is_model(spec.target):  # knows pretrained tags and timm's deprecated aliases too
         raise ArchsimError(f"unknown timm model {spec.target!r}; see timm.list_models() for the names")
     checkpoint = require_file(spec, "checkpoint")
     pretrained = spec.take_bool("pretrained", checkpoint is None)
