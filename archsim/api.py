@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,14 @@ import torch
 import torchvision
 
 import archsim
+from archsim.analysis.cards import cards_table
+from archsim.analysis.extract import extract_card
 from archsim.attacks import create_attack
 from archsim.cache import CacheStore, atomic_write_text
 from archsim.data import load_data
 from archsim.errors import ArchsimError
 from archsim.measures import DEFAULT_EPS_S, sat_tables
-from archsim.models import zoo_specs
+from archsim.models import create_model, zoo_specs
 from archsim.transfer import TransferResult, run_transfer
 
 DIGITS_EPS = 0.1
@@ -33,7 +36,7 @@ IMAGENET_EPS = 4 / 255
 """Default radius on natural-image data (imagefolder, imagenet-val, npz): the customary
 4/255 of transfer studies. The SAT paper's text as we read it does not fix one; set --eps to match yours."""
 
-RUN_FILES = ("sat.csv", "pairs.csv", "models.csv", "config.json")
+RUN_FILES = ("sat.csv", "pairs.csv", "models.csv", "cards.csv", "config.json")
 
 
 def default_eps(data: str) -> float:
@@ -62,6 +65,7 @@ class SatRun:
     transfer: TransferResult
     cache_hits: int
     cache_misses: int
+    cards: pd.DataFrame
 
 
 def run_sat(
@@ -131,7 +135,15 @@ def run_sat(
         guard_run_dir(out_dir, settings)
     images = load_data(data, split="eval", n_images=n_images, seed=seed)
     started = time.perf_counter()
-    transfer = run_transfer(specs, images, the_attack, store, seed=seed, device=resolve_device(device), batch_size=batch_size)
+    cards: dict[str, dict[str, str]] = {}
+
+    def load_and_describe(spec: str):
+        model = create_model(spec, cache=store, device=resolve_device(device))
+        if model.name not in cards:
+            cards[model.name] = describe(model)
+        return model
+
+    transfer = run_transfer(specs, images, the_attack, store, seed=seed, device=resolve_device(device), batch_size=batch_size, loader=load_and_describe)
     tables = sat_tables(transfer.names, transfer.clean_correct, transfer.adv_wrong, eps_s=eps_s, n_boot=n_boot, seed=seed)
     config = {
         "settings": settings,
@@ -143,10 +155,22 @@ def run_sat(
         "seconds": round(time.perf_counter() - started, 2),
         "versions": versions(),
     }
-    run = SatRun(tables.sat, tables.one_sided, tables.pairs, transfer.models_table(), config, transfer, store.hits, store.misses)
+    run = SatRun(
+        tables.sat, tables.one_sided, tables.pairs, transfer.models_table(), config, transfer, store.hits, store.misses,
+        cards_table({name: cards[name] for name in transfer.names if cards.get(name)}),
+    )
     if out_dir is not None:
         write_run(out_dir, run)
     return run
+
+
+def describe(model) -> dict[str, str] | None:
+    """The model's card, or None (with a warning) where its forward pass cannot be read."""
+    try:
+        return extract_card(model)
+    except Exception as error:  # noqa: BLE001 - any user network may defeat the tracer; the run must go on
+        warnings.warn(f"no card for {model.name}: {type(error).__name__}: {error}; give analyze --cards for it", stacklevel=2)
+        return None
 
 
 def versions() -> dict[str, str]:
@@ -188,5 +212,6 @@ def write_run(out: Path, run: SatRun) -> None:
     atomic_write_text(out / "sat.csv", run.sat.to_csv(float_format="%.9f"))
     atomic_write_text(out / "pairs.csv", run.pairs.to_csv(index=False, float_format="%.6f"))
     atomic_write_text(out / "models.csv", run.models.to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(out / "cards.csv", run.cards.to_csv())
     # config.json last: its presence marks a complete run folder.
     atomic_write_text(out / "config.json", json.dumps(run.config, indent=2, sort_keys=True) + "\n")

@@ -41,6 +41,16 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def _read_umask() -> int:
+    # The only portable way to read the umask sets it; done once at import, before any threads.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file and rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +58,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+            # mkstemp creates 0600; give the file the mode a plain open() would (shared caches, readable reports).
+            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -42,7 +42,8 @@ def cli() -> None:
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim].")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder [default: runs/<timestamp>].")
 def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed, eps_s, n_boot, device, batch_size, cache, out) -> None:
-    """Compute the SAT matrix of MODELS on DATA and write sat.csv, pairs.csv, models.csv, config.json."""
+    """Compute the SAT matrix of MODELS on DATA; write sat.csv, pairs.csv, models.csv, cards.csv, config.json,
+    the analysis tables and report.html."""
     from archsim.api import run_sat
 
     specs = [part for chunk in models for part in chunk.split()]
@@ -54,26 +55,77 @@ def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed
         cache=cache, out=out,
     )
     _print_summary(result, out, time.perf_counter() - started)
+    from archsim.analysis.run import analyze_run
+
+    try:
+        analysis = analyze_run(out, seed=seed)
+    except ArchsimError as error:  # e.g. NaN entries: the run itself is complete and kept
+        click.echo(f"no analysis or report for this run: {error}", err=True)
+        return
+    click.echo(f"wrote {out}/report.html ({analysis.spectral.k} clusters; open it in a browser)")
 
 
 @cli.command()
 @click.option("--matrix", type=click.Path(path_type=Path), default=None, help="A SAT matrix in the sat.csv layout.")
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None, help="A finished run folder (uses its sat.csv).")
-@click.option("--cards", type=click.Path(path_type=Path), required=True, help="Model cards CSV in the layout of 'Model Feature_release.csv'.")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None, help="A finished run folder (its sat.csv, models.csv, cards.csv).")
+@click.option("--cards", type=click.Path(path_type=Path), default=None,
+              help="Model cards CSV in the layout of 'Model Feature_release.csv' [required with --matrix; default with --run: its cards.csv].")
 @click.option("--clusters", "k", type=int, default=None, help="Number of spectral clusters [default: by eigengap].")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for clusters.csv, importance.csv, keywords.csv.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [required with --matrix; default with --run: the run folder].")
 def analyze(matrix, run_dir, cards, k, seed, out) -> None:
-    """Spectral clusters, component importance and cluster keywords of a SAT matrix."""
-    from archsim.analysis.run import analyze as run_analysis
+    """Clusters (and their stability), component importance, keywords and report.html of a SAT matrix."""
+    from archsim.analysis.run import analyze as analyze_files
+    from archsim.analysis.run import analyze_run
 
     if (matrix is None) == (run_dir is None):
         raise ArchsimError("give exactly one of --matrix FILE or --run DIR")
-    tables = run_analysis(matrix if matrix is not None else run_dir / "sat.csv", cards, out, k=k, seed=seed)
-    clusters = tables["clusters.csv"]
-    click.echo(f"{len(clusters)} models in {clusters.cluster.nunique()} clusters; top components:")
-    click.echo(tables["importance.csv"].head(5).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    click.echo(f"wrote {out}/clusters.csv, importance.csv, keywords.csv, spectral_distances.csv")
+    if matrix is not None:
+        if cards is None or out is None:
+            raise ArchsimError("--matrix needs --cards CSV and --out DIR")
+        result = analyze_files(matrix, cards, out, k=k, seed=seed)
+    else:
+        out = out or run_dir
+        result = analyze_run(run_dir, cards=cards, out=out, k=k, seed=seed)
+    _print_analysis(result, out)
+
+
+@cli.command()
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
+@click.option("--cards", type=click.Path(path_type=Path), default=None, help="Cards CSV [default: the run's cards.csv].")
+@click.option("--clusters", "k", type=int, default=None, help="Number of spectral clusters [default: by eigengap].")
+@click.option("--seed", type=int, default=0, show_default=True)
+def report(run_dir, cards, k, seed) -> None:
+    """(Re)write RUN/report.html and the analysis tables of a finished run."""
+    from archsim.analysis.run import analyze_run
+
+    _print_analysis(analyze_run(run_dir, cards=cards, out=run_dir, k=k, seed=seed), run_dir)
+
+
+@cli.command()
+@click.argument("specs", nargs=-1, required=True, metavar="MODEL_SPEC...")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="CSV to write (layout of 'Model Feature_release.csv').")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder (zoo weights).")
+def cards(specs, out, cache) -> None:
+    """Extract model cards (SPEC §2.1) from the models' forward passes."""
+    from archsim.analysis.cards import cards_table
+    from archsim.analysis.extract import extract_card
+    from archsim.cache import CacheStore, atomic_write_text
+    from archsim.models import create_model
+
+    if out.is_dir():
+        raise ArchsimError(f"--out {out} is a folder; give a CSV file name")
+    store = CacheStore(cache)
+    found = {}
+    for spec in specs:
+        model = create_model(spec, cache=store, device="cpu")
+        found[model.name] = extract_card(model)
+    table = cards_table(found)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, table.to_csv())
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        click.echo(table.to_string())
+    click.echo(f"wrote {out}")
 
 
 @cli.command()
@@ -87,6 +139,21 @@ def zoo() -> None:
         for name, e in ZOO.items()
     ]
     click.echo(pd.DataFrame(rows).to_string(index=False))
+
+
+def _print_analysis(result, out: Path) -> None:
+    clusters = result.clusters
+    click.echo(f"{len(clusters)} models in {clusters.cluster.nunique()} clusters")
+    if result.stability is not None:
+        click.echo(f"cluster stability (ARI over {len(result.stability)} subsamples): {result.stability.ari.mean():.2f} ± {result.stability.ari.std():.2f}")
+    if result.importance is not None:
+        click.echo("top components:")
+        click.echo(result.importance.head(5).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if result.training is not None:
+        click.echo(result.training.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"wrote {', '.join(result.tables())} and report.html to {out}")
 
 
 def _print_summary(result, out: Path, seconds: float) -> None:
@@ -111,7 +178,7 @@ def _print_summary(result, out: Path, seconds: float) -> None:
         f"\n{len(names)} models, {result.config['n_images_used']} images, attack {result.config['settings']['attack']}; "
         f"cache: {result.cache_hits} hits, {result.cache_misses} computed; {seconds:.1f} s"
     )
-    click.echo(f"wrote {out}/sat.csv, pairs.csv, models.csv, config.json")
+    click.echo(f"wrote {out}/sat.csv, pairs.csv, models.csv, cards.csv, config.json")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -126,6 +126,13 @@ class SimModel(nn.Module):
         return h.hexdigest()
 
     @cached_property
+    def architecture_id(self) -> str:
+        """Short hash of the module tree and input size: equal for the same architecture, whatever the weights."""
+        h = hashlib.sha256(repr(self.net).encode())
+        h.update(repr(self.preprocess.input_size).encode())
+        return h.hexdigest()[:12]
+
+    @cached_property
     def num_outputs(self) -> int:
         """Width of the output, found by one forward pass."""
         size = self.preprocess.input_size or (self.preprocess.channels, 32, 32)

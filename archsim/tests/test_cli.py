@@ -48,6 +48,18 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
     assert len(pairs) == 9 and {"n_both_correct", "one_sided_sat", "sat_low", "sat_high"} <= set(pairs.columns)
     models = pd.read_csv(out / "models.csv")
     assert list(models.model) == ["resnet-s0", "resnet-s1", "convnext"] and models.fingerprint.str.len().eq(64).all()
+    assert models.architecture[0] == models.architecture[1] != models.architecture[2]
+    cards = pd.read_csv(out / "cards.csv", index_col=0)
+    assert list(cards.index) == list(models.model) and cards.loc["convnext", "DW conv"] == "Yes"
+    assert "report.html" in stdout and (out / "report.html").stat().st_size > 10_000
+    assert {"clusters.csv", "keywords.csv", "spectral_distances.csv"} <= {p.name for p in out.iterdir()}
+
+    # Analysis of the run folder with its own cards, into another folder; then the report alone.
+    code, stdout, err = run_cli(capsys, "analyze", "--run", str(out), "--clusters", "2", "--out", str(tmp_path / "an"))
+    assert code == 0, err
+    assert pd.read_csv(tmp_path / "an" / "clusters.csv").cluster.nunique() == 2 and (tmp_path / "an" / "report.html").is_file()
+    code, stdout, err = run_cli(capsys, "report", "--run", str(out))
+    assert code == 0 and "report.html" in stdout, err
 
     again = run_sat(["zoo:resnet-s0", "zoo:resnet-s1", "zoo:convnext"], n_images=60, steps=25, rel_step=0.2, n_boot=200, cache=cache_dir)
     assert again.cache_misses == 0
@@ -88,6 +100,31 @@ def test_empty_data_folder(tmp_path, cache_dir, capsys):
     (tmp_path / "data" / "cls").mkdir(parents=True)
     code, _, err = run_cli(capsys, "run", *TWO, "--data", f"imagefolder:{tmp_path / 'data'}", "--cache", str(cache_dir))
     assert code == 2 and "has no images" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["analyze", "--matrix", "m.csv"], "--matrix needs --cards"),
+        (["analyze", "--run", "."], "not a finished run folder"),
+        (["analyze"], "exactly one of --matrix"),
+        (["report", "--run", "nowhere"], "not a finished run folder"),
+        (["cards", "bogus:x", "--out", "c.csv"], "unknown scheme"),
+        (["cards", "timm:no_such_model_xyz", "--out", "c.csv"], "unknown timm model"),
+    ],
+)
+def test_analysis_commands_bad_input(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_cards_command(tmp_path, cache_dir, capsys):
+    out = tmp_path / "cards.csv"
+    code, stdout, err = run_cli(capsys, "cards", "zoo:vit", "timm:resnet50,pretrained=false", "--cache", str(cache_dir), "--out", str(out))
+    assert code == 0, err
+    cards = pd.read_csv(out, index_col=0)
+    assert cards.loc["vit", "Pooling (final)"] == "CLS token" and cards.loc["resnet50", "Stem layer"] == "7s2"
 
 
 def test_help_lists_options(capsys):

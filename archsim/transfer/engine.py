@@ -65,7 +65,9 @@ class TransferResult:
                 "white_box_success": diag * 100,
                 "fingerprint": self.fingerprints,
                 "family": [i.get("family", "") for i in self.info],
+                "architecture": [i.get("architecture", "") for i in self.info],
                 "regime": [i.get("regime", "") for i in self.info],
+                "seed": [i.get("seed") for i in self.info],
             }
         )
 
@@ -116,7 +118,7 @@ def run_transfer(
             raise ArchsimError(f"two models are named {model.name!r}; give one a name with ,name=OTHER in its spec")
         names.append(model.name)
         fingerprints.append(model.fingerprint)
-        info.append(model.info)
+        info.append({**model.info, "architecture": model.architecture_id})
         clean = cache.get_or_compute(
             "pred", pred_key(model.fingerprint, data.fingerprint), lambda: {"logits": predict(model, data.images, batch_size).numpy()}
         )

@@ -6,7 +6,9 @@ import pytest
 
 from archsim.analysis import cluster_keywords, component_importance, read_cards, read_matrix, spectral_clusters
 from archsim.analysis.cards import cards_for
-from archsim.analysis.run import analyze
+from archsim.analysis.run import analyze, analyze_matrix
+from archsim.analysis.stability import cluster_stability
+from archsim.analysis.training import training_vs_architecture
 from archsim.errors import ArchsimError
 
 RELEASE = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "sat_release"
@@ -46,13 +48,42 @@ def test_keywords_hand_case():
 @needs_release
 def test_published_matrix_analysis_is_deterministic(tmp_path):
     first = analyze(MATRIX, CARDS, tmp_path / "a", k=10, seed=0)
-    second = analyze(MATRIX, CARDS, tmp_path / "b", k=10, seed=0)
-    for name in first:
+    analyze(MATRIX, CARDS, tmp_path / "b", k=10, seed=0)
+    tables = first.tables()
+    assert {"clusters.csv", "importance.csv", "keywords.csv", "stability.csv"} <= set(tables)
+    for name in tables:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    assert first["clusters.csv"].cluster.nunique() == 10
+    assert (tmp_path / "a" / "report.html").is_file()
+    assert first.clusters.cluster.nunique() == 10
     # The SAT paper's finding: base architecture and stem lead the importance ranking.
-    assert set(first["importance.csv"].component.head(2)) == {"Base architecture", "Stem layer"}
-    assert len(first["keywords.csv"]) == 50
+    assert set(first.importance.component.head(2)) == {"Base architecture", "Stem layer"}
+    assert len(first.keywords) == 50
+    assert 0.5 < first.stability.ari.mean() <= 1.0 and first.clusters.stability.between(0, 1).all()
+
+
+def test_stability_is_perfect_on_clean_blocks():
+    sat = block_matrix()
+    reps, per_model = cluster_stability(sat, spectral_clusters(sat, k=2).labels, k=2, n_resamples=10)
+    assert reps.ari.eq(1.0).all() and per_model.eq(1.0).all()
+
+
+def test_training_vs_architecture_groups_pairs():
+    sat = block_matrix()  # m0-m2 one architecture, m3-m5 another
+    models = pd.DataFrame({
+        "model": sat.index, "architecture": ["a", "a", "a", "b", "b", "b"],
+        "regime": ["standard", "standard", "ls", "", "", ""], "seed": [0, 1, 0, None, None, None],
+    })
+    table = training_vs_architecture(sat, models).set_index("comparison")
+    assert table.loc["different seeds", "pairs"] == 1 and table.loc["different seeds", "mean_sat"] == 3.5
+    assert table.loc["different training regimes", "pairs"] == 2
+    assert table.loc["different architectures", "pairs"] == 9 and table.loc["different architectures", "mean_sat"] == 1.0
+    assert table.loc["same architecture, other differences", "pairs"] == 3
+    assert training_vs_architecture(sat, models.assign(architecture=list("abcdef"))) is None
+
+
+def test_k_larger_than_models_is_one_line_error(tmp_path):
+    with pytest.raises(ArchsimError, match="more than the 6 models"):
+        analyze_matrix(block_matrix(), k=7)
 
 
 def write(tmp_path, frame, name="m.csv"):

@@ -1,0 +1,84 @@
+"""The report's figures, drawn with matplotlib and embedded as PNG data URIs."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: the report is built on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def to_data_uri(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _side(n: int) -> float:
+    return float(min(max(4.5, 0.17 * n + 2.5), 15.0))
+
+
+def ordered_heatmap(matrix: pd.DataFrame, labels: pd.Series, title: str, colorbar: str, cmap: str) -> str:
+    """A square matrix with rows and columns ordered by cluster, cluster blocks outlined."""
+    order = np.argsort(labels.loc[matrix.index].to_numpy(), kind="stable")
+    values = matrix.to_numpy(dtype=float)[np.ix_(order, order)]
+    names = matrix.index[order]
+    sorted_labels = labels.loc[names].to_numpy()
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(_side(n) + 1.2, _side(n)))
+    image = ax.imshow(values, cmap=cmap, interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label=colorbar)
+    fontsize = 8 if n <= 30 else 6 if n <= 60 else 5
+    ax.set_xticks(range(n), names, rotation=90, fontsize=fontsize)
+    ax.set_yticks(range(n), names, fontsize=fontsize)
+    start = 0
+    for end in [*np.flatnonzero(np.diff(sorted_labels)) + 1, n]:
+        ax.add_patch(plt.Rectangle((start - 0.5, start - 0.5), end - start, end - start, fill=False, edgecolor="black", linewidth=1.4))
+        start = end
+    ax.set_title(title)
+    return to_data_uri(fig)
+
+
+def importance_bars(importance: pd.DataFrame) -> str:
+    """Permutation importance per component, largest on top, with one standard deviation."""
+    table = importance.iloc[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.38 * len(table) + 1.2))
+    ax.barh(table["component"], table["importance_mean"], xerr=table["importance_std"], color="#4C72B0", ecolor="#555", capsize=3)
+    ax.set_xlabel("permutation importance (drop in R² of the boosted SAT model)")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_title("Which components make models differ")
+    return to_data_uri(fig)
+
+
+def eigenvalue_plot(eigenvalues: np.ndarray, k: int) -> str:
+    """Leading eigenvalues of the normalised affinity, the chosen k marked."""
+    shown = eigenvalues[: min(len(eigenvalues), max(2 * k, 12))]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(range(1, len(shown) + 1), shown, "o-", color="#4C72B0")
+    ax.axvline(k + 0.5, color="#C44E52", linestyle="--", label=f"k = {k}")
+    ax.set_xlabel("index")
+    ax.set_ylabel("eigenvalue")
+    ax.legend()
+    ax.set_title("Spectrum of D^-1/2 W D^-1/2")
+    return to_data_uri(fig)
+
+
+def training_bars(training: pd.DataFrame) -> str:
+    """Mean SAT per relation, with the paper's ImageNet means as markers."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    x = np.arange(len(training))
+    ax.bar(x, training["mean_sat"], yerr=training["std_sat"], color="#55A868", capsize=4, label="this matrix (mean ± sd)")
+    paper = training["paper_mean_sat"].to_numpy(dtype=float)
+    ax.scatter(x[np.isfinite(paper)], paper[np.isfinite(paper)], color="black", marker="_", s=600, linewidths=2, label="SAT paper (ImageNet)", zorder=3)
+    ax.set_xticks(x, [f"{c}\n({p} pairs)" for c, p in zip(training["comparison"], training["pairs"])], fontsize=8)
+    ax.set_ylabel("SAT (ln % fooled)")
+    ax.set_ylim(0, 4.8)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title("Training strategy vs architecture")
+    return to_data_uri(fig)

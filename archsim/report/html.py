@@ -1,0 +1,154 @@
+"""The report page: one HTML file with inline CSS and figures, nothing fetched when opened."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from html import escape
+
+import numpy as np
+import pandas as pd
+
+import archsim
+from archsim.report import figures
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #222; background: #fafafa; }
+header { background: #23395d; color: white; padding: 18px 32px; }
+header h1 { margin: 0 0 4px 0; font-size: 22px; }
+header p { margin: 0; opacity: 0.85; font-size: 13px; }
+nav { padding: 8px 32px; background: #e8ecf3; font-size: 13px; }
+nav a { margin-right: 16px; color: #23395d; }
+main { padding: 8px 32px 40px 32px; max-width: 1400px; }
+section { background: white; border: 1px solid #ddd; border-radius: 6px; padding: 12px 20px; margin: 18px 0; }
+h2 { font-size: 18px; color: #23395d; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
+th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f0f2f6; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; height: auto; }
+.scroll { overflow-x: auto; max-width: 100%; }
+.figures { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
+.note { color: #8a5a00; background: #fff6e0; border-left: 3px solid #e0a800; padding: 6px 10px; font-size: 13px; }
+.muted { color: #666; font-size: 13px; }
+pre { background: #f5f5f5; padding: 10px; font-size: 12px; overflow-x: auto; }
+"""
+
+
+def _table(frame: pd.DataFrame, digits: int = 3) -> str:
+    """An HTML table with numbers right-aligned and every string escaped."""
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in frame.columns)
+    rows = []
+    for row in frame.itertuples(index=False):
+        cells = []
+        for value in row:
+            if isinstance(value, (float, np.floating)):
+                text = "" if np.isnan(value) else f"{value:.{digits}f}"
+                cells.append(f'<td class="num">{text}</td>')
+            elif isinstance(value, (int, np.integer)):
+                cells.append(f'<td class="num">{value}</td>')
+            else:
+                cells.append(f"<td>{escape(str(value))}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+
+
+def _figure(uri: str, alt: str) -> str:
+    return f'<figure><img src="{uri}" alt="{escape(alt)}"></figure>'
+
+
+def _clusters_table(analysis) -> pd.DataFrame:
+    clusters = analysis.clusters
+    rows = []
+    for cluster in sorted(clusters["cluster"].unique()):
+        members = clusters[clusters["cluster"] == cluster]
+        row = {"cluster": int(cluster), "size": len(members)}
+        if "stability" in members:
+            row["stability"] = float(members["stability"].mean())
+        if analysis.keywords is not None:
+            words = analysis.keywords[analysis.keywords["cluster"] == cluster].sort_values("rank")["word"]
+            row["keywords (TF-IDF top 5)"] = "; ".join(words)
+        row["models"] = ", ".join(members["model"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def render_report(analysis) -> str:
+    """The whole page for an :class:`~archsim.analysis.run.Analysis`."""
+    sat, spectral = analysis.sat, analysis.spectral
+    n = len(sat)
+    off = sat.to_numpy()[~np.eye(n, dtype=bool)]
+    sections: list[tuple[str, str, str]] = []
+
+    summary = (
+        f"<p>{n} models in {spectral.k} spectral clusters. "
+        f"Off-diagonal SAT: mean {np.nanmean(off):.2f}, range {np.nanmin(off):.2f} to {np.nanmax(off):.2f} "
+        f"(ln of the % of images fooled; ln 100 = 4.61 means a fully transferable attack).</p>"
+    )
+    if analysis.stability is not None:
+        ari = analysis.stability["ari"]
+        summary += (
+            f"<p>Cluster stability: adjusted Rand index {ari.mean():.2f} ± {ari.std():.2f} over {len(ari)} reclusterings "
+            f"of {int(analysis.stability['models'].iloc[0])} randomly kept models (1 = identical clusters).</p>"
+        )
+    if analysis.importance is not None:
+        top = analysis.importance.head(3)
+        summary += "<p>Components that best explain SAT: " + ", ".join(
+            f"<b>{escape(c)}</b> ({v:.3f})" for c, v in zip(top["component"], top["importance_mean"])
+        ) + ".</p>"
+    summary += "".join(f'<p class="note">{escape(note)}</p>' for note in analysis.notes)
+    sections.append(("summary", "Summary", summary))
+
+    heatmaps = _figure(
+        figures.ordered_heatmap(sat, spectral.labels, "SAT, models ordered by cluster", "SAT (ln % fooled)", "viridis"),
+        "SAT heatmap ordered by cluster",
+    ) + _figure(
+        figures.ordered_heatmap(
+            spectral.ordered_distances(), spectral.labels, "Distances of spectral features (block-diagonal)", "Euclidean distance", "magma_r"
+        ),
+        "spectral distance matrix ordered by cluster",
+    )
+    sections.append(("matrix", "SAT matrix and clusters", f'<div class="figures">{heatmaps}</div>'))
+
+    cluster_html = _table(_clusters_table(analysis), digits=2) + _figure(figures.eigenvalue_plot(spectral.eigenvalues, spectral.k), "eigenvalues")
+    cluster_html += '<p class="muted">Stability: mean Jaccard overlap of a model\'s cluster-mates between the full clustering and clusterings of random 80 % subsets of the models.</p>'
+    sections.append(("clusters", "Clusters and keywords", cluster_html))
+
+    if analysis.importance is not None:
+        sections.append((
+            "importance", "Component importance",
+            '<div class="figures">' + _figure(figures.importance_bars(analysis.importance), "component importance")
+            + _table(analysis.importance) + "</div>"
+            + '<p class="muted">Gradient boosting (500 stages, depth 12, min. samples 4, learning rate 0.02) predicts each '
+            "pair's SAT from which of the 13 components differ; permutation importance with 10 repeats (SPEC §2.2).</p>",
+        ))
+
+    if analysis.training is not None:
+        sections.append((
+            "training", "Training strategy vs architecture",
+            '<div class="figures">' + _figure(figures.training_bars(analysis.training), "training vs architecture")
+            + _table(analysis.training, digits=2) + "</div>",
+        ))
+
+    if analysis.models is not None:
+        columns = [c for c in ("model", "clean_accuracy", "white_box_success", "family", "regime", "seed", "spec") if c in analysis.models]
+        sections.append(("models", "Models and accuracy", _table(analysis.models[columns], digits=1)
+                         + '<p class="muted">clean_accuracy: % of evaluation images classified correctly; '
+                         "white_box_success: % of those the model's own attack fools.</p>"))
+
+    if analysis.cards is not None:
+        sections.append(("cards", "Model cards", _table(analysis.cards.reset_index())))
+
+    settings = analysis.config if analysis.config is not None else {"matrix": analysis.source}
+    sections.append(("settings", "Settings", f"<pre>{escape(json.dumps(settings, indent=2, sort_keys=True, default=str))}</pre>"))
+
+    nav = "".join(f'<a href="#{anchor}">{escape(title)}</a>' for anchor, title, _ in sections)
+    body = "".join(f'<section id="{anchor}"><h2>{escape(title)}</h2>{content}</section>' for anchor, title, content in sections)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>archsim report: {escape(analysis.source)}</title><style>{_STYLE}</style></head><body>"
+        f"<header><h1>archsim report</h1><p>{escape(analysis.source)} · archsim {escape(archsim.__version__)} · {stamp}</p></header>"
+        f"<nav>{nav}</nav><main>{body}</main></body></html>\n"
+    )
