@@ -74,9 +74,9 @@ def run_sat(
     n_images: int | None = None,
     attack: str = "pgd",
     eps: float | None = None,
-    steps: int = 50,
-    rel_step: float = 0.1,
-    random_start: bool = True,
+    steps: int | None = None,
+    rel_step: float | None = None,
+    random_start: bool | None = None,
     seed: int = 0,
     eps_s: float = DEFAULT_EPS_S,
     n_boot: int = 1000,
@@ -95,8 +95,14 @@ def run_sat(
         Data spec (see :func:`archsim.data.load_data`).
     n_images : int, optional
         Seeded, class-stratified subset size.
-    attack, eps, steps, rel_step, random_start, seed
-        The attack (SPEC §1); ``eps=None`` picks :func:`default_eps` of the data.
+    attack : str
+        ``NAME[,key=value...]``, e.g. ``pgd`` (SPEC §1), ``apgd-ce,steps=100``; see
+        :data:`archsim.attacks.ATTACKS`.
+    eps, steps, rel_step, random_start
+        Attack options; ``None`` keeps the attack's default (``eps``: :func:`default_eps`
+        of the data). An option the attack does not take is an error.
+    seed : int
+        Seed of the subset, random starts and sampling, and the bootstrap.
     eps_s : float
         Floor of the fooling percentage in SAT (default 1 %, i.e. SAT >= 0).
     n_boot : int
@@ -120,7 +126,8 @@ def run_sat(
     if batch_size <= 0:
         raise ArchsimError(f"--batch-size must be positive, got {batch_size}")
     store = cache if isinstance(cache, CacheStore) else CacheStore(cache)
-    the_attack = create_attack(attack, eps=default_eps(data) if eps is None else eps, steps=steps, rel_step=rel_step, random_start=random_start)
+    chosen = {k: v for k, v in {"steps": steps, "rel_step": rel_step, "random_start": random_start}.items() if v is not None}
+    the_attack = create_attack(attack, eps=default_eps(data) if eps is None else eps, **chosen)
     settings = {
         "models": specs,
         "data": data,

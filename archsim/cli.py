@@ -29,11 +29,13 @@ def cli() -> None:
 @click.option("--data", default="digits", show_default=True,
               help="digits | imagefolder:PATH | imagenet-val:PATH[,labels=FILE] | npz:PATH (folders take ,size=224).")
 @click.option("--n-images", type=int, default=None, help="Seeded, class-stratified subset of this many images.")
-@click.option("--attack", default="pgd", show_default=True, help="Attack name.")
+@click.option("--attack", default="pgd", show_default=True, metavar="NAME[,key=value...]",
+              help="pgd | fgsm | mifgsm | vmifgsm | apgd-ce | lowfreq-pgd, with options, e.g. "
+                   "'vmifgsm,samples=20,beta=1.5', 'lowfreq-pgd,ratio=0.25', 'apgd-ce,rho=0.75'.")
 @click.option("--eps", type=float, default=None, help="L-inf radius in [0,1] pixel units [default: 0.1 on digits, 4/255 otherwise].")
-@click.option("--steps", type=int, default=50, show_default=True, help="Attack iterations.")
-@click.option("--rel-step", type=float, default=0.1, show_default=True, help="Step size as a fraction of eps.")
-@click.option("--random-start/--no-random-start", default=True, show_default=True)
+@click.option("--steps", type=int, default=None, help="Attack iterations [default: the attack's; pgd 50, apgd-ce 100, (v)mifgsm 10].")
+@click.option("--rel-step", type=float, default=None, help="Step size as a fraction of eps [default: pgd 0.1, (v)mifgsm 1/steps].")
+@click.option("--random-start/--no-random-start", default=None, help="Random start in the ball [default: on for pgd, apgd-ce, lowfreq-pgd].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subset, random start and bootstrap.")
 @click.option("--eps-s", type=float, default=1.0, show_default=True, help="Floor of the fooling percentage in SAT (1 keeps SAT >= 0).")
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap replicates for 95% intervals.")

@@ -1,17 +1,73 @@
 """Attacks: one class per file behind the :class:`Attack` call shape."""
 
-from archsim.attacks.base import Attack, start_noise, to_uint8
+from __future__ import annotations
+
+import inspect
+import typing
+
+from archsim.attacks.apgd import APGD
+from archsim.attacks.base import Attack, NoiseSource, start_noise, to_uint8
+from archsim.attacks.fgsm import FGSM
+from archsim.attacks.lowfreq import LowFrequencyPGD
+from archsim.attacks.mifgsm import MIFGSM
 from archsim.attacks.pgd import PGD
+from archsim.attacks.vmifgsm import VMIFGSM
 from archsim.errors import ArchsimError
 
-ATTACKS: dict[str, type[Attack]] = {"pgd": PGD}
+ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (PGD, FGSM, MIFGSM, VMIFGSM, APGD, LowFrequencyPGD)}
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
-def create_attack(name: str, **options) -> Attack:
-    """Build an attack by name with its options (``eps``, ``steps``...)."""
+def attack_options(name: str) -> dict[str, inspect.Parameter]:
+    """The options an attack takes besides ``eps``."""
+    return {k: p for k, p in inspect.signature(ATTACKS[name].__init__).parameters.items() if k not in ("self", "eps")}
+
+
+def _convert(name: str, key: str, value: str, parameter: inspect.Parameter):
+    hints = typing.get_type_hints(ATTACKS[name].__init__)
+    kind = hints.get(key, type(parameter.default))
+    kinds = typing.get_args(kind) or (kind,)
+    try:
+        if bool in kinds:
+            if value.lower() in _TRUE | _FALSE:
+                return value.lower() in _TRUE
+            raise ValueError
+        if int in kinds:
+            return int(value)
+        return float(value)
+    except ValueError:
+        wanted = "true or false" if bool in kinds else "a whole number" if int in kinds else "a number"
+        raise ArchsimError(f"option {key}={value!r} of attack {name} must be {wanted}") from None
+
+
+def create_attack(spec: str, **options) -> Attack:
+    """An attack from ``NAME[,key=value...]`` plus keyword options (``eps``, ``steps``...).
+
+    Options the attack does not take are refused, naming those it does.
+    """
+    name, *pairs = [part.strip() for part in spec.split(",")]
     if name not in ATTACKS:
         raise ArchsimError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
-    return ATTACKS[name](**options)
+    accepted = attack_options(name)
+    given = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise ArchsimError(f"attack option {pair!r} in {spec!r} is not key=value")
+        key = key.strip().replace("-", "_")
+        if key not in accepted:
+            raise ArchsimError(f"attack {name} has no option {key!r}; it takes: {', '.join(accepted) or 'eps only'}")
+        given[key] = _convert(name, key, value.strip(), accepted[key])
+    for key, value in options.items():
+        if key != "eps" and key not in accepted:
+            flag = "--" + key.replace("_", "-")
+            raise ArchsimError(f"attack {name} takes no {flag}; its options: {', '.join(accepted) or 'eps only'}")
+        given.setdefault(key, value)
+    return ATTACKS[name](**given)
 
 
-__all__ = ["Attack", "PGD", "ATTACKS", "create_attack", "start_noise", "to_uint8"]
+__all__ = [
+    "Attack", "APGD", "FGSM", "LowFrequencyPGD", "MIFGSM", "PGD", "VMIFGSM", "ATTACKS", "NoiseSource",
+    "attack_options", "create_attack", "start_noise", "to_uint8",
+]

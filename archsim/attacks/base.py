@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from archsim.errors import ArchsimError
@@ -40,15 +41,28 @@ class Attack(ABC):
         return {"name": self.name, "eps": self.eps}
 
     @abstractmethod
-    def perturb(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+    def perturb(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: "NoiseSource | None") -> torch.Tensor:
         """Float adversarial images in [0, 1] for float images ``x`` and labels ``y``.
 
-        ``noise`` holds uniform [-1, 1) draws of ``x``'s shape for random starts.
+        ``noise.draw(*key)`` gives uniform [-1, 1) draws of ``x``'s shape, the same
+        for the same image and key whatever the batch (random starts, sampling).
         """
 
     @property
     def uses_noise(self) -> bool:
         return False
+
+    @staticmethod
+    def input_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(per-image cross-entropy, its gradient w.r.t. ``x``, logits) in one forward and backward.
+
+        The loss is summed, so each image's gradient is independent of the batch size.
+        """
+        x = x.detach().requires_grad_(True)
+        logits = model(x)
+        losses = F.cross_entropy(logits, y, reduction="none")
+        (grad,) = torch.autograd.grad(losses.sum(), x)
+        return losses.detach(), grad, logits.detach()
 
     def __call__(
         self,
@@ -66,20 +80,54 @@ class Attack(ABC):
         for start in tqdm(starts, desc=desc or f"attack {self.name}", unit="batch", leave=False, disable=None):
             stop = min(start + batch_size, len(images))
             clean = images[start:stop].to(device)
-            noise = start_noise(seed, range(start, stop), clean.shape[1:]).to(device) if self.uses_noise else None
+            noise = NoiseSource(seed, range(start, stop), clean.shape[1:], device) if self.uses_noise else None
             # clone(): labels made under inference_mode cannot enter autograd otherwise.
             adv = self.perturb(model, clean.float() / 255.0, labels[start:stop].to(device).clone(), noise)
             out[start:stop] = to_uint8(adv, clean, self.eps).cpu()
         return out
 
 
-def start_noise(seed: int, indices: range, shape: torch.Size) -> torch.Tensor:
-    """Uniform [-1, 1) noise drawn per image from (seed, image index).
+def check_count(name: str, value: int) -> int:
+    """A positive whole number; ``name`` is how the user spells the option."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ArchsimError(f"{name} must be a positive whole number, got {value}")
+    return value
+
+
+def check_steps(steps: int) -> int:
+    return check_count("--steps", steps)
+
+
+def check_positive(name: str, value: float, upper: float | None = None) -> float:
+    """A finite number in (0, upper]; ``name`` is how the user spells the option."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0 or (upper is not None and value > upper):
+        bound = f"(0, {upper:g}]" if upper is not None else "(0, inf)"
+        raise ArchsimError(f"{name} must lie in {bound}, got {value}")
+    return float(value)
+
+
+def project(adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Back into the eps-ball around ``x`` and into [0, 1]."""
+    return (x + (adv - x).clamp(-eps, eps)).clamp(0, 1)
+
+
+def start_noise(seed: int, indices: range, shape: torch.Size, key: tuple[int, ...] = ()) -> torch.Tensor:
+    """Uniform [-1, 1) noise drawn per image from (seed, image index, *key).
 
     Per-image streams keep the result independent of the batch size.
     """
-    draws = [np.random.default_rng([seed, i]).random(tuple(shape), dtype=np.float32) for i in indices]
+    draws = [np.random.default_rng([seed, i, *key]).random(tuple(shape), dtype=np.float32) for i in indices]
     return torch.from_numpy(np.stack(draws)) * 2 - 1
+
+
+class NoiseSource:
+    """Seeded per-image noise for one batch: ``draw(*key)`` is fixed by (seed, image index, key)."""
+
+    def __init__(self, seed: int, indices: range, shape: torch.Size, device: torch.device | str = "cpu") -> None:
+        self.seed, self.indices, self.shape, self.device = seed, indices, shape, device
+
+    def draw(self, *key: int) -> torch.Tensor:
+        return start_noise(self.seed, self.indices, self.shape, tuple(key)).to(self.device)
 
 
 def to_uint8(adv: torch.Tensor, clean: torch.Tensor, eps: float) -> torch.Tensor:

@@ -1,0 +1,179 @@
+"""Every attack against torchattacks on fixed models and inputs, and the call shape they share."""
+
+import numpy as np
+import pytest
+import scipy.fft
+import torch
+from torch import nn
+
+from archsim.attacks import APGD, ATTACKS, FGSM, MIFGSM, VMIFGSM, LowFrequencyPGD, create_attack
+from archsim.attacks.apgd import checkpoints
+from archsim.data import load_data
+from archsim.errors import ArchsimError
+from archsim.models import Preprocess, SimModel
+
+torchattacks = pytest.importorskip("torchattacks")
+
+
+def untrained(seed: int = 0) -> SimModel:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 10))
+    return SimModel(net, Preprocess((1, 16, 16), (0.5,), (0.5,)), "small", "test:small")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits", split="eval", n_images=200, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    """A small CNN trained for a few seconds on the digits training split (about 95 % accurate)."""
+    train = load_data("digits", split="train")
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(128, 10),
+    )
+    preprocess = Preprocess((1, 16, 16), (0.5,), (0.5,))
+    x, y = train.images.float() / 255, train.labels
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(30):
+        for batch in torch.randperm(len(x)).split(128):
+            loss = nn.functional.cross_entropy(net(preprocess(x[batch])), y[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    model = SimModel(net, preprocess, "trained", "test:trained")
+    with torch.no_grad():
+        assert (model(digits.images.float() / 255).argmax(1) == digits.labels).float().mean() > 0.9
+    return model
+
+
+@pytest.fixture()
+def batch():
+    g = torch.Generator().manual_seed(3)
+    return torch.randint(0, 256, (12, 1, 32, 32), generator=g, dtype=torch.uint8).float() / 255, torch.randint(0, 10, (12,), generator=g)
+
+
+def test_fgsm_matches_torchattacks(batch):
+    model, (x, y) = untrained(), batch
+    assert torch.allclose(FGSM(eps=0.1).perturb(model, x, y, None), torchattacks.FGSM(model, eps=0.1)(x, y), atol=1e-6)
+
+
+def test_mifgsm_matches_torchattacks(batch):
+    model, (x, y) = untrained(), batch
+    ours = MIFGSM(eps=0.1, steps=8, decay=1.0).perturb(model, x, y, None)
+    theirs = torchattacks.MIFGSM(model, eps=0.1, alpha=0.1 / 8, steps=8, decay=1.0)(x, y)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+class ReplayedTorchNoise:
+    """Draws in torchattacks' order from torch's global generator, to compare like with like."""
+
+    def __init__(self, like: torch.Tensor) -> None:
+        self.like = like
+
+    def draw(self, *key):
+        return torch.randn_like(self.like).uniform_(-1, 1)
+
+
+def test_vmifgsm_matches_torchattacks_on_the_same_draws(batch):
+    model, (x, y) = untrained(), batch
+    torch.manual_seed(11)
+    ours = VMIFGSM(eps=0.1, steps=5, samples=4, beta=1.5).perturb(model, x, y, ReplayedTorchNoise(x))
+    torch.manual_seed(11)
+    theirs = torchattacks.VMIFGSM(model, eps=0.1, alpha=0.1 / 5, steps=5, decay=1.0, N=4, beta=1.5)(x, y)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def success(model, x_adv, y):
+    with torch.no_grad():
+        return (model(x_adv).argmax(1) != y).float().mean().item()
+
+
+def test_apgd_success_rate_matches_torchattacks(trained, digits):
+    """APGD differs by design (our start noise, paper checkpoints, highest-loss point returned):
+    success rates must agree within 5 percentage points at an eps where neither saturates."""
+    x, y = digits.images.float() / 255, digits.labels
+    ours = APGD(eps=0.04, steps=50)(trained, digits.images, y, seed=0).float() / 255
+    theirs = torchattacks.APGD(trained, norm="Linf", eps=0.04, steps=50, n_restarts=1, loss="ce", seed=0)(x, y)
+    ours_rate, theirs_rate = success(trained, ours, y), success(trained, theirs, y)
+    assert 0.2 < theirs_rate < 0.98, theirs_rate  # a discriminating operating point
+    assert abs(ours_rate - theirs_rate) <= 0.05, (ours_rate, theirs_rate)
+    # And APGD is at least as strong as PGD with the same budget.
+    pgd = torchattacks.PGD(trained, eps=0.04, alpha=0.004, steps=50, random_start=True)(x, y)
+    assert ours_rate >= success(trained, pgd, y) - 0.02
+
+
+def test_apgd_checkpoints_follow_the_paper():
+    # p = 0, .22, .41, .57, .70, .80, .87, .93, .99, 1.05 -> 22, 41, 57, 70, 80, 87, 93, 99 for 100 steps
+    assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+
+
+def test_lowfreq_perturbation_is_low_frequency(trained, digits):
+    x, y = digits.images[:64].float() / 255, digits.labels[:64]
+    attack = LowFrequencyPGD(eps=0.1, steps=20, ratio=0.125)
+
+    def low_share(adv):
+        coefficients = scipy.fft.dctn((adv - x).numpy(), axes=(-2, -1), norm="ortho")
+        return (coefficients[..., :4, :4] ** 2).sum() / (coefficients**2).sum()  # ceil(0.125 * 32) = 4
+
+    low = low_share(attack.perturb(trained, x, y, _noise(x)))
+    plain = low_share(create_attack("pgd", eps=0.1, steps=20).perturb(trained, x, y, _noise(x)))
+    assert low > 0.9 and low > plain + 0.15, (low, plain)
+
+
+def test_lowpass_is_the_dct_block_projection():
+    noise = torch.rand(3, 2, 32, 24, dtype=torch.float64)
+    attack = LowFrequencyPGD(eps=0.1, ratio=0.25)
+    filtered = attack.lowpass(noise)
+    assert torch.allclose(attack.lowpass(filtered), filtered)  # a projection
+    coefficients = scipy.fft.dctn(filtered.numpy(), axes=(-2, -1), norm="ortho")
+    expected = scipy.fft.dctn(noise.numpy(), axes=(-2, -1), norm="ortho")
+    expected[..., 8:, :] = 0
+    expected[..., :, 6:] = 0
+    assert np.allclose(coefficients, expected)
+
+
+def _noise(x):
+    from archsim.attacks import NoiseSource
+
+    return NoiseSource(0, range(len(x)), x.shape[1:])
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_every_attack_shares_the_call_shape(name, trained, digits):
+    """uint8 in, uint8 out, inside the integer ball, seeded and batch-size invariant, and it fools the model."""
+    config = create_attack(name, eps=0.1).config()
+    options = {"steps": 5} if "steps" in config else {}
+    if "rel_step" in config:
+        options["rel_step"] = 0.4  # five steps must be able to cross the ball
+    if name == "vmifgsm":
+        options["samples"] = 2
+    attack = create_attack(name, eps=0.1, **options)
+    images, labels = digits.images[:40], digits.labels[:40]
+    a = attack(trained, images, labels, seed=3, batch_size=40)
+    b = attack(trained, images, labels, seed=3, batch_size=16)
+    assert a.dtype == torch.uint8 and torch.equal(a, b)
+    assert (a.int() - images.int()).abs().max() <= 25
+    assert success(trained, a.float() / 255, labels) > 0.5
+
+
+def test_attack_options_are_checked():
+    with pytest.raises(ArchsimError, match="fgsm takes no --steps"):
+        create_attack("fgsm", eps=0.1, steps=5)
+    with pytest.raises(ArchsimError, match="has no option 'decay'"):
+        create_attack("pgd,decay=1", eps=0.1)
+    with pytest.raises(ArchsimError, match="unknown attack"):
+        create_attack("cw", eps=0.1)
+    with pytest.raises(ArchsimError, match="must be a whole number"):
+        create_attack("vmifgsm,samples=many", eps=0.1)
+    with pytest.raises(ArchsimError, match="samples must be a positive"):
+        create_attack("vmifgsm,samples=0", eps=0.1)
+    with pytest.raises(ArchsimError, match="ratio must lie in"):
+        create_attack("lowfreq-pgd,ratio=2", eps=0.1)
+    assert create_attack("apgd-ce,steps=7,random_start=false", eps=0.1).config() == {
+        "name": "apgd-ce", "eps": 0.1, "steps": 7, "rho": 0.75, "random_start": False,
+    }
+    assert np.isclose(create_attack("mifgsm", eps=0.1).config()["rel_step"], 0.1)
