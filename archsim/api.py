@@ -171,6 +171,70 @@ def run_sat(
     return run
 
 
+@dataclass
+class AttackComparison:
+    """Result of :func:`compare_attacks`."""
+
+    matrices: dict[str, pd.DataFrame]
+    correlations: pd.DataFrame
+    white_box: pd.DataFrame
+
+
+def compare_attacks(
+    run_dir: str | Path,
+    attacks: list[str],
+    out: str | Path | None = None,
+    cache: CacheStore | str | Path | None = None,
+    device: str = "auto",
+    batch_size: int = 128,
+) -> AttackComparison:
+    """The SAT matrix of a finished run's models and images under each attack, and how they agree.
+
+    The run's own attack is the reference and comes first; every attack runs at the
+    run's eps, seed and images, and cached sets are reused. Writes ``sat_<attack>.csv``, ``attack_correlations.csv``
+    (Pearson and Spearman of the off-diagonal entries, every pair of attacks),
+    ``attack_white_box.csv`` and ``attack_comparison.png`` into ``out`` (default
+    ``RUN/attacks``).
+    """
+    from archsim.analysis.agreement import matrix_correlations
+    from archsim.report.figures import matrix_scatter, write_png
+
+    run_dir = Path(run_dir)
+    try:
+        settings = json.loads((run_dir / "config.json").read_text())["settings"]
+    except (OSError, ValueError, KeyError):
+        raise ArchsimError(f"{run_dir} is not a finished run folder (no readable config.json); pass the --out of an archsim run") from None
+    eps = settings["attack"]["eps"]
+    # The run's own attack comes first (its sets are cached); listed attacks equal to it are dropped.
+    own = settings["attack"]
+    own_spec = own["name"] + "".join(f",{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in own.items() if k not in ("name", "eps"))
+    attacks = [own_spec] + [spec for spec in dict.fromkeys(attacks) if create_attack(spec, eps=eps).config() != own]
+    if len(attacks) < 2:
+        raise ArchsimError(f"give --attacks other than the run's own ({own_spec}) to compare with it")
+    store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
+    matrices, white_box = {}, {}
+    for spec in attacks:
+        result = run_sat(
+            settings["models"], data=settings["data"], n_images=settings["n_images"], attack=spec, eps=eps,
+            seed=settings["seed"], eps_s=settings["eps_s"], n_boot=0, device=device, batch_size=batch_size, cache=store,
+        )
+        matrices[spec] = result.sat
+        white_box[spec] = result.models.set_index("model")["white_box_success"]
+    comparison = AttackComparison(matrices, matrix_correlations(matrices), pd.DataFrame(white_box).rename_axis("model"))
+    out = Path(out) if out is not None else run_dir / "attacks"
+    out.mkdir(parents=True, exist_ok=True)
+    for spec, matrix in matrices.items():
+        atomic_write_text(out / f"sat_{_file_label(spec)}.csv", matrix.to_csv(float_format="%.9f"))
+    atomic_write_text(out / "attack_correlations.csv", comparison.correlations.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(out / "attack_white_box.csv", comparison.white_box.to_csv(float_format="%.2f"))
+    write_png(matrix_scatter(matrices, comparison.correlations), out / "attack_comparison.png")
+    return comparison
+
+
+def _file_label(spec: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in spec)
+
+
 def describe(model) -> dict[str, str] | None:
     """The model's card, or None (with a warning) where its forward pass cannot be read."""
     try:

@@ -130,6 +130,28 @@ def cards(specs, out, cache) -> None:
     click.echo(f"wrote {out}")
 
 
+@cli.command("compare-attacks")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
+@click.option("--attacks", multiple=True, required=True, metavar="NAME[,key=value...]",
+              help="Two or more attacks, repeatable or space-separated, e.g. \"pgd apgd-ce mifgsm vmifgsm lowfreq-pgd\".")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/attacks].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: the run's].")
+def compare_attacks(run_dir, attacks, out, device, batch_size, cache) -> None:
+    """SAT of a run's models under several attacks, and how the matrices correlate (SPEC §1)."""
+    from archsim.api import compare_attacks as compare
+
+    specs = [part for chunk in attacks for part in chunk.split()]
+    result = compare(run_dir, specs, out=out, cache=cache, device=device, batch_size=batch_size)
+    click.echo("white-box success (%):")
+    click.echo(result.white_box.to_string(float_format=lambda v: f"{v:.1f}"))
+    click.echo("\ncorrelation of off-diagonal SAT entries:")
+    click.echo(result.correlations[["a", "b", "pairs", "pearson", "spearman", "spearman_p"]].to_string(
+        index=False, float_format=lambda v: f"{v:.3g}"))
+    click.echo(f"wrote sat_<attack>.csv, attack_correlations.csv, attack_white_box.csv, attack_comparison.png to {out or run_dir / 'attacks'}")
+
+
 @cli.command()
 def zoo() -> None:
     """List the embedded zoo (trained on digits on first use)."""

@@ -20,6 +20,13 @@ def to_data_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def write_png(uri: str, path) -> None:
+    """Save a figure's data URI as a PNG file (atomically)."""
+    from archsim.cache import atomic_write_bytes
+
+    atomic_write_bytes(path, base64.b64decode(uri.split(",", 1)[1]))
+
+
 def _side(n: int) -> float:
     return float(min(max(4.5, 0.17 * n + 2.5), 15.0))
 
@@ -81,4 +88,30 @@ def training_bars(training: pd.DataFrame) -> str:
     ax.set_ylim(0, 4.8)
     ax.legend(fontsize=8, loc="upper right")
     ax.set_title("Training strategy vs architecture")
+    return to_data_uri(fig)
+
+
+def matrix_scatter(matrices: dict[str, pd.DataFrame], correlations: pd.DataFrame) -> str:
+    """Off-diagonal entries of every matrix against the first one's, Spearman rho in each title."""
+    from archsim.analysis.agreement import off_diagonal
+
+    names = list(matrices)
+    reference = off_diagonal(matrices[names[0]])
+    others = names[1:]
+    columns = min(3, len(others))
+    rows = int(np.ceil(len(others) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.8 * rows), squeeze=False)
+    lookup = {(r.a, r.b): r for r in correlations.itertuples()}
+    for ax, name in zip(axes.flat, others):
+        values = off_diagonal(matrices[name])
+        ax.scatter(reference, values, s=14, alpha=0.7, color="#4C72B0")
+        low, high = np.nanmin([reference, values]), np.nanmax([reference, values])
+        ax.plot([low, high], [low, high], color="#999", linewidth=0.8, linestyle="--")
+        r = lookup[(names[0], name)]
+        ax.set_title(f"{name}: Spearman {r.spearman:.2f}, Pearson {r.pearson:.2f}", fontsize=9)
+        ax.set_xlabel(f"SAT under {names[0]}", fontsize=8)
+        ax.set_ylabel(f"SAT under {name}", fontsize=8)
+    for ax in list(axes.flat)[len(others):]:
+        ax.axis("off")
+    fig.tight_layout()
     return to_data_uri(fig)

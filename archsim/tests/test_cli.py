@@ -61,6 +61,20 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
     code, stdout, err = run_cli(capsys, "report", "--run", str(out))
     assert code == 0 and "report.html" in stdout, err
 
+    # Other attacks on the same models and images; the run's own PGD is the cached reference.
+    code, stdout, err = run_cli(capsys, "compare-attacks", "--run", str(out), "--attacks", "fgsm mifgsm,steps=3", "--cache", str(cache_dir))
+    assert code == 0, err
+    reference = pd.read_csv(out / "attacks" / "sat_pgd_random_start_true_rel_step_0.2_steps_25.csv", index_col=0)
+    assert np.allclose(reference.to_numpy(), pd.read_csv(out / "sat.csv", index_col=0).to_numpy())
+    correlations = pd.read_csv(out / "attacks" / "attack_correlations.csv")
+    assert len(correlations) == 3 and correlations.spearman.between(-1, 1).all()
+    assert (out / "attacks" / "attack_comparison.png").stat().st_size > 5_000
+    white_box = pd.read_csv(out / "attacks" / "attack_white_box.csv", index_col=0)
+    assert list(white_box.columns) == ["pgd,random_start=true,rel_step=0.2,steps=25", "fgsm", "mifgsm,steps=3"]
+    for attacks, message in (("fgsm cw", "unknown attack 'cw'"), ("pgd,steps=25,rel_step=0.2", "other than the run's own")):
+        code, _, err = run_cli(capsys, "compare-attacks", "--run", str(out), "--attacks", attacks, "--cache", str(cache_dir))
+        assert code == 2 and message in err and err.count("\n") == 1, err
+
     again = run_sat(["zoo:resnet-s0", "zoo:resnet-s1", "zoo:convnext"], n_images=60, steps=25, rel_step=0.2, n_boot=200, cache=cache_dir)
     assert again.cache_misses == 0
     assert np.allclose(again.sat.to_numpy(), pd.read_csv(out / "sat.csv", index_col=0).to_numpy(), atol=1e-8)
@@ -68,11 +82,11 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
     # Same settings into the same folder: allowed, identical result.
     code, _, _ = run_cli(capsys, "run", *THREE, *FAST, "--cache", str(cache_dir), "--out", str(out))
     assert code == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     # Different settings into that folder: refused, nothing touched.
     code, _, err = run_cli(capsys, "run", *THREE, *FAST, "--eps", "0.2", "--cache", str(cache_dir), "--out", str(out))
     assert code == 2 and "different configuration" in err and "eps" not in err.split("(")[0]
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
 @pytest.mark.parametrize(
@@ -88,6 +102,9 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
         ([*TWO, "--n-images", "0"], "--n-images"),
         (["--models", "zoo:resnet-s0"], "at least two models"),
         ([*TWO, "--steps", "many"], "not a valid integer"),
+        ([*TWO, "--attack", "fgsm", "--steps", "5"], "fgsm takes no --steps"),
+        ([*TWO, "--attack", "deepfool"], "unknown attack"),
+        ([*TWO, "--attack", "apgd-ce,rho=2"], "rho must lie in"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, cache_dir, capsys, args, message):

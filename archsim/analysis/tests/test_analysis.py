@@ -109,3 +109,16 @@ def test_names_missing_from_cards():
     cards = read_cards(CARDS)
     with pytest.raises(ArchsimError, match="has no card"):
         cards_for(cards, ["resnet50", "not_a_model"])
+
+
+def test_matrix_correlations():
+    from archsim.analysis.agreement import matrix_correlations
+
+    sat = block_matrix()
+    noisy = sat + np.random.default_rng(0).normal(0, 0.01, sat.shape)
+    noisy = (noisy + noisy.T) / 2
+    table = matrix_correlations({"a": sat, "b": np.exp(sat), "c": noisy})
+    ab = table[(table.a == "a") & (table.b == "b")].iloc[0]
+    assert ab.pairs == 15 and np.isclose(ab.spearman, 1.0) and ab.pearson < 1.0
+    with pytest.raises(ArchsimError, match="other models"):
+        matrix_correlations({"a": sat, "b": sat.iloc[::-1, ::-1]})
