@@ -21,7 +21,7 @@ import archsim
 from archsim.analysis.cards import cards_table
 from archsim.analysis.extract import extract_card
 from archsim.attacks import create_attack
-from archsim.cache import CacheStore, atomic_write_text
+from archsim.cache import CacheStore, atomic_write_text, digest
 from archsim.data import load_data
 from archsim.errors import ArchsimError
 from archsim.measures import DEFAULT_EPS_S, sat_tables
@@ -200,14 +200,11 @@ def compare_attacks(
     from archsim.report.figures import matrix_scatter, write_png
 
     run_dir = Path(run_dir)
-    try:
-        settings = json.loads((run_dir / "config.json").read_text())["settings"]
-    except (OSError, ValueError, KeyError):
-        raise ArchsimError(f"{run_dir} is not a finished run folder (no readable config.json); pass the --out of an archsim run") from None
+    settings = _run_settings(run_dir)
     eps = settings["attack"]["eps"]
     # The run's own attack comes first (its sets are cached); listed attacks equal to it are dropped.
     own = settings["attack"]
-    own_spec = own["name"] + "".join(f",{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in own.items() if k not in ("name", "eps"))
+    own_spec = _attack_spec(own)
     attacks = [own_spec] + [spec for spec in dict.fromkeys(attacks) if create_attack(spec, eps=eps).config() != own]
     if len(attacks) < 2:
         raise ArchsimError(f"give --attacks other than the run's own ({own_spec}) to compare with it")
@@ -229,6 +226,78 @@ def compare_attacks(
     atomic_write_text(out / "attack_white_box.csv", comparison.white_box.to_csv(float_format="%.2f"))
     write_png(matrix_scatter(matrices, comparison.correlations), out / "attack_comparison.png")
     return comparison
+
+
+def compute_measures(
+    run_dir: str | Path,
+    measures: list[str],
+    out: str | Path | None = None,
+    cache: CacheStore | str | Path | None = None,
+    device: str = "auto",
+    batch_size: int = 128,
+) -> dict[str, pd.DataFrame]:
+    """Other similarity measures (SPEC §3) of a finished run's models on its images.
+
+    Writes ``measure_<name>.csv`` in the ``sat.csv`` layout and
+    ``measure_correlations.csv`` (each measure against the run's SAT, off-diagonal
+    Pearson and Spearman) into ``out`` (default ``RUN/measures``).
+    """
+    from archsim.analysis.agreement import matrix_correlations
+    from archsim.measures import MEASURES, cka_matrix, disagreement, error_consistency
+    from archsim.models.features import penultimate_features
+
+    unknown = [m for m in measures if m not in MEASURES]
+    if unknown or not measures:
+        raise ArchsimError(f"unknown measure {unknown[0]!r}; choose from {', '.join(MEASURES)}" if unknown else "give --measures")
+    settings = _run_settings(run_dir)
+    store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
+    run = run_sat(
+        settings["models"], data=settings["data"], n_images=settings["n_images"], attack=_attack_spec(settings["attack"]),
+        eps=settings["attack"]["eps"], seed=settings["seed"], eps_s=settings["eps_s"], n_boot=0, device=device,
+        batch_size=batch_size, cache=store,
+    )
+    transfer, names = run.transfer, run.transfer.names
+    matrices: dict[str, pd.DataFrame] = {}
+    for measure in dict.fromkeys(measures):
+        if measure == "disagreement":
+            values = disagreement(transfer.clean_pred)
+        elif measure == "error-consistency":
+            values = error_consistency(transfer.clean_correct)
+        else:
+            images = load_data(settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"])
+            features = []
+            for spec, fingerprint in zip(transfer.specs, transfer.fingerprints):
+                key = digest("features", fingerprint, images.fingerprint)
+
+                def compute(spec=spec) -> dict:
+                    model = create_model(spec, cache=store, device=resolve_device(device))
+                    return {"features": penultimate_features(model, images.images, batch_size).numpy()}
+
+                features.append(store.get_or_compute("feat", key, compute)["features"])
+            values = cka_matrix(features)
+        matrices[measure] = pd.DataFrame(values, index=names, columns=names)
+    out = Path(out) if out is not None else Path(run_dir) / "measures"
+    out.mkdir(parents=True, exist_ok=True)
+    for measure, matrix in matrices.items():
+        atomic_write_text(out / f"measure_{measure}.csv", matrix.to_csv(float_format="%.9f"))
+    if len(names) >= 3:
+        correlations = matrix_correlations({"sat": run.sat, **matrices})
+        correlations = correlations[correlations.a == "sat"].reset_index(drop=True)
+        atomic_write_text(out / "measure_correlations.csv", correlations.to_csv(index=False, float_format="%.6g"))
+        matrices["correlations"] = correlations
+    return matrices
+
+
+def _run_settings(run_dir: str | Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(run_dir) / "config.json").read_text())["settings"]
+    except (OSError, ValueError, KeyError):
+        raise ArchsimError(f"{run_dir} is not a finished run folder (no readable config.json); pass the --out of an archsim run") from None
+
+
+def _attack_spec(config: dict[str, Any]) -> str:
+    """``NAME,key=value...`` that recreates an attack from its config (eps aside)."""
+    return config["name"] + "".join(f",{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in config.items() if k not in ("name", "eps"))
 
 
 def _file_label(spec: str) -> str:

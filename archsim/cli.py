@@ -153,6 +153,27 @@ def compare_attacks(run_dir, attacks, out, device, batch_size, cache) -> None:
 
 
 @cli.command()
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
+@click.option("--measures", multiple=True, required=True, metavar="NAME",
+              help="Repeatable or space-separated: disagreement, error-consistency, cka.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/measures].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: the run's].")
+def measures(run_dir, measures, out, device, batch_size, cache) -> None:
+    """Similarity measures beside SAT (SPEC §3) for a run's models, one CSV each in the sat.csv layout."""
+    from archsim.api import compute_measures
+
+    names = [part for chunk in measures for part in chunk.split()]
+    result = compute_measures(run_dir, names, out=out, cache=cache, device=device, batch_size=batch_size)
+    if "correlations" in result:
+        click.echo("correlation with SAT (off-diagonal entries):")
+        click.echo(result["correlations"][["b", "pairs", "pearson", "spearman", "spearman_p"]].rename(columns={"b": "measure"}).to_string(
+            index=False, float_format=lambda v: f"{v:.3g}"))
+    click.echo(f"wrote {', '.join(f'measure_{n}.csv' for n in dict.fromkeys(names))} to {out or run_dir / 'measures'}")
+
+
+@cli.command()
 def zoo() -> None:
     """List the embedded zoo (trained on digits on first use)."""
     from archsim.models import ZOO
