@@ -235,16 +235,22 @@ def compute_measures(
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
     batch_size: int = 128,
+    pair: tuple[str, str] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Other similarity measures (SPEC §3) of a finished run's models on its images.
 
-    Writes ``measure_<name>.csv`` in the ``sat.csv`` layout and
+    Writes ``measure_<name>.csv`` in the ``sat.csv`` layout,
     ``measure_correlations.csv`` (each measure against the run's SAT, off-diagonal
-    Pearson and Spearman) into ``out`` (default ``RUN/measures``).
+    Pearson and Spearman) and, with 3 models or more, ``measure_comparison.csv``
+    (SPEC §3: passes per item, spread over 200 resamples for ``pair`` at the compute
+    of SAT on the run's images, rank correlation with SAT, correlation with the
+    2-ensemble error reduction rate) with ``measure_comparison.png``, into ``out``
+    (default ``RUN/measures``).
     """
+    from archsim.report.figures import matrix_scatter, write_png
+
     from archsim.analysis.agreement import matrix_correlations
-    from archsim.measures import MEASURES, cka_matrix, disagreement, error_consistency
-    from archsim.models.features import penultimate_features
+    from archsim.measures import MEASURES
 
     unknown = [m for m in measures if m not in MEASURES]
     if unknown or not measures:
@@ -257,25 +263,20 @@ def compute_measures(
         batch_size=batch_size, cache=store,
     )
     transfer, names = run.transfer, run.transfer.names
+    images = load_data(settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"])
+    loaded: dict[str, Any] = {}
+
+    def model_of(spec: str):
+        if spec not in loaded:
+            loaded[spec] = create_model(spec, cache=store, device=resolve_device(device))
+        return loaded[spec]
+
+    per_item = measure_items(
+        list(dict.fromkeys(measures)), transfer, images, model_of, store, settings["attack"]["eps"], settings["seed"], batch_size
+    )
     matrices: dict[str, pd.DataFrame] = {}
-    for measure in dict.fromkeys(measures):
-        if measure == "disagreement":
-            values = disagreement(transfer.clean_pred)
-        elif measure == "error-consistency":
-            values = error_consistency(transfer.clean_correct)
-        else:
-            images = load_data(settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"])
-            features = []
-            for spec, fingerprint in zip(transfer.specs, transfer.fingerprints):
-                key = digest("features", fingerprint, images.fingerprint)
-
-                def compute(spec=spec) -> dict:
-                    model = create_model(spec, cache=store, device=resolve_device(device))
-                    return {"features": penultimate_features(model, images.images, batch_size).numpy()}
-
-                features.append(store.get_or_compute("feat", key, compute)["features"])
-            values = cka_matrix(features)
-        matrices[measure] = pd.DataFrame(values, index=names, columns=names)
+    for measure, items in per_item.items():
+        matrices[measure] = pd.DataFrame(measure_matrix(measure, items), index=names, columns=names)
     out = Path(out) if out is not None else Path(run_dir) / "measures"
     out.mkdir(parents=True, exist_ok=True)
     for measure, matrix in matrices.items():
@@ -284,8 +285,128 @@ def compute_measures(
         correlations = matrix_correlations({"sat": run.sat, **matrices})
         correlations = correlations[correlations.a == "sat"].reset_index(drop=True)
         atomic_write_text(out / "measure_correlations.csv", correlations.to_csv(index=False, float_format="%.6g"))
+        comparison = _comparison(run, per_item, settings, pair)
+        atomic_write_text(out / "measure_comparison.csv", comparison.to_csv(index=False, float_format="%.6g"))
+        write_png(matrix_scatter({"sat": run.sat, **matrices}, matrix_correlations({"sat": run.sat, **matrices})), out / "measure_comparison.png")
         matrices["correlations"] = correlations
+        matrices["comparison"] = comparison
     return matrices
+
+
+def _comparison(run: SatRun, per_item: dict[str, Any], settings: dict[str, Any], pair: tuple[str, str] | None) -> pd.DataFrame:
+    """SPEC §3 table for the measures of one run: spread at the compute of SAT on the run's images."""
+    from archsim.measures import boundary, error_consistency, linear_cka, regions, sat_value
+    from archsim.measures.comparison import compare_measures, ensemble_err
+
+    transfer, names = run.transfer, run.transfer.names
+    if pair is None:  # the pair of median SAT: neither near-copies nor strangers
+        i, j = np.triu_indices(len(names), k=1)
+        values = run.sat.to_numpy()[i, j]
+        k = int(np.argsort(values)[len(values) // 2])
+        a, b = int(i[k]), int(j[k])
+    else:
+        missing = [p for p in pair if p not in names]
+        if missing:
+            raise ArchsimError(f"--pair names {missing[0]!r}, not a model of this run ({', '.join(names)})")
+        a, b = names.index(pair[0]), names.index(pair[1])
+    correct, wrong = transfer.clean_correct, transfer.adv_wrong
+    both = correct[a] & correct[b]
+    fooled = (wrong[a, b].astype(int) + wrong[b, a].astype(int)) * both
+    eps_s = settings["eps_s"]
+    resample = {"sat": lambda idx: float(sat_value(fooled[idx].sum(), both[idx].sum(), eps_s))}
+    attack = settings["attack"]
+    attack_passes = 2 * attack.get("steps", 1) * (1 + attack.get("samples", 0))
+    costs = {"sat": 2 * attack_passes + 4}
+    pools = {"sat": len(both)}
+    for measure, items in per_item.items():
+        if measure == "cka":
+            resample[measure] = lambda idx, f=items: linear_cka(f[a][idx], f[b][idx])
+            costs[measure], pools[measure] = 2, len(items[a])
+        elif measure == "error-consistency":
+            resample[measure] = lambda idx, c=items: float(error_consistency(c[[a, b]][:, idx])[0, 1])
+            costs[measure], pools[measure] = 2, items.shape[-1]
+        else:
+            resample[measure] = lambda idx, v=items[a, b]: float(np.nanmean(v[idx])) if np.isfinite(v[idx]).any() else np.nan
+            pools[measure] = items.shape[-1]
+            costs[measure] = {"disagreement": 2, "regions": 2 * regions.DEFAULT_RESOLUTION**2, "boundary": 4 + 4 * boundary.DEFAULT_POINTS}[measure]
+    matrices = {"sat": run.sat.to_numpy(), **{m: measure_matrix(m, items) for m, items in per_item.items()}}
+    table = compare_measures(
+        matrices, resample, pools, costs, ensemble_err(transfer.clean_logits, transfer.labels),
+        budget=costs["sat"] * pools["sat"], seed=settings["seed"],
+    )
+    table.insert(1, "pair", f"{names[a]} ~ {names[b]}")
+    return table
+
+
+def measure_matrix(measure: str, items: Any, index: np.ndarray | None = None) -> np.ndarray:
+    """The N x N matrix of a measure from its per-item values, on the items ``index`` (default all)."""
+    from archsim.measures import cka_matrix, error_consistency
+
+    if measure == "cka":
+        return cka_matrix([f if index is None else f[index] for f in items])
+    chosen = items if index is None else items[..., index]
+    if measure == "error-consistency":
+        return error_consistency(chosen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pairs stay NaN
+        return np.nanmean(chosen, axis=-1)
+
+
+def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_size) -> dict[str, Any]:
+    """Per-item values of each measure, the raw material of its matrix and of its spread.
+
+    [N, N, items] arrays (images, or planes for ``regions``) whose mean over items is
+    the matrix; for ``cka`` the list of per-model feature matrices instead.
+    """
+    from archsim.measures import boundary, regions
+    from archsim.models.features import penultimate_features
+
+    specs, fingerprints = transfer.specs, transfer.fingerprints
+    labels = torch.as_tensor(transfer.labels)
+    correct = transfer.clean_correct
+    both = correct[:, None, :] & correct[None, :, :]
+    out: dict[str, Any] = {}
+    for measure in measures:
+        if measure == "disagreement":
+            pred = transfer.clean_pred
+            out[measure] = (pred[:, None, :] != pred[None, :, :]).astype(float)
+        elif measure == "error-consistency":
+            out[measure] = correct  # kappa is not a mean over images; see measure_matrix
+        elif measure == "cka":
+            out[measure] = [
+                store.get_or_compute(
+                    "feat", digest("features", fp, images.fingerprint),
+                    lambda spec=spec: {"features": penultimate_features(model_of(spec), images.images, batch_size).numpy()},
+                )["features"]
+                for spec, fp in zip(specs, fingerprints)
+            ]
+        elif measure == "regions":
+            triplets = regions.plane_triplets(images.labels.numpy(), regions.DEFAULT_TRIPLETS, seed)
+            setting = (regions.DEFAULT_TRIPLETS, regions.DEFAULT_RESOLUTION, regions.MARGIN, seed)
+            planes = [
+                store.get_or_compute(
+                    "regions", digest("regions", fp, images.fingerprint, setting),
+                    lambda spec=spec: {"labels": regions.region_labels(model_of(spec), images.images, triplets, batch_size=batch_size)},
+                )["labels"]
+                for spec, fp in zip(specs, fingerprints)
+            ]
+            out[measure] = regions.region_agreement(planes)
+        else:  # boundary
+            reach, points = 4 * eps, boundary.DEFAULT_POINTS
+            distances = np.empty((len(specs), len(specs), len(images)))
+            for s, (source, fp_s) in enumerate(zip(specs, fingerprints)):
+                directions = None
+                for t, (target, fp_t) in enumerate(zip(specs, fingerprints)):
+                    def compute(source=source, target=target) -> dict:
+                        nonlocal directions
+                        if directions is None:
+                            directions = boundary.sign_directions(model_of(source), images.images, labels, batch_size)
+                        return {"distance": boundary.boundary_distance(model_of(target), images.images, labels, directions, reach, points, batch_size)}
+
+                    key = digest("boundary", fp_s, fp_t, images.fingerprint, reach, points)
+                    distances[s, t] = store.get_or_compute("boundary", key, compute)["distance"]
+            out[measure] = boundary.boundary_gap(distances, both)
+    return out
 
 
 def _run_settings(run_dir: str | Path) -> dict[str, Any]:

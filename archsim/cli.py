@@ -160,16 +160,23 @@ def compare_attacks(run_dir, attacks, out, device, batch_size, cache) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: the run's].")
-def measures(run_dir, measures, out, device, batch_size, cache) -> None:
-    """Similarity measures beside SAT (SPEC §3) for a run's models, one CSV each in the sat.csv layout."""
+@click.option("--pair", nargs=2, default=None, metavar="A B", help="Model pair for the spread column [default: the pair of median SAT].")
+def measures(run_dir, measures, out, device, batch_size, cache, pair) -> None:
+    """Similarity measures beside SAT (SPEC §3) for a run's models, one CSV each in the sat.csv layout,
+    and their comparison with SAT (spread at matched compute, cost, correlation with SAT and ensemble gains)."""
     from archsim.api import compute_measures
 
     names = [part for chunk in measures for part in chunk.split()]
-    result = compute_measures(run_dir, names, out=out, cache=cache, device=device, batch_size=batch_size)
+    result = compute_measures(run_dir, names, out=out, cache=cache, device=device, batch_size=batch_size, pair=pair)
     if "correlations" in result:
         click.echo("correlation with SAT (off-diagonal entries):")
         click.echo(result["correlations"][["b", "pairs", "pearson", "spearman", "spearman_p"]].rename(columns={"b": "measure"}).to_string(
             index=False, float_format=lambda v: f"{v:.3g}"))
+    if "comparison" in result:
+        click.echo("\ncomparison (SPEC §3):")
+        columns = ["measure", "passes_per_item", "items_at_budget", "noise_to_signal", "spearman_vs_sat", "spearman_vs_err", "pearson_vs_err"]
+        with pd.option_context("display.width", 200):
+            click.echo(result["comparison"][columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     click.echo(f"wrote {', '.join(f'measure_{n}.csv' for n in dict.fromkeys(names))} to {out or run_dir / 'measures'}")
 
 

@@ -64,3 +64,54 @@ def test_classifier_found_without_names():
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 6), nn.ReLU(), nn.Linear(6, 3))
     model = SimModel(net, Preprocess((1, 16, 16), (0.5,), (0.5,)), "seq", "test:seq")
     assert classifier_layer(model) is net[5]
+
+
+def test_ensemble_err_by_hand():
+    from archsim.measures.comparison import ensemble_err
+
+    labels = np.array([0, 1, 2, 0])
+    eye = np.eye(3)
+    a = eye[[0, 1, 1, 1]] * 2.0  # wrong on images 2 and 3 -> error 0.5
+    b = eye[[0, 2, 2, 0]] * 1.0  # wrong on image 1 -> error 0.25
+    # averaged logits: image 1 -> class 1 (2 vs 1), image 2 -> class 1 (2 vs 1), image 3 -> class 1 (2 vs 1): error 0.5
+    err = ensemble_err(np.stack([a, b]), labels)
+    assert np.isclose(err[0, 1], 1 - 0.5 / 0.375) and np.isnan(err[0, 0])
+
+
+def test_region_planes_and_agreement():
+    from archsim.measures.regions import MARGIN, plane_points, plane_triplets, region_agreement
+
+    labels = np.repeat(np.arange(5), 4)
+    triplets = plane_triplets(labels, 30, seed=1)
+    assert all(len(set(labels[t])) == 3 for t in triplets)
+    assert np.array_equal(triplets, plane_triplets(labels, 30, seed=1))
+    corners = torch.stack([torch.zeros(1, 2, 2), torch.full((1, 2, 2), 0.5), torch.full((1, 2, 2), 0.25)])
+    points = plane_points(corners, resolution=5)
+    step = (1 + 2 * MARGIN) / 4
+    assert points.shape == (25, 1, 2, 2)
+    # (a, b) = (-MARGIN + step, -MARGIN + 2 step) = (0.125, 0.5): 0.125 * 0.5 + 0.5 * 0.25
+    assert torch.isclose(points[1 * 5 + 2, 0, 0, 0], torch.tensor(0.125 * 0.5 + 0.5 * 0.25))
+    agreement = region_agreement([np.array([[0, 1, 1, 2]]), np.array([[0, 1, 2, 2]])])
+    assert agreement.shape == (2, 2, 1) and agreement[0, 1, 0] == 0.75 and agreement[0, 0, 0] == 1.0
+
+
+def test_boundary_distance_on_a_linear_model():
+    from archsim.measures.boundary import boundary_distance, boundary_gap, sign_directions
+
+    # Two-class linear model on one pixel: class 1 iff pixel > 0.5 (logits [0.5 - p, p - 0.5] scaled).
+    net = nn.Sequential(nn.Flatten(), nn.Linear(1, 2))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.tensor([[-10.0], [10.0]]))
+        net[1].bias.copy_(torch.tensor([5.0, -5.0]))
+    model = SimModel(net, Preprocess(None, [0.0], [1.0]), "lin", "test:lin")
+    images = torch.tensor([[[[51]]], [[[102]]], [[[200]]]], dtype=torch.uint8)  # 0.2, 0.4 (class 0), 0.78 (class 1)
+    labels = torch.tensor([0, 0, 1])
+    directions = sign_directions(model, images, labels)
+    assert directions.flatten().tolist() == [1.0, 1.0, -1.0]
+    distance = boundary_distance(model, images, labels, directions, max_distance=0.4, n_points=40)
+    # boundary at 0.5: 0.3 from 0.2, 0.1 from 0.4, 0.284 from 0.784 (first grid point past it, step 0.01)
+    assert np.allclose(distance, [0.31, 0.11, 0.29], atol=0.011)
+    far = boundary_distance(model, images, labels, directions, max_distance=0.05, n_points=5)
+    assert np.allclose(far, 0.05 * 1.2)
+    gap = boundary_gap(np.stack([np.stack([distance, distance + 0.1])] * 2), np.ones((2, 2, 3), bool))
+    assert np.allclose(gap[0, 1], 0.1) and np.allclose(gap[0, 0], 0)
