@@ -71,14 +71,21 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
     assert (out / "attacks" / "attack_comparison.png").stat().st_size > 5_000
     white_box = pd.read_csv(out / "attacks" / "attack_white_box.csv", index_col=0)
     assert list(white_box.columns) == ["pgd,random_start=true,rel_step=0.2,steps=25", "fgsm", "mifgsm,steps=3"]
-    code, stdout, err = run_cli(capsys, "measures", "--run", str(out), "--measures", "disagreement error-consistency cka", "--cache", str(cache_dir))
-    assert code == 0 and "correlation with SAT" in stdout, err
-    for name in ("disagreement", "error-consistency", "cka"):
+    code, stdout, err = run_cli(
+        capsys, "measures", "--run", str(out), "--measures", "disagreement error-consistency cka regions boundary", "--cache", str(cache_dir)
+    )
+    assert code == 0 and "correlation with SAT" in stdout and "SPEC §3" in stdout, err
+    comparison = pd.read_csv(out / "measures" / "measure_comparison.csv")
+    assert list(comparison.measure) == ["sat", "disagreement", "error-consistency", "cka", "regions", "boundary"]
+    assert comparison.passes_per_item.iloc[0] == 2 * 2 * 25 + 4 and (comparison.spread_sd >= 0).all()
+    for name in ("disagreement", "error-consistency", "cka", "regions", "boundary"):
         matrix = pd.read_csv(out / "measures" / f"measure_{name}.csv", index_col=0)
         assert list(matrix.index) == ["resnet-s0", "resnet-s1", "convnext"] and np.allclose(matrix, matrix.T, equal_nan=True)
     assert np.allclose(np.diag(pd.read_csv(out / "measures" / "measure_cka.csv", index_col=0)), 1.0)
     code, _, err = run_cli(capsys, "measures", "--run", str(out), "--measures", "cosine", "--cache", str(cache_dir))
     assert code == 2 and "unknown measure 'cosine'" in err and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "measures", "--run", str(out), "--measures", "cka", "--pair", "vit", "convnext", "--cache", str(cache_dir))
+    assert code == 2 and "--pair names 'vit'" in err and err.count("\n") == 1
     for attacks, message in (("fgsm cw", "unknown attack 'cw'"), ("pgd,steps=25,rel_step=0.2", "other than the run's own")):
         code, _, err = run_cli(capsys, "compare-attacks", "--run", str(out), "--attacks", attacks, "--cache", str(cache_dir))
         assert code == 2 and message in err and err.count("\n") == 1, err
