@@ -130,14 +130,19 @@ def cards(specs, out, cache) -> None:
     click.echo(f"wrote {out}")
 
 
+def rerun_options(command):
+    """--device, --batch-size and --cache of the commands that recompute on a finished run."""
+    command = click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: the run's].")(command)
+    command = click.option("--batch-size", type=int, default=128, show_default=True)(command)
+    return click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")(command)
+
+
 @cli.command("compare-attacks")
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
 @click.option("--attacks", multiple=True, required=True, metavar="NAME[,key=value...]",
               help="Two or more attacks, repeatable or space-separated, e.g. \"pgd apgd-ce mifgsm vmifgsm lowfreq-pgd\".")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/attacks].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: the run's].")
+@rerun_options
 def compare_attacks(run_dir, attacks, out, device, batch_size, cache) -> None:
     """SAT of a run's models under several attacks, and how the matrices correlate (SPEC §1)."""
     from archsim.api import compare_attacks as compare
@@ -155,11 +160,9 @@ def compare_attacks(run_dir, attacks, out, device, batch_size, cache) -> None:
 @cli.command()
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
 @click.option("--measures", multiple=True, required=True, metavar="NAME",
-              help="Repeatable or space-separated: disagreement, error-consistency, cka.")
+              help="Repeatable or space-separated: disagreement, error-consistency, cka, regions, boundary.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/measures].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: the run's].")
+@rerun_options
 @click.option("--pair", nargs=2, default=None, metavar="A B", help="Model pair for the spread column [default: the pair of median SAT].")
 def measures(run_dir, measures, out, device, batch_size, cache, pair) -> None:
     """Similarity measures beside SAT (SPEC §3) for a run's models, one CSV each in the sat.csv layout,
