@@ -287,7 +287,8 @@ def compute_measures(
         atomic_write_text(out / "measure_correlations.csv", correlations.to_csv(index=False, float_format="%.6g"))
         comparison = _comparison(run, per_item, settings, pair)
         atomic_write_text(out / "measure_comparison.csv", comparison.to_csv(index=False, float_format="%.6g"))
-        write_png(matrix_scatter({"sat": run.sat, **matrices}, matrix_correlations({"sat": run.sat, **matrices})), out / "measure_comparison.png")
+        scatter = matrix_scatter({"sat": run.sat, **matrices}, matrix_correlations({"sat": run.sat, **matrices}), same_scale=False, axis_label="{}")
+        write_png(scatter, out / "measure_comparison.png")
         matrices["correlations"] = correlations
         matrices["comparison"] = comparison
     return matrices

@@ -155,6 +155,8 @@ def compare_attacks(run_dir, attacks, out, device, batch_size, cache) -> None:
     click.echo(result.correlations[["a", "b", "pairs", "pearson", "spearman", "spearman_p"]].to_string(
         index=False, float_format=lambda v: f"{v:.3g}"))
     click.echo(f"wrote sat_<attack>.csv, attack_correlations.csv, attack_white_box.csv, attack_comparison.png to {out or run_dir / 'attacks'}")
+    if out is None:
+        _refresh_report(run_dir)
 
 
 @cli.command()
@@ -181,6 +183,20 @@ def measures(run_dir, measures, out, device, batch_size, cache, pair) -> None:
         with pd.option_context("display.width", 200):
             click.echo(result["comparison"][columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     click.echo(f"wrote {', '.join(f'measure_{n}.csv' for n in dict.fromkeys(names))} to {out or run_dir / 'measures'}")
+    if out is None:
+        _refresh_report(run_dir)
+
+
+def _refresh_report(run_dir: Path) -> None:
+    """Rewrite the run's report so it shows what was just added to the run folder."""
+    from archsim.analysis.run import analyze_run
+
+    try:
+        analyze_run(run_dir)
+    except ArchsimError as error:
+        click.echo(f"report not refreshed: {error}", err=True)
+        return
+    click.echo(f"updated {run_dir}/report.html")
 
 
 @cli.command()

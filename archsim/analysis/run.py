@@ -41,6 +41,8 @@ class Analysis:
     config: dict[str, Any] | None = None
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    extras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Results of ``compare-attacks`` and ``measures`` found in the run folder, shown in the report."""
 
     def tables(self) -> dict[str, pd.DataFrame]:
         tables = {"clusters.csv": self.clusters, "spectral_distances.csv": self.spectral.ordered_distances()}
@@ -134,5 +136,25 @@ def analyze_run(
         analysis.notes.append(f"{run_dir}/cards.csv lacks some models; pass --cards to analyse components")
     analysis.config = json.loads((run_dir / "config.json").read_text())
     analysis.source = str(run_dir)
+    analysis.extras = _extras(run_dir)
     write_analysis(analysis, out if out is not None else run_dir)
     return analysis
+
+
+# Tables and figures of the follow-up commands, by the sub-folder they write into.
+_EXTRAS = {
+    "attacks": ("attack_correlations.csv", "attack_white_box.csv", "attack_comparison.png"),
+    "measures": ("measure_comparison.csv", "measure_correlations.csv", "measure_comparison.png"),
+}
+
+
+def _extras(run_dir: Path) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for folder, files in _EXTRAS.items():
+        paths = [run_dir / folder / name for name in files]
+        if all(p.is_file() for p in paths):
+            found[folder] = {
+                "tables": [pd.read_csv(p, index_col=0 if p.name == "attack_white_box.csv" else None) for p in paths[:2]],
+                "figure": paths[2].read_bytes(),
+            }
+    return found

@@ -91,8 +91,11 @@ def training_bars(training: pd.DataFrame) -> str:
     return to_data_uri(fig)
 
 
-def matrix_scatter(matrices: dict[str, pd.DataFrame], correlations: pd.DataFrame) -> str:
-    """Off-diagonal entries of every matrix against the first one's, Spearman rho in each title."""
+def matrix_scatter(
+    matrices: dict[str, pd.DataFrame], correlations: pd.DataFrame, same_scale: bool = True, axis_label: str = "SAT under {}"
+) -> str:
+    """Off-diagonal entries of every matrix against the first one's, Spearman rho in each title;
+    ``same_scale`` draws the identity line (matrices of one measure, e.g. SAT under two attacks)."""
     from archsim.analysis.agreement import off_diagonal
 
     names = list(matrices)
@@ -105,12 +108,13 @@ def matrix_scatter(matrices: dict[str, pd.DataFrame], correlations: pd.DataFrame
     for ax, name in zip(axes.flat, others):
         values = off_diagonal(matrices[name])
         ax.scatter(reference, values, s=14, alpha=0.7, color="#4C72B0")
-        low, high = np.nanmin([reference, values]), np.nanmax([reference, values])
-        ax.plot([low, high], [low, high], color="#999", linewidth=0.8, linestyle="--")
+        if same_scale:
+            low, high = np.nanmin([reference, values]), np.nanmax([reference, values])
+            ax.plot([low, high], [low, high], color="#999", linewidth=0.8, linestyle="--")
         r = lookup[(names[0], name)]
         ax.set_title(f"{name}: Spearman {r.spearman:.2f}, Pearson {r.pearson:.2f}", fontsize=9)
-        ax.set_xlabel(f"SAT under {names[0]}", fontsize=8)
-        ax.set_ylabel(f"SAT under {name}", fontsize=8)
+        ax.set_xlabel(axis_label.format(names[0]), fontsize=8)
+        ax.set_ylabel(axis_label.format(name), fontsize=8)
     for ax in list(axes.flat)[len(others):]:
         ax.axis("off")
     fig.tight_layout()

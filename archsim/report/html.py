@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import datetime, timezone
 from html import escape
@@ -43,7 +44,8 @@ def _table(frame: pd.DataFrame, digits: int = 3) -> str:
         cells = []
         for value in row:
             if isinstance(value, (float, np.floating)):
-                text = "" if np.isnan(value) else f"{value:.{digits}f}"
+                # p-values and other tiny numbers keep their magnitude instead of showing 0.000
+                text = "" if np.isnan(value) else f"{value:.2g}" if 0 < abs(value) < 10**-digits else f"{value:.{digits}f}"
                 cells.append(f'<td class="num">{text}</td>')
             elif isinstance(value, (int, np.integer)):
                 cells.append(f'<td class="num">{value}</td>')
@@ -51,6 +53,10 @@ def _table(frame: pd.DataFrame, digits: int = 3) -> str:
                 cells.append(f"<td>{escape(str(value))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+
+
+def _png_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
 def _figure(uri: str, alt: str) -> str:
@@ -135,6 +141,30 @@ def render_report(analysis) -> str:
         sections.append(("models", "Models and accuracy", _table(analysis.models[columns], digits=1)
                          + '<p class="muted">clean_accuracy: % of evaluation images classified correctly; '
                          "white_box_success: % of those the model's own attack fools.</p>"))
+
+    attacks = analysis.extras.get("attacks")
+    if attacks is not None:
+        correlations, white_box = attacks["tables"]
+        sections.append((
+            "attacks", "Attacks compared",
+            "<p>SAT of the same models and images under each attack (archsim compare-attacks); "
+            "correlation of the off-diagonal entries, every pair of attacks.</p>"
+            + _table(correlations[["a", "b", "pairs", "pearson", "spearman", "spearman_p"]])
+            + _figure(_png_uri(attacks["figure"]), "SAT under each attack against the reference")
+            + "<p>White-box success (%) of each attack on each model:</p>" + _table(white_box.reset_index(), digits=1),
+        ))
+    measures = analysis.extras.get("measures")
+    if measures is not None:
+        comparison, _ = measures["tables"]
+        columns = [c for c in ("measure", "pair", "passes_per_item", "items_at_budget", "noise_to_signal", "spearman_vs_sat",
+                               "spearman_vs_err", "pearson_vs_err") if c in comparison]
+        sections.append((
+            "measures", "Other similarity measures",
+            "<p>Each measure at the compute SAT spends on the run's images (archsim measures, SPEC §3): passes per item, "
+            "spread over resamples relative to the spread across pairs, rank correlation with SAT, correlation with the "
+            "error reduction of logit-averaged 2-ensembles.</p>"
+            + _table(comparison[columns]) + _figure(_png_uri(measures["figure"]), "each measure against SAT"),
+        ))
 
     if analysis.cards is not None:
         sections.append(("cards", "Model cards", _table(analysis.cards.reset_index())))

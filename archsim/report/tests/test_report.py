@@ -66,3 +66,19 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert image.shape[:2] == (2400, 1280)
     # The figures drew: many distinct colours (a blank or broken page has a handful).
     assert len(np.unique(image.reshape(-1, 3), axis=0)) > 500
+
+
+def test_report_shows_attack_and_measure_comparisons():
+    analysis = small_analysis()
+    png = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000") + b"\x00" * 16
+    correlations = pd.DataFrame({"a": ["pgd"], "b": ["fgsm"], "pairs": [28], "pearson": [0.9], "spearman": [0.8], "spearman_p": [1e-9]})
+    white_box = pd.DataFrame({"pgd": [100.0], "fgsm": [80.0]}, index=pd.Index(["model_0"], name="model"))
+    comparison = pd.DataFrame({"measure": ["sat", "cka"], "pair": ["a ~ b"] * 2, "passes_per_item": [204, 2], "noise_to_signal": [0.4, 0.01]})
+    analysis.extras = {
+        "attacks": {"tables": [correlations, white_box], "figure": png},
+        "measures": {"tables": [comparison, correlations], "figure": png},
+    }
+    page = render_report(analysis)
+    assert "Attacks compared" in page and "Other similarity measures" in page
+    assert "1e-09" in page  # a p-value keeps its magnitude
+    assert page.count("<img") == 7
