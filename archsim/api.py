@@ -36,7 +36,7 @@ IMAGENET_EPS = 4 / 255
 """Default radius on natural-image data (imagefolder, imagenet-val, npz): the customary
 4/255 of transfer studies. The SAT paper's text as we read it does not fix one; set --eps to match yours."""
 
-RUN_FILES = ("sat.csv", "pairs.csv", "models.csv", "cards.csv", "config.json")
+RUN_FILES = ("sat.csv", "pairs.csv", "models.csv", "cards.csv", "cache_entries.txt", "config.json")
 
 
 def default_eps(data: str) -> float:
@@ -66,6 +66,7 @@ class SatRun:
     cache_hits: int
     cache_misses: int
     cards: pd.DataFrame
+    cache_used: set[tuple[str, str]]
 
 
 def run_sat(
@@ -164,7 +165,7 @@ def run_sat(
     }
     run = SatRun(
         tables.sat, tables.one_sided, tables.pairs, transfer.models_table(), config, transfer, store.hits, store.misses,
-        cards_table({name: cards[name] for name in transfer.names if cards.get(name)}),
+        cards_table({name: cards[name] for name in transfer.names if cards.get(name)}), set(store.used),
     )
     if out_dir is not None:
         write_run(out_dir, run)
@@ -449,24 +450,34 @@ def versions() -> dict[str, str]:
 
 
 def guard_run_dir(out: Path, settings: dict[str, Any]) -> None:
-    """Refuse a run folder that holds results of different settings."""
+    """Refuse a run folder that holds results of different settings; claim a free one.
+
+    ``settings.json`` is written before anything is computed, so a run killed at any
+    point (even between its output files) can be rerun into the same folder;
+    ``config.json``, written last, marks a complete run.
+    """
     if out.exists() and not out.is_dir():
         raise ArchsimError(f"--out {out} is a file; choose a folder")
-    config_path = out / "config.json"
-    if config_path.exists():
+    wanted = json.loads(json.dumps(settings))
+    for marker in ("config.json", "settings.json"):
+        path = out / marker
+        if not path.exists():
+            continue
         try:
-            existing = json.loads(config_path.read_text())["settings"]
+            existing = json.loads(path.read_text())["settings"]
         except (ValueError, KeyError, TypeError):
-            raise ArchsimError(f"--out {out} holds an unreadable config.json; choose another --out") from None
-        if existing != json.loads(json.dumps(settings)):
-            differing = sorted(k for k in set(existing) | set(settings) if existing.get(k) != json.loads(json.dumps(settings.get(k))))
+            raise ArchsimError(f"--out {out} holds an unreadable {marker}; choose another --out") from None
+        if existing != wanted:
+            differing = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
             raise ArchsimError(
                 f"--out {out} holds results of a different configuration (differs in: {', '.join(differing)}); choose another --out or remove it"
             )
-    elif out.is_dir() and any(out.iterdir()):
+        return
+    if out.is_dir():
         foreign = [f.name for f in out.iterdir() if f.name in RUN_FILES]
         if foreign:
-            raise ArchsimError(f"--out {out} holds {foreign[0]} without config.json; choose another --out or remove it")
+            raise ArchsimError(f"--out {out} holds {foreign[0]} of an unknown run (no settings.json); choose another --out or remove it")
+    atomic_write_text(out / "settings.json", json.dumps({"settings": wanted}, indent=2, sort_keys=True) + "\n")
 
 
 def write_run(out: Path, run: SatRun) -> None:
@@ -475,5 +486,6 @@ def write_run(out: Path, run: SatRun) -> None:
     atomic_write_text(out / "pairs.csv", run.pairs.to_csv(index=False, float_format="%.6f"))
     atomic_write_text(out / "models.csv", run.models.to_csv(index=False, float_format="%.4f"))
     atomic_write_text(out / "cards.csv", run.cards.to_csv())
+    atomic_write_text(out / "cache_entries.txt", "".join(f"{kind}/{key}\n" for kind, key in sorted(run.cache_used)))
     # config.json last: its presence marks a complete run folder.
     atomic_write_text(out / "config.json", json.dumps(run.config, indent=2, sort_keys=True) + "\n")

@@ -86,6 +86,8 @@ class CacheStore:
         self.root = Path(root) if root is not None else default_cache_root()
         self.hits = 0
         self.misses = 0
+        self.used: set[tuple[str, str]] = set()
+        """(kind, key) of every entry read or written through this store: a run's footprint."""
         self._reported: set[Path] = set()
         if self.root.exists() and not self.root.is_dir():
             raise ArchsimError(f"cache path {self.root} is a file; pass --cache a folder")
@@ -121,6 +123,7 @@ class CacheStore:
         found = self.get(kind, key)
         if found is not None:
             self.hits += 1
+            self._mark_used(kind, key)
             return found
         lock_path = self.path(kind, key).with_suffix(".lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +135,40 @@ class CacheStore:
             self.misses += 1
             arrays = {name: np.asarray(value) for name, value in compute().items()}
             self.put(kind, key, arrays)
+            self.used.add((kind, key))
             return arrays
+
+    def _mark_used(self, kind: str, key: str) -> None:
+        # The modification time doubles as "last used", so pruning by age spares live entries.
+        self.used.add((kind, key))
+        try:
+            os.utime(self.path(kind, key))
+        except OSError:
+            pass  # removed by a concurrent prune: the data in hand is still valid
+
+    def entries(self) -> list[dict[str, object]]:
+        """Every entry: kind, key, size in bytes, last use (POSIX time), path."""
+        if not self.root.is_dir():
+            return []
+        rows = []
+        for path in sorted(self.root.glob("*/*/*.bin")):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            rows.append({"kind": path.parent.parent.name, "key": path.stem, "bytes": stat.st_size, "last_used": stat.st_mtime, "path": path})
+        return rows
+
+    def remove(self, kind: str, key: str) -> int:
+        """Delete one entry (and its lock file); returns the bytes freed."""
+        path = self.path(kind, key)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        path.with_suffix(".lock").unlink(missing_ok=True)
+        return size
 
     def contains(self, kind: str, key: str) -> bool:
         return self.path(kind, key).exists()

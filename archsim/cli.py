@@ -49,6 +49,8 @@ def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed
     from archsim.api import run_sat
 
     specs = [part for chunk in models for part in chunk.split()]
+    if models and not specs:
+        raise ArchsimError("--models is empty; list model specs, or leave --models out for the embedded zoo")
     out = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     started = time.perf_counter()
     result = run_sat(
@@ -210,6 +212,66 @@ def zoo() -> None:
         for name, e in ZOO.items()
     ]
     click.echo(pd.DataFrame(rows).to_string(index=False))
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect and prune the result cache."""
+
+
+@cache.command("list")
+@click.option("--cache", "root", type=click.Path(path_type=Path), default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim].")
+@click.option("--entries", is_flag=True, help="One line per entry instead of a summary per kind.")
+def cache_list(root, entries) -> None:
+    """Entries per kind (zoo weights, adversarial sets, predictions, ...) with their sizes."""
+    from archsim.cache import CacheStore
+
+    store = CacheStore(root)
+    rows = pd.DataFrame(store.entries(), columns=["kind", "key", "bytes", "last_used", "path"])
+    if rows.empty:
+        click.echo(f"{store.root}: empty")
+        return
+    rows["last_used"] = pd.to_datetime(rows["last_used"], unit="s").dt.strftime("%Y-%m-%d %H:%M")
+    if entries:
+        click.echo(rows[["kind", "key", "bytes", "last_used"]].to_string(index=False))
+    else:
+        summary = rows.groupby("kind").agg(entries=("key", "size"), megabytes=("bytes", lambda b: b.sum() / 2**20),
+                                           oldest_use=("last_used", "min"), newest_use=("last_used", "max"))
+        click.echo(summary.to_string(float_format=lambda v: f"{v:.1f}"))
+    click.echo(f"{store.root}: {len(rows)} entries, {rows['bytes'].sum() / 2**20:.1f} MB")
+
+
+@cache.command("prune")
+@click.option("--cache", "root", type=click.Path(path_type=Path), default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim].")
+@click.option("--older-than", type=float, default=None, metavar="DAYS", help="Remove entries not used for this many days.")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None, help="Remove the entries a run folder used (its cache_entries.txt).")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+def cache_prune(root, older_than, run_dir, dry_run) -> None:
+    """Remove entries by age or by run; anything removed is recomputed when next needed."""
+    from archsim.cache import CacheStore
+
+    if (older_than is None) == (run_dir is None):
+        raise ArchsimError("give exactly one of --older-than DAYS or --run DIR")
+    store = CacheStore(root)
+    if older_than is not None:
+        if not older_than >= 0:
+            raise ArchsimError(f"--older-than must be 0 or more days, got {older_than}")
+        cutoff = time.time() - older_than * 86400
+        chosen = [(e["kind"], e["key"]) for e in store.entries() if e["last_used"] < cutoff]
+    else:
+        listing = run_dir / "cache_entries.txt"
+        if not listing.is_file():
+            raise ArchsimError(f"{run_dir} has no cache_entries.txt; pass the --out of a finished archsim run")
+        chosen = [tuple(line.split("/", 1)) for line in listing.read_text().split() if "/" in line]
+    freed = 0
+    for kind, key in chosen:
+        if dry_run:
+            path = store.path(kind, key)
+            freed += path.stat().st_size if path.exists() else 0
+        else:
+            freed += store.remove(kind, key)
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {len(chosen)} entries, {freed / 2**20:.1f} MB, from {store.root}")
 
 
 def _print_analysis(result, out: Path) -> None:

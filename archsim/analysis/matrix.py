@@ -22,6 +22,8 @@ def read_matrix(path: str | Path, tolerance: float = 1e-6) -> pd.DataFrame:
     frame.index = frame.index.astype(str)
     if frame.shape[0] != frame.shape[1]:
         raise ArchsimError(f"matrix {path} is {frame.shape[0]} x {frame.shape[1]}, not square; use the sat.csv layout")
+    if frame.shape[0] < 2:
+        raise ArchsimError(f"matrix {path} lists {frame.shape[0]} model(s); a SAT matrix needs at least 2 (the sat.csv layout)")
     if list(frame.index) != list(frame.columns):
         raise ArchsimError(f"matrix {path}: row names differ from column names; both must list the models in one order")
     try:

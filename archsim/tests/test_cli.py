@@ -14,11 +14,6 @@ THREE = ["--models", "zoo:resnet-s0 zoo:resnet-s1 zoo:convnext"]
 TWO = ["--models", "zoo:resnet-s0 zoo:resnet-s1"]
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
 def run_cli(capsys, *args):
     with pytest.raises(SystemExit) as exit_info:
         main(list(args))

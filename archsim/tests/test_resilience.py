@@ -1,0 +1,190 @@
+"""Killed runs resume, damaged caches heal, concurrent runs share a cache, bad input never tracebacks."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from archsim.cli import main
+
+MODELS = "zoo:resnet-s0 zoo:resnet-s1 zoo:convnext"
+SMALL = ["--models", MODELS, "--n-images", "60", "--steps", "10", "--rel-step", "0.3", "--n-boot", "100"]
+
+
+def run_cli(capsys, *args):
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def archsim_process(cache: Path, out: Path, *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "archsim.cli", "run", *SMALL, *extra, "--cache", str(cache), "--out", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def entries(cache: Path, kind: str) -> int:
+    return len(list((cache / kind).glob("*/*.bin"))) if (cache / kind).is_dir() else 0
+
+
+def kill_when(process: subprocess.Popen, condition, timeout: float = 300) -> bool:
+    """SIGKILL ``process`` as soon as ``condition()`` holds; False if it ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        if condition():
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return True
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("stage never reached")
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_matrix(tmp_path):
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    started = time.monotonic()
+    stages = {
+        # the first zoo model is still training (its weights are not stored yet)
+        "training": lambda: time.monotonic() - started > 4 and entries(cache, "zoo") == 0,
+        "attacks": lambda: entries(cache, "adv") >= 1,
+        "evaluation": lambda: entries(cache, "pred") >= 3 + 2,  # 3 clean predictions, then adversarial ones
+    }
+    killed = []
+    for stage, condition in stages.items():
+        started = time.monotonic()
+        if kill_when(archsim_process(cache, out), condition):
+            killed.append(stage)
+    assert killed == list(stages), killed
+    assert not list(cache.rglob("*.tmp")), "a killed write left a temporary file behind"
+    # Killed while writing the outputs: atomic writes leave whole files, config.json (last) missing.
+    finished = archsim_process(cache, out)
+    assert finished.wait() == 0, finished.stdout.read()
+    (out / "config.json").unlink()
+    (out / "report.html").unlink()
+    again = archsim_process(cache, out)
+    assert again.wait() == 0, again.stdout.read()
+    assert (out / "config.json").is_file() and (out / "report.html").is_file()
+
+    # The uninterrupted reference: a fresh cache that only shares the (deterministic) trained weights.
+    reference_cache, reference_out = tmp_path / "ref-cache", tmp_path / "ref"
+    shutil.copytree(cache / "zoo", reference_cache / "zoo")
+    reference = archsim_process(reference_cache, reference_out)
+    assert reference.wait() == 0, reference.stdout.read()
+    assert (out / "sat.csv").read_bytes() == (reference_out / "sat.csv").read_bytes()
+    assert (out / "pairs.csv").read_bytes() == (reference_out / "pairs.csv").read_bytes()
+
+
+def test_damaged_entries_are_reported_and_recomputed(tmp_path, cache_dir, capsys):
+    first, second = tmp_path / "a", tmp_path / "b"
+    code, _, err = run_cli(capsys, "run", *SMALL, "--cache", str(cache_dir), "--out", str(first))
+    assert code == 0, err
+    used = [line for line in (first / "cache_entries.txt").read_text().split() if line.startswith(("adv/", "pred/"))]
+    paths = [cache_dir / kind / key[:2] / f"{key}.bin" for kind, key in (u.split("/") for u in (used[0], used[-1]))]
+    data = bytearray(paths[0].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    paths[0].write_bytes(bytes(data))
+    paths[1].write_bytes(paths[1].read_bytes()[:40])
+    with pytest.warns(UserWarning, match="damaged") as caught:
+        code, stdout, err = run_cli(capsys, "run", *SMALL, "--cache", str(cache_dir), "--out", str(second))
+    assert code == 0, err
+    assert len([w for w in caught if "damaged" in str(w.message)]) == 2  # each reported once
+    assert "2 computed" in stdout
+    assert (first / "sat.csv").read_bytes() == (second / "sat.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_concurrent_runs_share_one_cache(tmp_path, cache_dir, capsys):
+    code, _, err = run_cli(capsys, "run", *SMALL, "--cache", str(cache_dir), "--out", str(tmp_path / "warm"))
+    assert code == 0, err  # zoo weights trained; the concurrent runs below share only those
+    shared = tmp_path / "shared"
+    shutil.copytree(cache_dir / "zoo", shared / "zoo")
+    one = archsim_process(shared, tmp_path / "one")
+    two = subprocess.Popen(
+        [sys.executable, "-m", "archsim.cli", "run", "--models", "zoo:resnet-s1 zoo:convnext zoo:resnet-s0", *SMALL[2:],
+         "--cache", str(shared), "--out", str(tmp_path / "two")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert one.wait() == 0, one.stdout.read()
+    assert two.wait() == 0, two.stdout.read()
+    a = pd.read_csv(tmp_path / "one" / "sat.csv", index_col=0)
+    b = pd.read_csv(tmp_path / "two" / "sat.csv", index_col=0).loc[a.index, a.columns]
+    assert np.array_equal(a.to_numpy(), b.to_numpy())
+    alone = pd.read_csv(tmp_path / "warm" / "sat.csv", index_col=0)
+    assert np.array_equal(a.to_numpy(), alone.to_numpy())
+    assert not list(shared.rglob("*.tmp"))
+    for path in shared.rglob("*.bin"):  # every shared entry whole and checksummed
+        assert path.read_bytes()[:8] == (cache_dir / path.relative_to(shared)).read_bytes()[:8]
+
+
+def test_cache_commands(tmp_path, cache_dir, capsys):
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, "run", *SMALL, "--cache", str(cache_dir), "--out", str(run_dir))
+    assert code == 0, err
+    code, stdout, _ = run_cli(capsys, "cache", "list", "--cache", str(cache_dir))
+    assert code == 0 and "adv" in stdout and "zoo" in stdout and "entries" in stdout
+    scratch = tmp_path / "scratch"
+    shutil.copytree(cache_dir, scratch)
+    listed = (run_dir / "cache_entries.txt").read_text().split()
+    code, stdout, _ = run_cli(capsys, "cache", "prune", "--run", str(run_dir), "--cache", str(scratch), "--dry-run")
+    assert code == 0 and f"would remove {len(listed)} entries" in stdout
+    code, stdout, _ = run_cli(capsys, "cache", "prune", "--run", str(run_dir), "--cache", str(scratch))
+    assert code == 0
+    assert not any((scratch / kind / key[:2] / f"{key}.bin").exists() for kind, key in (line.split("/") for line in listed))
+    code, stdout, _ = run_cli(capsys, "cache", "prune", "--older-than", "0", "--cache", str(scratch))
+    assert code == 0 and entries(scratch, "adv") == 0 and entries(scratch, "zoo") == 0
+    for args, message in ((["prune", "--cache", str(scratch)], "exactly one of"), (["prune", "--run", str(tmp_path)], "no cache_entries.txt"),
+                          (["prune", "--older-than", "-1", "--cache", str(scratch)], "0 or more days")):
+        code, _, err = run_cli(capsys, "cache", *args)
+        assert code == 2 and message in err and err.count("\n") == 1
+
+
+OPTION_VALUES = {
+    "--eps": st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(str), st.text(max_size=5)),
+    "--steps": st.one_of(st.integers(-5, 0).map(str), st.text(max_size=5)),
+    "--n-images": st.one_of(st.integers(-3, 0).map(str), st.text(max_size=4)),
+    "--models": st.one_of(st.text(max_size=30), st.sampled_from(["zoo:nope", "timm:", "file:/nonexistent.pt", "bogus:x,y", "zoo:resnet-s0,"])),
+    "--attack": st.one_of(st.text(max_size=12), st.sampled_from(["pgd,steps=", "fgsm,eps", "apgd-ce,rho=x", "lowfreq-pgd,ratio=-1"])),
+    "--data": st.sampled_from(["imagefolder:/nowhere", "npz:/nope.npz", "imagenet-val:", "mnist", ""]),
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(option=st.sampled_from(sorted(OPTION_VALUES)), data=st.data())
+def test_fuzzed_run_arguments_never_traceback(option, data, tmp_path_factory, capsys):
+    value = data.draw(OPTION_VALUES[option])
+    base = {"--models": "zoo:nope zoo:nope2"}  # keeps any accidentally valid value from starting a real run
+    args = ["run", "--n-images", "20", "--steps", "1", option, value]
+    if option != "--models":
+        args += ["--models", base["--models"]]
+    out = tmp_path_factory.mktemp("fuzz")
+    code, stdout, err = run_cli(capsys, *args, "--cache", str(out / "cache"), "--out", str(out / "run"))
+    assert code == 2, (args, stdout, err)
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, (args, err)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(
+    st.text(max_size=200),
+    st.lists(st.lists(st.one_of(st.floats(-1, 5).map(lambda v: f"{v:.3f}"), st.text(max_size=4)), min_size=1, max_size=5),
+             min_size=1, max_size=5).map(lambda rows: "\n".join(",".join(r) for r in rows)),
+))
+def test_fuzzed_csv_files_never_traceback(text, tmp_path_factory, capsys):
+    folder = tmp_path_factory.mktemp("csv")
+    matrix, cards = folder / "m.csv", folder / "c.csv"
+    matrix.write_text(text)
+    cards.write_text(text)
+    code, _, err = run_cli(capsys, "analyze", "--matrix", str(matrix), "--cards", str(cards), "--out", str(folder / "out"))
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, (text, err)
