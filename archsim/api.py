@@ -258,11 +258,7 @@ def compute_measures(
         raise ArchsimError(f"unknown measure {unknown[0]!r}; choose from {', '.join(MEASURES)}" if unknown else "give --measures")
     settings = _run_settings(run_dir)
     store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
-    run = run_sat(
-        settings["models"], data=settings["data"], n_images=settings["n_images"], attack=_attack_spec(settings["attack"]),
-        eps=settings["attack"]["eps"], seed=settings["seed"], eps_s=settings["eps_s"], n_boot=0, device=device,
-        batch_size=batch_size, cache=store,
-    )
+    run = load_run(run_dir, store, device, batch_size)
     transfer, names = run.transfer, run.transfer.names
     images = load_data(settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"])
     loaded: dict[str, Any] = {}
@@ -409,6 +405,39 @@ def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_
                     distances[s, t] = store.get_or_compute("boundary", key, compute)["distance"]
             out[measure] = boundary.boundary_gap(distances, both)
     return out
+
+
+def load_run(
+    run_dir: str | Path, cache: CacheStore | str | Path | None = None, device: str = "auto", batch_size: int = 128, models: list[str] | None = None
+) -> SatRun:
+    """A finished run rebuilt from the cache (nothing recomputed), optionally with more ``models``.
+
+    Raises a one-line error, computing nothing, when the run's adversarial sets and
+    predictions are no longer in the cache: analyses on a run must not silently
+    redo hours of attacks.
+    """
+    settings = _run_settings(run_dir)
+    store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
+    require_cached(run_dir, store)
+    return run_sat(
+        settings["models"] + list(models or []), data=settings["data"], n_images=settings["n_images"],
+        attack=_attack_spec(settings["attack"]), eps=settings["attack"]["eps"], seed=settings["seed"], eps_s=settings["eps_s"],
+        n_boot=0 if models is None else settings["n_boot"], device=device, batch_size=batch_size, cache=store,
+    )
+
+
+def require_cached(run_dir: str | Path, store: CacheStore) -> None:
+    """One-line error unless every adversarial set and prediction the run used is in ``store``."""
+    listed = Path(run_dir) / "cache_entries.txt"
+    if not listed.is_file():
+        return  # older run folders list nothing to check; the run then recomputes what is missing
+    needed = [line.split("/", 1) for line in listed.read_text().split() if line.split("/", 1)[0] in ("adv", "pred")]
+    missing = [entry for entry in needed if not store.contains(*entry)]
+    if missing or not needed:
+        raise ArchsimError(
+            f"{len(missing)} of the {len(needed)} cached adversarial sets and predictions of {run_dir} are not in {store.root}; "
+            "pass --cache where they are, or rerun `archsim run` with the run's settings to recompute them"
+        )
 
 
 def _run_settings(run_dir: str | Path) -> dict[str, Any]:

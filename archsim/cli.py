@@ -189,6 +189,164 @@ def measures(run_dir, measures, out, device, batch_size, cache, pair) -> None:
         _refresh_report(run_dir)
 
 
+def _show(table: pd.DataFrame, columns: list[str] | None = None) -> None:
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+        click.echo((table if columns is None else table[columns]).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+
+
+@cli.command()
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
+@click.option("--k", "k", type=int, default=3, show_default=True, help="Size of the recommended ensemble.")
+@click.option("--clusters", type=int, default=None, help="Spectral clusters for the K-from-L table [default: min(5, N)].")
+@click.option("--random-sets", type=int, default=1000, show_default=True, help="Random k-sets the diverse choice is compared with.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/ensembles].")
+@rerun_options
+def ensemble(run_dir, k, clusters, random_sets, out, device, batch_size, cache) -> None:
+    """Logit-averaging ensembles against SAT (SPEC §2.6): all pairs, K models from L clusters,
+    SAT-diverse vs random k-sets, and the most diverse k-set with its measured error."""
+    from archsim.applications.ensembles import ensembles_on_run
+
+    study = ensembles_on_run(run_dir, k, clusters, random_sets, out, cache, device, batch_size)
+    click.echo("SAT vs 2-ensemble error reduction rate, and k-set diversity vs errors:")
+    _show(study.correlations)
+    click.echo("\nK models from L clusters (means over the sets):")
+    _show(study.k_table)
+    click.echo("\nselection:")
+    _show(study.selection, ["selection", "members", "mean_sat", "error", "err_reduction", "all_wrong", "random_sets_not_better"])
+    best = study.recommended
+    click.echo(
+        f"\nrecommended {k}-ensemble: {' + '.join(best['members'])} (mean SAT {best['mean_sat']:.2f}): "
+        f"top-1 error {best['error']:.2f}% on the run's images, random {k}-sets {best['random_mean_error']:.2f}% on average"
+    )
+    click.echo(f"wrote ensemble_pairs.csv, ensemble_k.csv, ensemble_selection.csv, ensemble_correlations.csv, ensembles.png to {out or run_dir / 'ensembles'}")
+    if out is None:
+        _refresh_report(run_dir)
+
+
+@cli.command()
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None, help="A finished run folder (also scores ensembles).")
+@click.option("--matrix", type=click.Path(path_type=Path), default=None, help="Any similarity matrix in the sat.csv layout.")
+@click.option("--k", "k", type=int, required=True, help="How many models to pick.")
+@click.option("--method", type=click.Choice(["inverse", "proportional", "uniform"]), default="inverse", show_default=True,
+              help="inverse: k-means++ style, diverse; proportional and uniform: the baselines.")
+@click.option("--draws", type=int, default=1000, show_default=True, help="Draws per method for the comparison table.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for selection.csv [default: RUN/selection; none with --matrix].")
+@rerun_options
+def select(run_dir, matrix, k, method, draws, seed, out, device, batch_size, cache) -> None:
+    """Draw a diverse set of k models (SPEC §2.9) and compare the three samplers."""
+    from archsim.analysis import read_matrix
+    from archsim.applications.ensembles import set_scores
+    from archsim.applications.selection import compare_samplers, diverse_sample
+    from archsim.cache import atomic_write_text
+
+    if (run_dir is None) == (matrix is None):
+        raise ArchsimError("give exactly one of --run DIR or --matrix FILE")
+    if draws <= 0:
+        raise ArchsimError(f"--draws must be positive, got {draws}")
+    score = None
+    if run_dir is not None:
+        from archsim.api import load_run
+
+        run = load_run(run_dir, cache, device, batch_size)
+        similarity, t = run.sat, run.transfer
+        score = lambda members: {c: v for c, v in set_scores(t.clean_logits, t.labels, similarity.to_numpy(), members).items() if c != "mean_sat"}  # noqa: E731
+    else:
+        similarity = read_matrix(matrix)
+    picked = diverse_sample(similarity, k, method, seed)
+    click.echo(f"{method} draw of {k}: {', '.join(picked)}")
+    table = compare_samplers(similarity, k, draws, seed, score) if k >= 2 else None
+    if table is not None:
+        click.echo(f"\nthe samplers over {draws} draws each:")
+        _show(table)
+        out = out if out is not None else (run_dir / "selection" if run_dir is not None else None)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "selection.csv", table.to_csv(index=False, float_format="%.6g"))
+            click.echo(f"wrote selection.csv to {out}")
+
+
+@cli.command()
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
+@click.argument("spec", metavar="MODEL_SPEC")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder of the N+1-model run [default: RUN/added/<name>].")
+@rerun_options
+def add(run_dir, spec, out, device, batch_size, cache) -> None:
+    """Add a model to a finished run (SPEC §2.8): attack only it, reuse every cached set,
+    write its SAT row (symmetric and one-sided) and the existing cluster it joins."""
+    from archsim.analysis.run import analyze_run
+    from archsim.applications.newcomer import add_model
+
+    started = time.perf_counter()
+    result = add_model(run_dir, spec, out, cache, device, batch_size)
+    click.echo(f"{result.name} against the {len(result.row)} models of {run_dir}:")
+    _show(result.row.sort_values("sat", ascending=False))
+    joined = result.clusters[result.clusters["assigned"]].iloc[0]
+    click.echo(f"\njoins cluster {int(joined['cluster'])} (mean SAT {joined['mean_sat']:.2f} with its {int(joined['members'])} members)")
+    click.echo(f"cache: {result.run.cache_hits} hits, {result.run.cache_misses} computed; {time.perf_counter() - started:.1f} s")
+    analyze_run(result.out)
+    click.echo(f"wrote the {len(result.row) + 1}-model run (sat.csv, ..., report.html), newcomer.csv and newcomer_clusters.csv to {result.out}")
+
+
+@cli.command()
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run on digits (students train on its training split).")
+@click.option("--student", required=True, help="A zoo: model of the run (name or spec); retrained once per teacher.")
+@click.option("--teachers", multiple=True, metavar="MODEL", help="Models of the run, repeatable or space-separated [default: all but the student].")
+@click.option("--epochs", type=int, default=None, help="Training epochs per student [default: the student's recipe].")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/distill/<student>].")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: the run's].")
+def distill(run_dir, student, teachers, epochs, out, cache) -> None:
+    """Hard-label distillation from every teacher (SPEC §2.7): student accuracy against
+    teacher-student SAT, overall and by shared base architecture, with teacher accuracy as control."""
+    from archsim.applications.distill import distill as run_distill
+
+    names = [part for chunk in teachers for part in chunk.split()]
+    result = run_distill(run_dir, student, names or None, epochs, out, cache)
+    _show(result.table)
+    click.echo("\nstudent accuracy against:")
+    _show(result.correlations)
+    click.echo(f"wrote distill.csv, distill_correlations.csv, distill.png to {result.out}")
+    if out is None:
+        _refresh_report(run_dir)
+
+
+@cli.command("recommend-teacher")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
+@click.option("--student", required=True, help="A model of the run (name or spec).")
+def recommend_teacher(run_dir, student) -> None:
+    """Rank the run's models as distillation teachers for a student, from the SAT matrix alone (SPEC §2.7)."""
+    from archsim.applications.distill import recommend_teachers
+
+    table = recommend_teachers(run_dir, student)
+    _show(table)
+    click.echo(f"\nrecommended teacher: {table['teacher'].iloc[0]}")
+
+
+@cli.command()
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
+@click.option("--checkpoints", "checkpoints_of", default=None, metavar="zoo:NAME",
+              help="Also SAT of this zoo model's training checkpoints against its final weights.")
+@click.option("--epochs", default=None, metavar="E,E,...", help="Checkpoint epochs [default: five spread over training].")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/checks].")
+@rerun_options
+def checks(run_dir, checkpoints_of, epochs, out, device, batch_size, cache) -> None:
+    """The SAT paper's further checks (SPEC §2.10): SAT against identical misclassifications under
+    attack, and SAT of training checkpoints against the final model."""
+    from archsim.applications.checks import checks_on_run
+
+    try:
+        chosen = [int(e) for e in epochs.split(",")] if epochs else None
+    except ValueError:
+        raise ArchsimError(f"--epochs {epochs!r} must be whole numbers separated by commas, e.g. 1,5,10") from None
+    tables = checks_on_run(run_dir, checkpoints_of, chosen, out, cache, device, batch_size)
+    if "checkpoints.csv" in tables:
+        _show(tables["checkpoints.csv"])
+    _show(tables["checks_summary.csv"])
+    click.echo(f"wrote {', '.join(tables)}, checks.png to {out or run_dir / 'checks'}")
+    if out is None:
+        _refresh_report(run_dir)
+
+
 def _refresh_report(run_dir: Path) -> None:
     """Rewrite the run's report so it shows what was just added to the run folder."""
     from archsim.analysis.run import analyze_run

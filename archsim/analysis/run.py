@@ -141,20 +141,30 @@ def analyze_run(
     return analysis
 
 
-# Tables and figures of the follow-up commands, by the sub-folder they write into.
-_EXTRAS = {
+# Tables and figures of the follow-up commands, by the sub-folder (a glob) they write into;
+# a "?" marks a file that may be absent. The report shows a folder once its first file exists.
+EXTRA_FILES = {
     "attacks": ("attack_correlations.csv", "attack_white_box.csv", "attack_comparison.png"),
     "measures": ("measure_comparison.csv", "measure_correlations.csv", "measure_comparison.png"),
+    "ensembles": ("ensemble_correlations.csv", "ensemble_k.csv", "ensemble_selection.csv", "ensembles.png"),
+    "selection": ("selection.csv",),
+    "distill/*": ("distill.csv", "distill_correlations.csv", "distill.png"),
+    "added/*": ("newcomer.csv", "newcomer_clusters.csv"),
+    "checks": ("checks_summary.csv", "checkpoints.csv?", "identical_misclassifications.csv", "checks.png"),
 }
 
 
 def _extras(run_dir: Path) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
-    for folder, files in _EXTRAS.items():
-        paths = [run_dir / folder / name for name in files]
-        if all(p.is_file() for p in paths):
-            found[folder] = {
-                "tables": [pd.read_csv(p, index_col=0 if p.name == "attack_white_box.csv" else None) for p in paths[:2]],
-                "figure": paths[2].read_bytes(),
-            }
+    for pattern, files in EXTRA_FILES.items():
+        for folder in sorted(p for p in run_dir.glob(pattern) if p.is_dir()):
+            paths = [folder / name.rstrip("?") for name in files]
+            if any(not p.is_file() for p, name in zip(paths, files) if not name.endswith("?")):
+                continue
+            tables = [
+                pd.read_csv(p, index_col=0 if p.name == "attack_white_box.csv" else None) if p.is_file() else None
+                for p in paths if p.suffix == ".csv"
+            ]
+            figures = [p.read_bytes() for p in paths if p.suffix == ".png"]
+            found[folder.relative_to(run_dir).as_posix()] = {"tables": tables, "figure": figures[0] if figures else None}
     return found

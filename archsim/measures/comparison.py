@@ -29,7 +29,7 @@ def _upper(matrix: np.ndarray) -> np.ndarray:
     return np.asarray(matrix, dtype=float)[i, j]
 
 
-def _correlate(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+def correlate(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     keep = np.isfinite(x) & np.isfinite(y)
     if keep.sum() < 3 or np.ptp(x[keep]) == 0 or np.ptp(y[keep]) == 0:
         return {"spearman": np.nan, "spearman_p": np.nan, "pearson": np.nan, "pearson_p": np.nan}
@@ -69,7 +69,7 @@ def compare_measures(
             "measure": name, "passes_per_item": costs[name], "items_at_budget": items, "spread_sd": spread,
             "across_pairs_sd": signal, "noise_to_signal": spread / signal if signal > 0 else np.nan,
         }
-        row.update({f"{k}_vs_sat": v for k, v in _correlate(values, sat).items() if k.startswith("spearman")})
-        row.update({f"{k}_vs_err": v for k, v in _correlate(values, _upper(err)).items()})
+        row.update({f"{k}_vs_sat": v for k, v in correlate(values, sat).items() if k.startswith("spearman")})
+        row.update({f"{k}_vs_err": v for k, v in correlate(values, _upper(err)).items()})
         rows.append(row)
     return pd.DataFrame(rows)

@@ -34,7 +34,7 @@ def create_model(spec: str, cache: CacheStore | None = None, device: str = "cpu"
     Parameters
     ----------
     spec : str
-        ``zoo:NAME``, ``timm:NAME[,pretrained=false][,checkpoint=PATH][,num_classes=K]``,
+        ``zoo:NAME[,epoch=E]``, ``timm:NAME[,pretrained=false][,checkpoint=PATH][,num_classes=K]``,
         ``torchvision:NAME[,pretrained=false][,checkpoint=PATH]`` or
         ``file:PATH[,input_size=C:H:W][,mean=..][,std=..]``; every scheme also
         takes ``name=DISPLAY``.

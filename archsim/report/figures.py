@@ -119,3 +119,59 @@ def matrix_scatter(
         ax.axis("off")
     fig.tight_layout()
     return to_data_uri(fig)
+
+
+def ensemble_figure(pairs: pd.DataFrame, k_table: pd.DataFrame) -> str:
+    """SAT against the error reduction of every 2-ensemble, and mean error reduction of K from L clusters."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    left.scatter(pairs["sat"], pairs["err_reduction"], s=16, alpha=0.75, color="#4C72B0")
+    left.set_xlabel("SAT of the pair (ln % fooled)")
+    left.set_ylabel("error reduction rate of the 2-ensemble")
+    left.set_title("More similar pairs gain less from ensembling?", fontsize=9)
+    for k, part in k_table.groupby("k"):
+        right.plot(part["l"], part["mean_err_reduction"], marker="o", label=f"K = {k}")
+    right.set_xlabel("L, clusters the K members come from")
+    right.set_ylabel("mean error reduction rate")
+    right.set_title("K models from L spectral clusters", fontsize=9)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    return to_data_uri(fig)
+
+
+def distill_scatter(table: pd.DataFrame, student: str) -> str:
+    """Student accuracy against teacher-student SAT, same-base and different-base teachers apart."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    taught = table[table["teacher"] != "(no teacher)"]
+    for same, color, label in ((True, "#C44E52", "same base architecture"), (False, "#4C72B0", "different base architecture")):
+        part = taught[taught["same_base"] == same]
+        ax.scatter(part["sat"], part["student_accuracy"], color=color, s=22, label=label)
+        for row in part.itertuples():
+            ax.annotate(row.teacher, (row.sat, row.student_accuracy), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    alone = table.loc[table["teacher"] == "(no teacher)", "student_accuracy"]
+    if len(alone):
+        ax.axhline(alone.iloc[0], color="#999", linestyle="--", linewidth=0.8, label="trained on labels only")
+    ax.set_xlabel(f"SAT of teacher and {student}")
+    ax.set_ylabel(f"accuracy of the distilled {student} (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return to_data_uri(fig)
+
+
+def checks_figure(checkpoints: pd.DataFrame | None, identical: pd.DataFrame) -> str:
+    """SAT of checkpoints against the final model; SAT against identical misclassifications."""
+    panels = 2 if checkpoints is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
+    ax = axes[0, 0]
+    ax.scatter(identical["identical_rate"], identical["sat"], s=16, alpha=0.75, color="#4C72B0")
+    ax.set_xlabel("identical misclassifications under attack (% of decisions)")
+    ax.set_ylabel("SAT")
+    if checkpoints is not None:
+        ax = axes[0, 1]
+        ax.errorbar(checkpoints["epoch"], checkpoints["sat_vs_final"], yerr=[
+            checkpoints["sat_vs_final"] - checkpoints["sat_low"], checkpoints["sat_high"] - checkpoints["sat_vs_final"]
+        ], marker="o", capsize=3, color="#55A868")
+        ax.set_xlabel("training epoch of the checkpoint")
+        ax.set_ylabel("SAT with the final model")
+        ax.set_title(str(checkpoints["model"].iloc[-1]), fontsize=9)
+    fig.tight_layout()
+    return to_data_uri(fig)

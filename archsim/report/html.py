@@ -79,6 +79,38 @@ def _clusters_table(analysis) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# Report sections of the decision commands (SPEC §2.6-2.10), by the run sub-folder they write.
+_APPLICATIONS = {
+    "ensembles": (
+        "Ensembles",
+        "Logit-averaging ensembles of the run's models on its images (archsim ensemble, SPEC §2.6): correlation of SAT "
+        "with the error reduction rate of every 2-ensemble and of k-set diversity with errors; mean scores of K models "
+        "drawn from L spectral clusters; the most and least SAT-diverse k-sets against random k-sets "
+        "(random_sets_not_better: share of random sets with at least that error).",
+    ),
+    "selection": (
+        "Diverse selection",
+        "Sets of k models drawn by each sampler (archsim select, SPEC §2.9): inverse-similarity (k-means++ style), "
+        "similarity-proportional and uniform; mean SAT among the drawn models and their ensembles' scores.",
+    ),
+    "distill": (
+        "Distillation: student {name}",
+        "One student per teacher, hard-label distillation on the training data (archsim distill, SPEC §2.7); "
+        "student accuracy against teacher-student SAT, overall and by shared base architecture, teacher accuracy as control.",
+    ),
+    "added": (
+        "Newcomer: {name}",
+        "A model added to this run (archsim add, SPEC §2.8): its symmetric and one-sided SAT with each model, and "
+        "its mean SAT with each cluster's members; it joins the highest.",
+    ),
+    "checks": (
+        "Further checks",
+        "SPEC §2.10 (archsim checks): SAT against the share of attacked decisions where the target repeats the source's "
+        "own mistake, and SAT of training checkpoints with the final model.",
+    ),
+}
+
+
 def render_report(analysis) -> str:
     """The whole page for an :class:`~archsim.analysis.run.Analysis`."""
     sat, spectral = analysis.sat, analysis.spectral
@@ -165,6 +197,15 @@ def render_report(analysis) -> str:
             "error reduction of logit-averaged 2-ensembles.</p>"
             + _table(comparison[columns]) + _figure(_png_uri(measures["figure"]), "each measure against SAT"),
         ))
+
+    for folder, found in analysis.extras.items():
+        kind, _, name = folder.partition("/")
+        if kind in _APPLICATIONS:
+            title, text = _APPLICATIONS[kind]
+            html = f"<p>{text}</p>" + "".join(_table(t) for t in found["tables"] if t is not None)
+            if found["figure"] is not None:
+                html += _figure(_png_uri(found["figure"]), title)
+            sections.append((folder.replace("/", "-"), title.format(name=name), html))
 
     if analysis.cards is not None:
         sections.append(("cards", "Model cards", _table(analysis.cards.reset_index())))

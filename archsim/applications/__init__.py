@@ -1,0 +1,6 @@
+"""Decisions from a SAT run (SPEC §2.6-2.10): ensembles, distillation teachers, a newcomer
+in the zoo, diverse selection, and the paper's further checks."""
+
+from archsim.applications.selection import METHODS, compare_samplers, diverse_sample
+
+__all__ = ["METHODS", "compare_samplers", "diverse_sample"]

@@ -1,0 +1,211 @@
+"""Knowledge distillation against SAT (SPEC §2.7): which teacher makes the best student?
+
+One student per teacher, trained from scratch with DeiT-style hard-label
+distillation on the run's training data under random affine augmentation (the
+teacher labels each augmented image; without augmentation its label would be the
+ground truth on every training image); its accuracy is set against the
+teacher-student SAT of the run, overall and split by whether teacher and student
+share the base architecture, with teacher accuracy as the control.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import timm
+from tqdm.auto import tqdm
+
+from archsim.api import _run_settings
+from archsim.cache import CacheStore, atomic_write_text, digest
+from archsim.data import load_data
+from archsim.errors import ArchsimError
+from archsim.measures.comparison import correlate
+from archsim.models import create_model
+from archsim.models.train import train_classifier
+from archsim.models.wrapper import SimModel
+from archsim.models.zoo import ZOO
+
+BASE = "Base architecture"
+NO_TEACHER = "(no teacher)"
+
+
+@dataclass
+class Distillation:
+    """Result of :func:`distill`: ``table`` one row per teacher, ``correlations`` per group."""
+
+    student: str
+    table: pd.DataFrame
+    correlations: pd.DataFrame
+    out: Path
+
+
+def _run_model(models: pd.DataFrame, given: str, role: str, run_dir: Path) -> pd.Series:
+    found = models[(models["model"] == given) | (models["spec"] == given)]
+    if found.empty:
+        raise ArchsimError(f"{role} {given!r} is not a model of the run {run_dir} ({', '.join(models['model'])}); name one of them")
+    return found.iloc[0]
+
+
+def _bases(run_dir: Path, names: list[str]) -> dict[str, str]:
+    from archsim.analysis.cards import read_cards
+
+    path = run_dir / "cards.csv"
+    cards = read_cards(path) if path.is_file() else None
+    return {n: cards.loc[n, BASE] if cards is not None and n in cards.index else "unknown" for n in names}
+
+
+def _accuracy(model: SimModel, images, labels) -> float:
+    from archsim.transfer.engine import predict
+
+    return float((predict(model, images, 256).argmax(-1) == labels).float().mean() * 100)
+
+
+def distill(
+    run_dir: str | Path,
+    student: str,
+    teachers: list[str] | None = None,
+    epochs: int | None = None,
+    out: str | Path | None = None,
+    cache: CacheStore | str | Path | None = None,
+) -> Distillation:
+    """Train the zoo architecture ``student`` once per teacher and relate its accuracy to SAT.
+
+    Parameters
+    ----------
+    run_dir : path
+        A finished run whose data has a training split (``digits``).
+    student : str
+        A ``zoo:`` model of the run (spec or name): its architecture, recipe and seed
+        are reused; its SAT row gives the teacher-student similarities.
+    teachers : list of str, optional
+        Models of the run (default: all but the student).
+    epochs : int, optional
+        Training epochs of each student (default: the student's recipe).
+    out : path, optional
+        Default ``RUN/distill/<student>``: ``distill.csv``, ``distill_correlations.csv``, ``distill.png``.
+    """
+    run_dir = Path(run_dir)
+    settings = _run_settings(run_dir)
+    models = pd.read_csv(run_dir / "models.csv")
+    row = _run_model(models, student, "--student", run_dir)
+    if not str(row["spec"]).startswith("zoo:"):
+        raise ArchsimError(f"--student {student!r} must be a zoo: model of the run (archsim needs its architecture and recipe to train it again)")
+    entry = ZOO[str(row["spec"]).split(":", 1)[1].split(",")[0]]
+    if "epoch=" in str(row["spec"]):
+        raise ArchsimError(f"--student {student!r} is a training checkpoint; pick a fully trained zoo model of the run")
+    try:
+        train = load_data(settings["data"], split="train")
+    except ArchsimError:
+        raise ArchsimError(f"distillation trains students on the run's training data, and {settings['data']!r} has none; use a digits run") from None
+    evaluation = load_data(settings["data"], split="eval")
+    chosen = [_run_model(models, t, "teacher", run_dir) for t in (teachers or [m for m in models["model"] if m != row["model"]])]
+    if any(t["model"] == row["model"] for t in chosen):
+        raise ArchsimError(f"the student {row['model']!r} cannot be its own teacher; leave it out of --teachers")
+    if not chosen:
+        raise ArchsimError("no teachers: the run has only the student; give --teachers")
+    if epochs is not None and epochs <= 0:
+        raise ArchsimError(f"--epochs must be positive, got {epochs}")
+    # Always augmented: on un-augmented digits every teacher's top-1 label is the true label
+    # (teachers fit the training set), which would make all students identical.
+    recipe = replace(entry.recipe, augment="affine", **({} if epochs is None else {"epochs": epochs}))
+    store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
+    sat = pd.read_csv(run_dir / "sat.csv", index_col=0)
+    bases = _bases(run_dir, list(models["model"]))
+
+    def student_accuracy(teacher: SimModel | None) -> float:
+        key = digest("distill", entry.describe(), recipe.describe(), teacher.fingerprint if teacher else None, train.fingerprint, timm.__version__)
+
+        def fit() -> dict:
+            state, _ = train_classifier(
+                entry.build, entry.preprocess(), train, recipe, entry.seed,
+                f"distill {row['model']} from {teacher.name if teacher else 'labels only'}", teacher=teacher,
+            )
+            net = entry.build()
+            net.load_state_dict(state)
+            trained = SimModel(net, entry.preprocess(), row["model"], "distilled")
+            return {"eval_accuracy": _accuracy(trained, evaluation.images, evaluation.labels)}
+
+        return float(store.get_or_compute("distill", key, fit)["eval_accuracy"])
+
+    rows = [{
+        "teacher": NO_TEACHER, "teacher_accuracy": np.nan, "teacher_base": "", "same_base": False, "sat": np.nan,
+        "student_accuracy": student_accuracy(None),
+    }]
+    for teacher_row in tqdm(chosen, desc=f"distill {row['model']}", unit="teacher", disable=None):
+        # The zoo trainer runs on the CPU; the teacher labels its batches there.
+        teacher = create_model(str(teacher_row["spec"]), cache=store, device="cpu")
+        rows.append({
+            "teacher": teacher_row["model"],
+            "teacher_accuracy": _accuracy(teacher, evaluation.images, evaluation.labels),
+            "teacher_base": bases[teacher_row["model"]],
+            "same_base": bases[teacher_row["model"]] == bases[row["model"]] != "unknown",
+            "sat": float(sat.loc[teacher_row["model"], row["model"]]),
+            "student_accuracy": student_accuracy(teacher),
+        })
+    table = pd.DataFrame(rows)
+    correlations = distill_correlations(table)
+    out_dir = Path(out) if out is not None else run_dir / "distill" / str(row["model"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "distill.csv", table.to_csv(index=False, float_format="%.6f"))
+    atomic_write_text(out_dir / "distill_correlations.csv", correlations.to_csv(index=False, float_format="%.6g"))
+    from archsim.report.figures import distill_scatter, write_png
+
+    write_png(distill_scatter(table, str(row["model"])), out_dir / "distill.png")
+    return Distillation(str(row["model"]), table, correlations, out_dir)
+
+
+def distill_correlations(table: pd.DataFrame) -> pd.DataFrame:
+    """Student accuracy against teacher-student SAT (all, same base, different base) and against teacher accuracy."""
+    taught = table[table["teacher"] != NO_TEACHER]
+    groups = [
+        ("sat", "all teachers", taught),
+        ("sat", "same base architecture", taught[taught["same_base"]]),
+        ("sat", "different base architecture", taught[~taught["same_base"]]),
+        ("teacher_accuracy", "all teachers (control)", taught),
+    ]
+    return pd.DataFrame([
+        {"x": x, "group": name, "teachers": len(part), **correlate(part[x].to_numpy(float), part["student_accuracy"].to_numpy(float))}
+        for x, name, part in groups
+    ])
+
+
+def recommend_teachers(run_dir: str | Path, student: str) -> pd.DataFrame:
+    """Teachers for ``student`` ranked from the run's SAT matrix alone.
+
+    The sign of the paper's finding (SPEC §2.7) orders each group: teachers sharing
+    the student's base architecture by SAT descending (similar helps), the others
+    by SAT ascending (dissimilar helps). Where ``archsim distill`` has measured this
+    student on the run, the measured sign of each group's Spearman correlation
+    replaces the paper's. Same-base teachers are listed first: a choice of
+    archsim, as the paper compares the groups only by their trends.
+    """
+    run_dir = Path(run_dir)
+    _run_settings(run_dir)
+    models = pd.read_csv(run_dir / "models.csv")
+    row = _run_model(models, student, "--student", run_dir)
+    name = str(row["model"])
+    sat = pd.read_csv(run_dir / "sat.csv", index_col=0)
+    bases = _bases(run_dir, list(models["model"]))
+    table = pd.DataFrame({"teacher": [m for m in models["model"] if m != name]})
+    table["sat"] = [float(sat.loc[t, name]) for t in table["teacher"]]
+    table["teacher_base"] = [bases[t] for t in table["teacher"]]
+    table["same_base"] = [bases[t] == bases[name] != "unknown" for t in table["teacher"]]
+    signs = {True: 1.0, False: -1.0}
+    sources = {True: "paper", False: "paper"}
+    measured = run_dir / "distill" / name / "distill_correlations.csv"
+    if measured.is_file():
+        found = pd.read_csv(measured).set_index("group")
+        for same, group in ((True, "same base architecture"), (False, "different base architecture")):
+            rho = found.loc[group, "spearman"] if group in found.index else np.nan
+            if np.isfinite(rho) and rho != 0:
+                signs[same], sources[same] = math.copysign(1.0, rho), "measured"
+    table["prefer"] = ["higher SAT" if signs[s] > 0 else "lower SAT" for s in table["same_base"]]
+    table["rule_from"] = [sources[s] for s in table["same_base"]]
+    table["_key"] = [-signs[s] * v for s, v in zip(table["same_base"], table["sat"])]
+    table = table.sort_values(["same_base", "_key"], ascending=[False, True], kind="stable").drop(columns="_key")
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table.reset_index(drop=True)

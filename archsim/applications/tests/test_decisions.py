@@ -1,0 +1,186 @@
+"""The decision tools on hand-made inputs: ensembles, selection, teachers, clusters, checks."""
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from archsim.analysis.cards import CARD_COLUMNS, NAME_COLUMN
+from archsim.applications import diverse_sample
+from archsim.applications.checks import identical_misclassifications
+from archsim.applications.distill import distill_correlations, recommend_teachers
+from archsim.applications.ensembles import k_from_l, most_diverse_set, pair_table, set_scores, study_ensembles
+from archsim.applications.newcomer import assign_cluster
+from archsim.errors import ArchsimError
+from archsim.measures.comparison import ensemble_err
+from archsim.transfer import TransferResult
+
+
+def one_hot_logits(predictions, classes=3):
+    return np.eye(classes)[np.asarray(predictions)] * 2.0
+
+
+def test_set_scores_by_hand():
+    labels = np.array([0, 1, 2, 0])
+    logits = np.stack([
+        one_hot_logits([0, 1, 1, 1]),  # wrong on images 2, 3
+        one_hot_logits([0, 2, 2, 1]),  # wrong on images 1, 3
+        one_hot_logits([0, 1, 2, 0]),  # right everywhere
+    ])
+    sat = np.array([[4.6, 1.0, 2.0], [1.0, 4.6, 3.0], [2.0, 3.0, 4.6]])
+    # Models 0+1: image 1 ties (classes 1 and 2 at 1.0 each; argmax takes 1, right), image 2 ties (1 vs 2: wrong),
+    # image 3 both say 1: wrong. Ensemble error 2/4 = 50 %, members 50 % each.
+    scores = set_scores(logits, labels, sat, (0, 1))
+    assert scores == {"error": 50.0, "mean_member_error": 50.0, "err_reduction": 0.0, "all_wrong": 1, "mean_sat": 1.0}
+    scores = set_scores(logits, labels, sat, (0, 1, 2))
+    assert scores["error"] == 25.0 and scores["all_wrong"] == 0
+    assert math.isclose(scores["mean_member_error"], 100 / 3) and math.isclose(scores["err_reduction"], 0.25)
+    assert math.isclose(scores["mean_sat"], 2.0)
+
+
+def test_pair_table_agrees_with_the_measures_implementation():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 200)
+    logits = rng.normal(size=(5, 200, 5)) + 1.5 * np.eye(5)[labels][None]
+    sat = rng.uniform(0, 4, (5, 5))
+    sat = (sat + sat.T) / 2
+    table = pair_table([f"m{i}" for i in range(5)], logits, labels, sat)
+    reference = ensemble_err(logits, labels)
+    assert len(table) == 10 and table["sat"].is_monotonic_increasing
+    for row in table.itertuples():
+        a, b = int(row.a[1:]), int(row.b[1:])
+        assert math.isclose(row.err_reduction, reference[a, b]) and row.sat == sat[a, b]
+
+
+def block_similarity(blocks, size, inside=4.0, outside=0.5):
+    labels = np.repeat(np.arange(blocks), size)
+    return np.where(labels[:, None] == labels[None, :], inside, outside), labels
+
+
+def test_k_from_l_enumerates_and_samples_sets_spanning_exactly_l_clusters():
+    sat, clusters = block_similarity(3, 2)
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 50)
+    logits = rng.normal(size=(6, 50, 3))
+    names = [f"m{i}" for i in range(6)]
+    table = k_from_l(names, logits, labels, sat, clusters, ks=(2, 3))
+    counts = {(r.k, r.l): r.sets for r in table.itertuples()}
+    assert counts == {(2, 1): 3, (2, 2): 12, (3, 2): 12, (3, 3): 8}  # C(6,2) = 15, C(6,3) = 20
+    assert np.allclose(table.loc[table.l == 1, "mean_mean_sat"], 4.0)
+    sampled = k_from_l(names, logits, labels, sat, clusters, ks=(3,), max_sets=6)  # forces sampling: C(6,3) > 6
+    assert list(sampled.l) == [2, 3] and (sampled.sets <= 2).all()
+    for level, mean_sat in zip(sampled.l, sampled.mean_mean_sat):
+        assert mean_sat == pytest.approx({2: (4 + 0.5 + 0.5) / 3, 3: 0.5}[level])
+
+
+def test_most_diverse_set_takes_one_model_per_block_exhaustively_and_greedily():
+    sat, clusters = block_similarity(3, 4)
+    sat = sat + np.random.default_rng(0).uniform(0, 0.1, sat.shape)
+    sat = (sat + sat.T) / 2
+    for max_sets in (10**6, 1):  # exhaustive, then the greedy path
+        chosen = most_diverse_set(sat, 3, max_sets=max_sets)
+        assert sorted(clusters[list(chosen)]) == [0, 1, 2]
+
+
+def test_study_refuses_k_outside_the_zoo_and_scores_the_diverse_choice():
+    sat, clusters = block_similarity(2, 2)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 40)
+    logits = rng.normal(size=(4, 40, 3))
+    with pytest.raises(ArchsimError, match="between 2 and the 4 models"):
+        study_ensembles(list("abcd"), logits, labels, sat, clusters, k=5)
+    study = study_ensembles(list("abcd"), logits, labels, sat, clusters, k=2, n_random=50)
+    assert study.selection.selection.tolist()[:2] == ["most diverse by SAT", "least diverse by SAT"]
+    assert study.recommended["mean_sat"] == 0.5 and len(study.pairs) == 6
+    assert study.correlations.loc[0, "n"] == 6
+
+
+def test_inverse_sampling_is_diverse_and_the_baselines_are_not():
+    sat, clusters = block_similarity(3, 4)
+    rng = np.random.default_rng(0)
+    spread = {}
+    for method in ("inverse", "uniform", "proportional"):
+        draws = [diverse_sample(sat, 3, method, rng) for _ in range(400)]
+        assert all(len(set(d)) == 3 for d in draws)
+        spread[method] = np.mean([len(set(clusters[d])) == 3 for d in draws])
+    # Uniform: 4*4*4 / C(12,3) = 0.29 of draws hit three blocks. Inverse: the second pick leaves the first block with
+    # probability 8*2 / (8*2 + 3/4) = 0.96 (weights 1/0.5 against 1/4), the third hits the last block with 0.94.
+    assert spread["inverse"] > 0.8 > 0.4 > spread["uniform"] > 0.2 > spread["proportional"]
+
+
+def test_diverse_sample_returns_names_and_refuses_bad_input():
+    frame = pd.DataFrame(np.ones((3, 3)), index=list("abc"), columns=list("abc"))
+    assert sorted(diverse_sample(frame, 3, seed=0)) == ["a", "b", "c"]
+    with pytest.raises(ArchsimError, match="between 1 and the 3"):
+        diverse_sample(frame, 4)
+    with pytest.raises(ArchsimError, match="non-negative"):
+        diverse_sample(-frame, 2)
+    with pytest.raises(ArchsimError, match="unknown selection method"):
+        diverse_sample(frame, 2, "greedy")
+
+
+def test_assign_cluster_by_mean_sat():
+    row = pd.Series({"a": 3.0, "b": 2.0, "c": 2.8, "d": 2.9})
+    clusters = pd.Series({"a": 0, "b": 0, "c": 1, "d": 1})
+    table = assign_cluster(row, clusters)
+    assert table.cluster.tolist() == [1, 0] and table.assigned.tolist() == [True, False]
+    assert table.mean_sat.tolist() == pytest.approx([2.85, 2.5]) and table.members.tolist() == [2, 2]
+
+
+def test_identical_misclassifications_by_hand():
+    labels = np.array([0, 0, 0])
+    # adv_pred[s, t]: s's own set labels its mistakes 1, 2, 1; target copies the mistake on images 0 and 1.
+    adv_pred = np.array([[[1, 2, 1], [1, 2, 0]], [[1, 1, 1], [1, 1, 1]]])
+    transfer = TransferResult(["a", "b"], ["a", "b"], labels, np.tile(np.eye(3)[[0, 0, 0]], (2, 1, 1)), adv_pred, ["", ""], ["", ""])
+    sat = pd.DataFrame([[4.6, 2.0], [2.0, 4.6]], index=["a", "b"], columns=["a", "b"])
+    table = identical_misclassifications(transfer, sat)
+    # a -> b: images 0, 1 (b repeats 1, 2); b -> a: a says 1 on all three, b's own says 1: 3 copies. 5 of 6.
+    assert table.to_dict("records") == [{"a": "a", "b": "b", "sat": 2.0, "identical": 5, "identical_rate": 100 * 5 / 6}]
+
+
+def write_run_folder(path, names, sat, bases, models_extra=None):
+    path.mkdir()
+    pd.DataFrame(sat, index=names, columns=names).to_csv(path / "sat.csv")
+    pd.DataFrame({"model": names, "spec": [f"zoo:{n}" for n in names], **(models_extra or {})}).to_csv(path / "models.csv", index=False)
+    cards = pd.DataFrame({column: "x" for column in CARD_COLUMNS}, index=pd.Index(names, name=NAME_COLUMN))
+    cards["Base architecture"] = bases
+    cards.to_csv(path / "cards.csv")
+    (path / "config.json").write_text(json.dumps({"settings": {"models": [f"zoo:{n}" for n in names]}}))
+
+
+def test_recommend_teachers_follows_the_paper_then_the_measured_signs(tmp_path):
+    names = ["s", "t1", "t2", "c1", "c2"]
+    sat = np.full((5, 5), 4.6)
+    for name, value in zip(names[1:], (3.0, 2.0, 1.0, 2.5)):
+        i = names.index(name)
+        sat[0, i] = sat[i, 0] = value
+    run = tmp_path / "run"
+    write_run_folder(run, names, sat, ["Transformer", "Transformer", "Transformer", "CNN", "CNN"])
+    table = recommend_teachers(run, "s")
+    assert table.teacher.tolist() == ["t1", "t2", "c1", "c2"]  # same base: similar first; other base: dissimilar first
+    assert table.rule_from.unique().tolist() == ["paper"]
+    measured = run / "distill" / "s"
+    measured.mkdir(parents=True)
+    pd.DataFrame({"group": ["same base architecture", "different base architecture"], "spearman": [-0.5, 0.7]}).to_csv(
+        measured / "distill_correlations.csv", index=False)
+    table = recommend_teachers(run, "s")
+    assert table.teacher.tolist() == ["t2", "t1", "c2", "c1"] and set(table.rule_from) == {"measured"}
+    with pytest.raises(ArchsimError, match="not a model of the run"):
+        recommend_teachers(run, "nobody")
+
+
+def test_distill_correlations_split_by_base():
+    table = pd.DataFrame({
+        "teacher": ["(no teacher)", "a", "b", "c", "d", "e", "f"],
+        "teacher_accuracy": [np.nan, 90, 91, 92, 93, 94, 95],
+        "same_base": [False, True, True, True, False, False, False],
+        "sat": [np.nan, 1, 2, 3, 1, 2, 3],
+        "student_accuracy": [80, 81, 82, 83, 83, 82, 81],
+    })
+    result = distill_correlations(table).set_index("group")
+    assert result.loc["same base architecture", "spearman"] == pytest.approx(1.0)
+    assert result.loc["different base architecture", "spearman"] == pytest.approx(-1.0)
+    assert result.loc["all teachers", "teachers"] == 6 and list(itertools.chain(result.x))[-1] == "teacher_accuracy"

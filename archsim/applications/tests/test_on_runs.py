@@ -1,0 +1,125 @@
+"""The decision commands on real runs of zoo models: add, ensemble, select, distill, checks."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from archsim import run_sat
+from archsim.applications.newcomer import add_model
+from archsim.cache import CacheStore
+from archsim.cli import main
+from archsim.measures.comparison import ensemble_err
+from archsim.models import create_model
+
+# The settings of the CLI tests, so the session cache serves both.
+FAST = dict(n_images=60, steps=25, rel_step=0.2, n_boot=200)
+THREE = ["zoo:resnet-s0", "zoo:resnet-s1", "zoo:convnext"]
+
+
+def run_cli(capsys, *args):
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def three_run(tmp_path_factory, cache_dir):
+    out = tmp_path_factory.mktemp("three") / "run"
+    run_sat(THREE, **FAST, cache=cache_dir, out=out)
+    return out
+
+
+def snapshot(folder):
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_add_equals_a_full_recompute_and_costs_one_attack(three_run, cache_dir, tmp_path):
+    create_model("zoo:resnet-s2", cache=CacheStore(cache_dir))  # trained beforehand, so the misses below are the add's own
+    newcomer = add_model(three_run, "zoo:resnet-s2", out=tmp_path / "added", cache=cache_dir)
+    # One attack and its clean pass, the newcomer on 3 old sets + its own, 3 old models on the new set.
+    assert newcomer.run.cache_misses == 2 + 4 + 3
+    fresh = tmp_path / "fresh"
+    shutil.copytree(cache_dir / "zoo", fresh / "zoo")  # trained weights only: every set and prediction recomputed
+    full = run_sat(THREE + ["zoo:resnet-s2"], **FAST, cache=fresh)
+    assert full.cache_misses == 4 * 2 + 16
+    assert np.allclose(newcomer.run.sat, full.sat, atol=1e-12) and np.allclose(newcomer.run.one_sided, full.one_sided, atol=1e-12)
+    row = newcomer.row.set_index("model")
+    assert np.allclose(row["sat"], full.sat.loc["resnet-s2", ["resnet-s0", "resnet-s1", "convnext"]])
+    assert np.allclose(row["one_sided_sat"], full.one_sided.loc["resnet-s2", ["resnet-s0", "resnet-s1", "convnext"]])
+    assert newcomer.clusters["assigned"].sum() == 1
+    for name in ("sat.csv", "models.csv", "config.json", "newcomer.csv", "newcomer_clusters.csv"):
+        assert (tmp_path / "added" / name).is_file()
+    assert pd.read_csv(tmp_path / "added" / "sat.csv", index_col=0).shape == (4, 4)
+
+
+def test_add_refuses_bad_input_and_leaves_the_run_alone(three_run, cache_dir, tmp_path, capsys):
+    before = snapshot(three_run)
+    cases = [
+        (["add", "--run", str(three_run), "zoo:resnet-s1", "--cache", str(cache_dir)], "already in the run"),
+        (["add", "--run", str(three_run), "zoo:resnet-s2,name=convnext", "--cache", str(cache_dir)], "already has a model named 'convnext'"),
+        (["add", "--run", str(three_run), "zoo:resnet-s2", "--cache", str(tmp_path / "empty")], "are not in"),
+        (["add", "--run", str(tmp_path), "zoo:resnet-s2"], "not a finished run folder"),
+        (["ensemble", "--run", str(three_run), "--k", "4", "--cache", str(cache_dir)], "between 2 and the 3 models"),
+        (["select", "--run", str(three_run), "--k", "5", "--cache", str(cache_dir)], "between 1 and the 3 models"),
+        (["distill", "--run", str(three_run), "--student", "zoo:vit"], "not a model of the run"),
+        (["checks", "--run", str(three_run), "--checkpoints", "zoo:resnet-s0", "--epochs", "0", "--cache", str(cache_dir)], "outside 1..19"),
+    ]
+    for args, message in cases:
+        code, _, err = run_cli(capsys, *args)
+        assert code == 2 and message in err and err.count("\n") == 1, (args, err)
+    assert snapshot(three_run) == before
+    assert not (tmp_path / "empty" / "zoo").exists()  # refused before the newcomer was trained
+
+
+def test_ensemble_select_and_checks_on_a_run(three_run, cache_dir, tmp_path, capsys):
+    code, stdout, err = run_cli(capsys, "ensemble", "--run", str(three_run), "--k", "2", "--cache", str(cache_dir), "--out", str(tmp_path / "ens"))
+    assert code == 0, err
+    assert "recommended 2-ensemble" in stdout
+    pairs = pd.read_csv(tmp_path / "ens" / "ensemble_pairs.csv")
+    run = run_sat(THREE, **FAST, cache=cache_dir)
+    reference = ensemble_err(run.transfer.clean_logits, run.transfer.labels)
+    names = run.transfer.names
+    for row in pairs.itertuples():
+        assert np.isclose(row.err_reduction, reference[names.index(row.a), names.index(row.b)], equal_nan=True)
+    assert {"ensemble_k.csv", "ensemble_selection.csv", "ensemble_correlations.csv", "ensembles.png"} <= {p.name for p in (tmp_path / "ens").iterdir()}
+
+    code, stdout, err = run_cli(capsys, "select", "--run", str(three_run), "--k", "2", "--draws", "50", "--cache", str(cache_dir), "--out", str(tmp_path / "sel"))
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "sel" / "selection.csv")
+    assert table.method.tolist() == ["inverse", "proportional", "uniform"] and "mean_error" in table
+    assert table.mean_similarity.iloc[0] < table.mean_similarity.iloc[1]
+
+    code, stdout, err = run_cli(capsys, "checks", "--run", str(three_run), "--cache", str(cache_dir), "--out", str(tmp_path / "chk"))
+    assert code == 0, err
+    identical = pd.read_csv(tmp_path / "chk" / "identical_misclassifications.csv")
+    assert len(identical) == 3 and (identical.identical_rate.between(0, 100)).all()
+
+
+def test_distill_trains_one_student_per_teacher(three_run, cache_dir, capsys):
+    code, stdout, err = run_cli(capsys, "distill", "--run", str(three_run), "--student", "resnet-s0", "--teachers", "resnet-s1 convnext",
+                                "--epochs", "3", "--cache", str(cache_dir))
+    assert code == 0, err
+    table = pd.read_csv(three_run / "distill" / "resnet-s0" / "distill.csv")
+    assert table.teacher.tolist() == ["(no teacher)", "resnet-s1", "convnext"]
+    assert table.student_accuracy.between(0, 100).all() and table.student_accuracy.nunique() > 1
+    assert table.same_base.tolist() == [False, True, True]  # the extracted cards call all three CNNs
+    sat = pd.read_csv(three_run / "sat.csv", index_col=0)
+    assert table.sat.iloc[1] == pytest.approx(sat.loc["resnet-s1", "resnet-s0"])
+    assert "Distillation: student resnet-s0" in (three_run / "report.html").read_text()  # the report was refreshed
+    code, stdout, err = run_cli(capsys, "recommend-teacher", "--run", str(three_run), "--student", "resnet-s0")
+    assert code == 0 and "recommended teacher:" in stdout, err
+
+
+@pytest.mark.slow
+def test_checkpoints_against_the_final_model(three_run, cache_dir, tmp_path, capsys):
+    code, stdout, err = run_cli(capsys, "checks", "--run", str(three_run), "--checkpoints", "zoo:resnet-s0", "--epochs", "1,10",
+                                "--cache", str(cache_dir), "--out", str(tmp_path / "chk"))
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "chk" / "checkpoints.csv")
+    assert table.epoch.tolist() == [1, 10, 20] and table.model.tolist() == ["resnet-s0@1", "resnet-s0@10", "resnet-s0"]
+    assert table.sat_vs_final.iloc[-1] >= np.log(95) and table.sat_vs_final.iloc[0] < table.sat_vs_final.iloc[-1]
+    assert table.clean_accuracy.iloc[0] < table.clean_accuracy.iloc[-1]
