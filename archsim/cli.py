@@ -259,11 +259,13 @@ def select(run_dir, matrix, k, method, draws, seed, out, device, batch_size, cac
     if table is not None:
         click.echo(f"\nthe samplers over {draws} draws each:")
         _show(table)
-        out = out if out is not None else (run_dir / "selection" if run_dir is not None else None)
+        out = Path(out) if out is not None else (run_dir / "selection" if run_dir is not None else None)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out / "selection.csv", table.to_csv(index=False, float_format="%.6g"))
             click.echo(f"wrote selection.csv to {out}")
+            if run_dir is not None and out == run_dir / "selection":
+                _refresh_report(run_dir)
 
 
 @cli.command()
