@@ -7,19 +7,11 @@ import pandas as pd
 import pytest
 
 from archsim import run_sat
-from archsim.cli import main
+from archsim.tests.cli_runner import run_cli
 
 FAST = ["--n-images", "60", "--steps", "25", "--rel-step", "0.2", "--n-boot", "200"]
 THREE = ["--models", "zoo:resnet-s0 zoo:resnet-s1 zoo:convnext"]
 TWO = ["--models", "zoo:resnet-s0 zoo:resnet-s1"]
-
-
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def check_sat_csv(path, names):

@@ -14,18 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archsim.cli import main
+from archsim.tests.cli_runner import run_cli
 
 MODELS = "zoo:resnet-s0 zoo:resnet-s1 zoo:convnext"
 SMALL = ["--models", MODELS, "--n-images", "60", "--steps", "10", "--rel-step", "0.3", "--n-boot", "100"]
-
-
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def archsim_process(cache: Path, out: Path, *extra: str) -> subprocess.Popen:

@@ -9,21 +9,13 @@ import pytest
 from archsim import run_sat
 from archsim.applications.newcomer import add_model
 from archsim.cache import CacheStore
-from archsim.cli import main
+from archsim.tests.cli_runner import run_cli
 from archsim.measures.comparison import ensemble_err
 from archsim.models import create_model
 
 # The settings of the CLI tests, so the session cache serves both.
 FAST = dict(n_images=60, steps=25, rel_step=0.2, n_boot=200)
 THREE = ["zoo:resnet-s0", "zoo:resnet-s1", "zoo:convnext"]
-
-
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
