@@ -349,6 +349,22 @@ def checks(run_dir, checkpoints_of, epochs, out, device, batch_size, cache) -> N
         _refresh_report(run_dir)
 
 
+@cli.command("liang-synthetic")
+@click.option("--data-dir", type=click.Path(path_type=Path), required=True,
+              help="Folder with the synthetic data and weights (e.g. ../shared/data/liang_synthetic).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the six CSVs and liang_synthetic.png.")
+def liang_synthetic(data_dir, out) -> None:
+    """Liang et al.'s synthetic experiment (SPEC §4): alpha_1, alpha_2 (gamma), their combination, the gradient
+    loss and the refit loss as the source drifts, for source widths 100, 50, 200 and attack levels 0, 1."""
+    from archsim.knowledge.synthetic import liang_synthetic as run_synthetic
+
+    results = run_synthetic(data_dir, out)
+    for name, table in results.items():
+        click.echo(name)
+        _show(table)
+    click.echo(f"wrote {len(results)} CSVs and liang_synthetic.png to {out}")
+
+
 def _refresh_report(run_dir: Path) -> None:
     """Rewrite the run's report so it shows what was just added to the run folder."""
     from archsim.analysis.run import analyze_run

@@ -175,3 +175,23 @@ def checks_figure(checkpoints: pd.DataFrame | None, identical: pd.DataFrame) -> 
         ax.set_title(str(checkpoints["model"].iloc[-1]), fontsize=9)
     fig.tight_layout()
     return to_data_uri(fig)
+
+
+def liang_synthetic_figure(results: dict[str, pd.DataFrame]) -> str:
+    """Per configuration: the S->T metrics and the refit loss against the source's drift."""
+    names = list(results)
+    fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(4.2 * ((len(names) + 1) // 2), 6.4), squeeze=False)
+    for ax, name in zip(axes.T.flat, names):
+        table = results[name]
+        for column, color in (("alpha_S_T", "#4C72B0"), ("gamma_S_T", "#55A868"), ("alpha_gamma_combined_S_T", "#8172B2")):
+            ax.plot(table["scale"], table[column], marker="o", markersize=3, color=color, label=column)
+        twin = ax.twinx()
+        twin.plot(table["scale"], table["loss_f_S"], color="#C44E52", linestyle="--", label="loss_f_S (refit RMSE)")
+        twin.tick_params(labelsize=7)
+        ax.set_title(name.removeprefix("result_scale-").removesuffix(".csv").replace("rbf-n-50-d-10-m-100-N-5000-", ""), fontsize=8)
+        ax.set_xlabel("scale of the source's drift", fontsize=8)
+        ax.tick_params(labelsize=7)
+    handles = [h for a in (axes.flat[0], fig.axes[-1]) for h in a.get_legend_handles_labels()[0]]
+    fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return to_data_uri(fig)

@@ -1,0 +1,97 @@
+"""alpha_1 and alpha_2 on cases with known answers, and the synthetic experiment on the published data."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import ortho_group
+
+from archsim.knowledge import alpha_1, alpha_2
+from archsim.knowledge.synthetic import result_name, run_configuration
+from archsim.tests.cli_runner import run_cli
+
+SYNTHETIC = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "liang_synthetic"
+needs_data = pytest.mark.skipif(not SYNTHETIC.is_dir(), reason="../shared/data/liang_synthetic not beside the checkout")
+
+
+def deviations(items=400, dim=5, seed=0):
+    return np.random.default_rng(seed).normal(size=(items, dim))
+
+
+def test_a_target_equal_to_the_source():
+    d = deviations()
+    assert np.allclose(alpha_1(d, d), 1.0)
+    # mean of u u^T over unit vectors: its Frobenius norm, computed directly.
+    u = d / np.linalg.norm(d, axis=1, keepdims=True)
+    assert alpha_2(d, d) == pytest.approx(np.linalg.norm(u.T @ u / len(u)))
+    same_direction = np.tile([[1.0, 2.0, 0.0]], (50, 1)) * np.arange(1, 51)[:, None]
+    assert alpha_2(same_direction, same_direction) == pytest.approx(1.0)
+
+
+def test_an_affine_target_of_other_output_size():
+    d_s = deviations(dim=5)
+    rotation = ortho_group.rvs(5, random_state=1)
+    scaled = 3.0 * d_s @ rotation.T
+    # A rotated and scaled copy: alpha_1 is the scale, alpha_2 the same as for an identical target.
+    assert np.allclose(alpha_1(scaled, d_s), 3.0)
+    assert alpha_2(d_s, scaled) == pytest.approx(alpha_2(d_s, d_s))
+    # Into 3 outputs through a fixed map: every item's pair of directions is linked by the map, so
+    # alpha_2 equals the norm of the mean outer product of the directions, computed by hand.
+    mapping = np.random.default_rng(2).normal(size=(3, 5))
+    d_t = d_s @ mapping.T
+    u = d_s / np.linalg.norm(d_s, axis=1, keepdims=True)
+    v = d_t / np.linalg.norm(d_t, axis=1, keepdims=True)
+    assert alpha_2(d_s, d_t) == pytest.approx(np.linalg.norm(u.T @ v / len(u)))
+    assert alpha_2(d_s, d_t) > 0.3
+
+
+def test_an_independent_target():
+    d_s, d_t = deviations(20000, 5, 0), deviations(20000, 3, 1)
+    assert alpha_2(d_s, d_t) < 0.02  # ~ 1/sqrt(items)
+    ratio = alpha_1(d_t, deviations(20000, 3, 2))
+    assert np.nanmean(ratio) == pytest.approx(np.mean(ratio), rel=1e-12) and 0.8 < np.median(ratio) < 1.25
+
+
+def test_zero_deviations_are_guarded():
+    d = deviations(10, 4)
+    zero = np.zeros_like(d)
+    assert np.isnan(alpha_1(d, zero)).all()
+    assert alpha_2(d, zero) == 0.0
+    weights = np.r_[np.full(5, np.nan), np.ones(5)]
+    assert alpha_2(d, d, weights) == pytest.approx(alpha_2(d[5:], d[5:]))
+
+
+@needs_data
+def test_synthetic_same_width_level_0():
+    table = run_configuration(SYNTHETIC, 100, 0)
+    assert list(table.scale) == pytest.approx([0.1 * i for i in range(10)])
+    first = table.iloc[0]
+    # Step 0: the source is the target itself.
+    assert first.alpha_S_T == pytest.approx(1.0) and first.alpha_T_S == pytest.approx(1.0)
+    assert first.gradient_loss < 1e-9 and first.loss_f_S == pytest.approx(first.loss_f_T, rel=1e-3)
+    # As the source drifts, the attack transfers less and its knowledge serves the task worse.
+    assert table.alpha_S_T.is_monotonic_decreasing and table.alpha_gamma_combined_S_T.is_monotonic_decreasing
+    assert table.loss_f_S.is_monotonic_increasing and table.gradient_loss.is_monotonic_increasing
+
+
+@needs_data
+def test_liang_synthetic_command_and_bad_input(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "liang-synthetic", "--data-dir", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert code == 2 and "is missing" in err and err.count("\n") == 1
+    assert result_name(50, 1) == "result_scale-crossmodel-source_m-50-rbf-n-50-d-10-m-100-N-5000-attack_level-1.csv"
+    assert result_name(100, 0) == "result_scale-rbf-n-50-d-10-m-100-N-5000-attack_level-0.csv"
+
+
+@needs_data
+@pytest.mark.slow
+def test_liang_synthetic_all_six(tmp_path, capsys):
+    code, stdout, err = run_cli(capsys, "liang-synthetic", "--data-dir", str(SYNTHETIC), "--out", str(tmp_path))
+    assert code == 0, err
+    files = sorted(p.name for p in tmp_path.glob("result_scale-*.csv"))
+    assert len(files) == 6 and (tmp_path / "liang_synthetic.png").is_file()
+    for name in files:
+        table = pd.read_csv(tmp_path / name)
+        assert list(table.columns)[:3] == ["scale", "alpha_S_T", "alpha_T_S"] and len(table) == 10
+        if name.endswith("level-0.csv"):  # the expected trend at level 0 (SPEC §4)
+            assert table.alpha_S_T.iloc[-1] < table.alpha_S_T.iloc[0] and table.loss_f_S.iloc[-1] > table.loss_f_S.iloc[0]
