@@ -349,6 +349,26 @@ def checks(run_dir, checkpoints_of, epochs, out, device, batch_size, cache) -> N
         _refresh_report(run_dir)
 
 
+@cli.command()
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
+@click.option("--n-boot", type=int, default=200, show_default=True, help="Bootstrap replicates for 95% intervals (0: none).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/alphas].")
+@rerun_options
+def alphas(run_dir, n_boot, out, device, batch_size, cache) -> None:
+    """Liang et al.'s alpha_1, alpha_2 and combined score between every pair of a run's models
+    (SPEC §4), from the run's cached attacks; N x N CSVs in the sat.csv layout (row = source)."""
+    from archsim.knowledge.on_run import alpha_matrices
+
+    if n_boot < 0:
+        raise ArchsimError(f"--n-boot must be 0 or more, got {n_boot}")
+    result = alpha_matrices(run_dir, out, n_boot, cache, device, batch_size)
+    for name in ("alpha_1", "alpha_2", "alpha_combined"):
+        click.echo(f"{name} (row: source, column: target):")
+        with pd.option_context("display.width", 250, "display.max_columns", 100):
+            click.echo(result[name].to_string(float_format=lambda v: f"{v:.3f}"))
+    click.echo(f"wrote alpha_1.csv, alpha_2.csv, alpha_combined.csv, alphas_pairs.csv to {out or run_dir / 'alphas'}")
+
+
 @cli.command("liang-synthetic")
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True,
               help="Folder with the synthetic data and weights (e.g. ../shared/data/liang_synthetic).")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def _units(v: np.ndarray) -> np.ndarray:
+def unit_rows(v: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length; zero rows stay zero (they carry no direction)."""
     norms = np.linalg.norm(v, axis=-1, keepdims=True)
     return np.divide(v, norms, out=np.zeros_like(v, dtype=float), where=norms > 0)
@@ -43,7 +43,7 @@ def alpha_2(delta_ss: np.ndarray, delta_st: np.ndarray, weights: np.ndarray | No
     delta_st : array [items, d_T]
     weights : array [items], optional (NaN items are dropped)
     """
-    u, v = _units(np.asarray(delta_ss, float)), _units(np.asarray(delta_st, float))
+    u, v = unit_rows(np.asarray(delta_ss, float)), unit_rows(np.asarray(delta_st, float))
     w = np.ones(len(u)) if weights is None else np.asarray(weights, float)
     keep = np.isfinite(w)
     mean_outer = np.einsum("i,ia,ib->ab", w[keep], u[keep], v[keep]) / max(int(keep.sum()), 1)

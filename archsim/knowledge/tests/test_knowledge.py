@@ -95,3 +95,34 @@ def test_liang_synthetic_all_six(tmp_path, capsys):
         assert list(table.columns)[:3] == ["scale", "alpha_S_T", "alpha_T_S"] and len(table) == 10
         if name.endswith("level-0.csv"):  # the expected trend at level 0 (SPEC §4)
             assert table.alpha_S_T.iloc[-1] < table.alpha_S_T.iloc[0] and table.loss_f_S.iloc[-1] > table.loss_f_S.iloc[0]
+
+
+def test_bootstrap_of_alpha_2_matches_explicit_resamples():
+    from archsim.knowledge.alphas import unit_rows
+    from archsim.knowledge.on_run import _bootstrap_alpha_2
+
+    d_s, d_t = deviations(30, 4, 0), deviations(30, 3, 1)
+    d_t[:, 0] += d_s[:, 0]
+    weights = np.random.default_rng(3).uniform(0.5, 2, 30)
+    values = _bootstrap_alpha_2(unit_rows(d_s), unit_rows(d_t), weights, 5, np.random.default_rng(7))
+    counts = np.random.default_rng(7).multinomial(30, np.full(30, 1 / 30), size=5)
+    for value, c in zip(values, counts):
+        idx = np.repeat(np.arange(30), c)
+        assert value == pytest.approx(alpha_2(d_s[idx], d_t[idx], weights[idx]))
+
+
+def test_alphas_on_a_run(tmp_path, cache_dir, capsys):
+    from archsim import run_sat
+
+    run_sat(["zoo:resnet-s0", "zoo:convnext"], n_images=60, steps=25, rel_step=0.2, n_boot=200, cache=cache_dir, out=tmp_path / "run")
+    code, stdout, err = run_cli(capsys, "alphas", "--run", str(tmp_path / "run"), "--n-boot", "50", "--cache", str(cache_dir))
+    assert code == 0, err
+    a1 = pd.read_csv(tmp_path / "run" / "alphas" / "alpha_1.csv", index_col=0)
+    a2 = pd.read_csv(tmp_path / "run" / "alphas" / "alpha_2.csv", index_col=0)
+    combined = pd.read_csv(tmp_path / "run" / "alphas" / "alpha_combined.csv", index_col=0)
+    assert list(a1.index) == ["resnet-s0", "convnext"]
+    assert np.allclose(np.diag(a1), 1.0) and np.allclose(np.diag(combined), np.diag(a2))  # a model against itself
+    assert ((a2.to_numpy() > 0) & (a2.to_numpy() <= 1 + 1e-9)).all() and (a1.to_numpy() > 0).all()
+    pairs = pd.read_csv(tmp_path / "run" / "alphas" / "alphas_pairs.csv")
+    off = pairs[pairs.source != pairs.target]
+    assert (off.alpha_1_low <= off.alpha_1).all() and (off.alpha_1 <= off.alpha_1_high).all() and (off.images > 30).all()

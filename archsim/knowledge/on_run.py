@@ -1,0 +1,104 @@
+"""alpha_1, alpha_2 and their combination (SPEC §4) between every pair of a finished run's models.
+
+The attack is the run's own, read from the cache: on images both models classify
+correctly the label is each model's own prediction, so the run's untargeted attack
+on the label is Liang et al.'s attack on the prediction there, and only those
+images are used (the target must be right on them, as in the paper; the source too,
+so that Delta_S->S is its attack's effect). Deviations are of the logits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from archsim.api import _run_settings, load_run, resolve_device
+from archsim.cache import CacheStore, atomic_write_text, digest
+from archsim.errors import ArchsimError
+from archsim.knowledge.alphas import unit_rows, alpha_1, alpha_2
+from archsim.models import create_model
+from archsim.transfer.engine import predict
+
+
+def _bootstrap_alpha_2(u: np.ndarray, v: np.ndarray, weights: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """alpha_2 over image resamples without forming one outer product per resample:
+    with resample counts c, |sum_k c_k w_k u_k v_k^T|_F^2 = c^T K c, K = (U U^T) * (V V^T) * (w w^T)."""
+    kernel = (u @ u.T) * (v @ v.T) * np.outer(weights, weights)
+    counts = rng.multinomial(len(u), np.full(len(u), 1.0 / len(u)), size=n_boot).astype(float)
+    return np.sqrt(np.maximum(np.einsum("bi,ij,bj->b", counts, kernel, counts), 0)) / len(u)
+
+
+def alpha_matrices(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    n_boot: int = 200,
+    cache: CacheStore | str | Path | None = None,
+    device: str = "auto",
+    batch_size: int = 128,
+) -> dict[str, pd.DataFrame]:
+    """``archsim alphas``: N x N matrices (row = source S, column = target T) in the sat.csv layout.
+
+    Writes ``alpha_1.csv`` (mean over images of |Delta_S->T| / |Delta_T->T|),
+    ``alpha_2.csv`` (unsquared), ``alpha_combined.csv`` (alpha_2 weighted by alpha_1 per
+    image) and ``alphas_pairs.csv`` (per ordered pair: images used, the three values and
+    95 % bootstrap intervals) into ``out`` (default ``RUN/alphas``). The target's
+    logits on every adversarial set are cached (kind ``advlogits``).
+    """
+    settings = _run_settings(run_dir)
+    store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
+    run = load_run(run_dir, store, device, batch_size)
+    t = run.transfer
+    names, n = t.names, len(t.names)
+    logits: dict[tuple[int, int], np.ndarray] = {}  # (source set, model) -> logits
+    for target in tqdm(range(n), desc="alphas: logits on every set", unit="model", disable=None):
+        loaded: list = []
+
+        def on_set(s: int, target: int = target) -> dict:
+            if not loaded:
+                loaded.append(create_model(t.specs[target], cache=store, device=resolve_device(device)))
+            found = store.get("adv", t.adv_keys[s])
+            if found is None:
+                raise ArchsimError(f"the adversarial set of {names[s]} vanished from {store.root} during the run; rerun to recompute it")
+            images = torch.from_numpy(found["images"])
+            return {"logits": predict(loaded[0], images, batch_size).numpy()}
+
+        for s in range(n):
+            key = digest("advlogits", t.fingerprints[target], t.adv_keys[s])
+            logits[s, target] = store.get_or_compute("advlogits", key, lambda s=s: on_set(s))["logits"]
+
+    rng = np.random.default_rng(settings["seed"])
+    a1, a2, combined = (np.full((n, n), np.nan) for _ in range(3))
+    rows = []
+    for s in range(n):
+        for target in range(n):
+            both = t.clean_correct[s] & t.clean_correct[target]
+            d_ss = (logits[s, s] - t.clean_logits[s])[both]
+            d_st = (logits[s, target] - t.clean_logits[target])[both]
+            d_tt = (logits[target, target] - t.clean_logits[target])[both]
+            per_image = alpha_1(d_st, d_tt)
+            weights = np.nan_to_num(per_image)
+            a1[s, target] = np.nanmean(per_image) if both.any() else np.nan
+            a2[s, target] = alpha_2(d_ss, d_st) if both.any() else np.nan
+            combined[s, target] = alpha_2(d_ss, d_st, weights) if both.any() else np.nan
+            row = {"source": names[s], "target": names[target], "images": int(both.sum()),
+                   "alpha_1": a1[s, target], "alpha_2": a2[s, target], "alpha_combined": combined[s, target]}
+            if n_boot > 0 and both.sum() > 1:
+                counts = rng.multinomial(len(weights), np.full(len(weights), 1.0 / len(weights)), size=n_boot)
+                boot_1 = counts @ weights / len(weights)
+                u, v = unit_rows(d_ss), unit_rows(d_st)
+                for name, values in (("alpha_1", boot_1), ("alpha_2", _bootstrap_alpha_2(u, v, np.ones(len(u)), n_boot, rng)),
+                                     ("alpha_combined", _bootstrap_alpha_2(u, v, weights, n_boot, rng))):
+                    row[f"{name}_low"], row[f"{name}_high"] = np.percentile(values, [2.5, 97.5])
+            rows.append(row)
+    frame = lambda values: pd.DataFrame(values, index=names, columns=names)  # noqa: E731
+    result = {"alpha_1": frame(a1), "alpha_2": frame(a2), "alpha_combined": frame(combined), "pairs": pd.DataFrame(rows)}
+    out = Path(out) if out is not None else Path(run_dir) / "alphas"
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("alpha_1", "alpha_2", "alpha_combined"):
+        atomic_write_text(out / f"{name}.csv", result[name].to_csv(float_format="%.9f"))
+    atomic_write_text(out / "alphas_pairs.csv", result["pairs"].to_csv(index=False, float_format="%.6g"))
+    return result
