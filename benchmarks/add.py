@@ -12,20 +12,17 @@ two SAT matrices (should be 0: same attacks, same images, same seeds).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from common import machine, weights_only_cache
 
 from archsim import run_sat
 from archsim.applications.newcomer import add_model
-from archsim.cache import CacheStore, default_cache_root
-from archsim.models import create_model, zoo_specs
+from archsim.models import zoo_specs
 
 
 def main() -> None:
@@ -36,14 +33,9 @@ def main() -> None:
     args = parser.parse_args()
     base = [spec for spec in zoo_specs() if spec != args.newcomer]
     settings = dict(n_images=args.n_images, steps=args.steps, n_boot=1000)
-    print(f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {len(base)} models + {args.newcomer}, settings {settings}")
+    print(f"{machine()}; {len(base)} models + {args.newcomer}, settings {settings}")
     with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "weights"
-        if (default_cache_root() / "zoo").is_dir():
-            shutil.copytree(default_cache_root() / "zoo", weights / "zoo")
-        for spec in base + [args.newcomer]:
-            create_model(spec, cache=CacheStore(weights))  # trains what the user's cache lacks, before any timing
+        weights = weights_only_cache(Path(tmp) / "weights", base + [args.newcomer])
         first = Path(tmp) / "cache-add"
         shutil.copytree(weights, first)
         run_sat(base, **settings, cache=first, out=Path(tmp) / "run")

@@ -23,12 +23,11 @@ throughput does not depend on the weights.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import torch
 import torch.nn.functional as F
+from common import machine
 
 from archsim.attacks import PGD
 from archsim.cache import CacheStore
@@ -79,7 +78,7 @@ def main() -> None:
     import torchattacks
 
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    print(f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    print(f"{machine()}, "
           f"device {args.device}{' ' + torch.cuda.get_device_name() if args.device.startswith('cuda') else ''}; "
           f"{args.n_images} images, batch {args.batch_size}, PGD {args.steps} steps, eps {args.eps:.4f}, best of {args.repeats}")
     print(f"{'model':<34}{'archsim':>10}{'torchatk':>10}{'bare':>10}{' vs torchatk':>13}{' vs bare':>10}{'eval':>10}{'bare eval':>11}{' ratio':>8}")

@@ -13,20 +13,17 @@ identical matrix, which is checked).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from common import machine, weights_only_cache
 
 from archsim import run_sat
 from archsim.api import DIGITS_EPS
 from archsim.attacks import PGD
-from archsim.cache import CacheStore, default_cache_root
+from archsim.cache import CacheStore
 from archsim.data import load_data
 from archsim.measures import sat_tables
 from archsim.models import create_model, zoo_specs
@@ -52,14 +49,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
     specs = zoo_specs()[: args.n_models]
-    print(f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"{len(specs)} zoo models, {args.n_images} digits, PGD 50 steps eps {DIGITS_EPS}")
+    print(f"{machine()}; {len(specs)} zoo models, {args.n_images} digits, PGD 50 steps eps {DIGITS_EPS}")
     with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "weights"
-        if (default_cache_root() / "zoo").is_dir():
-            shutil.copytree(default_cache_root() / "zoo", weights / "zoo")
-        for spec in specs:
-            create_model(spec, cache=CacheStore(weights))  # train what is missing before any timing
+        weights = weights_only_cache(Path(tmp) / "weights", specs)
         images = load_data("digits", n_images=args.n_images, seed=0)
 
         started = time.perf_counter()
