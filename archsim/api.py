@@ -23,6 +23,7 @@ from archsim.analysis.extract import extract_card
 from archsim.attacks import create_attack
 from archsim.cache import CacheStore, atomic_write_text, digest
 from archsim.data import load_data
+from archsim.engines import Engine, engine_for
 from archsim.errors import ArchsimError
 from archsim.measures import DEFAULT_EPS_S, sat_tables
 from archsim.models import create_model, zoo_specs
@@ -85,6 +86,8 @@ def run_sat(
     batch_size: int = 128,
     cache: CacheStore | str | Path | None = None,
     out: str | Path | None = None,
+    engine: str | Engine = "local",
+    address: str | None = None,
 ) -> SatRun:
     """Compute the SAT matrix of a set of models on a data set.
 
@@ -109,11 +112,17 @@ def run_sat(
     n_boot : int
         Bootstrap replicates for the 95 % intervals.
     device : str
-        ``auto``, ``cpu`` or ``cuda[:N]``.
+        ``auto``, ``cpu`` or ``cuda[:N]`` (see :func:`archsim.engines.create_engine` under Ray).
     cache : CacheStore or path, optional
-        Result store (default ``$ARCHSIM_CACHE`` or ``~/.cache/archsim``).
+        Result store (default ``$ARCHSIM_CACHE`` or ``~/.cache/archsim``); under Ray, a
+        folder every node mounts.
     out : path, optional
         Run folder to write ``sat.csv``, ``pairs.csv``, ``models.csv``, ``config.json``.
+    engine : str or Engine
+        ``local`` (default), ``ray``, or an engine from :func:`archsim.engines.create_engine`
+        (which the caller then closes). The results do not depend on it.
+    address : str, optional
+        Ray cluster address with ``engine="ray"``.
     """
     specs = list(models) if models else zoo_specs()
     if len(specs) < 2:
@@ -143,21 +152,15 @@ def run_sat(
         guard_run_dir(out_dir, settings)
     images = load_data(data, split="eval", n_images=n_images, seed=seed)
     started = time.perf_counter()
-    cards: dict[str, dict[str, str]] = {}
-
-    def load_and_describe(spec: str):
-        model = create_model(spec, cache=store, device=resolve_device(device))
-        if model.name not in cards:
-            cards[model.name] = describe(model)
-        return model
-
-    transfer = run_transfer(specs, images, the_attack, store, seed=seed, device=resolve_device(device), batch_size=batch_size, loader=load_and_describe)
+    with engine_for(engine, device, address) as runner:
+        transfer = run_transfer(specs, images, the_attack, store, seed=seed, batch_size=batch_size, engine=runner, describe=describe)
     tables = sat_tables(transfer.names, transfer.clean_correct, transfer.adv_wrong, eps_s=eps_s, n_boot=n_boot, seed=seed)
     config = {
         "settings": settings,
         "data_fingerprint": images.fingerprint,
         "n_images_used": len(images),
-        "device": resolve_device(device),
+        "engine": runner.name,
+        "device": runner.device,
         "batch_size": batch_size,
         "cache": str(store.root),
         "seconds": round(time.perf_counter() - started, 2),
@@ -165,7 +168,7 @@ def run_sat(
     }
     run = SatRun(
         tables.sat, tables.one_sided, tables.pairs, transfer.models_table(), config, transfer, store.hits, store.misses,
-        cards_table({name: cards[name] for name in transfer.names if cards.get(name)}), set(store.used),
+        cards_table({name: card for name, card in zip(transfer.names, transfer.cards) if card}), set(store.used),
     )
     if out_dir is not None:
         write_run(out_dir, run)
@@ -188,6 +191,8 @@ def compare_attacks(
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
     batch_size: int = 128,
+    engine: str | Engine = "local",
+    address: str | None = None,
 ) -> AttackComparison:
     """The SAT matrix of a finished run's models and images under each attack, and how they agree.
 
@@ -195,7 +200,7 @@ def compare_attacks(
     run's eps, seed and images, and cached sets are reused. Writes ``sat_<attack>.csv``, ``attack_correlations.csv``
     (Pearson and Spearman of the off-diagonal entries, every pair of attacks),
     ``attack_white_box.csv`` and ``attack_comparison.png`` into ``out`` (default
-    ``RUN/attacks``).
+    ``RUN/attacks``). ``engine`` and ``address`` as in :func:`run_sat`.
     """
     from archsim.analysis.agreement import matrix_correlations
     from archsim.report.figures import matrix_scatter, write_png
@@ -211,13 +216,14 @@ def compare_attacks(
         raise ArchsimError(f"give --attacks other than the run's own ({own_spec}) to compare with it")
     store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
     matrices, white_box = {}, {}
-    for spec in attacks:
-        result = run_sat(
-            settings["models"], data=settings["data"], n_images=settings["n_images"], attack=spec, eps=eps,
-            seed=settings["seed"], eps_s=settings["eps_s"], n_boot=0, device=device, batch_size=batch_size, cache=store,
-        )
-        matrices[spec] = result.sat
-        white_box[spec] = result.models.set_index("model")["white_box_success"]
+    with engine_for(engine, device, address) as runner:
+        for spec in attacks:
+            result = run_sat(
+                settings["models"], data=settings["data"], n_images=settings["n_images"], attack=spec, eps=eps,
+                seed=settings["seed"], eps_s=settings["eps_s"], n_boot=0, device=device, batch_size=batch_size, cache=store, engine=runner,
+            )
+            matrices[spec] = result.sat
+            white_box[spec] = result.models.set_index("model")["white_box_success"]
     comparison = AttackComparison(matrices, matrix_correlations(matrices), pd.DataFrame(white_box).rename_axis("model"))
     out = Path(out) if out is not None else run_dir / "attacks"
     out.mkdir(parents=True, exist_ok=True)
@@ -408,9 +414,11 @@ def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_
 
 
 def load_run(
-    run_dir: str | Path, cache: CacheStore | str | Path | None = None, device: str = "auto", batch_size: int = 128, models: list[str] | None = None
+    run_dir: str | Path, cache: CacheStore | str | Path | None = None, device: str = "auto", batch_size: int = 128,
+    models: list[str] | None = None, engine: str | Engine = "local", address: str | None = None,
 ) -> SatRun:
-    """A finished run rebuilt from the cache (nothing recomputed), optionally with more ``models``.
+    """A finished run rebuilt from the cache (nothing recomputed), optionally with more ``models``
+    (attacked and evaluated by ``engine``, as in :func:`run_sat`).
 
     Raises a one-line error, computing nothing, when the run's adversarial sets and
     predictions are no longer in the cache: analyses on a run must not silently
@@ -423,6 +431,7 @@ def load_run(
         settings["models"] + list(models or []), data=settings["data"], n_images=settings["n_images"],
         attack=_attack_spec(settings["attack"]), eps=settings["attack"]["eps"], seed=settings["seed"], eps_s=settings["eps_s"],
         n_boot=0 if models is None else settings["n_boot"], device=device, batch_size=batch_size, cache=store,
+        engine=engine, address=address,
     )
 
 

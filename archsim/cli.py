@@ -21,6 +21,23 @@ def cli() -> None:
     """Similarity of neural architectures by adversarial attack transferability (SAT)."""
 
 
+def engine_options(command):
+    """--engine, --address and --cpus-per-task of the commands that attack or evaluate."""
+    command = click.option("--cpus-per-task", type=float, default=1, show_default=True,
+                           help="With --engine ray: CPUs each task asks for (its torch threads on CPU-only clusters).")(command)
+    command = click.option("--address", default=None, metavar="ADDR",
+                           help="With --engine ray: auto, HOST:PORT of the head node or ray://HOST:PORT [default: start Ray on this machine].")(command)
+    return click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                        help="Where the per-model attack and evaluation tasks run: here, or on a Ray cluster (needs archsim[ray]; "
+                             "--cache must be on a file system every node mounts).")(command)
+
+
+def _engine(engine: str, device: str, address: str | None, cpus_per_task: float):
+    from archsim.engines import engine_for
+
+    return engine_for(engine, device=device, address=address, cpus_per_task=cpus_per_task)
+
+
 @cli.command()
 @click.option("--models", "models", multiple=True, metavar="SPEC",
               help="Model spec, repeatable or space-separated: zoo:NAME, timm:NAME[,pretrained=false][,checkpoint=PATH], "
@@ -43,7 +60,9 @@ def cli() -> None:
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim].")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder [default: runs/<timestamp>].")
-def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed, eps_s, n_boot, device, batch_size, cache, out) -> None:
+@engine_options
+def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed, eps_s, n_boot, device, batch_size, cache, out,
+        engine, address, cpus_per_task) -> None:
     """Compute the SAT matrix of MODELS on DATA; write sat.csv, pairs.csv, models.csv, cards.csv, config.json,
     the analysis tables and report.html."""
     from archsim.api import run_sat
@@ -53,11 +72,12 @@ def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed
         raise ArchsimError("--models is empty; list model specs, or leave --models out for the embedded zoo")
     out = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     started = time.perf_counter()
-    result = run_sat(
-        models=specs or None, data=data, n_images=n_images, attack=attack, eps=eps, steps=steps, rel_step=rel_step,
-        random_start=random_start, seed=seed, eps_s=eps_s, n_boot=n_boot, device=device, batch_size=batch_size,
-        cache=cache, out=out,
-    )
+    with _engine(engine, device, address, cpus_per_task) as runner:
+        result = run_sat(
+            models=specs or None, data=data, n_images=n_images, attack=attack, eps=eps, steps=steps, rel_step=rel_step,
+            random_start=random_start, seed=seed, eps_s=eps_s, n_boot=n_boot, device=device, batch_size=batch_size,
+            cache=cache, out=out, engine=runner,
+        )
     _print_summary(result, out, time.perf_counter() - started)
     from archsim.analysis.run import analyze_run
 
@@ -145,12 +165,14 @@ def rerun_options(command):
               help="Two or more attacks, repeatable or space-separated, e.g. \"pgd apgd-ce mifgsm vmifgsm lowfreq-pgd\".")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/attacks].")
 @rerun_options
-def compare_attacks(run_dir, attacks, out, device, batch_size, cache) -> None:
+@engine_options
+def compare_attacks(run_dir, attacks, out, device, batch_size, cache, engine, address, cpus_per_task) -> None:
     """SAT of a run's models under several attacks, and how the matrices correlate (SPEC §1)."""
     from archsim.api import compare_attacks as compare
 
     specs = [part for chunk in attacks for part in chunk.split()]
-    result = compare(run_dir, specs, out=out, cache=cache, device=device, batch_size=batch_size)
+    with _engine(engine, device, address, cpus_per_task) as runner:
+        result = compare(run_dir, specs, out=out, cache=cache, device=device, batch_size=batch_size, engine=runner)
     click.echo("white-box success (%):")
     click.echo(result.white_box.to_string(float_format=lambda v: f"{v:.1f}"))
     click.echo("\ncorrelation of off-diagonal SAT entries:")
@@ -273,14 +295,16 @@ def select(run_dir, matrix, k, method, draws, seed, out, device, batch_size, cac
 @click.argument("spec", metavar="MODEL_SPEC")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder of the N+1-model run [default: RUN/added/<name>].")
 @rerun_options
-def add(run_dir, spec, out, device, batch_size, cache) -> None:
+@engine_options
+def add(run_dir, spec, out, device, batch_size, cache, engine, address, cpus_per_task) -> None:
     """Add a model to a finished run (SPEC §2.8): attack only it, reuse every cached set,
     write its SAT row (symmetric and one-sided) and the existing cluster it joins."""
     from archsim.analysis.run import analyze_run
     from archsim.applications.newcomer import add_model
 
     started = time.perf_counter()
-    result = add_model(run_dir, spec, out, cache, device, batch_size)
+    with _engine(engine, device, address, cpus_per_task) as runner:
+        result = add_model(run_dir, spec, out, cache, device, batch_size, engine=runner)
     click.echo(f"{result.name} against the {len(result.row)} models of {run_dir}:")
     _show(result.row.sort_values("sat", ascending=False))
     joined = result.clusters[result.clusters["assigned"]].iloc[0]
@@ -331,7 +355,8 @@ def recommend_teacher(run_dir, student) -> None:
 @click.option("--epochs", default=None, metavar="E,E,...", help="Checkpoint epochs [default: five spread over training].")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/checks].")
 @rerun_options
-def checks(run_dir, checkpoints_of, epochs, out, device, batch_size, cache) -> None:
+@engine_options
+def checks(run_dir, checkpoints_of, epochs, out, device, batch_size, cache, engine, address, cpus_per_task) -> None:
     """The SAT paper's further checks (SPEC §2.10): SAT against identical misclassifications under
     attack, and SAT of training checkpoints against the final model."""
     from archsim.applications.checks import checks_on_run
@@ -340,7 +365,8 @@ def checks(run_dir, checkpoints_of, epochs, out, device, batch_size, cache) -> N
         chosen = [int(e) for e in epochs.split(",")] if epochs else None
     except ValueError:
         raise ArchsimError(f"--epochs {epochs!r} must be whole numbers separated by commas, e.g. 1,5,10") from None
-    tables = checks_on_run(run_dir, checkpoints_of, chosen, out, cache, device, batch_size)
+    with _engine(engine, device, address, cpus_per_task) as runner:
+        tables = checks_on_run(run_dir, checkpoints_of, chosen, out, cache, device, batch_size, engine=runner)
     if "checkpoints.csv" in tables:
         _show(tables["checkpoints.csv"])
     _show(tables["checks_summary.csv"])

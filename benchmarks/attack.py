@@ -32,7 +32,7 @@ from common import machine
 from archsim.attacks import PGD
 from archsim.cache import CacheStore
 from archsim.models import create_model
-from archsim.transfer.engine import predict
+from archsim.transfer import predict
 
 DEFAULT_MODELS = ["zoo:resnet-s0", "zoo:vit", "zoo:convnext", "zoo:mobilevit"]
 

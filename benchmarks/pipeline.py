@@ -27,7 +27,7 @@ from archsim.cache import CacheStore
 from archsim.data import load_data
 from archsim.measures import sat_tables
 from archsim.models import create_model, zoo_specs
-from archsim.transfer.engine import predict
+from archsim.transfer import predict
 
 
 def naive(specs: list[str], images, labels, eps: float, seed: int, batch_size: int, cache: CacheStore) -> np.ndarray:

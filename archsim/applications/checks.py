@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from archsim.api import _attack_spec, _run_settings, run_sat
+from archsim.engines import Engine
 from archsim.cache import CacheStore, atomic_write_text
 from archsim.errors import ArchsimError
 from archsim.measures.comparison import correlate
@@ -45,11 +46,14 @@ def checkpoint_sat(
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
     batch_size: int = 128,
+    engine: str | Engine = "local",
+    address: str | None = None,
 ) -> pd.DataFrame:
     """SAT of a zoo model's training checkpoints against the final model, on the run's images and attack.
 
     ``epochs`` default: five epochs spread over training. Each checkpoint is the
     model ``zoo:NAME,epoch=E`` (trained once keeping every epoch, then cached).
+    ``engine`` and ``address`` as in :func:`archsim.api.run_sat`.
     """
     from archsim.models.zoo import ZOO
 
@@ -67,7 +71,7 @@ def checkpoint_sat(
     run = run_sat(
         specs, data=settings["data"], n_images=settings["n_images"], attack=_attack_spec(settings["attack"]),
         eps=settings["attack"]["eps"], seed=settings["seed"], eps_s=settings["eps_s"], n_boot=settings["n_boot"],
-        device=device, batch_size=batch_size, cache=store,
+        device=device, batch_size=batch_size, cache=store, engine=engine, address=address,
     )
     final = run.transfer.names[-1]
     pairs = run.pairs.set_index(["source", "target"])
@@ -92,6 +96,8 @@ def checks_on_run(
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
     batch_size: int = 128,
+    engine: str | Engine = "local",
+    address: str | None = None,
 ) -> dict[str, pd.DataFrame]:
     """``archsim checks``: both checks, written into ``out`` (default ``RUN/checks``):
     ``identical_misclassifications.csv``, ``checks_summary.csv``, ``checkpoints.csv``
@@ -105,7 +111,7 @@ def checks_on_run(
     tables = {"identical_misclassifications.csv": identical}
     checkpoints = None
     if checkpoints_of is not None:
-        checkpoints = checkpoint_sat(run_dir, checkpoints_of, epochs, cache, device, batch_size)
+        checkpoints = checkpoint_sat(run_dir, checkpoints_of, epochs, cache, device, batch_size, engine, address)
         tables["checkpoints.csv"] = checkpoints
         trend = correlate(checkpoints["epoch"].to_numpy(float), checkpoints["sat_vs_final"].to_numpy(float))
         summary = pd.concat([summary, pd.DataFrame([{"check": "checkpoint epoch vs sat_vs_final", "pairs": len(checkpoints), **trend}])])

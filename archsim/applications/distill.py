@@ -59,7 +59,7 @@ def _bases(run_dir: Path, names: list[str]) -> dict[str, str]:
 
 
 def _accuracy(model: SimModel, images, labels) -> float:
-    from archsim.transfer.engine import predict
+    from archsim.transfer import predict
 
     return float((predict(model, images, 256).argmax(-1) == labels).float().mean() * 100)
 

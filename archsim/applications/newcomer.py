@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from archsim.api import SatRun, _run_settings, guard_run_dir, load_run, require_cached, resolve_device, write_run
+from archsim.api import SatRun, _run_settings, guard_run_dir, load_run, require_cached, write_run
 from archsim.cache import CacheStore, atomic_write_text
+from archsim.engines import Engine
 from archsim.errors import ArchsimError
 from archsim.models import create_model
 
@@ -53,13 +54,16 @@ def add_model(
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
     batch_size: int = 128,
+    engine: str | Engine = "local",
+    address: str | None = None,
 ) -> Newcomer:
     """Add ``spec`` to the run in ``run_dir``; write the N+1-model run into ``out``.
 
     ``out`` (default ``RUN/added/<name>``) becomes a complete run folder of the N+1
     models (``sat.csv``, ``pairs.csv``, ... as ``archsim run`` writes them, so it can
     be analysed or extended again) plus ``newcomer.csv`` and
-    ``newcomer_clusters.csv``. The original run folder is not modified.
+    ``newcomer_clusters.csv``. The original run folder is not modified. ``engine``
+    and ``address`` as in :func:`archsim.api.run_sat`.
     """
     run_dir = Path(run_dir)
     settings = _run_settings(run_dir)
@@ -68,7 +72,7 @@ def add_model(
     known = pd.read_csv(run_dir / "models.csv")
     if spec in settings["models"]:
         raise ArchsimError(f"{spec} is already in the run {run_dir}; add a model that is not in it")
-    model = create_model(spec, cache=store, device=resolve_device(device))
+    model = create_model(spec, cache=store, device="cpu")  # for its name and fingerprint only
     if model.name in set(known["model"]):
         raise ArchsimError(f"the run {run_dir} already has a model named {model.name!r}; give the newcomer another name with ,name=OTHER")
     same = known.loc[known["fingerprint"] == model.fingerprint, "model"]
@@ -78,7 +82,7 @@ def add_model(
     del model
     new_settings = {**settings, "models": settings["models"] + [spec]}
     guard_run_dir(out_dir, new_settings)  # before any attack: a wrong --out is refused up front
-    run = load_run(run_dir, store, device, batch_size, models=[spec])
+    run = load_run(run_dir, store, device, batch_size, models=[spec], engine=engine, address=address)
     write_run(out_dir, run)
 
     name = run.transfer.names[-1]

@@ -21,7 +21,7 @@ from archsim.cache import CacheStore, atomic_write_text, digest
 from archsim.errors import ArchsimError
 from archsim.knowledge.alphas import unit_rows, alpha_1, alpha_2
 from archsim.models import create_model
-from archsim.transfer.engine import predict
+from archsim.transfer import predict
 
 
 def _bootstrap_alpha_2(u: np.ndarray, v: np.ndarray, weights: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:

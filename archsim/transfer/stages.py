@@ -1,0 +1,199 @@
+"""Attack every source once, evaluate every target once on every set; all cached by content.
+
+Stage 1 (attack), one task per source: its clean logits and its adversarial set.
+Stage 2 (evaluate), one task per target, loaded once: its predictions on every
+source's set. An engine (:mod:`archsim.engines`) runs the tasks of a stage, here or
+on a cluster, and the second stage starts only when the first has ended. Cache keys:
+model fingerprint (architecture, weights, preprocessing), data fingerprint (pixels
+and labels) and the attack's settings, so a second run with the same inputs
+recomputes nothing, whichever engine computed the first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from archsim.attacks import Attack
+from archsim.cache import CacheStore, digest
+from archsim.data import ImageSet
+from archsim.errors import ArchsimError
+from archsim.models import SimModel, create_model
+
+if TYPE_CHECKING:
+    from archsim.engines import Engine
+
+
+@dataclass
+class TransferResult:
+    """Everything SAT and later analyses need from one run.
+
+    ``clean_logits[n]``: model n on the clean set, [M, C]; ``adv_pred[s, t]``:
+    target t's predicted labels on source s's adversarial set, [M].
+    """
+
+    names: list[str]
+    specs: list[str]
+    labels: np.ndarray
+    clean_logits: np.ndarray
+    adv_pred: np.ndarray
+    fingerprints: list[str]
+    adv_keys: list[str]
+    info: list[dict] = field(default_factory=list)
+    cards: list[dict | None] = field(default_factory=list)
+
+    @property
+    def clean_pred(self) -> np.ndarray:
+        return self.clean_logits.argmax(-1)
+
+    @property
+    def clean_correct(self) -> np.ndarray:
+        return self.clean_pred == self.labels[None, :]
+
+    @property
+    def adv_wrong(self) -> np.ndarray:
+        return self.adv_pred != self.labels[None, None, :]
+
+    def models_table(self) -> pd.DataFrame:
+        diag = np.array([self.adv_wrong[i, i][self.clean_correct[i]].mean() if self.clean_correct[i].any() else np.nan for i in range(len(self.names))])
+        return pd.DataFrame(
+            {
+                "model": self.names,
+                "spec": self.specs,
+                "clean_accuracy": self.clean_correct.mean(1) * 100,
+                "white_box_success": diag * 100,
+                "fingerprint": self.fingerprints,
+                "family": [i.get("family", "") for i in self.info],
+                "architecture": [i.get("architecture", "") for i in self.info],
+                "regime": [i.get("regime", "") for i in self.info],
+                "seed": [i.get("seed") for i in self.info],
+            }
+        )
+
+
+def adv_key(fingerprint: str, data: ImageSet, attack: Attack, seed: int) -> str:
+    return digest("adv", fingerprint, data.fingerprint, attack.config(), seed)
+
+
+def pred_key(fingerprint: str, images_key: str) -> str:
+    return digest("pred", fingerprint, images_key)
+
+
+def predict(model: SimModel, images: torch.Tensor, batch_size: int, desc: str | None = None) -> torch.Tensor:
+    """Logits of ``model`` on uint8 ``images``, batched, under inference mode."""
+    outs = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False, disable=None if desc else True):
+            batch = images[start : start + batch_size].to(model.device, non_blocking=True)
+            outs.append(model(batch.float().div_(255.0)).float().cpu())
+    return torch.cat(outs)
+
+
+def check_compatible(model: SimModel, data: ImageSet) -> None:
+    if model.num_outputs != data.num_classes:
+        raise ArchsimError(
+            f"model {model.name} outputs {model.num_outputs} classes but data {data.name} has {data.num_classes}; "
+            "use data with the model's classes or a model built for them (e.g. num_classes=)"
+        )
+
+
+@dataclass
+class SourceOutcome:
+    """What stage 1 learns of one model; ``card`` is None without a ``describe``."""
+
+    name: str
+    fingerprint: str
+    info: dict
+    card: dict | None
+    adv_key: str
+    clean_logits: np.ndarray
+
+
+def attack_source(
+    device: str, store: CacheStore, spec: str, data: ImageSet, attack: Attack, seed: int, batch_size: int,
+    describe: Callable[[SimModel], dict | None] | None = None,
+) -> SourceOutcome:
+    """Stage-1 task: load one model, cache its clean logits and its adversarial set."""
+    model = create_model(spec, cache=store, device=device)
+    check_compatible(model, data)
+    clean = store.get_or_compute(
+        "pred", pred_key(model.fingerprint, data.fingerprint), lambda: {"logits": predict(model, data.images, batch_size).numpy()}
+    )
+    key = adv_key(model.fingerprint, data, attack, seed)
+    # A read, not an existence check: a damaged set is found and recomputed here, while the source is loaded.
+    store.get_or_compute(
+        "adv", key, lambda: {"images": attack(model, data.images, data.labels, seed, batch_size, f"attack {model.name}").numpy()}
+    )
+    card = describe(model) if describe is not None else None
+    return SourceOutcome(model.name, model.fingerprint, {**model.info, "architecture": model.architecture_id}, card, key, clean["logits"])
+
+
+def evaluate_target(device: str, store: CacheStore, spec: str, fingerprint: str, adv_keys: list[str], batch_size: int) -> np.ndarray:
+    """Stage-2 task: one target's predicted labels on every source's set, [sources, images].
+
+    The target is loaded only if some prediction is missing from the cache.
+    """
+    loaded: list[SimModel] = []
+
+    def target() -> SimModel:
+        if not loaded:
+            loaded.append(create_model(spec, cache=store, device=device))
+            if loaded[0].fingerprint != fingerprint:
+                raise ArchsimError(f"model {spec} changed during the run (different weights); rerun")
+        return loaded[0]
+
+    def predict_set(key: str) -> dict:
+        adv_images = torch.from_numpy(store.get_or_compute("adv", key, _missing(key))["images"])
+        return {"pred": predict(target(), adv_images, batch_size).argmax(-1).numpy()}
+
+    return np.stack([store.get_or_compute("pred", pred_key(fingerprint, key), lambda key=key: predict_set(key))["pred"] for key in adv_keys])
+
+
+def run_transfer(
+    specs: list[str],
+    data: ImageSet,
+    attack: Attack,
+    cache: CacheStore,
+    seed: int = 0,
+    batch_size: int = 128,
+    engine: Engine | None = None,
+    describe: Callable[[SimModel], dict | None] | None = None,
+) -> TransferResult:
+    """Attack each source once, then evaluate each target on the clean and all adversarial sets.
+
+    ``engine`` runs the per-model tasks (default: this process, on the CPU);
+    ``describe`` gives each model's card during its attack task.
+    """
+    from archsim.engines import LocalEngine
+
+    engine = engine or LocalEngine("cpu")
+    sources: list[SourceOutcome] = engine.map(
+        attack_source, [(spec, data, attack, seed, batch_size, describe) for spec in specs], cache, "attack sources", specs
+    )
+    names = [source.name for source in sources]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ArchsimError(f"two models are named {repeated[0]!r}; give one a name with ,name=OTHER in its spec")
+    adv_keys = [source.adv_key for source in sources]
+    # The barrier between the stages: no evaluation task waits on (or holds a device for) an unfinished attack.
+    predictions = engine.map(
+        evaluate_target, [(spec, source.fingerprint, adv_keys, batch_size) for spec, source in zip(specs, sources)], cache,
+        "evaluate targets", specs,
+    )
+    adv_pred = np.stack(predictions, axis=1)  # [source, target, image]
+    return TransferResult(
+        names, list(specs), data.labels.numpy(), np.stack([s.clean_logits for s in sources]), adv_pred,
+        [s.fingerprint for s in sources], adv_keys, [s.info for s in sources], [s.card for s in sources],
+    )
+
+
+def _missing(key: str) -> Callable[[], dict]:
+    def fail() -> dict:
+        raise ArchsimError(f"adversarial set {key[:12]} vanished from the cache during the run; rerun to recompute it")
+
+    return fail
