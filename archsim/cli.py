@@ -395,6 +395,47 @@ def alphas(run_dir, n_boot, out, device, batch_size, cache) -> None:
     click.echo(f"wrote alpha_1.csv, alpha_2.csv, alpha_combined.csv, alphas_pairs.csv to {out or run_dir / 'alphas'}")
 
 
+@cli.command("knowledge-transfer")
+@click.option("--architectures", default=",".join(("resnet-s0", "mixer", "convnext")), show_default=True, metavar="NAME,...",
+              help="Zoo architectures of the sources (the target is a resnet-s0 trained on the target task).")
+@click.option("--overlaps", default="0,25,50,75,100", show_default=True, metavar="P,...",
+              help="Shares (%) of the target task's 4 classes in each source's 4 classes.")
+@click.option("--epochs", type=int, default=None, help="Training epochs of every model [default: each zoo recipe's].")
+@click.option("--eps", type=float, default=0.1, show_default=True, help="L-inf radius of the PGD attacks.")
+@click.option("--steps", type=int, default=50, show_default=True, help="PGD steps.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None,
+              help="A finished run on digits: write into RUN/knowledge and add the section to its report (its eps and seed are used).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/knowledge, or runs/knowledge-transfer].")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: the run's, or $ARCHSIM_CACHE].")
+def knowledge_transfer(architectures, overlaps, epochs, eps, steps, seed, run_dir, out, cache) -> None:
+    """Does adversarial transferability indicate knowledge transferability (SPEC §4)? Liang et al.'s
+    data-overlap experiment on digits: alphas, SAT and adversarial loss of each source against the
+    accuracy of its retrained last layer on the target task, and their correlations."""
+    from archsim.knowledge.overlap import overlap_experiment
+
+    try:
+        shares = tuple(int(v) for v in overlaps.split(","))
+    except ValueError:
+        raise ArchsimError(f"--overlaps {overlaps!r} must be whole percentages separated by commas, e.g. 0,50,100") from None
+    if run_dir is not None:
+        from archsim.api import _run_settings
+
+        settings = _run_settings(run_dir)
+        if settings["data"].split(",")[0] != "digits":
+            raise ArchsimError(f"the run {run_dir} is on {settings['data']}; the data-overlap experiment is on digits: give a digits run or no --run")
+        eps, seed, cache = settings["attack"]["eps"], settings["seed"], cache or settings.get("cache")
+    target = out or (run_dir / "knowledge" if run_dir is not None else Path("runs") / "knowledge-transfer")
+    study = overlap_experiment(tuple(a for a in architectures.split(",") if a), shares, eps, steps, seed, epochs, cache, target)
+    _show(study.table, ["architecture", "overlap", "classes", "alpha_1_S_T", "alpha_2_S_T", "alpha_combined_S_T", "sat",
+                        "target_adv_loss", "transfer_accuracy"])
+    click.echo("\ncorrelation with transfer accuracy:")
+    _show(study.correlations)
+    click.echo(f"wrote knowledge_sources.csv, knowledge_correlations.csv, knowledge_transfer.png to {target}")
+    if run_dir is not None and out is None:
+        _refresh_report(run_dir)
+
+
 @cli.command("liang-synthetic")
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True,
               help="Folder with the synthetic data and weights (e.g. ../shared/data/liang_synthetic).")

@@ -151,6 +151,7 @@ EXTRA_FILES = {
     "distill/*": ("distill.csv", "distill_correlations.csv", "distill.png"),
     "added/*": ("newcomer.csv", "newcomer_clusters.csv"),
     "checks": ("checks_summary.csv", "checkpoints.csv?", "identical_misclassifications.csv", "checks.png"),
+    "knowledge": ("knowledge_correlations.csv", "knowledge_sources.csv", "knowledge_transfer.png"),
 }
 
 

@@ -41,8 +41,8 @@ class ZooEntry:
     seed: int = 0
     regime: str = "standard"
 
-    def build(self) -> nn.Module:
-        common = dict(num_classes=10, in_chans=1)
+    def build(self, num_classes: int = 10) -> nn.Module:
+        common = dict(num_classes=num_classes, in_chans=1)
         if self.architecture == "mlp_mixer":
             # timm's mixer_* registrations fix patch_size, so the class is built directly.
             return MlpMixer(**common, **self.kwargs)

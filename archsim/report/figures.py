@@ -195,3 +195,26 @@ def liang_synthetic_figure(results: dict[str, pd.DataFrame]) -> str:
     fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=4, fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return to_data_uri(fig)
+
+
+def knowledge_transfer_figure(table: pd.DataFrame, correlations: pd.DataFrame) -> str:
+    """Each adversarial-transferability metric against the sources' last-layer transfer accuracy;
+    colour: share of the target classes the source was trained on, marker: architecture."""
+    pooled = correlations[correlations["group"] == "all"]
+    metrics = list(pooled["metric"])
+    columns = 3
+    rows = -(-len(metrics) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.5 * rows), squeeze=False, constrained_layout=True)
+    markers = dict(zip(sorted(table["architecture"].unique()), "osD^v<>p"))
+    for ax, row in zip(axes.flat, pooled.itertuples()):
+        for architecture, part in table.groupby("architecture"):
+            points = ax.scatter(part[row.metric], part["transfer_accuracy"], c=part["overlap"], cmap="viridis", vmin=0, vmax=100,
+                                marker=markers[architecture], s=30, label=architecture)
+        ax.set_xlabel(row.metric)
+        ax.set_ylabel("transfer accuracy (%)")
+        ax.set_title(f"all sources: Spearman {row.spearman:+.2f} (p {row.spearman_p:.2g})\nPearson {row.pearson:+.2f} (p {row.pearson_p:.2g})", fontsize=8)
+    for ax in axes.flat[len(metrics):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.colorbar(points, ax=axes, label="target classes shared (%)", shrink=0.8)
+    return to_data_uri(fig)

@@ -108,6 +108,14 @@ _APPLICATIONS = {
         "SPEC §2.10 (archsim checks): SAT against the share of attacked decisions where the target repeats the source's "
         "own mistake, and SAT of training checkpoints with the final model.",
     ),
+    "knowledge": (
+        "Adversarial vs knowledge transferability",
+        "Liang et al.'s data-overlap experiment on digits (archsim knowledge-transfer, SPEC §4): sources trained on 4 classes "
+        "sharing 0-100 % of the target task's (digits 0-3) against a reference target model; per source alpha_1, alpha_2 "
+        "(unsquared), the combined score and the product (S->T), SAT and the target's adversarial loss, set against the "
+        "accuracy of the source with only its last layer retrained on the target task. Correlations pooled, within "
+        "architecture (architecture means removed) and per architecture.",
+    ),
 }
 
 
