@@ -12,6 +12,7 @@ import click
 import numpy as np
 import pandas as pd
 
+from archsim.engines import engine_for
 from archsim.errors import ArchsimError
 
 
@@ -30,12 +31,6 @@ def engine_options(command):
     return click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
                         help="Where the per-model attack and evaluation tasks run: here, or on a Ray cluster (needs archsim[ray]; "
                              "--cache must be on a file system every node mounts).")(command)
-
-
-def _engine(engine: str, device: str, address: str | None, cpus_per_task: float):
-    from archsim.engines import engine_for
-
-    return engine_for(engine, device=device, address=address, cpus_per_task=cpus_per_task)
 
 
 @cli.command()
@@ -72,7 +67,7 @@ def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed
         raise ArchsimError("--models is empty; list model specs, or leave --models out for the embedded zoo")
     out = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     started = time.perf_counter()
-    with _engine(engine, device, address, cpus_per_task) as runner:
+    with engine_for(engine, device, address, cpus_per_task) as runner:
         result = run_sat(
             models=specs or None, data=data, n_images=n_images, attack=attack, eps=eps, steps=steps, rel_step=rel_step,
             random_start=random_start, seed=seed, eps_s=eps_s, n_boot=n_boot, device=device, batch_size=batch_size,
@@ -171,7 +166,7 @@ def compare_attacks(run_dir, attacks, out, device, batch_size, cache, engine, ad
     from archsim.api import compare_attacks as compare
 
     specs = [part for chunk in attacks for part in chunk.split()]
-    with _engine(engine, device, address, cpus_per_task) as runner:
+    with engine_for(engine, device, address, cpus_per_task) as runner:
         result = compare(run_dir, specs, out=out, cache=cache, device=device, batch_size=batch_size, engine=runner)
     click.echo("white-box success (%):")
     click.echo(result.white_box.to_string(float_format=lambda v: f"{v:.1f}"))
@@ -303,7 +298,7 @@ def add(run_dir, spec, out, device, batch_size, cache, engine, address, cpus_per
     from archsim.applications.newcomer import add_model
 
     started = time.perf_counter()
-    with _engine(engine, device, address, cpus_per_task) as runner:
+    with engine_for(engine, device, address, cpus_per_task) as runner:
         result = add_model(run_dir, spec, out, cache, device, batch_size, engine=runner)
     click.echo(f"{result.name} against the {len(result.row)} models of {run_dir}:")
     _show(result.row.sort_values("sat", ascending=False))
@@ -365,7 +360,7 @@ def checks(run_dir, checkpoints_of, epochs, out, device, batch_size, cache, engi
         chosen = [int(e) for e in epochs.split(",")] if epochs else None
     except ValueError:
         raise ArchsimError(f"--epochs {epochs!r} must be whole numbers separated by commas, e.g. 1,5,10") from None
-    with _engine(engine, device, address, cpus_per_task) as runner:
+    with engine_for(engine, device, address, cpus_per_task) as runner:
         tables = checks_on_run(run_dir, checkpoints_of, chosen, out, cache, device, batch_size, engine=runner)
     if "checkpoints.csv" in tables:
         _show(tables["checkpoints.csv"])

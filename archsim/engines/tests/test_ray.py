@@ -46,11 +46,8 @@ def start_cluster(**worker) -> Cluster:
 def weights(cache_dir, tmp_path_factory):
     """A folder with the trained zoo weights (the flaky model wraps resnet-s2's network)."""
     store = CacheStore(cache_dir)
-    for spec in ZOO + ["zoo:resnet-s2"]:
-        create_model(spec, cache=store)
-    folder = tmp_path_factory.mktemp("models")
-    net = create_model("zoo:resnet-s2", cache=store).net
-    return {"cache": cache_dir, "net": net, "folder": folder}
+    models = [create_model(spec, cache=store) for spec in ZOO + ["zoo:resnet-s2"]]
+    return {"cache": cache_dir, "net": models[-1].net, "folder": tmp_path_factory.mktemp("models")}
 
 
 def fresh_cache(weights, folder: Path) -> Path:
