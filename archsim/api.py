@@ -26,7 +26,7 @@ from archsim.data import load_data
 from archsim.engines import Engine, engine_for
 from archsim.errors import ArchsimError
 from archsim.measures import DEFAULT_EPS_S, sat_tables
-from archsim.models import create_model, zoo_specs
+from archsim.models import check_precision, create_model, zoo_specs
 from archsim.transfer import TransferResult, run_transfer
 
 DIGITS_EPS = 0.1
@@ -88,6 +88,8 @@ def run_sat(
     out: str | Path | None = None,
     engine: str | Engine = "local",
     address: str | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> SatRun:
     """Compute the SAT matrix of a set of models on a data set.
 
@@ -123,6 +125,12 @@ def run_sat(
         (which the caller then closes). The results do not depend on it.
     address : str, optional
         Ray cluster address with ``engine="ray"``.
+    precision : {"fp32", "bf16"}
+        Arithmetic of attacks and predictions: bf16 is autocast, faster on GPUs but
+        less faithful (:func:`archsim.models.check_precision`); its results are cached
+        apart from fp32 ones and recorded in the run's settings.
+    compile : bool
+        Run the models through ``torch.compile`` (pays off on GPUs over many batches).
     """
     specs = list(models) if models else zoo_specs()
     if len(specs) < 2:
@@ -147,13 +155,18 @@ def run_sat(
         "eps_s": eps_s,
         "n_boot": n_boot,
     }
+    if check_precision(precision) != "fp32":  # absent for fp32, so run folders made before the option still resume
+        settings["precision"] = precision
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         guard_run_dir(out_dir, settings)
     images = load_data(data, split="eval", n_images=n_images, seed=seed)
     started = time.perf_counter()
     with engine_for(engine, device, address) as runner:
-        transfer = run_transfer(specs, images, the_attack, store, seed=seed, batch_size=batch_size, engine=runner, describe=describe)
+        transfer = run_transfer(
+            specs, images, the_attack, store, seed=seed, batch_size=batch_size, engine=runner, describe=describe,
+            precision=precision, compile=compile,
+        )
     tables = sat_tables(transfer.names, transfer.clean_correct, transfer.adv_wrong, eps_s=eps_s, n_boot=n_boot, seed=seed)
     config = {
         "settings": settings,
@@ -162,6 +175,8 @@ def run_sat(
         "engine": runner.name,
         "device": runner.device,
         "batch_size": batch_size,
+        "precision": precision,
+        "compile": compile,
         "cache": str(store.root),
         "seconds": round(time.perf_counter() - started, 2),
         "versions": versions(),
@@ -221,6 +236,7 @@ def compare_attacks(
             result = run_sat(
                 settings["models"], data=settings["data"], n_images=settings["n_images"], attack=spec, eps=eps,
                 seed=settings["seed"], eps_s=settings["eps_s"], n_boot=0, device=device, batch_size=batch_size, cache=store, engine=runner,
+                precision=run_precision(settings),
             )
             matrices[spec] = result.sat
             white_box[spec] = result.models.set_index("model")["white_box_success"]
@@ -431,8 +447,13 @@ def load_run(
         settings["models"] + list(models or []), data=settings["data"], n_images=settings["n_images"],
         attack=_attack_spec(settings["attack"]), eps=settings["attack"]["eps"], seed=settings["seed"], eps_s=settings["eps_s"],
         n_boot=0 if models is None else settings["n_boot"], device=device, batch_size=batch_size, cache=store,
-        engine=engine, address=address,
+        engine=engine, address=address, precision=run_precision(settings),
     )
+
+
+def run_precision(settings: dict[str, Any]) -> str:
+    """The precision a run was computed in: work added to it must use the same."""
+    return settings.get("precision", "fp32")
 
 
 def require_cached(run_dir: str | Path, store: CacheStore) -> None:

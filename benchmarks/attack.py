@@ -2,28 +2,33 @@
 
 For each model, on the same images, labels and PGD settings:
 
-- archsim's PGD (uint8 in and out, seeded per-image random start, rounding and
-  projection onto the integer ball);
-- torchattacks' PGD at the same eps, step and steps;
+- torchattacks' PGD in fp32 on the model as loaded: what a user of an attack
+  library gets, the baseline of every "vs torchattacks" ratio;
 - the limit: a bare loop of forward + input gradient (cross-entropy, no sign
-  step, no projection, no bookkeeping) on the same batches;
+  step, no projection, no bookkeeping) on the same batches, once per precision,
+  on the model as archsim prepares it;
+- archsim's PGD (uint8 in and out, seeded per-image random start, rounding and
+  projection onto the integer ball) per precision after
+  :func:`archsim.models.prepare`, for CNNs on CUDA also in the other memory
+  layout, and with ``--compile`` also through ``torch.compile``;
 - evaluation: archsim's batched prediction against a bare ``inference_mode``
-  forward loop over the same batches.
+  forward loop over the same batches, per precision.
 
 Prints image-steps per second (images per second for evaluation), the best of
-``--repeats`` timings, and the ratios. Random weights are fine for timm models:
-throughput does not depend on the weights.
+``--repeats`` timings after one warm-up, and the ratios. Random weights are fine
+for timm models: throughput does not depend on the weights.
 
     python benchmarks/attack.py --n-images 256 --batch-size 128  # zoo models at 32 px (CPU)
     python benchmarks/attack.py --models timm:resnet50,pretrained=false --n-images 16 --batch-size 8 --steps 3 --repeats 2
     python benchmarks/attack.py --models timm:resnet50,pretrained=false timm:vit_small_patch16_224,pretrained=false \\
-        --side 224 --n-images 256 --batch-size 128 --steps 10 --device cuda
+        --n-images 512 --batch-size 256 --steps 10 --device cuda --compile
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,14 +36,14 @@ from common import machine
 
 from archsim.attacks import PGD
 from archsim.cache import CacheStore
-from archsim.models import create_model
+from archsim.models import SimModel, create_model, precision_context, prepare
 from archsim.transfer import predict
 
 DEFAULT_MODELS = ["zoo:resnet-s0", "zoo:vit", "zoo:convnext", "zoo:mobilevit"]
 
 
-def best_of(repeats: int, fn, sync) -> float:
-    fn()  # warm-up: allocator, kernels, lazy initialisation
+def best_of(repeats: int, fn: Callable[[], object], sync: Callable[[], None]) -> float:
+    fn()  # warm-up: allocator, kernels, cuDNN algorithm search, compilation
     sync()
     times = []
     for _ in range(repeats):
@@ -49,7 +54,7 @@ def best_of(repeats: int, fn, sync) -> float:
     return min(times)
 
 
-def bare_attack_loop(model, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int) -> None:
+def bare_attack_loop(model: SimModel, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int) -> None:
     for start in range(0, len(x), batch_size):
         batch, labels = x[start : start + batch_size], y[start : start + batch_size]
         for _ in range(steps):
@@ -58,10 +63,10 @@ def bare_attack_loop(model, x: torch.Tensor, y: torch.Tensor, steps: int, batch_
             (grad,) = torch.autograd.grad(loss, batch)
 
 
-def bare_eval_loop(model, x: torch.Tensor, batch_size: int) -> None:
+def bare_eval_loop(model: SimModel, images: torch.Tensor, batch_size: int) -> None:
     with torch.inference_mode():
-        for start in range(0, len(x), batch_size):
-            model(x[start : start + batch_size].to(model.device).float().div_(255.0))
+        for start in range(0, len(images), batch_size):
+            model(images[start : start + batch_size].to(model.device).float().div_(255.0))
 
 
 def main() -> None:
@@ -74,38 +79,80 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=4 / 255)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=None,
+                        help="[default: fp32 on the CPU, fp32 and bf16 on CUDA]")
+    parser.add_argument("--compile", action="store_true", help="also time archsim with torch.compile, per precision")
+    parser.add_argument("--cache", default=None, help="cache holding the zoo weights [default: the user's]")
     args = parser.parse_args()
     import torchattacks
 
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    print(f"{machine()}, "
-          f"device {args.device}{' ' + torch.cuda.get_device_name() if args.device.startswith('cuda') else ''}; "
+    cuda = args.device.startswith("cuda")
+    precisions = args.precisions or (["fp32", "bf16"] if cuda else ["fp32"])
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    # For every variant, the baseline included: archsim's prepare() turns it on, and the ratios should show the loops.
+    torch.backends.cudnn.benchmark = cuda
+    print(f"{machine()}, device {args.device}{' ' + torch.cuda.get_device_name() if cuda else ''}; "
           f"{args.n_images} images, batch {args.batch_size}, PGD {args.steps} steps, eps {args.eps:.4f}, best of {args.repeats}")
-    print(f"{'model':<34}{'archsim':>10}{'torchatk':>10}{'bare':>10}{' vs torchatk':>13}{' vs bare':>10}{'eval':>10}{'bare eval':>11}{' ratio':>8}")
+    rows = []
     generator = torch.Generator().manual_seed(0)
     for spec in args.models:
-        model = create_model(spec, cache=CacheStore(), device=args.device)
+        model = create_model(spec, cache=CacheStore(args.cache), device=args.device)
         side = args.side or (32 if spec.startswith("zoo:") else 224)
-        channels = model.preprocess.channels
-        images = torch.randint(0, 256, (args.n_images, channels, side, side), dtype=torch.uint8, generator=generator)
+        images = torch.randint(0, 256, (args.n_images, model.preprocess.channels, side, side), dtype=torch.uint8, generator=generator)
         labels = torch.randint(0, model.num_outputs, (args.n_images,), generator=generator)
         x, y = images.to(args.device).float() / 255, labels.to(args.device)
+        work = args.n_images * args.steps
         ours = PGD(args.eps, steps=args.steps, rel_step=0.1)
         theirs = torchattacks.PGD(model, eps=args.eps, alpha=0.1 * args.eps, steps=args.steps, random_start=True)
 
-        def run_theirs():
+        def run_theirs() -> None:
             for start in range(0, len(x), args.batch_size):
                 theirs(x[start : start + args.batch_size], y[start : start + args.batch_size])
 
-        work = args.n_images * args.steps
-        t_ours = best_of(args.repeats, lambda: ours(model, images, labels, 0, args.batch_size), sync)
-        t_theirs = best_of(args.repeats, run_theirs, sync)
-        t_bare = best_of(args.repeats, lambda: bare_attack_loop(model, x, y, args.steps, args.batch_size), sync)
-        e_ours = best_of(args.repeats, lambda: predict(model, images, args.batch_size), sync)
-        e_bare = best_of(args.repeats, lambda: bare_eval_loop(model, images, args.batch_size), sync)
-        print(f"{model.name[:33]:<34}{work / t_ours:>10.1f}{work / t_theirs:>10.1f}{work / t_bare:>10.1f}"
-              f"{t_theirs / t_ours:>12.2f}x{t_bare / t_ours:>9.2f}x{args.n_images / e_ours:>10.1f}{args.n_images / e_bare:>11.1f}{e_bare / e_ours:>7.2f}x")
-    print("attack columns: image-steps/s; eval columns: images/s; ratios > 1 mean archsim is faster")
+        def attack_rate(m: SimModel, precision: str) -> float:
+            with precision_context(args.device, precision):
+                return work / best_of(args.repeats, lambda: ours(m, images, labels, 0, args.batch_size), sync)
+
+        def bare_rate(m: SimModel, precision: str) -> float:
+            with precision_context(args.device, precision):
+                return work / best_of(args.repeats, lambda: bare_attack_loop(m, x, y, args.steps, args.batch_size), sync)
+
+        def eval_rates(m: SimModel, precision: str) -> tuple[float, float]:
+            with precision_context(args.device, precision):
+                ours_t = best_of(args.repeats, lambda: predict(m, images, args.batch_size), sync)
+                bare_t = best_of(args.repeats, lambda: bare_eval_loop(m, images, args.batch_size), sync)
+            return args.n_images / ours_t, args.n_images / bare_t
+
+        torchattacks_rate = work / best_of(args.repeats, run_theirs, sync)
+        name = model.name[:30]
+        rows.append((name, "torchattacks fp32", torchattacks_rate, 1.0, float("nan")))
+
+        def fresh() -> SimModel:
+            return create_model(spec, cache=CacheStore(args.cache), device=args.device)
+
+        for precision in precisions:
+            prepared = prepare(fresh(), precision)
+            bare = bare_rate(prepared, precision)
+            variants = [(f"archsim {precision}", prepared)]
+            if cuda and any(isinstance(m, torch.nn.Conv2d) for m in prepared.net.modules()):
+                flipped = prepare(fresh(), precision, channels_last=not prepared.channels_last)
+                variants.append((f"archsim {precision} {'channels-last' if flipped.channels_last else 'contiguous'}", flipped))
+            if args.compile:
+                compiled = prepare(fresh(), precision, compile=True)
+                variants.append((f"archsim {precision} compiled{' channels-last' if compiled.channels_last else ''}", compiled))
+                if compiled.channels_last:
+                    variants.append((f"archsim {precision} compiled contiguous", prepare(fresh(), precision, compile=True, channels_last=False)))
+            for label, variant in variants:
+                rate = attack_rate(variant, precision)
+                rows.append((name, label, rate, rate / torchattacks_rate, rate / bare))
+            rows.append((name, f"bare loop {precision}", bare, bare / torchattacks_rate, 1.0))
+            ours_e, bare_e = eval_rates(prepared, precision)
+            rows.append((name, f"eval {precision} (bare {bare_e:.0f}/s)", ours_e, float("nan"), ours_e / bare_e))
+    print(f"{'model':<31}{'variant':<30}{'rate':>11}{'vs torchattacks':>17}{'vs bare':>9}")
+    for name, variant, rate, vs_theirs, vs_bare in rows:
+        print(f"{name:<31}{variant:<30}{rate:>11.1f}{vs_theirs:>16.2f}x{vs_bare:>8.2f}x")
+    print("rate: image-steps/s for attacks, images/s for eval; vs bare: against the bare loop of the same precision "
+          "(for eval, the bare inference loop)")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from archsim.api import _attack_spec, _run_settings, run_sat
+from archsim.api import _attack_spec, _run_settings, run_precision, run_sat
 from archsim.engines import Engine
 from archsim.cache import CacheStore, atomic_write_text
 from archsim.errors import ArchsimError
@@ -71,7 +71,7 @@ def checkpoint_sat(
     run = run_sat(
         specs, data=settings["data"], n_images=settings["n_images"], attack=_attack_spec(settings["attack"]),
         eps=settings["attack"]["eps"], seed=settings["seed"], eps_s=settings["eps_s"], n_boot=settings["n_boot"],
-        device=device, batch_size=batch_size, cache=store, engine=engine, address=address,
+        device=device, batch_size=batch_size, cache=store, engine=engine, address=address, precision=run_precision(settings),
     )
     final = run.transfer.names[-1]
     pairs = run.pairs.set_index(["source", "target"])

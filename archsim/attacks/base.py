@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -76,15 +77,36 @@ class Attack(ABC):
         """Adversarial uint8 images for uint8 ``images`` [N, C, H, W]."""
         device = next((b.device for b in model.buffers()), torch.device("cpu"))
         out = torch.empty_like(images)
-        starts = range(0, len(images), batch_size)
-        for start in tqdm(starts, desc=desc or f"attack {self.name}", unit="batch", leave=False, disable=None):
-            stop = min(start + batch_size, len(images))
-            clean = images[start:stop].to(device)
-            noise = NoiseSource(seed, range(start, stop), clean.shape[1:], device) if self.uses_noise else None
-            # clone(): labels made under inference_mode cannot enter autograd otherwise.
-            adv = self.perturb(model, clean.float() / 255.0, labels[start:stop].to(device).clone(), noise)
-            out[start:stop] = to_uint8(adv, clean, self.eps).cpu()
+        starts = list(range(0, len(images), batch_size))
+        # On a GPU the next batch's random start is drawn on a CPU thread while the device attacks this batch:
+        # drawn in line it took a third of the time of a 10-step PGD on ViT-S. On the CPU the thread would
+        # only compete with the compute threads (measured 5-10 % slower), so there it is drawn in line.
+        with ThreadPoolExecutor(max_workers=1) as prefetcher:
+            ahead = prefetcher if device.type == "cuda" else None
+            noises = [
+                NoiseSource(seed, range(start, min(start + batch_size, len(images))), images.shape[1:], device, ahead)
+                if self.uses_noise else None
+                for start in starts
+            ]
+            if noises and noises[0] is not None:
+                noises[0].prefetch()
+            for k, start in enumerate(tqdm(starts, desc=desc or f"attack {self.name}", unit="batch", leave=False, disable=None)):
+                if k + 1 < len(noises) and noises[k + 1] is not None:
+                    noises[k + 1].prefetch()
+                stop = min(start + batch_size, len(images))
+                clean = to_device(images[start:stop], device)
+                # clone(): labels made under inference_mode cannot enter autograd otherwise.
+                adv = self.perturb(model, clean.float() / 255.0, labels[start:stop].to(device).clone(), noises[k])
+                out[start:stop] = to_uint8(adv, clean, self.eps).cpu()
+                noises[k] = None  # frees its buffers
         return out
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``batch`` on ``device``; through page-locked memory on CUDA, so the copy overlaps the queued work."""
+    if device.type != "cuda":
+        return batch
+    return batch.pin_memory().to(device, non_blocking=True)
 
 
 def check_count(name: str, value: int) -> int:
@@ -111,23 +133,49 @@ def project(adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     return (x + (adv - x).clamp(-eps, eps)).clamp(0, 1)
 
 
-def start_noise(seed: int, indices: range, shape: torch.Size, key: tuple[int, ...] = ()) -> torch.Tensor:
+def start_noise(seed: int, indices: range, shape: torch.Size, key: tuple[int, ...] = (), out: torch.Tensor | None = None) -> torch.Tensor:
     """Uniform [-1, 1) noise drawn per image from (seed, image index, *key).
 
-    Per-image streams keep the result independent of the batch size.
+    Per-image streams keep the result independent of the batch size. ``out``, a
+    float32 CPU tensor of shape ``[len(indices), *shape]``, receives the uniform
+    [0, 1) draws in place (the caller maps them to [-1, 1)).
     """
-    draws = [np.random.default_rng([seed, i, *key]).random(tuple(shape), dtype=np.float32) for i in indices]
-    return torch.from_numpy(np.stack(draws)) * 2 - 1
+    if out is None:
+        return start_noise(seed, indices, shape, key, torch.empty((len(indices), *shape))) * 2 - 1
+    draws = out.numpy()
+    for row, i in enumerate(indices):
+        np.random.default_rng([seed, i, *key]).random(dtype=np.float32, out=draws[row])
+    return out
 
 
 class NoiseSource:
-    """Seeded per-image noise for one batch: ``draw(*key)`` is fixed by (seed, image index, key)."""
+    """Seeded per-image noise for one batch: ``draw(*key)`` is fixed by (seed, image index, key).
 
-    def __init__(self, seed: int, indices: range, shape: torch.Size, device: torch.device | str = "cpu") -> None:
-        self.seed, self.indices, self.shape, self.device = seed, indices, shape, device
+    ``prefetch()`` draws the key-less noise (the random start) on ``executor`` ahead of
+    its use; the values are the same either way.
+    """
+
+    def __init__(
+        self, seed: int, indices: range, shape: torch.Size, device: torch.device | str = "cpu", executor: Executor | None = None
+    ) -> None:
+        self.seed, self.indices, self.shape, self.device, self.executor = seed, indices, tuple(shape), torch.device(device), executor
+        self._ahead: Future | None = None
+
+    def prefetch(self) -> None:
+        if self.executor is not None and self._ahead is None:
+            self._ahead = self.executor.submit(self._uniform, ())
 
     def draw(self, *key: int) -> torch.Tensor:
-        return start_noise(self.seed, self.indices, self.shape, tuple(key)).to(self.device)
+        if not key and self._ahead is not None:
+            uniform, self._ahead = self._ahead.result(), None
+        else:
+            uniform = self._uniform(key)
+        # The affine map runs on the device: one pass there instead of two over CPU memory.
+        return uniform.to(self.device, non_blocking=True) * 2 - 1
+
+    def _uniform(self, key: tuple[int, ...]) -> torch.Tensor:
+        buffer = torch.empty((len(self.indices), *self.shape), pin_memory=self.device.type == "cuda")
+        return start_noise(self.seed, self.indices, self.shape, key, buffer)
 
 
 def to_uint8(adv: torch.Tensor, clean: torch.Tensor, eps: float) -> torch.Tensor:

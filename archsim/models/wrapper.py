@@ -99,6 +99,8 @@ class SimModel(nn.Module):
         self.name = name
         self.spec = spec
         self.info = dict(info or {})
+        self.channels_last = False
+        """Feed the network NHWC tensors (set by :func:`archsim.models.fastpath.prepare` for CNNs on CUDA)."""
         self.requires_grad_(False)
         super().train(False)
 
@@ -107,7 +109,10 @@ class SimModel(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.preprocess(x))
+        x = self.preprocess(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
 
     @property
     def device(self) -> torch.device:

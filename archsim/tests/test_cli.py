@@ -1,5 +1,6 @@
 """End-to-end runs through the CLI and the Python API, and their failure paths."""
 
+import json
 import math
 
 import numpy as np
@@ -7,6 +8,7 @@ import pandas as pd
 import pytest
 
 from archsim import run_sat
+from archsim.api import load_run
 from archsim.tests.cli_runner import run_cli
 
 FAST = ["--n-images", "60", "--steps", "25", "--rel-step", "0.2", "--n-boot", "200"]
@@ -107,12 +109,36 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
         ([*TWO, "--attack", "fgsm", "--steps", "5"], "fgsm takes no --steps"),
         ([*TWO, "--attack", "deepfool"], "unknown attack"),
         ([*TWO, "--attack", "apgd-ce,rho=2"], "rho must lie in"),
+        ([*TWO, "--precision", "fp16"], "'fp16' is not one of 'fp32', 'bf16'"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, cache_dir, capsys, args, message):
     code, _, err = run_cli(capsys, "run", "--n-images", "30", *args, "--cache", str(cache_dir), "--out", str(tmp_path / "o"))
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+
+
+def test_bf16_run_is_recorded_and_cached_apart_from_fp32(tmp_path, cache_dir, capsys):
+    out = tmp_path / "bf16"
+    options = [*TWO, "--n-images", "40", "--steps", "10", "--rel-step", "0.2", "--n-boot", "0", "--cache", str(cache_dir)]
+    code, _, err = run_cli(capsys, "run", *options, "--precision", "bf16", "--out", str(out))
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())
+    assert config["precision"] == config["settings"]["precision"] == "bf16"
+    bf16_entries = {tuple(line.split("/", 1)) for line in (out / "cache_entries.txt").read_text().split()}
+    fp32 = run_sat(["zoo:resnet-s0", "zoo:resnet-s1"], n_images=40, steps=10, rel_step=0.2, n_boot=0, cache=cache_dir)
+    computed = {entry for entry in fp32.cache_used if entry[0] in ("adv", "pred")}
+    assert len(computed) == 8 and not computed & bf16_entries  # 2 clean + 2 adversarial sets + 4 predictions, none shared
+    bf16_sat = pd.read_csv(out / "sat.csv", index_col=0).to_numpy()
+    assert np.abs(bf16_sat - fp32.sat.to_numpy()).max() < 0.5
+
+    # The same folder in fp32 is another configuration: refused, nothing touched.
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    code, _, err = run_cli(capsys, "run", *options, "--out", str(out))
+    assert code == 2 and "differs in: precision" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    # Analyses rebuild the run in its own precision, from the cache alone.
+    assert load_run(out, cache_dir).cache_misses == 0
 
 
 def test_empty_data_folder(tmp_path, cache_dir, capsys):

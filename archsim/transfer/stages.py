@@ -20,10 +20,11 @@ import torch
 from tqdm.auto import tqdm
 
 from archsim.attacks import Attack
+from archsim.attacks.base import to_device
 from archsim.cache import CacheStore, digest
 from archsim.data import ImageSet
 from archsim.errors import ArchsimError
-from archsim.models import SimModel, create_model
+from archsim.models import SimModel, check_precision, create_model, precision_context, prepare
 
 if TYPE_CHECKING:
     from archsim.engines import Engine
@@ -76,12 +77,17 @@ class TransferResult:
         )
 
 
-def adv_key(fingerprint: str, data: ImageSet, attack: Attack, seed: int) -> str:
-    return digest("adv", fingerprint, data.fingerprint, attack.config(), seed)
+def adv_key(fingerprint: str, data: ImageSet, attack: Attack, seed: int, precision: str = "fp32") -> str:
+    return digest("adv", fingerprint, data.fingerprint, attack.config(), seed, *_precision_part(precision))
 
 
-def pred_key(fingerprint: str, images_key: str) -> str:
-    return digest("pred", fingerprint, images_key)
+def pred_key(fingerprint: str, images_key: str, precision: str = "fp32") -> str:
+    return digest("pred", fingerprint, images_key, *_precision_part(precision))
+
+
+def _precision_part(precision: str) -> tuple[dict, ...]:
+    # fp32 adds nothing, so the keys of runs made before precision was an option stay valid.
+    return () if precision == "fp32" else ({"precision": precision},)
 
 
 def predict(model: SimModel, images: torch.Tensor, batch_size: int, desc: str | None = None) -> torch.Tensor:
@@ -89,9 +95,10 @@ def predict(model: SimModel, images: torch.Tensor, batch_size: int, desc: str | 
     outs = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False, disable=None if desc else True):
-            batch = images[start : start + batch_size].to(model.device, non_blocking=True)
-            outs.append(model(batch.float().div_(255.0)).float().cpu())
-    return torch.cat(outs)
+            batch = to_device(images[start : start + batch_size], model.device)
+            # Kept on the device until the end: a copy back per batch would stall the queue of kernels each time.
+            outs.append(model(batch.float().div_(255.0)).float())
+    return torch.cat(outs).cpu()
 
 
 def check_compatible(model: SimModel, data: ImageSet) -> None:
@@ -116,24 +123,30 @@ class SourceOutcome:
 
 def attack_source(
     device: str, store: CacheStore, spec: str, data: ImageSet, attack: Attack, seed: int, batch_size: int,
-    describe: Callable[[SimModel], dict | None] | None = None,
+    describe: Callable[[SimModel], dict | None] | None = None, precision: str = "fp32", compile: bool = False,
 ) -> SourceOutcome:
     """Stage-1 task: load one model, cache its clean logits and its adversarial set."""
     model = create_model(spec, cache=store, device=device)
     check_compatible(model, data)
-    clean = store.get_or_compute(
-        "pred", pred_key(model.fingerprint, data.fingerprint), lambda: {"logits": predict(model, data.images, batch_size).numpy()}
-    )
-    key = adv_key(model.fingerprint, data, attack, seed)
-    # A read, not an existence check: a damaged set is found and recomputed here, while the source is loaded.
-    store.get_or_compute(
-        "adv", key, lambda: {"images": attack(model, data.images, data.labels, seed, batch_size, f"attack {model.name}").numpy()}
-    )
+    prepare(model, precision, compile)
+    with precision_context(device, precision):
+        clean = store.get_or_compute(
+            "pred", pred_key(model.fingerprint, data.fingerprint, precision),
+            lambda: {"logits": predict(model, data.images, batch_size).numpy()},
+        )
+        key = adv_key(model.fingerprint, data, attack, seed, precision)
+        # A read, not an existence check: a damaged set is found and recomputed here, while the source is loaded.
+        store.get_or_compute(
+            "adv", key, lambda: {"images": attack(model, data.images, data.labels, seed, batch_size, f"attack {model.name}").numpy()}
+        )
     card = describe(model) if describe is not None else None
     return SourceOutcome(model.name, model.fingerprint, {**model.info, "architecture": model.architecture_id}, card, key, clean["logits"])
 
 
-def evaluate_target(device: str, store: CacheStore, spec: str, fingerprint: str, adv_keys: list[str], batch_size: int) -> np.ndarray:
+def evaluate_target(
+    device: str, store: CacheStore, spec: str, fingerprint: str, adv_keys: list[str], batch_size: int,
+    precision: str = "fp32", compile: bool = False,
+) -> np.ndarray:
     """Stage-2 task: one target's predicted labels on every source's set, [sources, images].
 
     The target is loaded only if some prediction is missing from the cache.
@@ -145,13 +158,17 @@ def evaluate_target(device: str, store: CacheStore, spec: str, fingerprint: str,
             loaded.append(create_model(spec, cache=store, device=device))
             if loaded[0].fingerprint != fingerprint:
                 raise ArchsimError(f"model {spec} changed during the run (different weights); rerun")
+            prepare(loaded[0], precision, compile)
         return loaded[0]
 
     def predict_set(key: str) -> dict:
         adv_images = torch.from_numpy(store.get_or_compute("adv", key, _missing(key))["images"])
-        return {"pred": predict(target(), adv_images, batch_size).argmax(-1).numpy()}
+        with precision_context(device, precision):
+            return {"pred": predict(target(), adv_images, batch_size).argmax(-1).numpy()}
 
-    return np.stack([store.get_or_compute("pred", pred_key(fingerprint, key), lambda key=key: predict_set(key))["pred"] for key in adv_keys])
+    return np.stack([
+        store.get_or_compute("pred", pred_key(fingerprint, key, precision), lambda key=key: predict_set(key))["pred"] for key in adv_keys
+    ])
 
 
 def run_transfer(
@@ -163,17 +180,23 @@ def run_transfer(
     batch_size: int = 128,
     engine: Engine | None = None,
     describe: Callable[[SimModel], dict | None] | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> TransferResult:
     """Attack each source once, then evaluate each target on the clean and all adversarial sets.
 
     ``engine`` runs the per-model tasks (default: this process, on the CPU);
-    ``describe`` gives each model's card during its attack task.
+    ``describe`` gives each model's card during its attack task. ``precision``
+    (``fp32`` or ``bf16``, see :func:`archsim.models.check_precision`) enters the
+    cache keys; ``compile`` runs the models through ``torch.compile``.
     """
     from archsim.engines import LocalEngine
 
+    check_precision(precision)
     engine = engine or LocalEngine("cpu")
     sources: list[SourceOutcome] = engine.map(
-        attack_source, [(spec, data, attack, seed, batch_size, describe) for spec in specs], cache, "attack sources", specs
+        attack_source, [(spec, data, attack, seed, batch_size, describe, precision, compile) for spec in specs], cache,
+        "attack sources", specs,
     )
     names = [source.name for source in sources]
     repeated = sorted({name for name in names if names.count(name) > 1})
@@ -182,7 +205,7 @@ def run_transfer(
     adv_keys = [source.adv_key for source in sources]
     # The barrier between the stages: no evaluation task waits on (or holds a device for) an unfinished attack.
     predictions = engine.map(
-        evaluate_target, [(spec, source.fingerprint, adv_keys, batch_size) for spec, source in zip(specs, sources)], cache,
+        evaluate_target, [(spec, source.fingerprint, adv_keys, batch_size, precision, compile) for spec, source in zip(specs, sources)], cache,
         "evaluate targets", specs,
     )
     adv_pred = np.stack(predictions, axis=1)  # [source, target, image]

@@ -1,0 +1,59 @@
+"""How a frozen model runs fast on its device: mixed precision, memory format, compilation.
+
+Only the precision changes results beyond rounding, so only it enters cache keys;
+channels-last and ``torch.compile`` change the order of floating-point operations
+the way a different device or batch size does.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+import torch
+from torch import nn
+
+from archsim.errors import ArchsimError
+from archsim.models.wrapper import SimModel
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if known, else a one-line error.
+
+    fp32 is the default everywhere. bf16 autocast is opt-in: on an H100 it makes PGD
+    1.2-4x faster, but the embedded zoo's SAT matrix then keeps a rank correlation of
+    only 0.981-0.984 with fp32, against 0.994 between fp32 on a CPU and on the GPU,
+    below the 0.99 the default has to keep (BENCHMARKS.md).
+    """
+    if precision not in PRECISIONS:
+        raise ArchsimError(f"unknown --precision {precision!r}; use {' or '.join(PRECISIONS)}")
+    return precision
+
+
+def precision_context(device: str | torch.device, precision: str) -> AbstractContextManager:
+    """Autocast to bfloat16 for ``bf16`` (losses and reductions stay fp32), a no-op for ``fp32``."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def prepare(model: SimModel, precision: str = "fp32", compile: bool = False, channels_last: bool | None = None) -> SimModel:
+    """Ready a loaded model for many batches on its device.
+
+    ``channels_last`` (default: for compiled CNNs in bf16 on CUDA) feeds the network
+    NHWC tensors. On an H100 this was the fastest layout for compiled bf16 ResNet-50
+    (5% over NCHW), but 18% slower eager in bf16 and slower in fp32, so it is off
+    elsewhere. ``torch.compile`` fuses the element-wise work around the matrix
+    products; it pays back its compile time only over many batches.
+    """
+    cuda = model.device.type == "cuda"
+    if channels_last is None:
+        channels_last = cuda and compile and precision == "bf16" and any(isinstance(m, nn.Conv2d) for m in model.net.modules())
+    if channels_last:
+        model.net.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    if cuda:
+        # Fixed shapes batch after batch: let cuDNN time its algorithms once and keep the fastest.
+        torch.backends.cudnn.benchmark = True
+    if compile:
+        model.compile()
+    return model

@@ -1,0 +1,79 @@
+"""The fast path: bf16 autocast, memory layout, compilation and drawing noise ahead."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from archsim.attacks import PGD, NoiseSource
+from archsim.attacks.tests.test_pgd import small_model
+from archsim.errors import ArchsimError
+from archsim.models import check_precision, precision_context, prepare
+from archsim.transfer import predict
+
+
+@pytest.fixture()
+def images():
+    g = torch.Generator().manual_seed(5)
+    return torch.randint(0, 256, (40, 1, 32, 32), generator=g, dtype=torch.uint8), torch.randint(0, 10, (40,), generator=g)
+
+
+def test_noise_drawn_ahead_equals_noise_drawn_in_line_and_numpy():
+    shape = torch.Size((2, 5, 5))
+    with ThreadPoolExecutor(1) as pool:
+        ahead = NoiseSource(3, range(4, 7), shape, executor=pool)
+        ahead.prefetch()
+        drawn_ahead = ahead.draw()
+    in_line = NoiseSource(3, range(4, 7), shape).draw()
+    by_hand = np.stack([np.random.default_rng([3, i]).random((2, 5, 5), dtype=np.float32) * 2 - 1 for i in range(4, 7)])
+    assert torch.equal(drawn_ahead, in_line) and np.array_equal(in_line.numpy(), by_hand)
+    keyed = NoiseSource(3, range(4, 7), shape).draw(1, 2)
+    assert np.array_equal(keyed[0].numpy(), np.random.default_rng([3, 4, 1, 2]).random((2, 5, 5), dtype=np.float32) * 2 - 1)
+
+
+def test_bf16_autocast_runs_the_network_in_bf16_and_stays_close(images):
+    model = small_model()
+    x = images[0].float() / 255
+    with precision_context("cpu", "bf16"):
+        assert model(x).dtype == torch.bfloat16
+        low = predict(model, images[0], 16)
+    high = predict(model, images[0], 16)
+    assert low.dtype == torch.float32
+    assert (low - high).norm() / high.norm() < 2e-2  # bf16 operands: ~3 significant digits
+    assert (low.argmax(-1) == high.argmax(-1)).float().mean() >= 0.9
+    with precision_context("cpu", "fp32"):
+        assert model(x).dtype == torch.float32
+
+
+def test_bf16_attack_succeeds_like_fp32(images):
+    model = small_model()
+    attack = PGD(eps=0.1, steps=10)
+    fp32 = attack(model, *images, seed=0, batch_size=16)
+    with precision_context("cpu", "bf16"):
+        bf16 = attack(model, *images, seed=0, batch_size=16)
+    assert not torch.equal(fp32, bf16)  # autocast really changed the computation
+    fooled = [(predict(model, adv, 16).argmax(-1) != images[1]).float().mean() for adv in (fp32, bf16)]
+    assert abs(fooled[0] - fooled[1]) <= 0.1
+
+
+def test_prepare_on_the_cpu_keeps_the_layout_and_an_explicit_channels_last_changes_nothing(images):
+    model = small_model()
+    before = predict(model, images[0], 16)
+    assert not prepare(model, "bf16").channels_last  # NHWC only on CUDA
+    prepare(model, "fp32", channels_last=True)
+    assert model.channels_last and model.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(predict(model, images[0], 16), before, atol=1e-5)
+
+
+def test_compiled_model_attacks_like_the_eager_one(images):
+    eager, compiled = small_model(), prepare(small_model(), compile=True)
+    x, y = images[0][:16].float() / 255, images[1][:16]
+    assert torch.allclose(PGD.input_gradient(compiled, x, y)[1], PGD.input_gradient(eager, x, y)[1], atol=1e-6)
+    assert eager.fingerprint == compiled.fingerprint  # compiling must not move cache keys
+
+
+def test_unknown_precision_is_one_line():
+    assert check_precision("bf16") == "bf16"
+    with pytest.raises(ArchsimError, match="unknown --precision 'fp16'; use fp32 or bf16"):
+        check_precision("fp16")
