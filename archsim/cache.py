@@ -11,13 +11,13 @@ is reported once, removed and recomputed by the caller.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 from filelock import FileLock
@@ -27,6 +27,7 @@ from archsim.errors import ArchsimError
 # Bump when the layout of any cached payload changes: old entries then miss.
 FORMAT_VERSION = 1
 _MAGIC = b"ARCHSIM1"
+_CHUNK = 1 << 24
 
 
 def default_cache_root() -> Path:
@@ -51,13 +52,13 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and rename."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Have ``write`` fill a temporary file beside ``path`` (opened ``w+b``), then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        with os.fdopen(fd, "w+b") as handle:
+            write(handle)
             # mkstemp creates 0600; give the file the mode a plain open() would (shared caches, readable reports).
             os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
             handle.flush()
@@ -67,6 +68,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and rename."""
+    atomic_write(path, lambda handle: handle.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -99,10 +105,10 @@ class CacheStore:
         """The arrays stored under ``kind/key``, or None if absent or damaged."""
         path = self.path(kind, key)
         try:
-            blob = path.read_bytes()
+            with path.open("rb") as handle:
+                arrays = self._decode(handle)
         except FileNotFoundError:
             return None
-        arrays = self._decode(blob)
         if arrays is None:
             if path not in self._reported:
                 warnings.warn(f"cache entry {path} is damaged; recomputing it", stacklevel=2)
@@ -111,10 +117,19 @@ class CacheStore:
         return arrays
 
     def put(self, kind: str, key: str, arrays: Mapping[str, np.ndarray]) -> None:
-        buffer = io.BytesIO()
-        np.savez(buffer, **{name: np.asarray(value) for name, value in arrays.items()})
-        payload = buffer.getvalue()
-        atomic_write_bytes(self.path(kind, key), _MAGIC + hashlib.sha256(payload).digest() + payload)
+        def write(handle: BinaryIO) -> None:
+            # The archive goes straight to the file and its digest is filled in afterwards: an
+            # in-memory archive would hold a second copy of every array (gigabytes at ImageNet size).
+            handle.write(_MAGIC + bytes(32))
+            np.savez(handle, **{name: np.asarray(value) for name, value in arrays.items()})
+            handle.seek(len(_MAGIC) + 32)
+            h = hashlib.sha256()
+            for chunk in iter(lambda: handle.read(_CHUNK), b""):
+                h.update(chunk)
+            handle.seek(len(_MAGIC))
+            handle.write(h.digest())
+
+        atomic_write(self.path(kind, key), write)
 
     def get_or_compute(
         self, kind: str, key: str, compute: Callable[[], Mapping[str, np.ndarray]]
@@ -174,15 +189,25 @@ class CacheStore:
         return self.path(kind, key).exists()
 
     @staticmethod
-    def _decode(blob: bytes) -> dict[str, np.ndarray] | None:
-        header = len(_MAGIC) + 32
-        if len(blob) < header or not blob.startswith(_MAGIC):
+    def _decode(handle: BinaryIO) -> dict[str, np.ndarray] | None:
+        """Check the payload's digest in chunks, then load the arrays from the same open file.
+
+        Each array is read once, straight into its own memory; reading the whole entry
+        into one bytes object first would hold every array twice.
+        """
+        if handle.read(len(_MAGIC)) != _MAGIC:
             return None
-        payload = blob[header:]
-        if hashlib.sha256(payload).digest() != blob[len(_MAGIC) : header]:
+        expected = handle.read(32)
+        payload_start = handle.tell()
+        h = hashlib.sha256()
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            h.update(chunk)
+        if h.digest() != expected:
             return None
+        handle.seek(payload_start)
         try:
-            with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
+            # zipfile finds the archive after the header: it allows data before an archive.
+            with np.load(handle, allow_pickle=False) as archive:
                 return {name: archive[name] for name in archive.files}
-        except (ValueError, OSError, EOFError):
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile):
             return None
