@@ -79,6 +79,14 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def _sha256_to_end(handle: BinaryIO) -> bytes:
+    """SHA-256 of ``handle`` from its position to the end, read in chunks (entries can be gigabytes)."""
+    h = hashlib.sha256()
+    for chunk in iter(lambda: handle.read(_CHUNK), b""):
+        h.update(chunk)
+    return h.digest()
+
+
 class CacheStore:
     """Named-array entries keyed by content digests.
 
@@ -123,11 +131,9 @@ class CacheStore:
             handle.write(_MAGIC + bytes(32))
             np.savez(handle, **{name: np.asarray(value) for name, value in arrays.items()})
             handle.seek(len(_MAGIC) + 32)
-            h = hashlib.sha256()
-            for chunk in iter(lambda: handle.read(_CHUNK), b""):
-                h.update(chunk)
+            digest_of_rest = _sha256_to_end(handle)
             handle.seek(len(_MAGIC))
-            handle.write(h.digest())
+            handle.write(digest_of_rest)
 
         atomic_write(self.path(kind, key), write)
 
@@ -199,10 +205,7 @@ class CacheStore:
             return None
         expected = handle.read(32)
         payload_start = handle.tell()
-        h = hashlib.sha256()
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            h.update(chunk)
-        if h.digest() != expected:
+        if _sha256_to_end(handle) != expected:
             return None
         handle.seek(payload_start)
         try:

@@ -88,11 +88,10 @@ class Attack(ABC):
                 if self.uses_noise else None
                 for start in starts
             ]
-            if noises and noises[0] is not None:
-                noises[0].prefetch()
             for k, start in enumerate(tqdm(starts, desc=desc or f"attack {self.name}", unit="batch", leave=False, disable=None)):
-                if k + 1 < len(noises) and noises[k + 1] is not None:
-                    noises[k + 1].prefetch()
+                for upcoming in noises[k : k + 2]:  # the next batch's, and on the first batch its own
+                    if upcoming is not None:
+                        upcoming.prefetch()
                 stop = min(start + batch_size, len(images))
                 clean = to_device(images[start:stop], device)
                 # clone(): labels made under inference_mode cannot enter autograd otherwise.
@@ -133,15 +132,16 @@ def project(adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     return (x + (adv - x).clamp(-eps, eps)).clamp(0, 1)
 
 
-def start_noise(seed: int, indices: range, shape: torch.Size, key: tuple[int, ...] = (), out: torch.Tensor | None = None) -> torch.Tensor:
+def start_noise(seed: int, indices: range, shape: torch.Size, key: tuple[int, ...] = ()) -> torch.Tensor:
     """Uniform [-1, 1) noise drawn per image from (seed, image index, *key).
 
-    Per-image streams keep the result independent of the batch size. ``out``, a
-    float32 CPU tensor of shape ``[len(indices), *shape]``, receives the uniform
-    [0, 1) draws in place (the caller maps them to [-1, 1)).
+    Per-image streams keep the result independent of the batch size.
     """
-    if out is None:
-        return start_noise(seed, indices, shape, key, torch.empty((len(indices), *shape))) * 2 - 1
+    return _uniform_into(torch.empty((len(indices), *shape)), seed, indices, key) * 2 - 1
+
+
+def _uniform_into(out: torch.Tensor, seed: int, indices: range, key: tuple[int, ...]) -> torch.Tensor:
+    """Fill the float32 CPU tensor ``out`` [len(indices), ...] with the per-image uniform [0, 1) draws."""
     draws = out.numpy()
     for row, i in enumerate(indices):
         np.random.default_rng([seed, i, *key]).random(dtype=np.float32, out=draws[row])
@@ -175,7 +175,7 @@ class NoiseSource:
 
     def _uniform(self, key: tuple[int, ...]) -> torch.Tensor:
         buffer = torch.empty((len(self.indices), *self.shape), pin_memory=self.device.type == "cuda")
-        return start_noise(self.seed, self.indices, self.shape, key, buffer)
+        return _uniform_into(buffer, self.seed, self.indices, key)
 
 
 def to_uint8(adv: torch.Tensor, clean: torch.Tensor, eps: float) -> torch.Tensor:
