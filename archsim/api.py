@@ -160,7 +160,8 @@ def run_sat(
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         guard_run_dir(out_dir, settings)
-    images = load_data(data, split="eval", n_images=n_images, seed=seed)
+    # Folder and npz data go into the cache and are read from there in batches: sets larger than memory run.
+    images = load_data(data, split="eval", n_images=n_images, seed=seed, store=store)
     started = time.perf_counter()
     with engine_for(engine, device, address) as runner:
         transfer = run_transfer(

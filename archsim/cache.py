@@ -6,18 +6,26 @@ Writes go to a temporary file in the same folder and are renamed into place, so 
 reader never sees half an entry; a per-entry file lock keeps two processes from
 computing and writing the same entry at once. A damaged entry fails its checksum,
 is reported once, removed and recomputed by the caller.
+
+Arrays larger than memory (data sets, adversarial sets) are written and read in
+batches of rows (:meth:`CacheStore.get_or_stream`, :class:`StoredArrays`). A
+streamed read cannot check the SHA-256 of the whole entry before it starts, so it
+relies on the archive's own CRC-32 of each array, checked when the array has been
+read to its end.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import warnings
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 from filelock import FileLock
@@ -118,18 +126,69 @@ class CacheStore:
         except FileNotFoundError:
             return None
         if arrays is None:
-            if path not in self._reported:
-                warnings.warn(f"cache entry {path} is damaged; recomputing it", stacklevel=2)
-                self._reported.add(path)
-            path.unlink(missing_ok=True)
+            self._discard(path)
         return arrays
 
+    def _intact(self, kind: str, key: str) -> bool:
+        """Whether the entry exists and passes its checksum (read in chunks: no array is loaded)."""
+        path = self.path(kind, key)
+        try:
+            with path.open("rb") as handle:
+                intact = _checksum_matches(handle)
+        except FileNotFoundError:
+            return False
+        if not intact:
+            self._discard(path)
+        return intact
+
+    def _discard(self, path: Path) -> None:
+        if path not in self._reported:
+            warnings.warn(f"cache entry {path} is damaged; recomputing it", stacklevel=3)
+            self._reported.add(path)
+        path.unlink(missing_ok=True)
+
     def put(self, kind: str, key: str, arrays: Mapping[str, np.ndarray]) -> None:
+        # The archive goes straight to the file: an in-memory archive would hold a second copy of every array.
+        self._write(kind, key, lambda handle: np.savez(handle, **{name: np.asarray(value) for name, value in arrays.items()}))
+
+    def put_stream(
+        self, kind: str, key: str, name: str, shape: tuple[int, ...], dtype: np.dtype | type, batches: Iterable[np.ndarray],
+        finish: Callable[[], Mapping[str, np.ndarray]] | None = None,
+    ) -> None:
+        """Write array ``name`` of ``shape`` from ``batches`` of rows as they come, then the arrays ``finish()`` returns.
+
+        Only one batch is in memory at a time. Nothing is stored unless the batches
+        fill ``shape`` exactly.
+        """
+        dtype = np.dtype(dtype)
+
+        def fill(handle: BinaryIO) -> None:
+            with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+                    np.lib.format.write_array_header_1_0(member, header)
+                    rows = 0
+                    for batch in batches:
+                        batch = np.ascontiguousarray(batch, dtype=dtype)
+                        if batch.shape[1:] != tuple(shape[1:]):
+                            raise ValueError(f"a batch of shape {batch.shape} does not fit {name} of shape {tuple(shape)}")
+                        member.write(memoryview(batch).cast("B"))
+                        rows += len(batch)
+                    if rows != shape[0]:
+                        raise ValueError(f"{rows} rows written to {name} of shape {tuple(shape)}")
+                for extra, value in (finish() if finish is not None else {}).items():
+                    with archive.open(f"{extra}.npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
+
+        self._write(kind, key, fill)
+
+    def _write(self, kind: str, key: str, fill: Callable[[BinaryIO], None]) -> None:
+        """Atomically write an entry whose archive ``fill`` writes from the handle's position on."""
+
         def write(handle: BinaryIO) -> None:
-            # The archive goes straight to the file and its digest is filled in afterwards: an
-            # in-memory archive would hold a second copy of every array (gigabytes at ImageNet size).
+            # The digest is filled in after the archive is written, so the archive never has to be held in memory.
             handle.write(_MAGIC + bytes(32))
-            np.savez(handle, **{name: np.asarray(value) for name, value in arrays.items()})
+            fill(handle)
             handle.seek(len(_MAGIC) + 32)
             digest_of_rest = _sha256_to_end(handle)
             handle.seek(len(_MAGIC))
@@ -146,9 +205,7 @@ class CacheStore:
             self.hits += 1
             self._mark_used(kind, key)
             return found
-        lock_path = self.path(kind, key).with_suffix(".lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(lock_path)):
+        with self._lock(kind, key):
             found = self.get(kind, key)  # another process may have finished it meanwhile
             if found is not None:
                 self.hits += 1
@@ -158,6 +215,37 @@ class CacheStore:
             self.put(kind, key, arrays)
             self.used.add((kind, key))
             return arrays
+
+    def get_or_stream(
+        self, kind: str, key: str, name: str, shape: tuple[int, ...], dtype: np.dtype | type,
+        produce: Callable[[], Iterable[np.ndarray]], finish: Callable[[], Mapping[str, np.ndarray]] | None = None,
+    ) -> StoredArrays:
+        """The entry, checked but not loaded; if missing, written from ``produce()`` as in :meth:`put_stream`."""
+        if self._intact(kind, key):
+            self.hits += 1
+            self._mark_used(kind, key)
+            return StoredArrays(self.path(kind, key))
+        with self._lock(kind, key):
+            if self._intact(kind, key):
+                self.hits += 1
+            else:
+                self.misses += 1
+                self.put_stream(kind, key, name, shape, dtype, produce(), finish)
+            self.used.add((kind, key))
+            return StoredArrays(self.path(kind, key))
+
+    def open(self, kind: str, key: str) -> StoredArrays | None:
+        """The entry to read array by array or in batches (unchecked until read), or None if absent."""
+        path = self.path(kind, key)
+        if not path.is_file():
+            return None
+        self._mark_used(kind, key)
+        return StoredArrays(path)
+
+    def _lock(self, kind: str, key: str) -> FileLock:
+        lock_path = self.path(kind, key).with_suffix(".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(lock_path))
 
     def _mark_used(self, kind: str, key: str) -> None:
         # The modification time doubles as "last used", so pruning by age spares live entries.
@@ -201,11 +289,8 @@ class CacheStore:
         Each array is read once, straight into its own memory; reading the whole entry
         into one bytes object first would hold every array twice.
         """
-        if handle.read(len(_MAGIC)) != _MAGIC:
-            return None
-        expected = handle.read(32)
-        payload_start = handle.tell()
-        if _sha256_to_end(handle) != expected:
+        payload_start = len(_MAGIC) + 32
+        if not _checksum_matches(handle):
             return None
         handle.seek(payload_start)
         try:
@@ -214,3 +299,87 @@ class CacheStore:
                 return {name: archive[name] for name in archive.files}
         except (ValueError, OSError, EOFError, zipfile.BadZipFile):
             return None
+
+
+def _checksum_matches(handle: BinaryIO) -> bool:
+    if handle.read(len(_MAGIC)) != _MAGIC:
+        return False
+    expected = handle.read(32)
+    return _sha256_to_end(handle) == expected
+
+
+class StoredArrays:
+    """One cache entry, read an array at a time: small arrays whole, large ones in batches of rows.
+
+    Holds only the entry's path, so it travels cheaply to other processes (Ray
+    workers read the shared cache folder themselves). A damaged entry found while
+    reading is removed and reported in a one-line error; a rerun recomputes it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"StoredArrays({str(self.path)!r})"
+
+    def array(self, name: str) -> np.ndarray:
+        with self._member(name) as member:
+            try:
+                return np.lib.format.read_array(member, allow_pickle=False)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+                raise self._damaged(error) from None
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        with self._member(name) as member:
+            return self._header(member)[0]
+
+    def batches(self, name: str, batch_size: int) -> Iterator[np.ndarray]:
+        """Array ``name`` in consecutive batches of ``batch_size`` rows (the last may be shorter)."""
+        with self._member(name) as member:
+            shape, dtype = self._header(member)
+            row_bytes = dtype.itemsize * math.prod(shape[1:])
+            for start in range(0, shape[0], batch_size):
+                rows = min(batch_size, shape[0] - start)
+                batch = np.empty((rows, *shape[1:]), dtype)  # a fresh array per batch: callers may keep it
+                try:
+                    filled = member.readinto(memoryview(batch).cast("B")) if batch.size else 0
+                except (OSError, EOFError, zipfile.BadZipFile) as error:
+                    raise self._damaged(error) from None
+                if filled != rows * row_bytes:
+                    raise self._damaged(f"{name} ends after {start * row_bytes + filled} bytes")
+                yield batch
+            try:
+                member.read()  # reaching the end of the array checks its CRC-32
+            except (OSError, EOFError, zipfile.BadZipFile) as error:
+                raise self._damaged(error) from None
+
+    @contextmanager
+    def _member(self, name: str) -> Iterator[BinaryIO]:
+        try:
+            archive = zipfile.ZipFile(self.path)
+        except FileNotFoundError:
+            raise ArchsimError(f"cache entry {self.path} vanished while in use; rerun to recompute it") from None
+        except (OSError, zipfile.BadZipFile) as error:
+            raise self._damaged(error) from None
+        with archive:
+            try:
+                member = archive.open(f"{name}.npy")
+            except KeyError:
+                raise ArchsimError(f"cache entry {self.path} holds no array {name!r}; it was written by other code, remove it") from None
+            with member:
+                yield member
+
+    def _header(self, member: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
+        try:
+            version = np.lib.format.read_magic(member)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran_order, dtype = read(member)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+            raise self._damaged(error) from None
+        if fortran_order or not shape:
+            raise self._damaged("not a C-ordered array of rows")
+        return shape, dtype
+
+    def _damaged(self, error: object) -> ArchsimError:
+        self.path.unlink(missing_ok=True)
+        return ArchsimError(f"cache entry {self.path} is damaged ({error}); it was removed, rerun to recompute it")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -75,30 +75,50 @@ class Attack(ABC):
         desc: str | None = None,
     ) -> torch.Tensor:
         """Adversarial uint8 images for uint8 ``images`` [N, C, H, W]."""
-        device = next((b.device for b in model.buffers()), torch.device("cpu"))
         out = torch.empty_like(images)
-        starts = list(range(0, len(images), batch_size))
+        batches = (images[start : start + batch_size] for start in range(0, len(images), batch_size))
+        start = 0
+        for adv in self.stream(model, batches, labels, seed, batch_size, desc):
+            out[start : start + len(adv)] = adv
+            start += len(adv)
+        return out
+
+    def stream(
+        self,
+        model: torch.nn.Module,
+        batches: Iterable[torch.Tensor],
+        labels: torch.Tensor,
+        seed: int = 0,
+        batch_size: int = 128,
+        desc: str | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Adversarial uint8 batches, one for each uint8 batch of ``batches`` as it comes.
+
+        ``batches`` are the images in order, ``batch_size`` at a time (the last may be
+        shorter), ``labels`` all of their labels: only one batch is in memory at a time.
+        """
+        device = next((b.device for b in model.buffers()), torch.device("cpu"))
+        starts = range(0, len(labels), batch_size)
         # On a GPU the next batch's random start is drawn on a CPU thread while the device attacks this batch:
         # drawn in line it took a third of the time of a 10-step PGD on ViT-S. On the CPU the thread would
         # only compete with the compute threads (measured 5-10 % slower), so there it is drawn in line.
         with ThreadPoolExecutor(max_workers=1) as prefetcher:
             ahead = prefetcher if device.type == "cuda" else None
-            noises = [
-                NoiseSource(seed, range(start, min(start + batch_size, len(images))), images.shape[1:], device, ahead)
-                if self.uses_noise else None
-                for start in starts
-            ]
-            for k, start in enumerate(tqdm(starts, desc=desc or f"attack {self.name}", unit="batch", leave=False, disable=None)):
-                for upcoming in noises[k : k + 2]:  # the next batch's, and on the first batch its own
-                    if upcoming is not None:
-                        upcoming.prefetch()
-                stop = min(start + batch_size, len(images))
-                clean = to_device(images[start:stop], device)
+            noises: dict[int, NoiseSource] = {}
+            for start, images in zip(tqdm(starts, desc=desc or f"attack {self.name}", unit="batch", leave=False, disable=None), batches):
+                stop = min(start + batch_size, len(labels))
+                if len(images) != stop - start:
+                    raise ValueError(f"a batch of {len(images)} images where images {start}..{stop - 1} were due")
+                if self.uses_noise:
+                    for first in (start, start + batch_size):  # this batch's (if not drawn ahead) and the next one's
+                        if first < len(labels) and first not in noises:
+                            indices = range(first, min(first + batch_size, len(labels)))
+                            noises[first] = NoiseSource(seed, indices, images.shape[1:], device, ahead)
+                            noises[first].prefetch()
+                clean = to_device(images, device)
                 # clone(): labels made under inference_mode cannot enter autograd otherwise.
-                adv = self.perturb(model, clean.float() / 255.0, labels[start:stop].to(device).clone(), noises[k])
-                out[start:stop] = to_uint8(adv, clean, self.eps).cpu()
-                noises[k] = None  # frees its buffers
-        return out
+                adv = self.perturb(model, clean.float() / 255.0, labels[start:stop].to(device).clone(), noises.pop(start, None))
+                yield to_uint8(adv, clean, self.eps).cpu()
 
 
 def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -5,12 +5,45 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Iterator
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
+from archsim.cache import StoredArrays
 from archsim.errors import ArchsimError
+
+
+class StoredImages:
+    """uint8 images ``[N, C, H, W]`` held in a cache entry and read in batches of rows.
+
+    A data set larger than memory runs through the attacks and evaluations this way;
+    only one batch is in memory at a time. The entry also holds the labels and the
+    set's fingerprint, computed when it was written.
+    """
+
+    dtype = torch.uint8
+    ndim = 4
+
+    def __init__(self, entry: StoredArrays) -> None:
+        self.entry = entry
+        self.shape = torch.Size(entry.shape("images"))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        return (torch.from_numpy(rows) for rows in self.entry.batches("images", batch_size))
+
+    def load(self) -> torch.Tensor:
+        """Every image in memory at once."""
+        out = torch.empty(self.shape, dtype=torch.uint8)
+        start = 0
+        for batch in self.batches(1024):
+            out[start : start + len(batch)] = batch
+            start += len(batch)
+        return out
 
 
 @dataclass(frozen=True)
@@ -22,7 +55,7 @@ class ImageSet:
     model.
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | StoredImages
     labels: torch.Tensor
     classes: tuple[str, ...]
     name: str
@@ -47,15 +80,42 @@ class ImageSet:
     @cached_property
     def fingerprint(self) -> str:
         """SHA-256 of the pixels, labels and shape: the data part of every cache key."""
-        h = hashlib.sha256()
-        h.update(str(tuple(self.images.shape)).encode())
-        h.update(self.images.contiguous().numpy().tobytes())
-        h.update(self.labels.to(torch.int64).numpy().tobytes())
-        return h.hexdigest()
+        if isinstance(self.images, StoredImages):
+            return str(self.images.entry.array("fingerprint"))
+        h = fingerprint_start(self.images.shape)
+        h.update(self.images.contiguous().numpy())
+        return fingerprint_end(h, self.labels.numpy())
+
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """The images in consecutive batches of ``batch_size`` (the last may be shorter)."""
+        if isinstance(self.images, StoredImages):
+            return self.images.batches(batch_size)
+        return (self.images[start : start + batch_size] for start in range(0, len(self), batch_size))
+
+    def in_memory(self) -> "ImageSet":
+        """This set with every image in memory (itself if they already are)."""
+        if not isinstance(self.images, StoredImages):
+            return self
+        loaded = ImageSet(self.images.load(), self.labels, self.classes, self.name)
+        loaded.__dict__["fingerprint"] = self.fingerprint  # the same pixels: no need to hash them again
+        return loaded
 
     def subset(self, indices: np.ndarray) -> "ImageSet":
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.name)
+        return ImageSet(self.in_memory().images[idx], self.labels[idx], self.classes, self.name)
+
+
+def fingerprint_start(shape: tuple[int, ...]) -> "hashlib._Hash":
+    """The hash an image set's fingerprint builds on: feed it the pixels in order (any batches), then
+    call :func:`fingerprint_end`. The same for a set in memory and one written batch by batch."""
+    h = hashlib.sha256()
+    h.update(str(tuple(shape)).encode())
+    return h
+
+
+def fingerprint_end(h: "hashlib._Hash", labels: np.ndarray) -> str:
+    h.update(np.asarray(labels, dtype=np.int64).tobytes())
+    return h.hexdigest()
 
 
 def stratified_indices(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:

@@ -2,15 +2,19 @@
 
 Every loader returns an :class:`ImageSet` of uint8 images at one storage
 resolution. Folder loaders pick the stratified subset from the labels first and
-decode only the chosen files.
+decode only the chosen files. Given a cache, the folder and ``npz`` loaders write
+the chosen images into it batch by batch and return a set read from there in
+batches: a data set larger than memory runs, and a second run skips decoding.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
+import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -20,7 +24,8 @@ from sklearn.model_selection import train_test_split
 from torchvision.io import ImageReadMode, decode_image
 from tqdm.auto import tqdm
 
-from archsim.data.imageset import ImageSet, stratified_indices
+from archsim.cache import CacheStore, digest
+from archsim.data.imageset import ImageSet, StoredImages, fingerprint_end, fingerprint_start, stratified_indices
 from archsim.errors import ArchsimError
 from archsim.specs import Spec, parse_spec
 
@@ -29,9 +34,12 @@ DIGITS_SIZE = 32
 DIGITS_SPLIT_SEED = 0
 DIGITS_EVAL_FRACTION = 0.2
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+_ROWS_PER_READ = 256
 
 
-def load_data(spec: str, split: str = "eval", n_images: int | None = None, seed: int = 0) -> ImageSet:
+def load_data(
+    spec: str, split: str = "eval", n_images: int | None = None, seed: int = 0, store: CacheStore | None = None
+) -> ImageSet:
     """Load the image set a data spec names.
 
     Parameters
@@ -45,6 +53,10 @@ def load_data(spec: str, split: str = "eval", n_images: int | None = None, seed:
         Seeded, class-stratified subset of this size.
     seed : int
         Seed of the subset.
+    store : CacheStore, optional
+        Where folder and ``npz`` data are kept after their first read; the set is
+        then read from there in batches instead of held in memory. ``digits`` is
+        always in memory.
     """
     parsed = parse_spec(spec, DATA_SCHEMES)
     if split not in ("eval", "train"):
@@ -52,12 +64,12 @@ def load_data(spec: str, split: str = "eval", n_images: int | None = None, seed:
     if split == "train" and parsed.scheme != "digits":
         raise ArchsimError(f"data {spec!r} has no training split; only digits does")
     loader = _LOADERS[parsed.scheme]
-    images = loader(parsed, split, n_images, seed)
+    images = loader(parsed, split, n_images, seed, store)
     parsed.finish()
     return images
 
 
-def _digits(spec: Spec, split: str, n_images: int | None, seed: int) -> ImageSet:
+def _digits(spec: Spec, split: str, n_images: int | None, seed: int, store: CacheStore | None) -> ImageSet:
     """scikit-learn's 8x8 digits (0..16) as 1-channel 32x32 uint8 images.
 
     The 80/20 train/eval split is fixed (seed 0, stratified) so that every run
@@ -86,7 +98,7 @@ def _existing_dir(spec: Spec) -> Path:
     return path
 
 
-def _imagefolder(spec: Spec, split: str, n_images: int | None, seed: int) -> ImageSet:
+def _imagefolder(spec: Spec, split: str, n_images: int | None, seed: int, store: CacheStore | None) -> ImageSet:
     root = _existing_dir(spec)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     files, labels = [], []
@@ -97,10 +109,10 @@ def _imagefolder(spec: Spec, split: str, n_images: int | None, seed: int) -> Ima
                 labels.append(index)
     if not files:
         raise ArchsimError(f"data folder {root} has no images in class sub-folders; expected {root}/CLASS/IMAGE.jpg")
-    return _decode_subset(spec, files, np.array(labels), tuple(classes), n_images, seed)
+    return _decode_subset(spec, files, np.array(labels), tuple(classes), n_images, seed, store)
 
 
-def _imagenet_val(spec: Spec, split: str, n_images: int | None, seed: int) -> ImageSet:
+def _imagenet_val(spec: Spec, split: str, n_images: int | None, seed: int, store: CacheStore | None) -> ImageSet:
     root = _existing_dir(spec)
     labels_path = spec.take("labels")
     if labels_path is None:
@@ -134,7 +146,7 @@ def _imagenet_val(spec: Spec, split: str, n_images: int | None, seed: int) -> Im
         classes = tuple(wnids)
         lookup = {w: i for i, w in enumerate(wnids)}
         index = np.array([lookup[v] if isinstance(v, str) else v for v in raw], dtype=np.int64)
-    return _decode_subset(spec, files, index, classes, n_images, seed)
+    return _decode_subset(spec, files, index, classes, n_images, seed, store)
 
 
 def _read_val_labels(path: Path) -> dict[str, int | str]:
@@ -156,17 +168,60 @@ def _read_val_labels(path: Path) -> dict[str, int | str]:
 
 
 def _decode_subset(
-    spec: Spec, files: list[Path], labels: np.ndarray, classes: tuple[str, ...], n_images: int | None, seed: int
+    spec: Spec, files: list[Path], labels: np.ndarray, classes: tuple[str, ...], n_images: int | None, seed: int,
+    store: CacheStore | None,
 ) -> ImageSet:
     size = spec.take_int("size", 224)
     crop_pct = float(spec.take("crop_pct", "0.875"))
     if not 0 < crop_pct <= 1:
         raise ArchsimError(f"crop_pct={crop_pct} in {spec.text!r} must lie in (0, 1]")
     chosen = stratified_indices(labels, n_images, seed)
-    images = torch.empty((len(chosen), 3, size, size), dtype=torch.uint8)
-    for slot, index in enumerate(tqdm(chosen, desc=f"decode {spec.target}", unit="img", leave=False)):
-        images[slot] = _storage_image(files[index], size, crop_pct)
-    return ImageSet(images, torch.from_numpy(labels[chosen]).long(), classes, spec.text)
+
+    def decoded() -> Iterator[np.ndarray]:
+        with tqdm(total=len(chosen), desc=f"decode {spec.target}", unit="img", leave=False) as progress:
+            for start in range(0, len(chosen), _ROWS_PER_READ):
+                batch = np.stack([_storage_image(files[i], size, crop_pct).numpy() for i in chosen[start : start + _ROWS_PER_READ]])
+                progress.update(len(batch))
+                yield batch
+
+    # The key is the files' bytes, not their names or times: a renamed or copied folder is the same data.
+    key = lambda: ("decoded", size, crop_pct, _contents_digest([files[i] for i in chosen], spec.target))  # noqa: E731
+    return _image_set((len(chosen), 3, size, size), decoded, labels[chosen], classes, spec.text, store, key)
+
+
+def _image_set(
+    shape: tuple[int, ...], batches: Callable[[], Iterator[np.ndarray]], labels: np.ndarray, classes: tuple[str, ...], name: str,
+    store: CacheStore | None, key: Callable[[], tuple],
+) -> ImageSet:
+    """The set ``batches()`` yields, in memory, or through ``store`` under ``key()`` (plus the labels) if given."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if store is None or not shape[0]:  # an empty set fails ImageSet's own check before anything is stored
+        images = torch.empty(shape, dtype=torch.uint8)
+        start = 0
+        for batch in batches():
+            images[start : start + len(batch)] = torch.from_numpy(batch)
+            start += len(batch)
+        return ImageSet(images, torch.from_numpy(labels), classes, name)
+    fingerprint = fingerprint_start(shape)
+
+    def hashed() -> Iterator[np.ndarray]:
+        for batch in batches():
+            fingerprint.update(np.ascontiguousarray(batch))
+            yield batch
+
+    entry = store.get_or_stream(
+        "data", digest("data", *key(), hashlib.sha256(labels.tobytes()).hexdigest()), "images", shape, np.uint8, hashed,
+        lambda: {"labels": labels, "fingerprint": np.array(fingerprint_end(fingerprint, labels))},
+    )
+    return ImageSet(StoredImages(entry), torch.from_numpy(entry.array("labels")), classes, name)
+
+
+def _contents_digest(files: list[Path], what: str) -> str:
+    h = hashlib.sha256()
+    for file in tqdm(files, desc=f"hash {what}", unit="file", leave=False):
+        with file.open("rb") as handle:
+            h.update(hashlib.file_digest(handle, "sha256").digest())  # in chunks: an npz file can be gigabytes
+    return h.hexdigest()
 
 
 def _storage_image(file: Path, size: int, crop_pct: float) -> torch.Tensor:
@@ -179,41 +234,83 @@ def _storage_image(file: Path, size: int, crop_pct: float) -> torch.Tensor:
     return TF.center_crop(image, [size, size])
 
 
-def _npz(spec: Spec, split: str, n_images: int | None, seed: int) -> ImageSet:
+def _npz(spec: Spec, split: str, n_images: int | None, seed: int, store: CacheStore | None) -> ImageSet:
     path = Path(spec.target).expanduser()
     if not path.is_file():
         raise ArchsimError(f"npz file {path} does not exist; check the path in {spec.text!r}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if "images" not in archive.files or "labels" not in archive.files:
-                raise ArchsimError(f"npz file {path} needs arrays 'images' and 'labels', has {archive.files}")
-            images, labels = archive["images"], archive["labels"]
-            classes = tuple(str(c) for c in archive["classes"]) if "classes" in archive.files else None
-    except (ValueError, OSError) as error:
+        with zipfile.ZipFile(path) as archive:
+            names = [name.removesuffix(".npy") for name in archive.namelist()]
+            if "images" not in names or "labels" not in names:
+                raise ArchsimError(f"npz file {path} needs arrays 'images' and 'labels', has {names}")
+            with archive.open("images.npy") as member:
+                shape, fortran_order, dtype = _npy_header(member)
+            labels = _read_npy(archive, "labels")
+            classes = tuple(str(c) for c in _read_npy(archive, "classes")) if "classes" in names else None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise ArchsimError(f"cannot read npz file {path}: {error}") from None
-    if images.dtype != np.uint8:
-        raise ArchsimError(f"npz file {path}: images are {images.dtype}; store them as uint8 0..255")
-    images = _to_nchw(images, path)
+    if dtype != np.uint8:
+        raise ArchsimError(f"npz file {path}: images are {dtype}; store them as uint8 0..255")
+    if fortran_order:
+        raise ArchsimError(f"npz file {path}: images are stored in Fortran order; save np.ascontiguousarray(images)")
+    to_nchw = _to_nchw(shape, path)
     labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    if len(labels) != shape[0]:
+        raise ArchsimError(f"npz file {path}: {shape[0]} images but {len(labels)} labels")
     if len(labels) and labels.min() < 0:
         raise ArchsimError(f"npz file {path}: labels must be non-negative class indices")
     if classes is None:
         classes = tuple(str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0))
     chosen = stratified_indices(labels, n_images, seed) if len(labels) else np.arange(0)
-    return ImageSet(torch.from_numpy(images[chosen]).contiguous(), torch.from_numpy(labels[chosen]), classes, spec.text)
+    wanted = np.zeros(len(labels), dtype=bool)
+    wanted[chosen] = True
+
+    def rows() -> Iterator[np.ndarray]:
+        # Read in order, keeping the chosen rows: the file's images are never all in memory (even compressed).
+        row_bytes = int(np.prod(shape[1:]))
+        try:
+            with zipfile.ZipFile(path) as archive, archive.open("images.npy") as member:
+                _npy_header(member)
+                for start in tqdm(range(0, shape[0], _ROWS_PER_READ), desc=f"read {path.name}", unit="batch", leave=False):
+                    count = min(_ROWS_PER_READ, shape[0] - start)
+                    raw = member.read(count * row_bytes)
+                    if len(raw) != count * row_bytes:
+                        raise EOFError(f"images end before row {start + len(raw) // row_bytes}")
+                    keep = wanted[start : start + count]
+                    if keep.any():
+                        yield to_nchw(np.frombuffer(raw, dtype=np.uint8).reshape(count, *shape[1:])[keep])
+                member.read()  # reaching the end checks the archive's CRC-32
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+            raise ArchsimError(f"cannot read npz file {path}: {error}") from None
+
+    stored_shape = (len(chosen), *to_nchw(np.empty((0, *shape[1:]), np.uint8)).shape[1:])
+    key = lambda: ("npz", _contents_digest([path], path.name), hashlib.sha256(chosen.astype(np.int64).tobytes()).hexdigest())  # noqa: E731
+    return _image_set(stored_shape, rows, labels[chosen], classes, spec.text, store, key)
 
 
-def _to_nchw(images: np.ndarray, path: Path) -> np.ndarray:
-    if images.ndim == 3:
-        return images[:, None]
-    if images.ndim == 4 and images.shape[1] in (1, 3):
-        return images
-    if images.ndim == 4 and images.shape[3] in (1, 3):
-        return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-    raise ArchsimError(f"npz file {path}: images of shape {images.shape} are not [N,H,W], [N,C,H,W] or [N,H,W,C] with 1 or 3 channels")
+def _npy_header(member) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(member)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(member)
 
 
-_LOADERS: dict[str, Callable[[Spec, str, int | None, int], ImageSet]] = {
+def _read_npy(archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    with archive.open(f"{name}.npy") as member:
+        return np.lib.format.read_array(member, allow_pickle=False)
+
+
+def _to_nchw(shape: tuple[int, ...], path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """How to turn rows of images stored with ``shape`` into [n, C, H, W] rows."""
+    if len(shape) == 3:
+        return lambda rows: rows[:, None]
+    if len(shape) == 4 and shape[1] in (1, 3):
+        return lambda rows: rows
+    if len(shape) == 4 and shape[3] in (1, 3):
+        return lambda rows: np.ascontiguousarray(rows.transpose(0, 3, 1, 2))
+    raise ArchsimError(f"npz file {path}: images of shape {shape} are not [N,H,W], [N,C,H,W] or [N,H,W,C] with 1 or 3 channels")
+
+
+_LOADERS: dict[str, Callable[[Spec, str, int | None, int, CacheStore | None], ImageSet]] = {
     "digits": _digits,
     "imagefolder": _imagefolder,
     "imagenet-val": _imagenet_val,

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from archsim.cache import CacheStore, digest
+from archsim.errors import ArchsimError
 
 
 def test_roundtrip_and_get_or_compute(tmp_path):
@@ -38,3 +39,68 @@ def test_damaged_entry_is_reported_and_recomputed(tmp_path, damage):
 
 def test_digest_is_order_independent_for_dicts():
     assert digest({"a": 1, "b": 2}) == digest({"b": 2, "a": 1}) != digest({"a": 1, "b": 3})
+
+
+def _rows(n=300, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 3, 5, 4), dtype=np.uint8)
+
+
+def test_streamed_entry_round_trips_in_any_batches_and_reads_like_any_entry(tmp_path):
+    store, rows = CacheStore(tmp_path), _rows()
+    produced = []
+
+    def produce():
+        for start in range(0, len(rows), 64):
+            produced.append(start)
+            yield rows[start : start + 64]
+
+    entry = store.get_or_stream("adv", "ab12", "images", rows.shape, np.uint8, produce, lambda: {"note": np.array("done")})
+    again = store.get_or_stream("adv", "ab12", "images", rows.shape, np.uint8, produce)
+    assert (store.misses, store.hits, len(produced)) == (1, 1, 5)  # the second call checks the entry and computes nothing
+    assert entry.shape("images") == rows.shape and str(again.array("note")) == "done"
+    for batch_size in (1, 7, 300, 1000):
+        batches = list(again.batches("images", batch_size))
+        assert all(len(b) == min(batch_size, 300) for b in batches[:-1])
+        assert np.array_equal(np.concatenate(batches), rows)
+    plain = store.get("adv", "ab12")  # the same file format as put(): checked and loaded whole
+    assert np.array_equal(plain["images"], rows) and str(plain["note"]) == "done"
+
+
+def test_streamed_entry_is_written_only_when_complete(tmp_path):
+    store, rows = CacheStore(tmp_path), _rows()
+    with pytest.raises(ValueError, match="256 rows written"):
+        store.put_stream("adv", "cd34", "images", rows.shape, np.uint8, (rows[s : s + 64] for s in range(0, 256, 64)))
+    with pytest.raises(ValueError, match="does not fit"):
+        store.put_stream("adv", "cd34", "images", rows.shape, np.uint8, [rows[:, :1]])
+    assert store.open("adv", "cd34") is None and not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damage_found_while_streaming_removes_the_entry_with_a_one_line_error(tmp_path, damage):
+    store, rows = CacheStore(tmp_path), _rows()
+    store.put_stream("adv", "ef56", "images", rows.shape, np.uint8, [rows])
+    path = store.path("adv", "ef56")
+    blob = bytearray(path.read_bytes())
+    if damage == "flip":
+        blob[len(blob) // 2] ^= 0xFF  # inside the pixels: only the CRC-32 at the end of the array can tell
+    else:
+        blob = blob[: len(blob) // 2]
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ArchsimError, match=r"is damaged .*it was removed, rerun to recompute it") as caught:
+        list(store.open("adv", "ef56").batches("images", 64))
+    assert "\n" not in str(caught.value) and not path.exists()
+    # The next run's check finds it missing and writes it again.
+    entry = store.get_or_stream("adv", "ef56", "images", rows.shape, np.uint8, lambda: [rows])
+    assert np.array_equal(np.concatenate(list(entry.batches("images", 100))), rows)
+
+
+def test_a_damaged_entry_is_rewritten_by_get_or_stream(tmp_path):
+    store, rows = CacheStore(tmp_path), _rows()
+    store.put_stream("adv", "0a0b", "images", rows.shape, np.uint8, [rows])
+    path = store.path("adv", "0a0b")
+    blob = bytearray(path.read_bytes())
+    blob[-30] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.warns(UserWarning, match="damaged"):
+        store.get_or_stream("adv", "0a0b", "images", rows.shape, np.uint8, lambda: [rows])
+    assert store.misses == 1 and store.get("adv", "0a0b") is not None

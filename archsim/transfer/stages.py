@@ -7,12 +7,16 @@ on a cluster, and the second stage starts only when the first has ended. Cache k
 model fingerprint (architecture, weights, preprocessing), data fingerprint (pixels
 and labels) and the attack's settings, so a second run with the same inputs
 recomputes nothing, whichever engine computed the first.
+
+Images flow in batches: a source reads the data set (in memory or in the cache)
+batch by batch and writes its adversarial set into the cache batch by batch; a
+target reads each set back the same way. No task holds a whole image set.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -92,12 +96,17 @@ def _precision_part(precision: str) -> tuple[dict, ...]:
 
 def predict(model: SimModel, images: torch.Tensor, batch_size: int, desc: str | None = None) -> torch.Tensor:
     """Logits of ``model`` on uint8 ``images``, batched, under inference mode."""
+    batches = (images[start : start + batch_size] for start in range(0, len(images), batch_size))
+    return predict_batches(model, batches, desc, total=-(-len(images) // batch_size))
+
+
+def predict_batches(model: SimModel, batches: Iterable[torch.Tensor], desc: str | None = None, total: int | None = None) -> torch.Tensor:
+    """Logits of ``model`` on uint8 ``batches`` as they come, under inference mode."""
     outs = []
     with torch.inference_mode():
-        for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False, disable=None if desc else True):
-            batch = to_device(images[start : start + batch_size], model.device)
+        for batch in tqdm(batches, desc=desc, total=total, unit="batch", leave=False, disable=None if desc else True):
             # Kept on the device until the end: a copy back per batch would stall the queue of kernels each time.
-            outs.append(model(batch.float().div_(255.0)).float())
+            outs.append(model(to_device(batch, model.device).float().div_(255.0)).float())
     return torch.cat(outs).cpu()
 
 
@@ -132,12 +141,13 @@ def attack_source(
     with precision_context(device, precision):
         clean = store.get_or_compute(
             "pred", pred_key(model.fingerprint, data.fingerprint, precision),
-            lambda: {"logits": predict(model, data.images, batch_size).numpy()},
+            lambda: {"logits": predict_batches(model, data.batches(batch_size)).numpy()},
         )
         key = adv_key(model.fingerprint, data, attack, seed, precision)
-        # A read, not an existence check: a damaged set is found and recomputed here, while the source is loaded.
-        store.get_or_compute(
-            "adv", key, lambda: {"images": attack(model, data.images, data.labels, seed, batch_size, f"attack {model.name}").numpy()}
+        # Checked, not just found: a damaged set is found and recomputed here, while the source is loaded.
+        store.get_or_stream(
+            "adv", key, "images", tuple(data.images.shape), np.uint8,
+            lambda: (adv.numpy() for adv in attack.stream(model, data.batches(batch_size), data.labels, seed, batch_size, f"attack {model.name}")),
         )
     card = describe(model) if describe is not None else None
     return SourceOutcome(model.name, model.fingerprint, {**model.info, "architecture": model.architecture_id}, card, key, clean["logits"])
@@ -162,9 +172,12 @@ def evaluate_target(
         return loaded[0]
 
     def predict_set(key: str) -> dict:
-        adv_images = torch.from_numpy(store.get_or_compute("adv", key, _missing(key))["images"])
+        adv_images = store.open("adv", key)
+        if adv_images is None:
+            raise ArchsimError(f"adversarial set {key[:12]} vanished from the cache during the run; rerun to recompute it")
         with precision_context(device, precision):
-            return {"pred": predict(target(), adv_images, batch_size).argmax(-1).numpy()}
+            batches = (torch.from_numpy(rows) for rows in adv_images.batches("images", batch_size))
+            return {"pred": predict_batches(target(), batches).argmax(-1).numpy()}
 
     return np.stack([
         store.get_or_compute("pred", pred_key(fingerprint, key, precision), lambda key=key: predict_set(key))["pred"] for key in adv_keys
@@ -214,9 +227,3 @@ def run_transfer(
         [s.fingerprint for s in sources], adv_keys, [s.info for s in sources], [s.card for s in sources],
     )
 
-
-def _missing(key: str) -> Callable[[], dict]:
-    def fail() -> dict:
-        raise ArchsimError(f"adversarial set {key[:12]} vanished from the cache during the run; rerun to recompute it")
-
-    return fail

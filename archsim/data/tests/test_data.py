@@ -1,9 +1,13 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
 from torchvision.io import write_png
 
+from archsim.cache import CacheStore
 from archsim.data import load_data, stratified_indices
+from archsim.data.imageset import StoredImages
 from archsim.errors import ArchsimError
 
 
@@ -85,3 +89,51 @@ def test_npz_float_images_refused(tmp_path):
     np.savez(tmp_path / "f.npz", images=np.zeros((2, 4, 4), dtype=np.float32), labels=np.array([0, 1]))
     with pytest.raises(ArchsimError, match="uint8"):
         load_data(f"npz:{tmp_path / 'f.npz'}")
+
+
+def test_stored_folder_set_matches_the_in_memory_one_and_decodes_once(tmp_path):
+    for cls, value in (("cat", 10), ("dog", 200)):
+        for i in range(5):
+            _png(tmp_path / "d" / cls / f"{i}.png", value + i)
+    spec = f"imagefolder:{tmp_path / 'd'},size=16"
+    store = CacheStore(tmp_path / "c")
+    memory, stored = load_data(spec, n_images=6), load_data(spec, n_images=6, store=store)
+    assert isinstance(stored.images, StoredImages) and store.misses == 1
+    assert stored.fingerprint == memory.fingerprint and torch.equal(stored.labels, memory.labels)
+    assert torch.equal(torch.cat(list(stored.batches(4))), memory.images)
+    assert torch.equal(stored.in_memory().images, memory.images) and torch.equal(stored.subset([1, 4]).images, memory.images[[1, 4]])
+    # A copied folder is the same data (the key is the files' bytes); a changed file is not.
+    shutil.copytree(tmp_path / "d", tmp_path / "copy")
+    load_data(f"imagefolder:{tmp_path / 'copy'},size=16", n_images=6, store=store)
+    assert (store.hits, store.misses) == (1, 1)
+    _png(tmp_path / "copy" / "dog" / "0.png", 0)
+    changed = load_data(f"imagefolder:{tmp_path / 'copy'},size=16", store=store)
+    assert store.misses == 2 and changed.fingerprint != load_data(f"imagefolder:{tmp_path / 'd'},size=16").fingerprint
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nhw", "nchw"])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_npz_is_read_in_batches_with_the_same_result(tmp_path, layout, compressed, monkeypatch):
+    monkeypatch.setattr("archsim.data.loaders._ROWS_PER_READ", 7)  # many reads, a subset spread across them
+    shape = {"nhwc": (40, 6, 5, 3), "nhw": (40, 6, 5), "nchw": (40, 3, 6, 5)}[layout]
+    images = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    labels = np.arange(40) % 4
+    (np.savez_compressed if compressed else np.savez)(tmp_path / "d.npz", images=images, labels=labels)
+    expected = {"nhwc": lambda: images.transpose(0, 3, 1, 2), "nhw": lambda: images[:, None], "nchw": lambda: images}[layout]()
+    chosen = stratified_indices(labels, 12, 3)
+    memory = load_data(f"npz:{tmp_path / 'd.npz'}", n_images=12, seed=3)
+    stored = load_data(f"npz:{tmp_path / 'd.npz'}", n_images=12, seed=3, store=CacheStore(tmp_path / "c"))
+    assert np.array_equal(memory.images.numpy(), expected[chosen]) and np.array_equal(memory.labels.numpy(), labels[chosen])
+    assert stored.fingerprint == memory.fingerprint
+    assert np.array_equal(torch.cat(list(stored.batches(5))).numpy(), expected[chosen])
+
+
+def test_npz_errors_are_one_line(tmp_path):
+    np.savez(tmp_path / "short.npz", images=np.zeros((3, 4, 4), np.uint8), labels=np.array([0, 1]))
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    np.savez(tmp_path / "fortran.npz", images=np.asfortranarray(np.zeros((3, 4, 4, 3), np.uint8)), labels=np.array([0, 1, 2]))
+    for name, message in (("short", "3 images but 2 labels"), ("junk", "cannot read npz"), ("fortran", "Fortran order")):
+        with pytest.raises(ArchsimError, match=message) as caught:
+            load_data(f"npz:{tmp_path / name}.npz", store=CacheStore(tmp_path / "c"))
+        assert "\n" not in str(caught.value)
+    assert not (tmp_path / "c" / "data").exists()  # nothing half-made is stored

@@ -1,0 +1,40 @@
+"""A run over data kept in the cache, read batch by batch, equals the run over the same data in memory."""
+
+import numpy as np
+
+from archsim.attacks import create_attack
+from archsim.cache import CacheStore
+from archsim.data import load_data
+from archsim.data.imageset import StoredImages
+from archsim.transfer.stages import run_transfer
+
+SPECS = ["zoo:resnet-s0", "zoo:convnext"]  # trained for the CLI tests as well
+
+
+def _store(folder, cache_dir):
+    # Fresh results, shared trained weights: the zoo is trained once per test session.
+    folder.mkdir()
+    (cache_dir / "zoo").mkdir(exist_ok=True)
+    (folder / "zoo").symlink_to(cache_dir / "zoo", target_is_directory=True)
+    return CacheStore(folder)
+
+
+def test_streamed_run_equals_in_memory_run(tmp_path, cache_dir):
+    digits = load_data("digits", n_images=50)
+    np.savez(tmp_path / "d.npz", images=digits.images.numpy(), labels=digits.labels.numpy())
+    memory_store, stream_store = _store(tmp_path / "memory", cache_dir), _store(tmp_path / "stream", cache_dir)
+    memory = load_data(f"npz:{tmp_path / 'd.npz'}")
+    stored = load_data(f"npz:{tmp_path / 'd.npz'}", store=stream_store)
+    assert isinstance(stored.images, StoredImages) and not isinstance(memory.images, StoredImages)
+    attack = create_attack("pgd", eps=0.1, steps=3)
+    # Batch sizes that do not divide the 50 images, different in the two runs: results do not depend on them.
+    a = run_transfer(SPECS, memory, attack, memory_store, seed=1, batch_size=16)
+    b = run_transfer(SPECS, stored, attack, stream_store, seed=1, batch_size=7)
+    assert a.adv_keys == b.adv_keys and np.array_equal(a.adv_pred, b.adv_pred)
+    assert np.allclose(a.clean_logits, b.clean_logits, atol=1e-4)
+    for key in a.adv_keys:
+        assert np.array_equal(memory_store.get("adv", key)["images"], stream_store.get("adv", key)["images"])
+    # A second run reads everything back, data included, and computes nothing.
+    misses = stream_store.misses
+    again = run_transfer(SPECS, load_data(f"npz:{tmp_path / 'd.npz'}", store=stream_store), attack, stream_store, seed=1, batch_size=7)
+    assert np.array_equal(again.adv_pred, b.adv_pred) and stream_store.misses == misses
