@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import struct
 import tempfile
 import warnings
 import zipfile
@@ -333,6 +334,33 @@ class StoredArrays:
         with self._member(name) as member:
             return self._header(member)[0]
 
+    def mapped(self, name: str) -> np.ndarray:
+        """Array ``name`` memory-mapped read-only from the entry: the pages the caller touches are read on
+        demand and can be dropped again by the system, so an array larger than memory costs no memory.
+
+        Unchecked: map entries that :meth:`CacheStore.get_or_stream` has just checked.
+        """
+        try:
+            with zipfile.ZipFile(self.path) as archive, self.path.open("rb") as handle:
+                info = archive.getinfo(f"{name}.npy")
+                if info.compress_type != zipfile.ZIP_STORED:
+                    return self.array(name)  # a compressed member has no bytes to map
+                handle.seek(info.header_offset)  # zipfile already counts the data before the archive in this offset
+                local = struct.unpack(zipfile.structFileHeader, handle.read(zipfile.sizeFileHeader))
+                # Fields 10 and 11 of a local file header: the lengths of its name and extra field.
+                handle.seek(info.header_offset + zipfile.sizeFileHeader + local[10] + local[11])
+                shape, dtype = self._header(handle, rows=False)
+                offset = handle.tell()
+        except FileNotFoundError:
+            raise ArchsimError(f"cache entry {self.path} vanished while in use; rerun to recompute it") from None
+        except KeyError:
+            raise ArchsimError(f"cache entry {self.path} holds no array {name!r}; it was written by other code, remove it") from None
+        except (OSError, struct.error, zipfile.BadZipFile) as error:
+            raise self._damaged(error) from None
+        if offset + dtype.itemsize * math.prod(shape) > self.path.stat().st_size:
+            raise self._damaged(f"{name} is cut short")
+        return np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape)
+
     def batches(self, name: str, batch_size: int) -> Iterator[np.ndarray]:
         """Array ``name`` in consecutive batches of ``batch_size`` rows (the last may be shorter)."""
         with self._member(name) as member:
@@ -369,15 +397,15 @@ class StoredArrays:
             with member:
                 yield member
 
-    def _header(self, member: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
+    def _header(self, member: BinaryIO, rows: bool = True) -> tuple[tuple[int, ...], np.dtype]:
         try:
             version = np.lib.format.read_magic(member)
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, fortran_order, dtype = read(member)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
             raise self._damaged(error) from None
-        if fortran_order or not shape:
-            raise self._damaged("not a C-ordered array of rows")
+        if fortran_order or (rows and not shape):
+            raise self._damaged("not a C-ordered array of rows" if rows else "not a C-ordered array")
         return shape, dtype
 
     def _damaged(self, error: object) -> ArchsimError:

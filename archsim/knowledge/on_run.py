@@ -10,6 +10,7 @@ so that Delta_S->S is its attack's effect). Deviations are of the logits.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -21,15 +22,27 @@ from archsim.cache import CacheStore, atomic_write_text, digest
 from archsim.errors import ArchsimError
 from archsim.knowledge.alphas import unit_rows, alpha_1, alpha_2
 from archsim.models import create_model
-from archsim.transfer import predict
+from archsim.transfer.stages import predict_stream
+
+
+_KERNEL_BLOCK_BYTES = 1 << 26
 
 
 def _bootstrap_alpha_2(u: np.ndarray, v: np.ndarray, weights: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """alpha_2 over image resamples without forming one outer product per resample:
-    with resample counts c, |sum_k c_k w_k u_k v_k^T|_F^2 = c^T K c, K = (U U^T) * (V V^T) * (w w^T)."""
-    kernel = (u @ u.T) * (v @ v.T) * np.outer(weights, weights)
-    counts = rng.multinomial(len(u), np.full(len(u), 1.0 / len(u)), size=n_boot).astype(float)
-    return np.sqrt(np.maximum(np.einsum("bi,ij,bj->b", counts, kernel, counts), 0)) / len(u)
+    with resample counts c, |sum_k c_k w_k u_k v_k^T|_F^2 = c^T K c, K = (U U^T) * (V V^T) * (w w^T).
+
+    K is images x images (20 GB for 50,000 images), so it is formed a block of rows at a time.
+    """
+    m = len(u)
+    counts = rng.multinomial(m, np.full(m, 1.0 / m), size=n_boot).astype(float)
+    quadratic = np.zeros(n_boot)
+    block = max(1, _KERNEL_BLOCK_BYTES // (8 * m))
+    for start in range(0, m, block):
+        rows = slice(start, start + block)
+        kernel_rows = (u[rows] @ u.T) * (v[rows] @ v.T) * np.outer(weights[rows], weights)
+        quadratic += ((counts[:, rows] @ kernel_rows) * counts).sum(1)
+    return np.sqrt(np.maximum(quadratic, 0)) / m
 
 
 def alpha_matrices(
@@ -53,22 +66,24 @@ def alpha_matrices(
     run = load_run(run_dir, store, device, batch_size)
     t = run.transfer
     names, n = t.names, len(t.names)
-    logits: dict[tuple[int, int], np.ndarray] = {}  # (source set, model) -> logits
+    # (source set, model) -> logits, memory-mapped: all of them are models^2 x images x classes.
+    logits: dict[tuple[int, int], np.ndarray] = {}
     for target in tqdm(range(n), desc="alphas: logits on every set", unit="model", disable=None):
         loaded: list = []
 
-        def on_set(s: int, target: int = target) -> dict:
+        def on_set(s: int, target: int = target) -> Iterator[np.ndarray]:
             if not loaded:
                 loaded.append(create_model(t.specs[target], cache=store, device=resolve_device(device)))
-            found = store.get("adv", t.adv_keys[s])
+            found = store.open("adv", t.adv_keys[s])
             if found is None:
                 raise ArchsimError(f"the adversarial set of {names[s]} vanished from {store.root} during the run; rerun to recompute it")
-            images = torch.from_numpy(found["images"])
-            return {"logits": predict(loaded[0], images, batch_size).numpy()}
+            batches = (torch.from_numpy(rows) for rows in found.batches("images", batch_size))
+            return (rows.numpy() for rows in predict_stream(loaded[0], batches))
 
         for s in range(n):
             key = digest("advlogits", t.fingerprints[target], t.adv_keys[s])
-            logits[s, target] = store.get_or_compute("advlogits", key, lambda s=s: on_set(s))["logits"]
+            entry = store.get_or_stream("advlogits", key, "logits", t.clean_logits.shape[1:], np.float32, lambda s=s: on_set(s))
+            logits[s, target] = entry.mapped("logits")
 
     rng = np.random.default_rng(settings["seed"])
     a1, a2, combined = (np.full((n, n), np.nan) for _ in range(3))

@@ -104,3 +104,27 @@ def test_a_damaged_entry_is_rewritten_by_get_or_stream(tmp_path):
     with pytest.warns(UserWarning, match="damaged"):
         store.get_or_stream("adv", "0a0b", "images", rows.shape, np.uint8, lambda: [rows])
     assert store.misses == 1 and store.get("adv", "0a0b") is not None
+
+
+def test_mapped_arrays_equal_loaded_ones_and_cost_no_copy(tmp_path):
+    store, rows = CacheStore(tmp_path), _rows()
+    logits = np.random.default_rng(1).standard_normal((4, 300, 7)).astype(np.float32)
+    store.put("pred", "1a2b", {"logits": logits, "small": np.arange(3)})  # np.savez's layout
+    entry = store.get_or_stream("adv", "3c4d", "images", rows.shape, np.uint8, lambda: [rows[:100], rows[100:]], lambda: {"note": np.array("x")})
+    for mapped, expected in ((store.open("pred", "1a2b").mapped("logits"), logits), (entry.mapped("images"), rows)):
+        assert isinstance(mapped, np.memmap) and mapped.filename is not None and not mapped.flags.writeable
+        assert mapped.dtype == expected.dtype and np.array_equal(mapped, expected)
+    assert np.array_equal(store.open("pred", "1a2b").mapped("small"), np.arange(3)) and str(entry.mapped("note")) == "x"
+    with pytest.raises(ArchsimError, match="holds no array 'other'"):
+        entry.mapped("other")
+
+
+def test_a_cut_short_entry_is_not_mapped(tmp_path):
+    store, rows = CacheStore(tmp_path), _rows()
+    store.put_stream("adv", "5e6f", "images", rows.shape, np.uint8, [rows])
+    path = store.path("adv", "5e6f")
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ArchsimError, match="is damaged .*rerun to recompute it") as caught:
+        store.open("adv", "5e6f").mapped("images")
+    assert "\n" not in str(caught.value) and not path.exists()

@@ -9,14 +9,18 @@ and labels) and the attack's settings, so a second run with the same inputs
 recomputes nothing, whichever engine computed the first.
 
 Images flow in batches: a source reads the data set (in memory or in the cache)
-batch by batch and writes its adversarial set into the cache batch by batch; a
-target reads each set back the same way. No task holds a whole image set.
+batch by batch and writes its adversarial set and its clean logits into the cache
+batch by batch; a target reads each set back the same way. No task holds a whole
+image set. The run's result keeps the clean logits of all models (models x images
+x classes: 14 GB for 69 models on the ImageNet validation set) memory-mapped from
+the cache, and the predicted labels in the smallest integer type that holds them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
+from functools import cached_property
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -38,8 +42,9 @@ if TYPE_CHECKING:
 class TransferResult:
     """Everything SAT and later analyses need from one run.
 
-    ``clean_logits[n]``: model n on the clean set, [M, C]; ``adv_pred[s, t]``:
-    target t's predicted labels on source s's adversarial set, [M].
+    ``clean_logits[n]``: model n on the clean set, [M, C] (read-only, memory-mapped
+    from the cache by :func:`run_transfer`); ``adv_pred[s, t]``: target t's predicted
+    labels on source s's adversarial set, [M].
     """
 
     names: list[str]
@@ -52,9 +57,10 @@ class TransferResult:
     info: list[dict] = field(default_factory=list)
     cards: list[dict | None] = field(default_factory=list)
 
-    @property
+    @cached_property
     def clean_pred(self) -> np.ndarray:
-        return self.clean_logits.argmax(-1)
+        # Cached: every read of a mapped array larger than memory goes back to the disk.
+        return compact_labels(self.clean_logits.argmax(-1))
 
     @property
     def clean_correct(self) -> np.ndarray:
@@ -94,6 +100,12 @@ def _precision_part(precision: str) -> tuple[dict, ...]:
     return () if precision == "fp32" else ({"precision": precision},)
 
 
+def compact_labels(labels: np.ndarray) -> np.ndarray:
+    """Class indices in int16 where they fit (up to 32,767 classes), else int32: a quarter of
+    numpy's int64 for results of sources x targets x images."""
+    return labels.astype(np.int16 if labels.size == 0 or labels.max() < 2**15 else np.int32, copy=False)
+
+
 def predict(model: SimModel, images: torch.Tensor, batch_size: int, desc: str | None = None) -> torch.Tensor:
     """Logits of ``model`` on uint8 ``images``, batched, under inference mode."""
     batches = (images[start : start + batch_size] for start in range(0, len(images), batch_size))
@@ -102,12 +114,29 @@ def predict(model: SimModel, images: torch.Tensor, batch_size: int, desc: str | 
 
 def predict_batches(model: SimModel, batches: Iterable[torch.Tensor], desc: str | None = None, total: int | None = None) -> torch.Tensor:
     """Logits of ``model`` on uint8 ``batches`` as they come, under inference mode."""
-    outs = []
-    with torch.inference_mode():
-        for batch in tqdm(batches, desc=desc, total=total, unit="batch", leave=False, disable=None if desc else True):
-            # Kept on the device until the end: a copy back per batch would stall the queue of kernels each time.
-            outs.append(model(to_device(batch, model.device).float().div_(255.0)).float())
-    return torch.cat(outs).cpu()
+    return torch.cat(list(predict_stream(model, batches, desc=desc, total=total)))
+
+
+def predict_stream(
+    model: SimModel, batches: Iterable[torch.Tensor], reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    desc: str | None = None, total: int | None = None,
+) -> Iterator[torch.Tensor]:
+    """Logits of ``model`` on each uint8 batch (or ``reduce`` of them, computed on the device), on the CPU.
+
+    Each batch is handed back one batch late: its copy to the CPU then waits while the
+    device already works on the next one, instead of stalling the queue of kernels.
+    """
+    pending = None
+    for batch in tqdm(batches, desc=desc, total=total, unit="batch", leave=False, disable=None if desc else True):
+        # Entered per batch, not around the loop: a mode entered in a generator would leak into its caller at each yield.
+        with torch.inference_mode():
+            out = model(to_device(batch, model.device).float().div_(255.0)).float()
+            out = reduce(out) if reduce is not None else out
+        if pending is not None:
+            yield pending.cpu()
+        pending = out
+    if pending is not None:
+        yield pending.cpu()
 
 
 def check_compatible(model: SimModel, data: ImageSet) -> None:
@@ -127,7 +156,7 @@ class SourceOutcome:
     info: dict
     card: dict | None
     adv_key: str
-    clean_logits: np.ndarray
+    clean_key: str
 
 
 def attack_source(
@@ -139,9 +168,10 @@ def attack_source(
     check_compatible(model, data)
     prepare(model, precision, compile)
     with precision_context(device, precision):
-        clean = store.get_or_compute(
-            "pred", pred_key(model.fingerprint, data.fingerprint, precision),
-            lambda: {"logits": predict_batches(model, data.batches(batch_size)).numpy()},
+        clean_key = pred_key(model.fingerprint, data.fingerprint, precision)
+        store.get_or_stream(
+            "pred", clean_key, "logits", (len(data.labels), model.num_outputs), np.float32,
+            lambda: (logits.numpy() for logits in predict_stream(model, data.batches(batch_size))),
         )
         key = adv_key(model.fingerprint, data, attack, seed, precision)
         # Checked, not just found: a damaged set is found and recomputed here, while the source is loaded.
@@ -150,14 +180,14 @@ def attack_source(
             lambda: (adv.numpy() for adv in attack.stream(model, data.batches(batch_size), data.labels, seed, batch_size, f"attack {model.name}")),
         )
     card = describe(model) if describe is not None else None
-    return SourceOutcome(model.name, model.fingerprint, {**model.info, "architecture": model.architecture_id}, card, key, clean["logits"])
+    return SourceOutcome(model.name, model.fingerprint, {**model.info, "architecture": model.architecture_id}, card, key, clean_key)
 
 
 def evaluate_target(
     device: str, store: CacheStore, spec: str, fingerprint: str, adv_keys: list[str], batch_size: int,
     precision: str = "fp32", compile: bool = False,
 ) -> np.ndarray:
-    """Stage-2 task: one target's predicted labels on every source's set, [sources, images].
+    """Stage-2 task: one target's predicted labels on every source's set, [sources, images], compact integers.
 
     The target is loaded only if some prediction is missing from the cache.
     """
@@ -177,11 +207,12 @@ def evaluate_target(
             raise ArchsimError(f"adversarial set {key[:12]} vanished from the cache during the run; rerun to recompute it")
         with precision_context(device, precision):
             batches = (torch.from_numpy(rows) for rows in adv_images.batches("images", batch_size))
-            return {"pred": predict_batches(target(), batches).argmax(-1).numpy()}
+            # The labels are taken on the device: copying whole logits back would move classes-times more bytes.
+            return {"pred": torch.cat(list(predict_stream(target(), batches, reduce=lambda logits: logits.argmax(-1)))).numpy()}
 
-    return np.stack([
+    return compact_labels(np.stack([
         store.get_or_compute("pred", pred_key(fingerprint, key, precision), lambda key=key: predict_set(key))["pred"] for key in adv_keys
-    ])
+    ]))
 
 
 def run_transfer(
@@ -223,7 +254,26 @@ def run_transfer(
     )
     adv_pred = np.stack(predictions, axis=1)  # [source, target, image]
     return TransferResult(
-        names, list(specs), data.labels.numpy(), np.stack([s.clean_logits for s in sources]), adv_pred,
+        names, list(specs), data.labels.numpy(), stacked_logits(cache, [s.clean_key for s in sources]), adv_pred,
         [s.fingerprint for s in sources], adv_keys, [s.info for s in sources], [s.card for s in sources],
     )
 
+
+
+def stacked_logits(store: CacheStore, clean_keys: list[str]) -> np.ndarray:
+    """The clean logits of every model, [models, images, classes], memory-mapped from one cache entry.
+
+    The entry is built from the models' own entries one model at a time, so that
+    neither stage holds more than one model's logits.
+    """
+    entries = []
+    for key in clean_keys:
+        entry = store.open("pred", key)
+        if entry is None:
+            raise ArchsimError(f"clean predictions {key[:12]} vanished from the cache during the run; rerun to recompute them")
+        entries.append(entry)
+    shape = (len(entries), *entries[0].shape("logits"))
+    stacked = store.get_or_stream(
+        "logits", digest("stacked logits", clean_keys), "logits", shape, np.float32, lambda: (entry.array("logits")[None] for entry in entries)
+    )
+    return stacked.mapped("logits")

@@ -32,12 +32,13 @@ def snapshot(folder):
 def test_add_equals_a_full_recompute_and_costs_one_attack(three_run, cache_dir, tmp_path):
     create_model("zoo:resnet-s2", cache=CacheStore(cache_dir))  # trained beforehand, so the misses below are the add's own
     newcomer = add_model(three_run, "zoo:resnet-s2", out=tmp_path / "added", cache=cache_dir)
-    # One attack and its clean pass, the newcomer on 3 old sets + its own, 3 old models on the new set.
-    assert newcomer.run.cache_misses == 2 + 4 + 3
+    # One attack and its clean pass, the newcomer on 3 old sets + its own, 3 old models on the new set,
+    # and the clean logits of the four models stacked into one entry.
+    assert newcomer.run.cache_misses == 2 + 4 + 3 + 1
     fresh = tmp_path / "fresh"
     shutil.copytree(cache_dir / "zoo", fresh / "zoo")  # trained weights only: every set and prediction recomputed
     full = run_sat(THREE + ["zoo:resnet-s2"], **FAST, cache=fresh)
-    assert full.cache_misses == 4 * 2 + 16
+    assert full.cache_misses == 4 * 2 + 16 + 1
     assert np.allclose(newcomer.run.sat, full.sat, atol=1e-12) and np.allclose(newcomer.run.one_sided, full.one_sided, atol=1e-12)
     row = newcomer.row.set_index("model")
     assert np.allclose(row["sat"], full.sat.loc["resnet-s2", ["resnet-s0", "resnet-s1", "convnext"]])

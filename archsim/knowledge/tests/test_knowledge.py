@@ -97,9 +97,13 @@ def test_liang_synthetic_all_six(tmp_path, capsys):
             assert table.alpha_S_T.iloc[-1] < table.alpha_S_T.iloc[0] and table.loss_f_S.iloc[-1] > table.loss_f_S.iloc[0]
 
 
-def test_bootstrap_of_alpha_2_matches_explicit_resamples():
+@pytest.mark.parametrize("block_rows", [4, 30])  # the kernel in blocks that do not divide the 30 images, and whole
+def test_bootstrap_of_alpha_2_matches_explicit_resamples(monkeypatch, block_rows):
+    from archsim.knowledge import on_run
     from archsim.knowledge.alphas import unit_rows
     from archsim.knowledge.on_run import _bootstrap_alpha_2
+
+    monkeypatch.setattr(on_run, "_KERNEL_BLOCK_BYTES", 8 * 30 * block_rows)
 
     d_s, d_t = deviations(30, 4, 0), deviations(30, 3, 1)
     d_t[:, 0] += d_s[:, 0]

@@ -6,6 +6,8 @@ from archsim.attacks import create_attack
 from archsim.cache import CacheStore
 from archsim.data import load_data
 from archsim.data.imageset import StoredImages
+from archsim.models import create_model
+from archsim.transfer import predict
 from archsim.transfer.stages import run_transfer
 
 SPECS = ["zoo:resnet-s0", "zoo:convnext"]  # trained for the CLI tests as well
@@ -38,3 +40,17 @@ def test_streamed_run_equals_in_memory_run(tmp_path, cache_dir):
     misses = stream_store.misses
     again = run_transfer(SPECS, load_data(f"npz:{tmp_path / 'd.npz'}", store=stream_store), attack, stream_store, seed=1, batch_size=7)
     assert np.array_equal(again.adv_pred, b.adv_pred) and stream_store.misses == misses
+
+
+def test_results_that_grow_with_the_data_are_mapped_or_compact(tmp_path, cache_dir):
+    store = _store(tmp_path / "results", cache_dir)
+    data = load_data("digits", n_images=40)
+    result = run_transfer(SPECS, data, create_attack("pgd", eps=0.1, steps=2), store, seed=0, batch_size=16)
+    # The clean logits are one read-only map of a cache entry, equal to each model's own logits.
+    assert isinstance(result.clean_logits, np.memmap) and not result.clean_logits.flags.writeable
+    assert result.clean_logits.shape == (2, 40, 10)
+    for n, spec in enumerate(SPECS):
+        assert np.allclose(result.clean_logits[n], predict(create_model(spec, cache=store), data.images, 13).numpy(), atol=1e-5)
+    assert result.adv_pred.dtype == np.int16 and result.clean_pred.dtype == np.int16
+    assert np.array_equal(result.clean_pred, np.asarray(result.clean_logits).argmax(-1))
+    assert sum(kind == "logits" for kind, _ in store.used) == 1
