@@ -175,6 +175,7 @@ class CacheStore:
                             raise ValueError(f"a batch of shape {batch.shape} does not fit {name} of shape {tuple(shape)}")
                         member.write(memoryview(batch).cast("B"))
                         rows += len(batch)
+                        del batch  # else the loop variable keeps this batch alive while the next one is produced
                     if rows != shape[0]:
                         raise ValueError(f"{rows} rows written to {name} of shape {tuple(shape)}")
                 for extra, value in (finish() if finish is not None else {}).items():

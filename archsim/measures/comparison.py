@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from archsim.transfer.stages import predicted_labels
+
 
 def ensemble_err(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """N x N error reduction rate of logit-averaged 2-ensembles, 1 - Err(ens) / mean(Err(a), Err(b));
     NaN where both members make no error."""
-    error = (logits.argmax(-1) != labels[None]).mean(1)
+    error = (predicted_labels(logits) != labels[None]).mean(1)
     n = len(logits)
     out = np.full((n, n), np.nan)
     for a in range(n):

@@ -13,7 +13,7 @@ batch by batch and writes its adversarial set and its clean logits into the cach
 batch by batch; a target reads each set back the same way. No task holds a whole
 image set. The run's result keeps the clean logits of all models (models x images
 x classes: 14 GB for 69 models on the ImageNet validation set) memory-mapped from
-the cache, and the predicted labels in the smallest integer type that holds them.
+the cache, and the predicted labels as 16-bit integers where they fit.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class TransferResult:
     @cached_property
     def clean_pred(self) -> np.ndarray:
         # Cached: every read of a mapped array larger than memory goes back to the disk.
-        return compact_labels(self.clean_logits.argmax(-1))
+        return predicted_labels(self.clean_logits)
 
     @property
     def clean_correct(self) -> np.ndarray:
@@ -106,15 +106,16 @@ def compact_labels(labels: np.ndarray) -> np.ndarray:
     return labels.astype(np.int16 if labels.size == 0 or labels.max() < 2**15 else np.int32, copy=False)
 
 
+def predicted_labels(logits: np.ndarray) -> np.ndarray:
+    """Compact argmax over the classes of [models, images, classes] logits, a model at a time:
+    numpy's argmax first copies a read-only (memory-mapped) array whole."""
+    return compact_labels(np.stack([rows.argmax(-1) for rows in logits]))
+
+
 def predict(model: SimModel, images: torch.Tensor, batch_size: int, desc: str | None = None) -> torch.Tensor:
     """Logits of ``model`` on uint8 ``images``, batched, under inference mode."""
     batches = (images[start : start + batch_size] for start in range(0, len(images), batch_size))
-    return predict_batches(model, batches, desc, total=-(-len(images) // batch_size))
-
-
-def predict_batches(model: SimModel, batches: Iterable[torch.Tensor], desc: str | None = None, total: int | None = None) -> torch.Tensor:
-    """Logits of ``model`` on uint8 ``batches`` as they come, under inference mode."""
-    return torch.cat(list(predict_stream(model, batches, desc=desc, total=total)))
+    return torch.cat(list(predict_stream(model, batches, desc=desc, total=-(-len(images) // batch_size))))
 
 
 def predict_stream(
