@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from archsim.api import _run_settings, load_run, resolve_device
-from archsim.cache import CacheStore, atomic_write_text, digest
+from archsim.cache import CacheStore, StoredArrays, atomic_write_text, digest
 from archsim.errors import ArchsimError
 from archsim.knowledge.alphas import unit_rows, alpha_1, alpha_2
 from archsim.models import create_model
@@ -66,8 +66,8 @@ def alpha_matrices(
     run = load_run(run_dir, store, device, batch_size)
     t = run.transfer
     names, n = t.names, len(t.names)
-    # (source set, model) -> logits, memory-mapped: all of them are models^2 x images x classes.
-    logits: dict[tuple[int, int], np.ndarray] = {}
+    # (source set, model) -> the cache entry of its logits: models^2 x images x classes in all, mapped when used.
+    entries: dict[tuple[int, int], StoredArrays] = {}
     for target in tqdm(range(n), desc="alphas: logits on every set", unit="model", disable=None):
         loaded: list = []
 
@@ -82,8 +82,9 @@ def alpha_matrices(
 
         for s in range(n):
             key = digest("advlogits", t.fingerprints[target], t.adv_keys[s])
-            entry = store.get_or_stream("advlogits", key, "logits", t.clean_logits.shape[1:], np.float32, lambda s=s: on_set(s))
-            logits[s, target] = entry.mapped("logits")
+            entries[s, target] = store.get_or_stream("advlogits", key, "logits", t.clean_logits.shape[1:], np.float32, lambda s=s: on_set(s))
+    # Each map holds a file descriptor: the diagonal stays mapped, the other pairs are mapped one at a time.
+    own = [entries[m, m].mapped("logits") for m in range(n)]
 
     rng = np.random.default_rng(settings["seed"])
     a1, a2, combined = (np.full((n, n), np.nan) for _ in range(3))
@@ -91,9 +92,9 @@ def alpha_matrices(
     for s in range(n):
         for target in range(n):
             both = t.clean_correct[s] & t.clean_correct[target]
-            d_ss = (logits[s, s] - t.clean_logits[s])[both]
-            d_st = (logits[s, target] - t.clean_logits[target])[both]
-            d_tt = (logits[target, target] - t.clean_logits[target])[both]
+            d_ss = (own[s] - t.clean_logits[s])[both]
+            d_st = (entries[s, target].mapped("logits") - t.clean_logits[target])[both]
+            d_tt = (own[target] - t.clean_logits[target])[both]
             per_image = alpha_1(d_st, d_tt)
             weights = np.nan_to_num(per_image)
             a1[s, target] = np.nanmean(per_image) if both.any() else np.nan
