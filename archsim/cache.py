@@ -341,23 +341,19 @@ class StoredArrays:
 
         Unchecked: map entries that :meth:`CacheStore.get_or_stream` has just checked.
         """
-        try:
-            with zipfile.ZipFile(self.path) as archive, self.path.open("rb") as handle:
-                info = archive.getinfo(f"{name}.npy")
-                if info.compress_type != zipfile.ZIP_STORED:
-                    return self.array(name)  # a compressed member has no bytes to map
+        with self._archive() as (archive, handle):
+            info = self._info(archive, name)
+            if info.compress_type != zipfile.ZIP_STORED:
+                return self.array(name)  # a compressed member has no bytes to map
+            try:
                 handle.seek(info.header_offset)  # zipfile already counts the data before the archive in this offset
                 local = struct.unpack(zipfile.structFileHeader, handle.read(zipfile.sizeFileHeader))
                 # Fields 10 and 11 of a local file header: the lengths of its name and extra field.
                 handle.seek(info.header_offset + zipfile.sizeFileHeader + local[10] + local[11])
-                shape, dtype = self._header(handle, rows=False)
-                offset = handle.tell()
-        except FileNotFoundError:
-            raise ArchsimError(f"cache entry {self.path} vanished while in use; rerun to recompute it") from None
-        except KeyError:
-            raise ArchsimError(f"cache entry {self.path} holds no array {name!r}; it was written by other code, remove it") from None
-        except (OSError, struct.error, zipfile.BadZipFile) as error:
-            raise self._damaged(error) from None
+            except (OSError, struct.error) as error:
+                raise self._damaged(error) from None
+            shape, dtype = self._header(handle, rows=False)
+            offset = handle.tell()
         if offset + dtype.itemsize * math.prod(shape) > self.path.stat().st_size:
             raise self._damaged(f"{name} is cut short")
         return np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape)
@@ -384,19 +380,31 @@ class StoredArrays:
 
     @contextmanager
     def _member(self, name: str) -> Iterator[BinaryIO]:
+        with self._archive() as (archive, _), archive.open(self._info(archive, name)) as member:
+            yield member
+
+    @contextmanager
+    def _archive(self) -> Iterator[tuple[zipfile.ZipFile, BinaryIO]]:
+        """The entry's archive and the open file under it."""
         try:
-            archive = zipfile.ZipFile(self.path)
+            handle = self.path.open("rb")
         except FileNotFoundError:
             raise ArchsimError(f"cache entry {self.path} vanished while in use; rerun to recompute it") from None
-        except (OSError, zipfile.BadZipFile) as error:
+        except OSError as error:
             raise self._damaged(error) from None
-        with archive:
+        with handle:
             try:
-                member = archive.open(f"{name}.npy")
-            except KeyError:
-                raise ArchsimError(f"cache entry {self.path} holds no array {name!r}; it was written by other code, remove it") from None
-            with member:
-                yield member
+                archive = zipfile.ZipFile(handle)
+            except (OSError, zipfile.BadZipFile) as error:
+                raise self._damaged(error) from None
+            with archive:
+                yield archive, handle
+
+    def _info(self, archive: zipfile.ZipFile, name: str) -> zipfile.ZipInfo:
+        try:
+            return archive.getinfo(f"{name}.npy")
+        except KeyError:
+            raise ArchsimError(f"cache entry {self.path} holds no array {name!r}; it was written by other code, remove it") from None
 
     def _header(self, member: BinaryIO, rows: bool = True) -> tuple[tuple[int, ...], np.dtype]:
         try:

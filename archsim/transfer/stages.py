@@ -260,7 +260,6 @@ def run_transfer(
     )
 
 
-
 def stacked_logits(store: CacheStore, clean_keys: list[str]) -> np.ndarray:
     """The clean logits of every model, [models, images, classes], memory-mapped from one cache entry.
 
