@@ -28,6 +28,7 @@ from archsim.errors import ArchsimError
 from archsim.measures import DEFAULT_EPS_S, sat_tables
 from archsim.models import check_precision, create_model, zoo_specs
 from archsim.transfer import TransferResult, run_transfer
+from archsim.transfer.batching import Purpose, batch_size_for, check_batch_size
 
 DIGITS_EPS = 0.1
 """Default radius on ``digits``: 25/255 levels. Chosen so that PGD fools every zoo model
@@ -83,7 +84,7 @@ def run_sat(
     eps_s: float = DEFAULT_EPS_S,
     n_boot: int = 1000,
     device: str = "auto",
-    batch_size: int = 128,
+    batch_size: int | str = "auto",
     cache: CacheStore | str | Path | None = None,
     out: str | Path | None = None,
     engine: str | Engine = "local",
@@ -141,8 +142,7 @@ def run_sat(
         raise ArchsimError(f"--eps-s must be positive (a percentage floor), got {eps_s}")
     if n_boot < 0:
         raise ArchsimError(f"--n-boot must be 0 or more, got {n_boot}")
-    if batch_size <= 0:
-        raise ArchsimError(f"--batch-size must be positive, got {batch_size}")
+    batch_size = check_batch_size(batch_size)
     store = cache if isinstance(cache, CacheStore) else CacheStore(cache)
     chosen = {k: v for k, v in {"steps": steps, "rel_step": rel_step, "random_start": random_start}.items() if v is not None}
     the_attack = create_attack(attack, eps=default_eps(data) if eps is None else eps, **chosen)
@@ -206,7 +206,7 @@ def compare_attacks(
     out: str | Path | None = None,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
-    batch_size: int = 128,
+    batch_size: int | str = "auto",
     engine: str | Engine = "local",
     address: str | None = None,
 ) -> AttackComparison:
@@ -258,7 +258,7 @@ def compute_measures(
     out: str | Path | None = None,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
-    batch_size: int = 128,
+    batch_size: int | str = "auto",
     pair: tuple[str, str] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Other similarity measures (SPEC §3) of a finished run's models on its images.
@@ -379,6 +379,9 @@ def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_
     [N, N, items] arrays (images, or planes for ``regions``) whose mean over items is
     the matrix; for ``cka`` the list of per-model feature matrices instead.
     """
+    def sized(spec: str, purpose: Purpose = "evaluate") -> int:
+        return batch_size_for(model_of(spec), batch_size, purpose, tuple(images.images.shape[1:]), len(images), store)
+
     from archsim.measures import boundary, regions
     from archsim.models.features import penultimate_features
 
@@ -397,7 +400,7 @@ def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_
             out[measure] = [
                 store.get_or_compute(
                     "feat", digest("features", fp, images.fingerprint),
-                    lambda spec=spec: {"features": penultimate_features(model_of(spec), images.images, batch_size).numpy()},
+                    lambda spec=spec: {"features": penultimate_features(model_of(spec), images.images, sized(spec)).numpy()},
                 )["features"]
                 for spec, fp in zip(specs, fingerprints)
             ]
@@ -407,7 +410,7 @@ def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_
             planes = [
                 store.get_or_compute(
                     "regions", digest("regions", fp, images.fingerprint, setting),
-                    lambda spec=spec: {"labels": regions.region_labels(model_of(spec), images.images, triplets, batch_size=batch_size)},
+                    lambda spec=spec: {"labels": regions.region_labels(model_of(spec), images.images, triplets, batch_size=sized(spec))},
                 )["labels"]
                 for spec, fp in zip(specs, fingerprints)
             ]
@@ -421,8 +424,8 @@ def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_
                     def compute(source=source, target=target) -> dict:
                         nonlocal directions
                         if directions is None:
-                            directions = boundary.sign_directions(model_of(source), images.images, labels, batch_size)
-                        return {"distance": boundary.boundary_distance(model_of(target), images.images, labels, directions, reach, points, batch_size)}
+                            directions = boundary.sign_directions(model_of(source), images.images, labels, sized(source, "attack"))
+                        return {"distance": boundary.boundary_distance(model_of(target), images.images, labels, directions, reach, points, sized(target))}
 
                     key = digest("boundary", fp_s, fp_t, images.fingerprint, reach, points)
                     distances[s, t] = store.get_or_compute("boundary", key, compute)["distance"]
@@ -431,7 +434,7 @@ def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_
 
 
 def load_run(
-    run_dir: str | Path, cache: CacheStore | str | Path | None = None, device: str = "auto", batch_size: int = 128,
+    run_dir: str | Path, cache: CacheStore | str | Path | None = None, device: str = "auto", batch_size: int | str = "auto",
     models: list[str] | None = None, engine: str | Engine = "local", address: str | None = None,
 ) -> SatRun:
     """A finished run rebuilt from the cache (nothing recomputed), optionally with more ``models``

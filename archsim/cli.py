@@ -22,6 +22,24 @@ def cli() -> None:
     """Similarity of neural architectures by adversarial attack transferability (SAT)."""
 
 
+class BatchSizeType(click.ParamType):
+    """A positive whole number or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        from archsim.transfer.batching import check_batch_size
+
+        try:
+            return check_batch_size(value)
+        except ArchsimError:
+            self.fail(f"{value!r} is not a positive whole number or 'auto'", param, ctx)
+
+
+BATCH_SIZE_HELP = ("Images per batch, or auto: measured per model and device (fastest batch within the free memory), "
+                   "searched once per machine and cached.")
+
+
 def engine_options(command):
     """--engine, --address and --cpus-per-task of the commands that attack or evaluate."""
     command = click.option("--cpus-per-task", type=float, default=1, show_default=True,
@@ -52,7 +70,7 @@ def engine_options(command):
 @click.option("--eps-s", type=float, default=1.0, show_default=True, help="Floor of the fooling percentage in SAT (1 keeps SAT >= 0).")
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap replicates for 95% intervals.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--batch-size", type=BatchSizeType(), default="auto", show_default=True, help=BATCH_SIZE_HELP)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="bf16: autocast, 1.2-4x faster attacks on recent GPUs, SAT rank correlation ~0.98 with fp32.")
 @click.option("--compile/--no-compile", default=False, show_default=True,
@@ -154,7 +172,7 @@ def cards(specs, out, cache) -> None:
 def rerun_options(command):
     """--device, --batch-size and --cache of the commands that recompute on a finished run."""
     command = click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: the run's].")(command)
-    command = click.option("--batch-size", type=int, default=128, show_default=True)(command)
+    command = click.option("--batch-size", type=BatchSizeType(), default="auto", show_default=True, help=BATCH_SIZE_HELP)(command)
     return click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")(command)
 
 

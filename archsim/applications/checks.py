@@ -45,7 +45,7 @@ def checkpoint_sat(
     epochs: list[int] | None = None,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
-    batch_size: int = 128,
+    batch_size: int | str = "auto",
     engine: str | Engine = "local",
     address: str | None = None,
 ) -> pd.DataFrame:
@@ -95,7 +95,7 @@ def checks_on_run(
     out: str | Path | None = None,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
-    batch_size: int = 128,
+    batch_size: int | str = "auto",
     engine: str | Engine = "local",
     address: str | None = None,
 ) -> dict[str, pd.DataFrame]:

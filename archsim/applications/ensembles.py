@@ -220,7 +220,7 @@ def ensembles_on_run(
     out: str | Path | None = None,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
-    batch_size: int = 128,
+    batch_size: int | str = "auto",
 ) -> EnsembleStudy:
     """``archsim ensemble``: :func:`study_ensembles` on a finished run, written into ``out``
     (default ``RUN/ensembles``): ``ensemble_pairs.csv``, ``ensemble_k.csv``,

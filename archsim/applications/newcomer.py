@@ -53,7 +53,7 @@ def add_model(
     out: str | Path | None = None,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
-    batch_size: int = 128,
+    batch_size: int | str = "auto",
     engine: str | Engine = "local",
     address: str | None = None,
 ) -> Newcomer:

@@ -22,6 +22,7 @@ from archsim.cache import CacheStore, StoredArrays, atomic_write_text, digest
 from archsim.errors import ArchsimError
 from archsim.knowledge.alphas import unit_rows, alpha_1, alpha_2
 from archsim.models import create_model
+from archsim.transfer.batching import batch_size_for
 from archsim.transfer.stages import predict_stream
 
 
@@ -51,7 +52,7 @@ def alpha_matrices(
     n_boot: int = 200,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
-    batch_size: int = 128,
+    batch_size: int | str = "auto",
 ) -> dict[str, pd.DataFrame]:
     """``archsim alphas``: N x N matrices (row = source S, column = target T) in the sat.csv layout.
 
@@ -77,7 +78,9 @@ def alpha_matrices(
             found = store.open("adv", t.adv_keys[s])
             if found is None:
                 raise ArchsimError(f"the adversarial set of {names[s]} vanished from {store.root} during the run; rerun to recompute it")
-            batches = (torch.from_numpy(rows) for rows in found.batches("images", batch_size))
+            shape = found.shape("images")
+            size = batch_size_for(loaded[0], batch_size, "evaluate", shape[1:], shape[0], store)
+            batches = (torch.from_numpy(rows) for rows in found.batches("images", size))
             return (rows.numpy() for rows in predict_stream(loaded[0], batches))
 
         for s in range(n):

@@ -110,6 +110,8 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
         ([*TWO, "--attack", "deepfool"], "unknown attack"),
         ([*TWO, "--attack", "apgd-ce,rho=2"], "rho must lie in"),
         ([*TWO, "--precision", "fp16"], "'fp16' is not one of 'fp32', 'bf16'"),
+        ([*TWO, "--batch-size", "0"], "'0' is not a positive whole number or 'auto'"),
+        ([*TWO, "--batch-size", "most"], "'most' is not a positive whole number or 'auto'"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, cache_dir, capsys, args, message):

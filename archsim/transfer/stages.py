@@ -33,6 +33,7 @@ from archsim.cache import CacheStore, digest
 from archsim.data import ImageSet
 from archsim.errors import ArchsimError
 from archsim.models import SimModel, check_precision, create_model, precision_context, prepare
+from archsim.transfer.batching import Purpose, batch_size_for
 
 if TYPE_CHECKING:
     from archsim.engines import Engine
@@ -161,31 +162,37 @@ class SourceOutcome:
 
 
 def attack_source(
-    device: str, store: CacheStore, spec: str, data: ImageSet, attack: Attack, seed: int, batch_size: int,
+    device: str, store: CacheStore, spec: str, data: ImageSet, attack: Attack, seed: int, batch_size: int | str,
     describe: Callable[[SimModel], dict | None] | None = None, precision: str = "fp32", compile: bool = False,
 ) -> SourceOutcome:
     """Stage-1 task: load one model, cache its clean logits and its adversarial set."""
     model = create_model(spec, cache=store, device=device)
     check_compatible(model, data)
     prepare(model, precision, compile)
+
+    def sized(purpose: Purpose) -> int:
+        # Searched only when something is computed: a run found in the cache measures nothing.
+        return batch_size_for(model, batch_size, purpose, tuple(data.images.shape[1:]), len(data), store, precision)
+
+    def clean_logits() -> Iterator[np.ndarray]:
+        return (logits.numpy() for logits in predict_stream(model, data.batches(sized("evaluate"))))
+
+    def adversarial_set() -> Iterator[np.ndarray]:
+        size = sized("attack")
+        return (adv.numpy() for adv in attack.stream(model, data.batches(size), data.labels, seed, size, f"attack {model.name}"))
+
     with precision_context(device, precision):
         clean_key = pred_key(model.fingerprint, data.fingerprint, precision)
-        store.get_or_stream(
-            "pred", clean_key, "logits", (len(data.labels), model.num_outputs), np.float32,
-            lambda: (logits.numpy() for logits in predict_stream(model, data.batches(batch_size))),
-        )
+        store.get_or_stream("pred", clean_key, "logits", (len(data.labels), model.num_outputs), np.float32, clean_logits)
         key = adv_key(model.fingerprint, data, attack, seed, precision)
         # Checked, not just found: a damaged set is found and recomputed here, while the source is loaded.
-        store.get_or_stream(
-            "adv", key, "images", tuple(data.images.shape), np.uint8,
-            lambda: (adv.numpy() for adv in attack.stream(model, data.batches(batch_size), data.labels, seed, batch_size, f"attack {model.name}")),
-        )
+        store.get_or_stream("adv", key, "images", tuple(data.images.shape), np.uint8, adversarial_set)
     card = describe(model) if describe is not None else None
     return SourceOutcome(model.name, model.fingerprint, {**model.info, "architecture": model.architecture_id}, card, key, clean_key)
 
 
 def evaluate_target(
-    device: str, store: CacheStore, spec: str, fingerprint: str, adv_keys: list[str], batch_size: int,
+    device: str, store: CacheStore, spec: str, fingerprint: str, adv_keys: list[str], batch_size: int | str,
     precision: str = "fp32", compile: bool = False,
 ) -> np.ndarray:
     """Stage-2 task: one target's predicted labels on every source's set, [sources, images], compact integers.
@@ -206,8 +213,10 @@ def evaluate_target(
         adv_images = store.open("adv", key)
         if adv_images is None:
             raise ArchsimError(f"adversarial set {key[:12]} vanished from the cache during the run; rerun to recompute it")
+        shape = adv_images.shape("images")
+        size = batch_size_for(target(), batch_size, "evaluate", shape[1:], shape[0], store, precision)
         with precision_context(device, precision):
-            batches = (torch.from_numpy(rows) for rows in adv_images.batches("images", batch_size))
+            batches = (torch.from_numpy(rows) for rows in adv_images.batches("images", size))
             # The labels are taken on the device: copying whole logits back would move classes-times more bytes.
             return {"pred": torch.cat(list(predict_stream(target(), batches, reduce=lambda logits: logits.argmax(-1)))).numpy()}
 
@@ -222,7 +231,7 @@ def run_transfer(
     attack: Attack,
     cache: CacheStore,
     seed: int = 0,
-    batch_size: int = 128,
+    batch_size: int | str = "auto",
     engine: Engine | None = None,
     describe: Callable[[SimModel], dict | None] | None = None,
     precision: str = "fp32",

@@ -1,0 +1,156 @@
+"""Batch sizes searched on the model: the search rule on curves worked out by hand, the memory
+measurement on real allocations, and a run with ``auto`` equal to one with a fixed batch."""
+
+import copy
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from archsim.attacks import create_attack
+from archsim.cache import CacheStore
+from archsim.data import load_data
+from archsim.errors import ArchsimError
+from archsim.models import create_model
+from archsim.transfer import batching
+from archsim.transfer.batching import OutOfMemory, Trial, batch_size_for, check_batch_size, search_batch_size
+from archsim.transfer.stages import run_transfer
+from archsim.transfer.tests.test_streaming import SPECS, _store
+
+
+def test_batch_size_is_a_positive_number_or_auto():
+    assert check_batch_size("auto") == "auto"
+    assert check_batch_size(64) == 64 and check_batch_size("64") == 64
+    for bad in (0, -3, 1.5, True, "big", None):
+        with pytest.raises(ArchsimError, match="positive whole number or 'auto'"):
+            check_batch_size(bad)
+
+
+def _curve(rates: dict[int, float], peaks: dict[int, int] | None = None, out_of_memory_from: int | None = None):
+    """A trial from images per second (and peak bytes) per size; records the sizes tried."""
+    tried: list[int] = []
+
+    def trial(size: int) -> Trial:
+        tried.append(size)
+        if out_of_memory_from is not None and size >= out_of_memory_from:
+            raise OutOfMemory
+        return Trial(size / rates[size], None if peaks is None else peaks[size])
+
+    return trial, tried
+
+
+def test_search_keeps_the_smallest_batch_no_larger_one_beats_by_five_percent():
+    # A GPU-like curve that saturates: 64 -> 128 gains 4 % (a miss), 256 gains 4.8 % over 64 (a second miss).
+    rates = {1: 10, 2: 20, 4: 40, 8: 80, 16: 150, 32: 250, 64: 500, 128: 520, 256: 524, 512: 2000}
+    trial, tried = _curve(rates)
+    assert search_batch_size(trial, 512, None) == 64
+    assert tried == [1, 2, 4, 8, 16, 32, 64, 128, 256]  # two misses in a row end the growth: 512 is never tried
+    # A miss followed by a gain goes on from the gain.
+    rates = {1: 10, 2: 10.2, 4: 30, 8: 30, 16: 30}
+    trial, tried = _curve(rates)
+    assert search_batch_size(trial, 16, None) == 4 and tried == [1, 2, 4, 8, 16]
+
+
+def test_search_finds_an_optimum_in_the_middle_as_on_a_cpu():
+    # ResNet-50 on this VM's CPU: throughput peaks at a few images and falls with larger activations.
+    rates = {1: 7.7, 2: 8.4, 4: 8.9, 8: 9.3, 16: 8.4, 32: 6.2, 64: 3.8}
+    trial, tried = _curve(rates)
+    # 2 is 9 % over 1; 4 (6 % over 2) is chosen; 8 is 4.5 % over 4 and 16 slower: two misses.
+    assert search_batch_size(trial, 64, None) == 4 and tried == [1, 2, 4, 8, 16]
+
+
+def test_search_tries_the_limit_last_when_it_is_not_a_power_of_two():
+    rates = {size: float(size) for size in (1, 2, 4, 8, 16, 32, 64, 100)}
+    trial, tried = _curve(rates)
+    assert search_batch_size(trial, 100, None) == 100 and tried == [1, 2, 4, 8, 16, 32, 64, 100]
+    trial, tried = _curve({1: 1.0})
+    assert search_batch_size(trial, 1, None) == 1 and tried == [1]
+
+
+def test_search_stays_within_the_memory_budget_without_trying_a_size_that_would_not_fit():
+    rates = {size: float(size) for size in (1, 2, 4, 8, 16, 32, 64, 128)}
+    peaks = {size: 100 + 10 * size for size in rates}
+    trial, tried = _curve(rates, peaks)
+    # 64 takes 740 bytes; 128 would take 1380 by the line through 32 and 64, over 1000: not tried.
+    assert search_batch_size(trial, 128, budget=1000) == 64 and tried == [1, 2, 4, 8, 16, 32, 64]
+    # What the caller keeps per image counts too: 32 * (10 + 15) + 100 = 900 fits, 64 would take 1700.
+    trial, tried = _curve(rates, peaks)
+    assert search_batch_size(trial, 128, budget=1000, extra_bytes_per_image=15) == 32 and tried[-1] == 32
+    # A measured peak over the budget is never chosen, even where the line from smaller sizes said it would fit.
+    peaks = {1: 10, 2: 20, 4: 40, 8: 5000, 16: 6000}
+    trial, tried = _curve({size: float(size) for size in peaks}, peaks)
+    assert search_batch_size(trial, 16, budget=1000) == 4 and tried == [1, 2, 4, 8]
+
+
+def test_search_stops_at_the_first_size_out_of_memory():
+    rates = {size: float(size) for size in (1, 2, 4, 8, 16, 32, 64)}
+    trial, tried = _curve(rates, out_of_memory_from=32)
+    assert search_batch_size(trial, 64, None) == 16 and tried == [1, 2, 4, 8, 16, 32]
+    trial, _ = _curve(rates, out_of_memory_from=1)
+    with pytest.raises(ArchsimError, match="not even one image fits"):
+        search_batch_size(trial, 64, None)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the CPU peak is read from Linux's /proc")
+def test_cpu_peak_memory_is_measured_from_real_allocations():
+    cpu = torch.device("cpu")
+    assert batching._peak_measurable(cpu)
+    held = []
+
+    def allocate() -> None:
+        held.append(torch.ones(64 << 20, dtype=torch.uint8))  # 64 MiB, every page written
+
+    peak = batching.peak_memory(cpu, allocate)
+    assert 60 << 20 <= peak <= 80 << 20
+    held.clear()
+    # Freed memory is handed back before the next measurement, so a second allocation counts in full.
+    assert 60 << 20 <= batching.peak_memory(cpu, allocate) <= 80 << 20
+    held.clear()
+    assert batching.peak_memory(cpu, lambda: None) < 8 << 20
+    assert 0 < batching._memory_budget(cpu) < batching._host_memory_available()
+
+
+def test_auto_is_searched_on_the_model_once_and_cached(tmp_path, cache_dir, monkeypatch):
+    store = _store(tmp_path / "results", cache_dir)
+    model = create_model("zoo:resnet-s0", cache=store)
+    shape = tuple(load_data("digits", n_images=10).images.shape[1:])
+    counters = store.hits, store.misses
+    assert batch_size_for(model, 48, "attack", shape, 100, store) == 48  # a number is kept, nothing searched
+    assert _choices(store) == 0
+    chosen = {purpose: batch_size_for(model, "auto", purpose, shape, 100, store) for purpose in ("attack", "evaluate")}
+    assert all(1 <= size <= 100 for size in chosen.values())
+    assert _choices(store) == 2
+    # A batch size is not a result: the counters of computed and found results do not move.
+    assert (store.hits, store.misses) == counters
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched again")
+
+    monkeypatch.setattr(batching, "search_batch_size", no_search)
+    assert {purpose: batch_size_for(model, "auto", purpose, shape, 100, store) for purpose in ("attack", "evaluate")} == chosen
+    # The same architecture with other weights shares the choice (speed does not depend on the weights).
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.net.parameters()).add_(1.0)
+    assert other.fingerprint != model.fingerprint
+    assert batch_size_for(other, "auto", "attack", shape, 100, store) == chosen["attack"]
+    # Another number of images is another search.
+    with pytest.raises(AssertionError, match="searched again"):
+        batch_size_for(model, "auto", "attack", shape, 99, store)
+
+
+def _choices(store: CacheStore) -> int:
+    return len(list((store.root / "batch").rglob("*.bin")))
+
+
+def test_a_run_with_auto_equals_one_with_a_fixed_batch(tmp_path, cache_dir):
+    data = load_data("digits", n_images=45)
+    attack = create_attack("pgd", eps=0.1, steps=3)
+    fixed = run_transfer(SPECS, data, attack, _store(tmp_path / "fixed", cache_dir), seed=2, batch_size=7)
+    auto_store = _store(tmp_path / "auto", cache_dir)
+    auto = run_transfer(SPECS, data, attack, auto_store, seed=2, batch_size="auto")
+    assert np.array_equal(fixed.adv_pred, auto.adv_pred)
+    assert np.allclose(fixed.clean_logits, auto.clean_logits, atol=1e-5)
+    # Searched per architecture and purpose: two models, attack and evaluation.
+    assert _choices(auto_store) == 4
