@@ -379,11 +379,11 @@ def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_
     [N, N, items] arrays (images, or planes for ``regions``) whose mean over items is
     the matrix; for ``cka`` the list of per-model feature matrices instead.
     """
-    def sized(spec: str, purpose: Purpose = "evaluate") -> int:
-        return batch_size_for(model_of(spec), batch_size, purpose, tuple(images.images.shape[1:]), len(images), store)
-
     from archsim.measures import boundary, regions
     from archsim.models.features import penultimate_features
+
+    def sized(spec: str, purpose: Purpose = "evaluate") -> int:
+        return batch_size_for(model_of(spec), batch_size, purpose, tuple(images.images.shape[1:]), len(images), store)
 
     specs, fingerprints = transfer.specs, transfer.fingerprints
     labels = torch.as_tensor(transfer.labels)
