@@ -213,13 +213,7 @@ def _trial_on(model: SimModel, purpose: Purpose, image_shape: tuple[int, ...], p
 
 
 def _peak_measurable(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return True
-    try:
-        _CLEAR_REFS.write_text("5")
-    except OSError:
-        return False
-    return device.type == "cpu"
+    return device.type == "cuda" or (device.type == "cpu" and os.access(_CLEAR_REFS, os.W_OK))
 
 
 def peak_memory(device: torch.device, run: Callable[[], None]) -> int | None:
@@ -238,20 +232,26 @@ def peak_memory(device: torch.device, run: Callable[[], None]) -> int | None:
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
     _CLEAR_REFS.write_text("5")
-    before = _status_bytes("VmRSS")
+    before = _proc_bytes(_STATUS, "VmRSS") or 0
     run()
-    return max(_status_bytes("VmHWM") - before, 0)
+    return max((_proc_bytes(_STATUS, "VmHWM") or 0) - before, 0)
 
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+_MEMINFO = Path("/proc/meminfo")
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if platform.system() == "Linux" and ctypes.util.find_library("c") else None
 if _LIBC is not None and not hasattr(_LIBC, "malloc_trim"):  # a C library other than glibc (musl)
     _LIBC = None
 
 
-def _status_bytes(field: str) -> int:
-    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
-    return int(match.group(1)) * 1024 if match else 0
+def _proc_bytes(path: Path, field: str) -> int | None:
+    """A ``FIELD:  N kB`` line of a /proc file in bytes, None where the file or the line is missing."""
+    try:
+        match = re.search(rf"^{field}:\s+(\d+) kB", path.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) * 1024 if match else None
 
 
 def _memory_budget(device: torch.device) -> int | None:
@@ -274,13 +274,9 @@ def _host_memory_available() -> int | None:
 
     Read from /proc and /sys directly: the peak it is compared with can only be measured on Linux anyway.
     """
-    meminfo = Path("/proc/meminfo")
-    if not meminfo.exists():
+    available = _proc_bytes(_MEMINFO, "MemAvailable")
+    if available is None:
         return None
-    match = re.search(r"^MemAvailable:\s+(\d+) kB", meminfo.read_text(), re.MULTILINE)
-    if not match:
-        return None
-    available = int(match.group(1)) * 1024
     for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
                                    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
         try:
