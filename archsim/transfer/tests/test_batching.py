@@ -111,6 +111,56 @@ def test_cpu_peak_memory_is_measured_from_real_allocations():
     assert 0 < batching._memory_budget(cpu) < batching._host_memory_available()
 
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+def test_cuda_peak_memory_and_budget_come_from_the_allocator():
+    cuda = torch.device("cuda")
+    held = []
+    peak = batching.peak_memory(cuda, lambda: held.append(torch.empty(64 << 20, dtype=torch.uint8, device=cuda)))
+    assert peak == 64 << 20
+    # Memory torch has cached for tensors since freed counts as free.
+    budget = batching._memory_budget(cuda)
+    held.clear()
+    assert torch.cuda.memory_reserved(cuda) > torch.cuda.memory_allocated(cuda)
+    assert batching._memory_budget(cuda) == pytest.approx(budget + batching.MEMORY_SHARE["cuda"] * (64 << 20), abs=1 << 20)
+    free, total = torch.cuda.mem_get_info(cuda)
+    assert 0 < budget < total
+
+
+@needs_cuda
+def test_cuda_search_backs_off_at_out_of_memory_and_the_device_stays_usable():
+    cuda = torch.device("cuda")
+    model = create_model("timm:resnet18,pretrained=false", device="cuda")
+    shape = (3, 2048, 2048)  # gigabytes per image in an attack step: out of memory long before 1024 images
+    tried, failed = [], []
+    trial = batching._trial_on(model, "attack", shape, "fp32")
+
+    def recorded(size: int) -> Trial:
+        tried.append(size)
+        try:
+            return trial(size)
+        except OutOfMemory:
+            failed.append(size)
+            raise
+
+    before = torch.cuda.memory_allocated(cuda)
+    # No budget, and every larger size counts as a gain: only out of memory stops the growth.
+    chosen = search_batch_size(recorded, 1024, None, min_gain=-1.0)
+    assert failed == [tried[-1]] and 1 <= chosen < failed[0]
+    assert torch.cuda.memory_allocated(cuda) == before
+    assert trial(chosen).peak_bytes > 0  # what the failed size took was handed back
+    # With the budget, the size chosen runs a real attack within it.
+    budget = batching._memory_budget(cuda)
+    within = batch_size_for(model, "auto", "attack", shape, 1024)
+    assert within < failed[0]
+    images = torch.randint(0, 256, (within, *shape), dtype=torch.uint8)
+    attack = create_attack("pgd", eps=4 / 255, steps=1)
+    peak = batching.peak_memory(cuda, lambda: attack(model, images, torch.zeros(within, dtype=torch.long), 0, within))
+    assert peak <= budget
+
+
 def test_auto_is_searched_on_the_model_once_and_cached(tmp_path, cache_dir, monkeypatch):
     store = _store(tmp_path / "results", cache_dir)
     model = create_model("zoo:resnet-s0", cache=store)
