@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from archsim.attacks import Attack
-from archsim.attacks.base import to_device
+from archsim.attacks.base import copy_to_host, to_device
 from archsim.cache import CacheStore, digest
 from archsim.data import ImageSet
 from archsim.errors import ArchsimError
@@ -125,8 +125,8 @@ def predict_stream(
 ) -> Iterator[torch.Tensor]:
     """Logits of ``model`` on each uint8 batch (or ``reduce`` of them, computed on the device), on the CPU.
 
-    Each batch is handed back one batch late: its copy to the CPU then waits while the
-    device already works on the next one, instead of stalling the queue of kernels.
+    Each batch is handed back one batch late: its copy to the CPU is queued behind its
+    forward, and the host waits for it while the device already works on the next batch.
     """
     pending = None
     for batch in tqdm(batches, desc=desc, total=total, unit="batch", leave=False, disable=None if desc else True):
@@ -134,11 +134,12 @@ def predict_stream(
         with torch.inference_mode():
             out = model(to_device(batch, model.device).float().div_(255.0)).float()
             out = reduce(out) if reduce is not None else out
+        copied = copy_to_host(out)  # outside inference mode: the copy is an ordinary tensor for its users
         if pending is not None:
-            yield pending.cpu()
-        pending = out
+            yield pending()
+        pending = copied
     if pending is not None:
-        yield pending.cpu()
+        yield pending()
 
 
 def check_compatible(model: SimModel, data: ImageSet) -> None:

@@ -21,15 +21,29 @@ def images():
 
 def test_noise_drawn_ahead_equals_noise_drawn_in_line_and_numpy():
     shape = torch.Size((2, 5, 5))
-    with ThreadPoolExecutor(1) as pool:
-        ahead = NoiseSource(3, range(4, 7), shape, executor=pool)
+    indices = range(4, 4 + 2 * NoiseSource.PART + 5)  # three parts, the last a short one, drawn by three threads
+    with ThreadPoolExecutor(3) as pool:
+        ahead = NoiseSource(3, indices, shape, executor=pool)
         ahead.prefetch()
         drawn_ahead = ahead.draw()
-    in_line = NoiseSource(3, range(4, 7), shape).draw()
-    by_hand = np.stack([np.random.default_rng([3, i]).random((2, 5, 5), dtype=np.float32) * 2 - 1 for i in range(4, 7)])
+    in_line = NoiseSource(3, indices, shape).draw()
+    by_hand = np.stack([np.random.default_rng([3, i]).random((2, 5, 5), dtype=np.float32) * 2 - 1 for i in indices])
     assert torch.equal(drawn_ahead, in_line) and np.array_equal(in_line.numpy(), by_hand)
     keyed = NoiseSource(3, range(4, 7), shape).draw(1, 2)
     assert np.array_equal(keyed[0].numpy(), np.random.default_rng([3, 4, 1, 2]).random((2, 5, 5), dtype=np.float32) * 2 - 1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_attack_and_prediction_hand_batches_back_in_order_and_agree_with_the_cpu(images):
+    # Batches come back one batch late from page-locked copies: a batch out of order or overwritten
+    # would disagree with the CPU on most pixels, where floating-point order moves only a few.
+    x, y = images
+    attack = PGD(eps=0.1, steps=5)
+    on_cpu = attack(small_model(), x, y, seed=1, batch_size=40)
+    gpu = small_model().to("cuda")
+    on_gpu = attack(gpu, x, y, seed=1, batch_size=7)
+    assert on_gpu.device.type == "cpu" and (on_gpu == on_cpu).float().mean() > 0.99
+    assert torch.allclose(predict(gpu, x, 7), predict(small_model(), x, 40), atol=1e-2)
 
 
 def test_bf16_autocast_runs_the_network_in_bf16_and_stays_close(images):
