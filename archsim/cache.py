@@ -250,8 +250,12 @@ class CacheStore:
         return FileLock(str(lock_path))
 
     def _mark_used(self, kind: str, key: str) -> None:
-        # The modification time doubles as "last used", so pruning by age spares live entries.
         self.used.add((kind, key))
+        self.touch(kind, key)
+
+    def touch(self, kind: str, key: str) -> None:
+        """Record a use of the entry without adding it to the run's footprint (:attr:`used`)."""
+        # The modification time doubles as "last used", so pruning by age spares live entries.
         try:
             os.utime(self.path(kind, key))
         except OSError:

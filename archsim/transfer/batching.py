@@ -172,6 +172,8 @@ def batch_size_for(
     if found is None:
         found = search()
         store.put("batch", key, found)
+    else:
+        store.touch("batch", key)  # so `cache prune --older-than` keeps choices still in use
     return int(found["batch_size"])
 
 

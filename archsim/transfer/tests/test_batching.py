@@ -2,6 +2,7 @@
 measurement on real allocations, and a run with ``auto`` equal to one with a fixed batch."""
 
 import copy
+import os
 import sys
 
 import numpy as np
@@ -178,7 +179,13 @@ def test_auto_is_searched_on_the_model_once_and_cached(tmp_path, cache_dir, monk
         raise AssertionError("searched again")
 
     monkeypatch.setattr(batching, "search_batch_size", no_search)
+    entries = list((store.root / "batch").rglob("*.bin"))
+    for entry in entries:
+        os.utime(entry, (0, 0))
     assert {purpose: batch_size_for(model, "auto", purpose, shape, 100, store) for purpose in ("attack", "evaluate")} == chosen
+    # A choice read is marked as used for `cache prune --older-than`, but is no result of the run.
+    assert all(entry.stat().st_mtime > 0 for entry in entries)
+    assert not any(kind == "batch" for kind, _ in store.used)
     # The same architecture with other weights shares the choice (speed does not depend on the weights).
     other = copy.deepcopy(model)
     with torch.no_grad():
