@@ -126,7 +126,7 @@ def test_cuda_peak_memory_and_budget_come_from_the_allocator():
     held.clear()
     assert torch.cuda.memory_reserved(cuda) > torch.cuda.memory_allocated(cuda)
     assert batching._memory_budget(cuda) == pytest.approx(budget + batching.MEMORY_SHARE["cuda"] * (64 << 20), abs=1 << 20)
-    free, total = torch.cuda.mem_get_info(cuda)
+    _, total = torch.cuda.mem_get_info(cuda)
     assert 0 < budget < total
 
 
