@@ -9,7 +9,6 @@ radius ``eps`` and inside [0, 255].
 from __future__ import annotations
 
 import math
-import os
 from abc import ABC, abstractmethod
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from archsim.errors import ArchsimError
+from archsim.models.fastpath import usable_cores
 
 
 class Attack(ABC):
@@ -160,8 +160,7 @@ def copy_to_host(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
 
 def _noise_workers() -> int:
     """Threads drawing random starts on a GPU machine: all cores but the one feeding the device, at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(8, cores - 1))
+    return max(1, min(8, usable_cores() - 1))
 
 
 def check_count(name: str, value: int) -> int:

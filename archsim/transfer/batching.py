@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from archsim.cache import CacheStore, digest
 from archsim.errors import ArchsimError
-from archsim.models import SimModel, precision_context
+from archsim.models import SimModel, precision_context, usable_cores
 
 AUTO = "auto"
 Purpose = Literal["attack", "evaluate"]
@@ -267,8 +267,7 @@ def _memory_budget(device: torch.device) -> int | None:
     if free is None:
         return None
     # Processes that share the machine (Ray tasks given --cpus-per-task) share its memory as they share its cores.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return int(free * MEMORY_SHARE["cpu"] * min(1.0, torch.get_num_threads() / cores))
+    return int(free * MEMORY_SHARE["cpu"] * min(1.0, torch.get_num_threads() / usable_cores()))
 
 
 def _host_memory_available() -> int | None:
