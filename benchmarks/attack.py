@@ -9,13 +9,14 @@ For each model, on the same images, labels and PGD settings:
   on the model as archsim prepares it;
 - archsim's PGD (uint8 in and out, seeded per-image random start, rounding and
   projection onto the integer ball) per precision after
-  :func:`archsim.models.prepare`, for CNNs on CUDA also in the other memory
-  layout, and with ``--compile`` also through ``torch.compile``;
+  :func:`archsim.models.prepare`, for CNNs also in the other memory layout
+  (channels-last or contiguous), and with ``--compile`` also through ``torch.compile``;
 - evaluation: archsim's batched prediction against a bare ``inference_mode``
   forward loop over the same batches, per precision.
 
 Prints image-steps per second (images per second for evaluation), the best of
-``--repeats`` timings after one warm-up, and the ratios. Random weights are fine
+``--repeats`` timings after one warm-up, and the ratios. The contestants of a model
+are timed in interleaved rounds, so that a slow moment of the machine falls on all. Random weights are fine
 for timm models: throughput does not depend on the weights.
 
     python benchmarks/attack.py --n-images 256 --batch-size 128  # zoo models at 32 px (CPU)
@@ -42,16 +43,25 @@ from archsim.transfer import predict
 DEFAULT_MODELS = ["zoo:resnet-s0", "zoo:vit", "zoo:convnext", "zoo:mobilevit"]
 
 
-def best_of(repeats: int, fn: Callable[[], object], sync: Callable[[], None]) -> float:
-    fn()  # warm-up: allocator, kernels, cuDNN algorithm search, compilation
-    sync()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
+def interleaved_best(repeats: int, contestants: dict[str, Callable[[], object]], sync: Callable[[], None]) -> dict[str, float]:
+    """The best of ``repeats`` timings of each contestant, timed in rounds that run each once.
+
+    Interleaved, not one after the other: a slow moment of a shared machine (this VM
+    varies by 5-15 % over minutes) then falls on every contestant of a round rather
+    than on whichever ran during it, so the ratios compare like with like.
+    """
+    for fn in contestants.values():
+        fn()  # warm-up: allocator, kernels, cuDNN algorithm search, compilation
         sync()
-        times.append(time.perf_counter() - started)
-    return min(times)
+    times: dict[str, list[float]] = {label: [] for label in contestants}
+    labels = list(contestants)
+    for round_ in range(repeats):
+        for label in labels[round_ % len(labels):] + labels[: round_ % len(labels)]:  # a different one first each round
+            started = time.perf_counter()
+            contestants[label]()
+            sync()
+            times[label].append(time.perf_counter() - started)
+    return {label: min(t) for label, t in times.items()}
 
 
 def bare_attack_loop(model: SimModel, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int) -> None:
@@ -109,45 +119,49 @@ def main() -> None:
             for start in range(0, len(x), args.batch_size):
                 theirs(x[start : start + args.batch_size], y[start : start + args.batch_size])
 
-        def attack_rate(m: SimModel, precision: str) -> float:
-            with precision_context(args.device, precision):
-                return work / best_of(args.repeats, lambda: ours(m, images, labels, 0, args.batch_size), sync)
-
-        def bare_rate(m: SimModel, precision: str) -> float:
-            with precision_context(args.device, precision):
-                return work / best_of(args.repeats, lambda: bare_attack_loop(m, x, y, args.steps, args.batch_size), sync)
-
-        def eval_rates(m: SimModel, precision: str) -> tuple[float, float]:
-            with precision_context(args.device, precision):
-                ours_t = best_of(args.repeats, lambda: predict(m, images, args.batch_size), sync)
-                bare_t = best_of(args.repeats, lambda: bare_eval_loop(m, images, args.batch_size), sync)
-            return args.n_images / ours_t, args.n_images / bare_t
-
-        torchattacks_rate = work / best_of(args.repeats, run_theirs, sync)
-        name = model.name[:30]
-        rows.append((name, "torchattacks fp32", torchattacks_rate, 1.0, float("nan")))
+        def in_precision(precision: str, fn: Callable[[], object]) -> Callable[[], object]:
+            def run() -> object:
+                with precision_context(args.device, precision):
+                    return fn()
+            return run
 
         def fresh() -> SimModel:
             return create_model(spec, cache=CacheStore(args.cache), device=args.device)
 
+        # label -> (function, precision); attacks are timed as image-steps, evaluations as images.
+        attacks: dict[str, tuple[Callable[[], object], str]] = {"torchattacks fp32": (run_theirs, "fp32")}
+        evaluations: dict[str, tuple[Callable[[], object], str]] = {}
         for precision in precisions:
             prepared = prepare(fresh(), precision)
-            bare = bare_rate(prepared, precision)
             variants = [(f"archsim {precision}", prepared)]
-            if cuda and any(isinstance(m, torch.nn.Conv2d) for m in prepared.net.modules()):
+            if any(isinstance(m, torch.nn.Conv2d) for m in prepared.net.modules()):
                 flipped = prepare(fresh(), precision, channels_last=not prepared.channels_last)
-                variants.append((f"archsim {precision} {'channels-last' if flipped.channels_last else 'contiguous'}", flipped))
+                layout = "channels-last" if flipped.channels_last else "contiguous"
+                variants.append((f"archsim {precision} {layout}", flipped))
+                evaluations[f"eval {precision} {layout}"] = (lambda m=flipped: predict(m, images, args.batch_size), precision)
             if args.compile:
                 compiled = prepare(fresh(), precision, compile=True)
                 variants.append((f"archsim {precision} compiled{' channels-last' if compiled.channels_last else ''}", compiled))
                 if compiled.channels_last:
                     variants.append((f"archsim {precision} compiled contiguous", prepare(fresh(), precision, compile=True, channels_last=False)))
             for label, variant in variants:
-                rate = attack_rate(variant, precision)
-                rows.append((name, label, rate, rate / torchattacks_rate, rate / bare))
-            rows.append((name, f"bare loop {precision}", bare, bare / torchattacks_rate, 1.0))
-            ours_e, bare_e = eval_rates(prepared, precision)
-            rows.append((name, f"eval {precision} (bare {bare_e:.0f}/s)", ours_e, float("nan"), ours_e / bare_e))
+                attacks[label] = (lambda m=variant: ours(m, images, labels, 0, args.batch_size), precision)
+            attacks[f"bare loop {precision}"] = (lambda m=prepared: bare_attack_loop(m, x, y, args.steps, args.batch_size), precision)
+            evaluations[f"eval {precision}"] = (lambda m=prepared: predict(m, images, args.batch_size), precision)
+            evaluations[f"bare eval {precision}"] = (lambda m=prepared: bare_eval_loop(m, images, args.batch_size), precision)
+        contestants = {label: in_precision(precision, fn) for label, (fn, precision) in {**attacks, **evaluations}.items()}
+        best = interleaved_best(args.repeats, contestants, sync)
+        name = model.name[:30]
+        theirs_rate = work / best["torchattacks fp32"]
+        for label in attacks:
+            precision = attacks[label][1]
+            rate = work / best[label]
+            vs_bare = best[f"bare loop {precision}"] / best[label]
+            rows.append((name, label, rate, rate / theirs_rate, float("nan") if label.startswith("torchattacks") else vs_bare))
+        for label, (_, precision) in evaluations.items():
+            if not label.startswith("bare"):
+                ours_e, bare_e = args.n_images / best[label], args.n_images / best[f"bare eval {precision}"]
+                rows.append((name, f"{label} (bare {bare_e:.0f}/s)", ours_e, float("nan"), ours_e / bare_e))
     print(f"{'model':<31}{'variant':<30}{'rate':>11}{'vs torchattacks':>17}{'vs bare':>9}")
     for name, variant, rate, vs_theirs, vs_bare in rows:
         print(f"{name:<31}{variant:<30}{rate:>11.1f}{vs_theirs:>16.2f}x{vs_bare:>8.2f}x")
