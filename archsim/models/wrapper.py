@@ -100,7 +100,7 @@ class SimModel(nn.Module):
         self.spec = spec
         self.info = dict(info or {})
         self.channels_last = False
-        """Feed the network NHWC tensors (set by :func:`archsim.models.fastpath.prepare` for CNNs on CUDA)."""
+        """Feed the network NHWC tensors (set by :func:`archsim.models.fastpath.prepare`, see there when)."""
         self.requires_grad_(False)
         super().train(False)
 

@@ -165,7 +165,11 @@ def batch_size_for(
     if store is None:
         return int(search()["batch_size"])
     # The architecture, not the weights: speed and memory do not depend on the values of the weights.
-    key = digest("batch size", model.architecture_id, purpose, list(image_shape), limit, precision, MIN_GAIN, _device_description(device))
+    # The layout changes which sizes run fastest; named only when channels-last, so earlier contiguous choices stay valid.
+    layout = ("channels-last",) if model.channels_last else ()
+    key = digest(
+        "batch size", model.architecture_id, purpose, list(image_shape), limit, precision, MIN_GAIN, _device_description(device), *layout
+    )
     # Read and written around the store's counters and without a lock: a batch size is a way to compute results,
     # not one of them, and two processes that search at once both find a valid size.
     found = store.get("batch", key)
