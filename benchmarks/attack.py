@@ -16,8 +16,8 @@ For each model, on the same images, labels and PGD settings:
 
 Prints image-steps per second (images per second for evaluation), the best of
 ``--repeats`` timings after one warm-up, and the ratios. The contestants of a model
-are timed in interleaved rounds, so that a slow moment of the machine falls on all. Random weights are fine
-for timm models: throughput does not depend on the weights.
+are timed in interleaved rounds, so that a slow moment of the machine falls on all.
+Random weights are fine for timm models: throughput does not depend on the weights.
 
     python benchmarks/attack.py --n-images 256 --batch-size 128  # zoo models at 32 px (CPU)
     python benchmarks/attack.py --models timm:resnet50,pretrained=false --n-images 16 --batch-size 8 --steps 3 --repeats 2

@@ -29,8 +29,9 @@ def check_precision(precision: str) -> str:
 
     fp32 is the default everywhere. bf16 autocast is opt-in: on an H100 it makes PGD
     1.2-4x faster, but the embedded zoo's SAT matrix then keeps a rank correlation of
-    only 0.981-0.984 with fp32, against 0.994 between fp32 on a CPU and on the GPU,
-    below the 0.99 the default has to keep (BENCHMARKS.md).
+    only 0.981-0.984 with fp32 (0.987-0.993 on a CPU), against 0.994 between fp32 on
+    a CPU and on the GPU: below the 0.99 the default has to keep, though above the
+    0.982-0.984 of fp32 against itself at another seed (BENCHMARKS.md).
     """
     if precision not in PRECISIONS:
         raise ArchsimError(f"unknown --precision {precision!r}; use {' or '.join(PRECISIONS)}")
