@@ -37,7 +37,7 @@ from common import machine
 
 from archsim.attacks import PGD
 from archsim.cache import CacheStore
-from archsim.models import SimModel, create_model, precision_context, prepare
+from archsim.models import SimModel, convolutional, create_model, precision_context, prepare
 from archsim.transfer import predict
 
 DEFAULT_MODELS = ["zoo:resnet-s0", "zoo:vit", "zoo:convnext", "zoo:mobilevit"]
@@ -134,7 +134,7 @@ def main() -> None:
         for precision in precisions:
             prepared = prepare(fresh(), precision)
             variants = [(f"archsim {precision}", prepared)]
-            if any(isinstance(m, torch.nn.Conv2d) for m in prepared.net.modules()):
+            if convolutional(prepared):
                 flipped = prepare(fresh(), precision, channels_last=not prepared.channels_last)
                 layout = "channels-last" if flipped.channels_last else "contiguous"
                 variants.append((f"archsim {precision} {layout}", flipped))

@@ -27,6 +27,7 @@ import argparse
 import itertools
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -126,8 +127,8 @@ def evaluated(attacked: SatRun, precision: str, clean: SatRun, store: CacheStore
         evaluate_target(args.device, store, spec, fingerprint, transfer.adv_keys, args.batch_size, precision, args.compile)
         for spec, fingerprint in zip(transfer.specs, transfer.fingerprints)
     ], axis=1)
-    adv_wrong = adv_pred != transfer.labels[None, None, :]
-    return sat_tables(transfer.names, clean.transfer.clean_correct, adv_wrong, n_boot=0).sat.to_numpy()
+    mixed = replace(transfer, clean_logits=clean.transfer.clean_logits, adv_pred=adv_pred)
+    return sat_tables(mixed.names, mixed.clean_correct, mixed.adv_wrong, n_boot=0).sat.to_numpy()
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Models: one registry from spec strings to one frozen wrapper type."""
 
 from archsim.models import sources, zoo  # noqa: F401  (registers the spec schemes)
-from archsim.models.fastpath import PRECISIONS, check_precision, precision_context, prepare, usable_cores
+from archsim.models.fastpath import PRECISIONS, check_precision, convolutional, precision_context, prepare, usable_cores
 from archsim.models.registry import create_model, model_schemes, register_source
 from archsim.models.wrapper import Preprocess, SimModel
 from archsim.models.zoo import ZOO, zoo_specs
 
 __all__ = [
     "create_model", "model_schemes", "register_source", "Preprocess", "SimModel", "ZOO", "zoo_specs",
-    "PRECISIONS", "check_precision", "precision_context", "prepare", "usable_cores",
+    "PRECISIONS", "check_precision", "convolutional", "precision_context", "prepare", "usable_cores",
 ]

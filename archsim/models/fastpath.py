@@ -43,6 +43,11 @@ def precision_context(device: str | torch.device, precision: str) -> AbstractCon
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def convolutional(model: SimModel) -> bool:
+    """Whether the network has a 2-d convolution, the layers whose speed the memory layout changes."""
+    return any(isinstance(m, nn.Conv2d) for m in model.net.modules())
+
+
 def prepare(model: SimModel, precision: str = "fp32", compile: bool = False, channels_last: bool | None = None) -> SimModel:
     """Ready a loaded model for many batches on its device.
 
@@ -56,8 +61,7 @@ def prepare(model: SimModel, precision: str = "fp32", compile: bool = False, cha
     """
     cuda = model.device.type == "cuda"
     if channels_last is None:
-        convolutional = any(isinstance(m, nn.Conv2d) for m in model.net.modules())
-        channels_last = convolutional and (not cuda or (compile and precision == "bf16"))
+        channels_last = convolutional(model) and (not cuda or (compile and precision == "bf16"))
     if channels_last:
         model.net.to(memory_format=torch.channels_last)
         model.channels_last = True
