@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from archsim.cache import CacheStore, default_cache_root
-from archsim.models import create_model
+from archsim.models import create_model, train_zoo
 
 
 def machine() -> str:
@@ -22,6 +22,8 @@ def weights_only_cache(folder: Path, specs: list[str]) -> Path:
     (trained here, before any timing); no adversarial set or prediction."""
     if (default_cache_root() / "zoo").is_dir():
         shutil.copytree(default_cache_root() / "zoo", folder / "zoo")
+    store = CacheStore(folder)
+    train_zoo(specs, store)
     for spec in specs:
-        create_model(spec, cache=CacheStore(folder))
+        create_model(spec, cache=store)
     return folder

@@ -43,9 +43,10 @@ def precision_context(device: str | torch.device, precision: str) -> AbstractCon
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def convolutional(model: SimModel) -> bool:
-    """Whether the network has a 2-d convolution, the layers whose speed the memory layout changes."""
-    return any(isinstance(m, nn.Conv2d) for m in model.net.modules())
+def convolutional(model: nn.Module) -> bool:
+    """Whether the network (a :class:`SimModel` or any module) has a 2-d convolution, the layers
+    whose speed the memory layout changes."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def prepare(model: SimModel, precision: str = "fp32", compile: bool = False, channels_last: bool | None = None) -> SimModel:

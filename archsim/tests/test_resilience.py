@@ -16,6 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from archsim.cache import CacheStore
+from archsim.data import load_data
+from archsim.models import ZOO, create_model
+from archsim.models.zoo import zoo_key
 from archsim.tests.cli_runner import run_cli
 
 MODELS = "zoo:resnet-s0 zoo:resnet-s1 zoo:convnext"
@@ -29,6 +32,27 @@ def archsim_process(cache: Path, out: Path, *extra: str) -> subprocess.Popen:
 
 def entries(cache: Path, kind: str) -> int:
     return len(list((cache / kind).glob("*/*.bin"))) if (cache / kind).is_dir() else 0
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux's /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (ended, not yet reaped by a container's init) does not."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
 
 
 def kill_when(process: subprocess.Popen, condition, timeout: float = 300) -> bool:
@@ -47,18 +71,34 @@ def kill_when(process: subprocess.Popen, condition, timeout: float = 300) -> boo
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_matrix(tmp_path):
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the training workers in Linux's /proc")
+def test_killed_run_resumes_to_the_same_matrix(tmp_path, cache_dir, capsys):
     cache, out = tmp_path / "cache", tmp_path / "run"
-    started = time.monotonic()
+    # convnext's weights from the session cache, so that only the two ResNets train (side by side) before the attacks.
+    convnext = zoo_key(ZOO["convnext"], load_data("digits", split="train"))
+    create_model("zoo:convnext", cache=CacheStore(cache_dir))
+    (cache / "zoo" / convnext[:2]).mkdir(parents=True)
+    shutil.copy(CacheStore(cache_dir).path("zoo", convnext), CacheStore(cache).path("zoo", convnext))
+    # Killed while both ResNets train in worker processes: the workers end with the run, not after it.
+    run = archsim_process(cache, out)
+    workers: list[int] = []
+
+    def training() -> bool:
+        workers[:] = children(run.pid)
+        return len(list((cache / "zoo").glob("*/*.lock"))) == 2 and entries(cache, "zoo") == 1
+
+    assert kill_when(run, training), "the run ended before its zoo models trained"
+    assert len(workers) >= 2, workers  # two trainers (and multiprocessing's resource tracker)
+    deadline = time.monotonic() + 10
+    while any(map(alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(alive, workers)), "a training worker outlived its killed run"
     stages = {
-        # the first zoo model is still training (its weights are not stored yet)
-        "training": lambda: time.monotonic() - started > 4 and entries(cache, "zoo") == 0,
         "attacks": lambda: entries(cache, "adv") >= 1,
         "evaluation": lambda: entries(cache, "pred") >= 3 + 2,  # 3 clean predictions, then adversarial ones
     }
     killed = []
     for stage, condition in stages.items():
-        started = time.monotonic()
         if kill_when(archsim_process(cache, out), condition):
             killed.append(stage)
     assert killed == list(stages), killed
@@ -72,11 +112,11 @@ def test_killed_run_resumes_to_the_same_matrix(tmp_path):
     assert again.wait() == 0, again.stdout.read()
     assert (out / "config.json").is_file() and (out / "report.html").is_file()
 
-    # The uninterrupted reference: a fresh cache that only shares the (deterministic) trained weights.
+    # The uninterrupted reference, in this process: a fresh cache that only shares the (deterministic) trained weights.
     reference_cache, reference_out = tmp_path / "ref-cache", tmp_path / "ref"
     shutil.copytree(cache / "zoo", reference_cache / "zoo")
-    reference = archsim_process(reference_cache, reference_out)
-    assert reference.wait() == 0, reference.stdout.read()
+    code, stdout, _ = run_cli(capsys, "run", *SMALL, "--cache", str(reference_cache), "--out", str(reference_out))
+    assert code == 0, stdout
     assert (out / "sat.csv").read_bytes() == (reference_out / "sat.csv").read_bytes()
     assert (out / "pairs.csv").read_bytes() == (reference_out / "pairs.csv").read_bytes()
 

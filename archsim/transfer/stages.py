@@ -32,7 +32,7 @@ from archsim.attacks.base import copy_to_host, to_device
 from archsim.cache import CacheStore, digest
 from archsim.data import ImageSet
 from archsim.errors import ArchsimError
-from archsim.models import SimModel, check_precision, create_model, precision_context, prepare
+from archsim.models import SimModel, check_precision, create_model, precision_context, prepare, train_zoo
 from archsim.transfer.batching import Purpose, batch_size_for
 
 if TYPE_CHECKING:
@@ -249,6 +249,10 @@ def run_transfer(
 
     check_precision(precision)
     engine = engine or LocalEngine("cpu")
+    if isinstance(engine, LocalEngine):
+        # One after another, the tasks below would train missing zoo models one at a time;
+        # Ray tasks already train theirs side by side, on their nodes.
+        train_zoo(specs, cache)
     sources: list[SourceOutcome] = engine.map(
         attack_source, [(spec, data, attack, seed, batch_size, describe, precision, compile) for spec in specs], cache,
         "attack sources", specs,
