@@ -23,8 +23,8 @@ def check_sat_csv(path, names):
     values = sat.to_numpy()
     assert np.isfinite(values).all()
     assert np.allclose(values, values.T)
-    # PGD fools its own model: near 100 % for most, but the zoo's mobilenetv3, as trained on an AMD EPYC VM
-    # without AVX-512, keeps 93.2 % white-box success in either memory layout; a broken attack gives far less.
+    # PGD fools its own model: 98.9-100 % on the zoo here; the bar leaves room for the weights another CPU trains
+    # (the earlier trainer's mobilenetv3 kept 93.2 % on an AMD EPYC VM). A broken attack gives far less.
     assert (np.diag(values) >= math.log(90)).all()
     return sat
 
