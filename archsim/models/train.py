@@ -64,8 +64,8 @@ def affine_augmentation() -> Callable[[torch.Tensor], torch.Tensor]:
 
     kornia draws per image over a whole batch from torch's global generator;
     torchvision's RandomAffine draws one transform per call, and its per-image loop
-    took 10x longer (20 ms against 2 ms for 64 digits), a fifth of the zoo's
-    training time. Nearest-pixel sampling, as torchvision's default.
+    took 11.7x longer (41 ms against 3.5 ms for 64 digits, benchmarks/training.py),
+    a fifth of the zoo's training time. Nearest-pixel sampling, as torchvision's default.
     """
     # Imported here: kornia takes seconds to import and only augmented training needs it.
     from kornia.augmentation import RandomAffine
@@ -87,7 +87,8 @@ def train_classifier(
 
     Returns the final state dict of the network and, if asked, its state at the
     end of every epoch. Trained on the CPU on one thread (:func:`one_thread`):
-    bit-identical for the same seed and data on every machine of a CPU kind. With a ``teacher`` (a model of canonical [0, 1] images), hard-label
+    bit-identical for the same seed and data on every machine of a CPU kind.
+    With a ``teacher`` (a model of canonical [0, 1] images), hard-label
     distillation as in DeiT: half the loss on the true labels, half on the
     teacher's top-1 label of the same augmented image.
     """
