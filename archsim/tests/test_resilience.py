@@ -77,8 +77,7 @@ def test_killed_run_resumes_to_the_same_matrix(tmp_path, cache_dir, capsys):
     # convnext's weights from the session cache, so that only the two ResNets train (side by side) before the attacks.
     convnext = zoo_key(ZOO["convnext"], load_data("digits", split="train"))
     create_model("zoo:convnext", cache=CacheStore(cache_dir))
-    (cache / "zoo" / convnext[:2]).mkdir(parents=True)
-    shutil.copy(CacheStore(cache_dir).path("zoo", convnext), CacheStore(cache).path("zoo", convnext))
+    CacheStore(cache).put("zoo", convnext, CacheStore(cache_dir).get("zoo", convnext))
     # Killed while both ResNets train in worker processes: the workers end with the run, not after it.
     run = archsim_process(cache, out)
     workers: list[int] = []
