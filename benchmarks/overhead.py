@@ -18,7 +18,6 @@ On one model and the same batches:
 from __future__ import annotations
 
 import argparse
-import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 

@@ -4,7 +4,9 @@ Both train every model from scratch into a fresh cache with the same one-thread
 trainer, so they must give the same weights (checked by fingerprint). Also times
 the affine augmentation of one training batch: kornia's per-image transforms of
 the whole batch against torchvision's RandomAffine called image by image (the
-trainer's earlier loop).
+trainer's earlier loop), and the start of a pool of workers that have imported
+archsim: spawned (each imports torch and timm) against forked from the fork
+server that ``train_side_by_side`` keeps (which imported them once, for the first pool).
 
     python benchmarks/training.py                          # the 11 zoo models
     python benchmarks/training.py --models resnet-s0 vit mixer --processes 2
@@ -13,8 +15,11 @@ trainer's earlier loop).
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -23,6 +28,7 @@ from common import machine
 
 from archsim.cache import CacheStore
 from archsim.models import ZOO, create_model, train_zoo, usable_cores
+from archsim.models.parallel import _context, _worker_setup
 from archsim.models.train import affine_augmentation
 from archsim.models.zoo import zoo_weights
 
@@ -43,6 +49,19 @@ def augmentation(repeats: int) -> None:
     print(f"kornia {timings['torchvision, image by image'] / timings['kornia, whole batch']:.1f}x faster")
 
 
+def worker_start(processes: int, repeats: int) -> None:
+    """Seconds to start and stop a pool of ``processes`` workers (each runs archsim's initializer, so imports archsim)."""
+    timings = {}
+    for name, context in (("spawned", get_context("spawn")), ("from the fork server", _context())):
+        started = time.perf_counter()
+        for _ in range(repeats):
+            with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_setup, initargs=(os.getpid(), dict(os.environ))) as pool:
+                list(pool.map(abs, range(processes)))  # the pool joins every worker, started or not, on leaving
+        timings[name] = (time.perf_counter() - started) / repeats
+        print(f"start {processes} workers, {name:<22} {timings[name]:6.2f} s")
+    print(f"fork server {timings['spawned'] / timings['from the fork server']:.0f}x faster (its own start, once per process, not counted)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(ZOO), choices=list(ZOO), metavar="NAME")
@@ -61,7 +80,9 @@ def main() -> None:
         train_zoo([f"zoo:{name}" for name in args.models], side, processes=args.processes)
         t_side = time.perf_counter() - started
         same = all(create_model(f"zoo:{n}", cache=alone).fingerprint == create_model(f"zoo:{n}", cache=side).fingerprint for n in args.models)
-    print(f"one after another {t_alone:6.1f} s; side by side {t_side:6.1f} s: {t_alone / t_side:.2f}x; same weights: {same}")
+    print(f"one after another {t_alone:6.1f} s; side by side {t_side:6.1f} s (fork server start included): "
+          f"{t_alone / t_side:.2f}x; same weights: {same}")
+    worker_start(args.processes, 3)
 
 
 if __name__ == "__main__":

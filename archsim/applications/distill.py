@@ -21,13 +21,14 @@ from tqdm.auto import tqdm
 
 from archsim.api import _run_settings
 from archsim.cache import CacheStore, atomic_write_text, digest
-from archsim.data import load_data
+from archsim.data import ImageSet, load_data
 from archsim.errors import ArchsimError
 from archsim.measures.comparison import correlate
 from archsim.models import create_model
-from archsim.models.train import train_classifier
+from archsim.models.parallel import train_side_by_side
+from archsim.models.train import Recipe, train_classifier
 from archsim.models.wrapper import SimModel
-from archsim.models.zoo import ZOO
+from archsim.models.zoo import ZOO, ZooEntry
 
 BASE = "Base architecture"
 NO_TEACHER = "(no teacher)"
@@ -94,7 +95,8 @@ def distill(
     row = _run_model(models, student, "--student", run_dir)
     if not str(row["spec"]).startswith("zoo:"):
         raise ArchsimError(f"--student {student!r} must be a zoo: model of the run (archsim needs its architecture and recipe to train it again)")
-    entry = ZOO[str(row["spec"]).split(":", 1)[1].split(",")[0]]
+    entry_name = str(row["spec"]).split(":", 1)[1].split(",")[0]
+    entry = ZOO[entry_name]
     if "epoch=" in str(row["spec"]):
         raise ArchsimError(f"--student {student!r} is a training checkpoint; pick a fully trained zoo model of the run")
     try:
@@ -116,46 +118,63 @@ def distill(
     sat = pd.read_csv(run_dir / "sat.csv", index_col=0)
     bases = _bases(run_dir, list(models["model"]))
 
-    def student_accuracy(teacher: SimModel | None) -> float:
-        key = digest("distill", entry.describe(), recipe.describe(), teacher.fingerprint if teacher else None, train.fingerprint, timm.__version__)
-
-        def fit() -> dict:
-            state, _ = train_classifier(
-                entry.build, entry.preprocess(), train, recipe, entry.seed,
-                f"distill {row['model']} from {teacher.name if teacher else 'labels only'}", teacher=teacher,
-            )
-            net = entry.build()
-            net.load_state_dict(state)
-            trained = SimModel(net, entry.preprocess(), row["model"], "distilled")
-            return {"eval_accuracy": _accuracy(trained, evaluation.images, evaluation.labels)}
-
-        return float(store.get_or_compute("distill", key, fit)["eval_accuracy"])
-
+    name = str(row["model"])
+    # The zoo trainer runs on the CPU; the teacher labels its batches there.
+    loaded = [(t, create_model(str(t["spec"]), cache=store, device="cpu")) for t in chosen]
+    keys = {t["model"]: _student_key(entry, recipe, teacher, train) for t, teacher in loaded}
+    keys[NO_TEACHER] = _student_key(entry, recipe, None, train)
+    # The missing students train one per core (each is a cache hit below); a worker loads its teacher by spec.
+    specs = {keys[NO_TEACHER]: None} | {keys[t["model"]]: str(t["spec"]) for t, _ in loaded}
+    jobs = [(_student_accuracy, (entry_name, recipe, train, evaluation, spec, key, name)) for key, spec in specs.items() if not store.contains("distill", key)]
+    train_side_by_side(jobs, store, f"distill {name}")
     rows = [{
         "teacher": NO_TEACHER, "teacher_accuracy": np.nan, "teacher_base": "", "same_base": False, "sat": np.nan,
-        "student_accuracy": student_accuracy(None),
+        "student_accuracy": _student_accuracy(entry_name, recipe, train, evaluation, None, keys[NO_TEACHER], name, store),
     }]
-    for teacher_row in tqdm(chosen, desc=f"distill {row['model']}", unit="teacher", disable=None):
-        # The zoo trainer runs on the CPU; the teacher labels its batches there.
-        teacher = create_model(str(teacher_row["spec"]), cache=store, device="cpu")
+    for teacher_row, teacher in tqdm(loaded, desc=f"distill {name}", unit="teacher", disable=None):
         rows.append({
             "teacher": teacher_row["model"],
             "teacher_accuracy": _accuracy(teacher, evaluation.images, evaluation.labels),
             "teacher_base": bases[teacher_row["model"]],
-            "same_base": bases[teacher_row["model"]] == bases[row["model"]] != "unknown",
-            "sat": float(sat.loc[teacher_row["model"], row["model"]]),
-            "student_accuracy": student_accuracy(teacher),
+            "same_base": bases[teacher_row["model"]] == bases[name] != "unknown",
+            "sat": float(sat.loc[teacher_row["model"], name]),
+            "student_accuracy": _student_accuracy(entry_name, recipe, train, evaluation, teacher, keys[teacher_row["model"]], name, store),
         })
     table = pd.DataFrame(rows)
     correlations = distill_correlations(table)
-    out_dir = Path(out) if out is not None else run_dir / "distill" / str(row["model"])
+    out_dir = Path(out) if out is not None else run_dir / "distill" / name
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "distill.csv", table.to_csv(index=False, float_format="%.6f"))
     atomic_write_text(out_dir / "distill_correlations.csv", correlations.to_csv(index=False, float_format="%.6g"))
     from archsim.report.figures import distill_scatter, write_png
 
-    write_png(distill_scatter(table, str(row["model"])), out_dir / "distill.png")
-    return Distillation(str(row["model"]), table, correlations, out_dir)
+    write_png(distill_scatter(table, name), out_dir / "distill.png")
+    return Distillation(name, table, correlations, out_dir)
+
+
+def _student_key(entry: ZooEntry, recipe: Recipe, teacher: SimModel | None, train: ImageSet) -> str:
+    return digest("distill", entry.describe(), recipe.describe(), teacher.fingerprint if teacher else None, train.fingerprint, timm.__version__)
+
+
+def _student_accuracy(
+    entry_name: str, recipe: Recipe, train: ImageSet, evaluation: ImageSet, teacher: SimModel | str | None, key: str, student: str,
+    store: CacheStore,
+) -> float:
+    """Accuracy (%) on ``evaluation`` of the zoo architecture trained from scratch with ``teacher``
+    (a model, or its spec, loaded here on the CPU), cached under ``key``."""
+    entry = ZOO[entry_name]
+
+    def fit() -> dict:
+        model = create_model(teacher, cache=store, device="cpu") if isinstance(teacher, str) else teacher
+        state, _ = train_classifier(
+            entry.build, entry.preprocess(), train, recipe, entry.seed,
+            f"distill {student} from {model.name if model else 'labels only'}", teacher=model,
+        )
+        net = entry.build()
+        net.load_state_dict(state)
+        return {"eval_accuracy": _accuracy(SimModel(net, entry.preprocess(), student, "distilled"), evaluation.images, evaluation.labels)}
+
+    return float(store.get_or_compute("distill", key, fit)["eval_accuracy"])
 
 
 def distill_correlations(table: pd.DataFrame) -> pd.DataFrame:

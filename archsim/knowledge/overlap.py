@@ -45,9 +45,10 @@ from archsim.knowledge.alphas import alpha_1, alpha_2
 from archsim.measures import DEFAULT_EPS_S, sat_value
 from archsim.measures.comparison import correlate
 from archsim.models.features import penultimate_features
-from archsim.models.train import arrays_to_state, state_to_arrays, train_classifier
+from archsim.models.parallel import train_side_by_side
+from archsim.models.train import Recipe, arrays_to_state, state_to_arrays, train_classifier
 from archsim.models.wrapper import SimModel
-from archsim.models.zoo import ZOO
+from archsim.models.zoo import ZOO, training_cost
 from archsim.transfer import predict
 
 TARGET_CLASSES = (0, 1, 2, 3)
@@ -155,14 +156,23 @@ def _halves(train: ImageSet, seed: int) -> tuple[ImageSet, ImageSet]:
     return train.subset(first), train.subset(second)
 
 
+def _recipe(architecture: str, epochs: int | None) -> Recipe:
+    recipe = ZOO[architecture].recipe
+    return recipe if epochs is None else replace(recipe, epochs=epochs)
+
+
+def _model_key(architecture: str, data: ImageSet, seed: int, epochs: int | None) -> str:
+    return digest("overlap-model", ZOO[architecture].describe(), _recipe(architecture, epochs).describe(), seed, data.fingerprint, timm.__version__)
+
+
 def _trained(architecture: str, data: ImageSet, seed: int, epochs: int | None, store: CacheStore) -> SimModel:
     entry = ZOO[architecture]
-    recipe = entry.recipe if epochs is None else replace(entry.recipe, epochs=epochs)
+    recipe = _recipe(architecture, epochs)
     classes = data.num_classes
-    key = digest("overlap-model", entry.describe(), recipe.describe(), seed, data.fingerprint, timm.__version__)
     build = lambda: entry.build(num_classes=classes)  # noqa: E731
     arrays = store.get_or_compute(
-        "knowledge", key, lambda: state_to_arrays(train_classifier(build, entry.preprocess(), data, recipe, seed, f"train {architecture} on {data.name}")[0])
+        "knowledge", _model_key(architecture, data, seed, epochs),
+        lambda: state_to_arrays(train_classifier(build, entry.preprocess(), data, recipe, seed, f"train {architecture} on {data.name}")[0]),
     )
     net = build()
     net.load_state_dict(arrays_to_state(arrays))
@@ -223,11 +233,16 @@ def overlap_experiment(
     task_train = _restrict(target_half, TARGET_CLASSES)
     task_test = _restrict(load_data("digits", split="eval"), TARGET_CLASSES)
     attack = create_attack("pgd", eps=eps, steps=steps)
+    sources = [(a, o, c, _restrict(source_half, c)) for a in architectures for o, c in zip(overlaps, chosen)]
+    trainings = [(TARGET_ARCHITECTURE, task_train, TARGET_SEED)] + [(a, data, ZOO[a].seed) for a, _, _, data in sources]
+    # All models train first, one per core, longest first; each is then a cache hit below.
+    trainings.sort(key=lambda job: -training_cost(ZOO[job[0]], len(job[1])))
+    jobs = [(_trained, (a, data, seed, epochs)) for a, data, seed in trainings if not store.contains("knowledge", _model_key(a, data, seed, epochs))]
+    train_side_by_side(jobs, store, "knowledge transfer: train")
     target = _trained(TARGET_ARCHITECTURE, task_train, TARGET_SEED, epochs, store)
     rows = []
-    jobs = [(a, o, c) for a in architectures for o, c in zip(overlaps, chosen)]
-    for architecture, overlap, classes in tqdm(jobs, desc="knowledge transfer: sources", unit="source", disable=None):
-        source = _trained(architecture, _restrict(source_half, classes), ZOO[architecture].seed, epochs, store)
+    for architecture, overlap, classes, data in tqdm(sources, desc="knowledge transfer: sources", unit="source", disable=None):
+        source = _trained(architecture, data, ZOO[architecture].seed, epochs, store)
         key = digest("overlap-row", source.fingerprint, target.fingerprint, task_train.fingerprint, task_test.fingerprint, attack.config(), seed)
 
         def measure() -> dict:

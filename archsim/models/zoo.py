@@ -8,14 +8,8 @@ of these and the training data, so a given seed always yields the same model.
 
 from __future__ import annotations
 
-import ctypes
-import os
-import signal
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from typing import Sequence
 
 import numpy as np
@@ -23,12 +17,11 @@ import timm
 import torch
 from torch import nn
 from timm.models.mlp_mixer import MlpMixer
-from tqdm.auto import tqdm
 
 from archsim.cache import CacheStore, digest
 from archsim.data import ImageSet, load_data
 from archsim.errors import ArchsimError
-from archsim.models.fastpath import usable_cores
+from archsim.models.parallel import train_side_by_side
 from archsim.models.registry import model_schemes, register_source
 from archsim.models.train import Recipe, arrays_to_state, state_to_arrays, train_classifier
 from archsim.models.wrapper import Preprocess, SimModel
@@ -138,13 +131,11 @@ def zoo_weights(name: str, cache: CacheStore, epoch: int | None = None) -> tuple
 
 
 def train_zoo(specs: Sequence[str], cache: CacheStore, processes: int | None = None) -> None:
-    """Train the zoo models among ``specs`` whose weights are not cached yet, side by side.
+    """Train the zoo models among ``specs`` whose weights are not cached yet, side by side
+    (:func:`archsim.models.parallel.train_side_by_side`, one model per core).
 
-    Training runs on one thread (:func:`archsim.models.train.one_thread`), so one
-    model per core trains as fast as it would alone: ``processes`` worker processes
-    (default: the usable cores) instead of one model after another. The weights are
-    the same either way. Other specs, and zoo checkpoints (``epoch=``), are left to
-    whoever loads them; hits, misses and entries of the workers are added to ``cache``.
+    The weights are the same as one model after another would give. Other specs,
+    and zoo checkpoints (``epoch=``), are left to whoever loads them.
     """
     train = load_data("digits", split="train")
     missing = []
@@ -157,46 +148,18 @@ def train_zoo(specs: Sequence[str], cache: CacheStore, processes: int | None = N
         if spec.scheme == "zoo" and spec.target in ZOO and not spec.options and spec.target not in missing:
             if not cache.contains("zoo", zoo_key(ZOO[spec.target], train)):
                 missing.append(spec.target)
-    workers = min(len(missing), processes or usable_cores())
-    if workers < 2:
-        return  # nothing to gain over training in the loading task itself
-    # Longest first, so that no long training starts last and leaves the other cores idle.
-    missing.sort(key=lambda name: -_training_cost(ZOO[name]))
-    # spawn, not fork: a forked child inherits torch's thread pools in whatever state the parent left them.
-    context = get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_setup, initargs=(os.getpid(),))
-    try:
-        futures = [pool.submit(_train_one, name, str(cache.root)) for name in missing]
-        for future in tqdm(as_completed(futures), total=len(futures), desc="train zoo", unit="model", disable=None):
-            hits, misses, used = future.result()
-            cache.hits += hits
-            cache.misses += misses
-            cache.used.update(used)
-    finally:
-        # Not waiting: after an error (or Ctrl-C) the models still training end with this process, if not before.
-        pool.shutdown(wait=False, cancel_futures=True)
+    missing.sort(key=lambda name: -training_cost(ZOO[name]))
+    train_side_by_side([(_train_one, (name,)) for name in missing], cache, "train zoo", processes)
 
 
-def _training_cost(entry: ZooEntry) -> int:
-    """Epochs times layers: these tiny networks take a CPU time set by the number of layers run
-    more than by their arithmetic (it orders the zoo's training times but for vit and mobilevit)."""
-    return entry.recipe.epochs * sum(1 for module in entry.build().modules() if not list(module.children()))
+def training_cost(entry: ZooEntry, images: int = 1) -> int:
+    """Epochs times layers (times ``images``): these tiny networks take a CPU time set by the number
+    of layers run more than by their arithmetic (it orders the zoo's training times but for vit and mobilevit)."""
+    return images * entry.recipe.epochs * sum(1 for module in entry.build().modules() if not list(module.children()))
 
 
-def _worker_setup(parent: int) -> None:
-    torch.set_num_threads(1)
-    if sys.platform == "linux":
-        # A worker whose parent was killed (SIGKILL, no chance to stop the pool) would train on unseen;
-        # Linux ends it with its parent. No library offers this for a process pool.
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(1)  # the parent died before the line above
-
-
-def _train_one(name: str, root: str) -> tuple[int, int, set[tuple[str, str]]]:
-    store = CacheStore(root)
+def _train_one(name: str, store: CacheStore) -> None:
     zoo_weights(name, store)
-    return store.hits, store.misses, store.used
 
 
 def _checkpoint_weights(name: str, entry: ZooEntry, train: ImageSet, evaluation: ImageSet, epoch: int, cache: CacheStore):

@@ -107,6 +107,25 @@ def test_distill_trains_one_student_per_teacher(three_run, cache_dir, capsys):
     assert code == 0 and "recommended teacher:" in stdout, err
 
 
+def test_a_student_trained_in_a_worker_equals_one_trained_in_process(three_run, cache_dir, tmp_path):
+    from dataclasses import replace
+
+    from archsim.applications.distill import _student_accuracy, _student_key
+    from archsim.data import load_data
+    from archsim.models import ZOO, usable_cores
+
+    if usable_cores() < 2:
+        pytest.skip("distill trains in worker processes only on two or more cores")
+    store = CacheStore(cache_dir)
+    teacher = create_model("zoo:convnext", cache=store, device="cpu")
+    recipe = replace(ZOO["resnet-s0"].recipe, augment="affine", epochs=3)
+    train, evaluation = load_data("digits", split="train"), load_data("digits", split="eval")
+    key = _student_key(ZOO["resnet-s0"], recipe, teacher, train)
+    assert store.contains("distill", key)  # trained by a worker of the test above (three students on two cores)
+    in_process = _student_accuracy("resnet-s0", recipe, train, evaluation, teacher, key, "resnet-s0", CacheStore(tmp_path))
+    assert in_process == float(store.get("distill", key)["eval_accuracy"])
+
+
 @pytest.mark.slow
 def test_checkpoints_against_the_final_model(three_run, cache_dir, tmp_path, capsys):
     code, stdout, err = run_cli(capsys, "checks", "--run", str(three_run), "--checkpoints", "zoo:resnet-s0", "--epochs", "1,10",

@@ -3,7 +3,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from torch import nn
 
 from archsim.attacks import create_attack

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import torch
 from sklearn.metrics import cohen_kappa_score
 from torch import nn
@@ -89,8 +88,10 @@ def test_region_planes_and_agreement():
     points = plane_points(corners, resolution=5)
     step = (1 + 2 * MARGIN) / 4
     assert points.shape == (25, 1, 2, 2)
-    # (a, b) = (-MARGIN + step, -MARGIN + 2 step) = (0.125, 0.5): 0.125 * 0.5 + 0.5 * 0.25
-    assert torch.isclose(points[1 * 5 + 2, 0, 0, 0], torch.tensor(0.125 * 0.5 + 0.5 * 0.25))
+    # grid point (1, 2): (a, b) = (-MARGIN + step, -MARGIN + 2 step) = (0.125, 0.5) on x1 = 0, x2 = 0.5, x3 = 0.25
+    a, b = -MARGIN + step, -MARGIN + 2 * step
+    assert (a, b) == (0.125, 0.5)
+    assert torch.isclose(points[1 * 5 + 2, 0, 0, 0], torch.tensor(a * 0.5 + b * 0.25))
     agreement = region_agreement([np.array([[0, 1, 1, 2]]), np.array([[0, 1, 2, 2]])])
     assert agreement.shape == (2, 2, 1) and agreement[0, 1, 0] == 0.75 and agreement[0, 0, 0] == 1.0
 
