@@ -166,6 +166,8 @@ def _student_accuracy(
 
     def fit() -> dict:
         model = create_model(teacher, cache=store, device="cpu") if isinstance(teacher, str) else teacher
+        if _student_key(entry, recipe, model, train) != key:
+            raise ArchsimError(f"the teacher {teacher} gave other weights than when distill started (a file changed?); run distill again")
         state, _ = train_classifier(
             entry.build, entry.preprocess(), train, recipe, entry.seed,
             f"distill {student} from {model.name if model else 'labels only'}", teacher=model,

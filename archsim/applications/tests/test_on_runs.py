@@ -135,3 +135,21 @@ def test_checkpoints_against_the_final_model(three_run, cache_dir, tmp_path, cap
     assert table.epoch.tolist() == [1, 10, 20] and table.model.tolist() == ["resnet-s0@1", "resnet-s0@10", "resnet-s0"]
     assert table.sat_vs_final.iloc[-1] >= np.log(95) and table.sat_vs_final.iloc[0] < table.sat_vs_final.iloc[-1]
     assert table.clean_accuracy.iloc[0] < table.clean_accuracy.iloc[-1]
+
+
+def test_a_teacher_whose_weights_changed_since_the_start_is_refused(three_run, cache_dir, tmp_path):
+    from dataclasses import replace
+
+    from archsim.applications.distill import _student_accuracy
+    from archsim.data import load_data
+    from archsim.errors import ArchsimError
+    from archsim.models import ZOO
+
+    recipe = replace(ZOO["resnet-s0"].recipe, augment="affine", epochs=1)
+    digits = load_data("digits", split="eval")
+    store = CacheStore(tmp_path)
+    shutil.copytree(cache_dir / "zoo", tmp_path / "zoo")
+    # The key of another teacher stands for the weights the spec named when distill started.
+    with pytest.raises(ArchsimError, match="gave other weights than when distill started"):
+        _student_accuracy("resnet-s0", recipe, digits, digits, "zoo:resnet-s1", "0" * 64, "resnet-s0", store)
+    assert not store.contains("distill", "0" * 64)
