@@ -29,7 +29,7 @@ Job = tuple[Callable[..., Any], tuple]
 
 
 def train_side_by_side(jobs: Sequence[Job], cache: CacheStore, desc: str, processes: int | None = None) -> bool:
-    """Run ``jobs`` in spawned worker processes, ``processes`` at a time (default: the usable cores).
+    """Run ``jobs`` in worker processes (:func:`_context`), ``processes`` at a time (default: the usable cores).
 
     Each job is expected to leave what it trains in ``cache``, where the caller
     then finds it as a hit; the workers' hits, misses and used entries are added to
