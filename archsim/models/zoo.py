@@ -149,17 +149,13 @@ def train_zoo(specs: Sequence[str], cache: CacheStore, processes: int | None = N
             if not cache.contains("zoo", zoo_key(ZOO[spec.target], train)):
                 missing.append(spec.target)
     missing.sort(key=lambda name: -training_cost(ZOO[name]))
-    train_side_by_side([(_train_one, (name,)) for name in missing], cache, "train zoo", processes)
+    train_side_by_side([(zoo_weights, (name,)) for name in missing], cache, "train zoo", processes)
 
 
 def training_cost(entry: ZooEntry, images: int = 1) -> int:
     """Epochs times layers (times ``images``): these tiny networks take a CPU time set by the number
     of layers run more than by their arithmetic (it orders the zoo's training times but for vit and mobilevit)."""
     return images * entry.recipe.epochs * sum(1 for module in entry.build().modules() if not list(module.children()))
-
-
-def _train_one(name: str, store: CacheStore) -> None:
-    zoo_weights(name, store)
 
 
 def _checkpoint_weights(name: str, entry: ZooEntry, train: ImageSet, evaluation: ImageSet, epoch: int, cache: CacheStore):
