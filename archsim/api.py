@@ -283,7 +283,8 @@ def compute_measures(
     store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
     run = load_run(run_dir, store, device, batch_size)
     transfer, names = run.transfer, run.transfer.names
-    images = load_data(settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"])
+    # As in the run: folder and npz data are read from the cache a batch at a time, never held whole.
+    images = load_data(settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"], store=store)
     loaded: dict[str, Any] = {}
 
     def model_of(spec: str):
@@ -419,16 +420,21 @@ def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_
             reach, points = 4 * eps, boundary.DEFAULT_POINTS
             distances = np.empty((len(specs), len(specs), len(images)))
             for s, (source, fp_s) in enumerate(zip(specs, fingerprints)):
-                directions = None
-                for t, (target, fp_t) in enumerate(zip(specs, fingerprints)):
-                    def compute(source=source, target=target) -> dict:
-                        nonlocal directions
-                        if directions is None:
-                            directions = boundary.sign_directions(model_of(source), images.images, labels, sized(source, "attack"))
-                        return {"distance": boundary.boundary_distance(model_of(target), images.images, labels, directions, reach, points, sized(target))}
+                keys = [digest("boundary", fp_s, fp_t, images.fingerprint, reach, points) for fp_t in fingerprints]
+                computed: dict[int, np.ndarray] = {}
 
-                    key = digest("boundary", fp_s, fp_t, images.fingerprint, reach, points)
-                    distances[s, t] = store.get_or_compute("boundary", key, compute)["distance"]
+                def compute(t: int, source: str = source, keys: list[str] = keys, computed: dict = computed) -> dict:
+                    if t not in computed:  # one streamed pass along the source's directions serves every target still missing
+                        todo = [u for u in range(len(specs)) if u == t or not store.contains("boundary", keys[u])]
+                        found = boundary.boundary_distances(
+                            model_of(source), [model_of(specs[u]) for u in todo], images.images, labels, reach, points,
+                            sized(source, "attack"), [sized(specs[u]) for u in todo],
+                        )
+                        computed.update(zip(todo, found))
+                    return {"distance": computed.pop(t)}
+
+                for t in range(len(specs)):
+                    distances[s, t] = store.get_or_compute("boundary", keys[t], lambda t=t: compute(t))["distance"]
             out[measure] = boundary.boundary_gap(distances, both)
     return out
 

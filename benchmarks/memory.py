@@ -7,6 +7,10 @@ memory of the process (``VmHWM``), and the growth per image as a multiple of
 one image's bytes: the number of copies of an image set held at the peak. A run
 that streams its images shows a slope near 0.
 
+With ``--measures cka regions boundary`` the child then writes the run folder and
+runs ``compute_measures`` on it (the ``archsim measures`` command), so the peak is
+that of the measures, which read the run's images again.
+
 With ``--classes K`` the models are instead ``--n-models`` linear classifiers over
 the pixels with K outputs (``file:`` specs saved here), which makes the results that
 grow with images x models x classes (the clean logits) large next to the images, as
@@ -25,6 +29,7 @@ length of the run), and with that threshold fixed at 1 MiB
 
     python benchmarks/memory.py                       # 3 zoo models, 128 px, N = 1000, 4000, 16000
     python benchmarks/memory.py --sizes 1000 4000 --side 224
+    python benchmarks/memory.py --measures cka regions boundary --sizes 1000 2000 4000
     python benchmarks/memory.py --classes 1000 --n-models 8 --side 32 --sizes 2000 8000 32000
 """
 
@@ -44,7 +49,9 @@ from common import machine, weights_only_cache
 
 CHILD = """
 import json, sys, threading, time
+from pathlib import Path
 from archsim import run_sat
+from archsim.api import compute_measures, write_run
 from archsim.cache import CacheStore
 
 def status(field):
@@ -57,8 +64,11 @@ def sample():
         time.sleep(0.002)
 
 threading.Thread(target=sample, daemon=True).start()
-specs, data, cache = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
-run_sat(specs, data=data, steps=2, n_boot=0, device="cpu", batch_size=128, cache=CacheStore(cache))
+specs, data, cache, measures = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+run = run_sat(specs, data=data, steps=2, n_boot=0, device="cpu", batch_size=128, cache=CacheStore(cache))
+if measures:
+    write_run(Path(cache) / "run", run)
+    compute_measures(Path(cache) / "run", measures, device="cpu", batch_size=128, cache=CacheStore(cache))
 # VmHWM, not ru_maxrss: a child started by vfork + exec inherits the parent's peak in ru_maxrss.
 print(json.dumps({"peak_kib": status("VmHWM"), "anon_peak_kib": max(anon_peak[0], status("RssAnon"))}))
 """
@@ -81,6 +91,7 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=128)
     parser.add_argument("--classes", type=int, help="linear models with this many outputs instead of --models")
     parser.add_argument("--n-models", type=int, default=8, help="how many linear models with --classes")
+    parser.add_argument("--measures", nargs="+", default=[], help="also run these measures on the run (archsim measures)")
     args = parser.parse_args()
     per_image = 3 * args.side * args.side
     allocators = {"default": {}, "fixed 1 MiB threshold": {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}}
@@ -98,6 +109,7 @@ def main() -> None:
         print(
             f"{machine()}; {len(models)} models, {classes} classes, images 3x{args.side}x{args.side} ({per_image / 1024:.1f} KiB each; "
             f"clean logits of all models {logits_per_image / 1024:.1f} KiB per image), PGD 2 steps"
+            + (f", then measures {' '.join(args.measures)}" if args.measures else "")
         )
         rng = np.random.default_rng(0)
         for n in args.sizes:
@@ -108,9 +120,11 @@ def main() -> None:
                 cache.mkdir()
                 (cache / "zoo").symlink_to(weights / "zoo")
                 done = subprocess.run(
-                    [sys.executable, "-c", CHILD, json.dumps(models), f"npz:{data}", str(cache)],
-                    capture_output=True, text=True, check=True, env={**os.environ, **env},
+                    [sys.executable, "-c", CHILD, json.dumps(models), f"npz:{data}", str(cache), json.dumps(args.measures)],
+                    capture_output=True, text=True, env={**os.environ, **env},
                 )
+                if done.returncode:
+                    sys.exit(f"the run at N = {n} failed:\n{done.stderr[-3000:]}")
                 found = json.loads(done.stdout.strip().splitlines()[-1])
                 peaks[name].append(found["peak_kib"] * 1024)
                 anon_peaks[name].append(found["anon_peak_kib"] * 1024)

@@ -36,14 +36,9 @@ class StoredImages:
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         return (torch.from_numpy(rows) for rows in self.entry.batches("images", batch_size))
 
-    def load(self) -> torch.Tensor:
-        """Every image in memory at once."""
-        out = torch.empty(self.shape, dtype=torch.uint8)
-        start = 0
-        for batch in self.batches(1024):
-            out[start : start + len(batch)] = batch
-            start += len(batch)
-        return out
+    def rows(self, indices: np.ndarray) -> torch.Tensor:
+        """The images at ``indices``, read through a memory map of the entry: only their pages are read."""
+        return torch.from_numpy(np.ascontiguousarray(self.entry.mapped("images")[np.asarray(indices, dtype=np.int64)]))
 
 
 @dataclass(frozen=True)
@@ -88,21 +83,27 @@ class ImageSet:
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         """The images in consecutive batches of ``batch_size`` (the last may be shorter)."""
-        if isinstance(self.images, StoredImages):
-            return self.images.batches(batch_size)
-        return (self.images[start : start + batch_size] for start in range(0, len(self), batch_size))
-
-    def in_memory(self) -> "ImageSet":
-        """This set with every image in memory (itself if they already are)."""
-        if not isinstance(self.images, StoredImages):
-            return self
-        loaded = ImageSet(self.images.load(), self.labels, self.classes, self.name)
-        loaded.__dict__["fingerprint"] = self.fingerprint  # the same pixels: no need to hash them again
-        return loaded
+        return image_batches(self.images, batch_size)
 
     def subset(self, indices: np.ndarray) -> "ImageSet":
+        """The images at ``indices``, in memory."""
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        return ImageSet(self.in_memory().images[idx], self.labels[idx], self.classes, self.name)
+        return ImageSet(image_rows(self.images, idx.numpy()), self.labels[idx], self.classes, self.name)
+
+
+def image_batches(images: torch.Tensor | StoredImages, batch_size: int) -> Iterator[torch.Tensor]:
+    """uint8 ``images``, held in memory or in the cache, in consecutive batches of ``batch_size``
+    (the last may be shorter): what a pass over a set larger than memory reads."""
+    if isinstance(images, StoredImages):
+        return images.batches(batch_size)
+    return (images[start : start + batch_size] for start in range(0, len(images), batch_size))
+
+
+def image_rows(images: torch.Tensor | StoredImages, indices: np.ndarray) -> torch.Tensor:
+    """The uint8 ``images`` at ``indices``, in memory, whether the set is held in memory or in the cache."""
+    if isinstance(images, StoredImages):
+        return images.rows(indices)
+    return images[torch.as_tensor(np.asarray(indices), dtype=torch.long)]
 
 
 def fingerprint_start(shape: tuple[int, ...]) -> "hashlib._Hash":

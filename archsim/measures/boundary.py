@@ -3,9 +3,14 @@ along another model's adversarial direction."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from archsim.data.imageset import StoredImages, image_batches
 
 DEFAULT_POINTS = 20
 
@@ -41,6 +46,28 @@ def boundary_distance(
             first = torch.where(wrong.any(1), ts[wrong.float().argmax(1)], torch.tensor(max_distance * (1 + 1 / n_points)))
             result[s : s + len(x)] = torch.where(clean_wrong, torch.zeros(()), first).numpy()
     return result
+
+
+def boundary_distances(
+    source, targets: Sequence, images: torch.Tensor | StoredImages, labels: torch.Tensor, max_distance: float,
+    n_points: int = DEFAULT_POINTS, source_batch: int = 128, target_batches: Sequence[int] | None = None,
+) -> np.ndarray:
+    """[len(targets), M] :func:`boundary_distance` of each target along ``source``'s :func:`sign_directions`,
+    in one pass over ``images`` a batch of ``source_batch`` at a time: neither the set nor its
+    directions (4 bytes per pixel) are ever whole in memory."""
+    target_batches = list(target_batches or [128] * len(targets))
+    out = np.empty((len(targets), len(labels)))
+    start = 0
+    for batch in tqdm(
+        image_batches(images, source_batch), total=-(-len(labels) // source_batch), desc=f"boundary along {source.name}",
+        unit="batch", leave=False, disable=None,
+    ):
+        y = labels[start : start + len(batch)]
+        directions = sign_directions(source, batch, y, source_batch)
+        for t, (target, size) in enumerate(zip(targets, target_batches)):
+            out[t, start : start + len(batch)] = boundary_distance(target, batch, y, directions, max_distance, n_points, size)
+        start += len(batch)
+    return out
 
 
 def boundary_gap(distances: np.ndarray, valid: np.ndarray) -> np.ndarray:

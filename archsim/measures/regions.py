@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from archsim.data.imageset import StoredImages, image_rows
+
 DEFAULT_RESOLUTION = 16
 DEFAULT_TRIPLETS = 50
 MARGIN = 0.25  # the grid spans the triangle of the three images plus this share on each side
@@ -33,12 +35,17 @@ def plane_points(triplet_images: torch.Tensor, resolution: int = DEFAULT_RESOLUT
     return (x1 + a * (x2 - x1) + b * (x3 - x1)).clamp(0, 1)
 
 
-def region_labels(model, images: torch.Tensor, triplets: np.ndarray, resolution: int = DEFAULT_RESOLUTION, batch_size: int = 256) -> np.ndarray:
-    """[T, R*R] the model's label at every grid point of every triplet plane (uint8 ``images``)."""
+def region_labels(
+    model, images: torch.Tensor | StoredImages, triplets: np.ndarray, resolution: int = DEFAULT_RESOLUTION, batch_size: int = 256
+) -> np.ndarray:
+    """[T, R*R] the model's label at every grid point of every triplet plane (uint8 ``images``,
+    in memory or in the cache: only the triplets' images are read)."""
+    chosen, positions = np.unique(np.asarray(triplets), return_inverse=True)
+    picked = image_rows(images, chosen)
     out = np.empty((len(triplets), resolution * resolution), dtype=np.int64)
     with torch.inference_mode():
-        for t, triplet in enumerate(tqdm(triplets, desc=f"regions {model.name}", unit="plane", leave=False, disable=None)):
-            points = plane_points(images[torch.as_tensor(triplet)].float() / 255, resolution)
+        for t, triplet in enumerate(tqdm(positions.reshape(len(triplets), 3), desc=f"regions {model.name}", unit="plane", leave=False, disable=None)):
+            points = plane_points(picked[torch.as_tensor(triplet)].float() / 255, resolution)
             labels = [model(points[s : s + batch_size].to(model.device)).argmax(-1).cpu() for s in range(0, len(points), batch_size)]
             out[t] = torch.cat(labels).numpy()
     return out

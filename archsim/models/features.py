@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from archsim.data.imageset import StoredImages, image_batches
 from archsim.errors import ArchsimError
 from archsim.models.wrapper import SimModel
 
@@ -33,15 +34,16 @@ def classifier_layer(model: SimModel) -> nn.Module:
     raise ArchsimError(f"model {model.name} has no Linear/Conv2d layer producing its {width} outputs; features need one")
 
 
-def penultimate_features(model: SimModel, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
-    """[M, d] float32 inputs of the classifier layer for uint8 ``images``."""
+def penultimate_features(model: SimModel, images: torch.Tensor | StoredImages, batch_size: int = 128) -> torch.Tensor:
+    """[M, d] float32 inputs of the classifier layer for uint8 ``images`` (in memory or read from the cache a batch at a time)."""
     layer = classifier_layer(model)
     captured: list[torch.Tensor] = []
     hook = layer.register_forward_hook(lambda mod, inputs, output: captured.append(inputs[0].flatten(1).float().cpu()))
+    batches = image_batches(images, batch_size)
     try:
         with torch.inference_mode():
-            for start in tqdm(range(0, len(images), batch_size), desc=f"features {model.name}", unit="batch", leave=False, disable=None):
-                model(images[start : start + batch_size].to(model.device).float().div_(255.0))
+            for batch in tqdm(batches, total=-(-len(images) // batch_size), desc=f"features {model.name}", unit="batch", leave=False, disable=None):
+                model(batch.to(model.device).float().div_(255.0))
     finally:
         hook.remove()
     return torch.cat(captured)

@@ -116,3 +116,84 @@ def test_boundary_distance_on_a_linear_model():
     assert np.allclose(far, 0.05 * 1.2)
     gap = boundary_gap(np.stack([np.stack([distance, distance + 0.1])] * 2), np.ones((2, 2, 3), bool))
     assert np.allclose(gap[0, 1], 0.1) and np.allclose(gap[0, 0], 0)
+
+
+def test_measures_read_a_set_in_the_cache_as_one_in_memory(tmp_path):
+    """A set larger than memory stays in the cache: features, regions and boundary distances
+    read it a batch (or a triplet) at a time and must give what the set held in memory gives."""
+    from archsim.cache import CacheStore
+    from archsim.data import load_data
+    from archsim.data.imageset import StoredImages
+    from archsim.measures.boundary import boundary_distance, boundary_distances, sign_directions
+    from archsim.measures.regions import plane_triplets, region_labels
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "set.npz", images=rng.integers(0, 256, (23, 3, 12, 12), dtype=np.uint8), labels=np.arange(23) % 5)
+    memory = load_data(f"npz:{tmp_path / 'set.npz'}")
+    stored = load_data(f"npz:{tmp_path / 'set.npz'}", store=CacheStore(tmp_path / "cache"))
+    assert isinstance(stored.images, StoredImages) and not isinstance(memory.images, StoredImages)
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 10 * 10, 5))
+        models.append(SimModel(net, Preprocess((3, 12, 12), [0.5] * 3, [0.25] * 3), f"net{seed}", f"test:net{seed}"))
+    a, b, c = models
+    assert torch.equal(penultimate_features(a, stored.images, batch_size=5), penultimate_features(a, memory.images, batch_size=5))
+    triplets = plane_triplets(memory.labels.numpy(), 6, seed=0)
+    assert np.array_equal(region_labels(b, stored.images, triplets, resolution=4), region_labels(b, memory.images, triplets, resolution=4))
+    streamed = boundary_distances(a, [b, c], stored.images, memory.labels, 0.2, 8, source_batch=5, target_batches=[3, 23])
+    directions = sign_directions(a, memory.images, memory.labels, batch_size=5)
+    whole = [boundary_distance(target, memory.images, memory.labels, directions, 0.2, 8, batch_size=5) for target in (b, c)]
+    assert streamed.shape == (2, 23) and np.array_equal(streamed, np.stack(whole))
+    assert ((streamed > 0) & (streamed <= 0.2)).any()  # some labels flip inside the reach: the check is not vacuous
+
+
+def test_boundary_of_a_run_on_a_set_in_the_cache(tmp_path):
+    """``archsim measures`` reads an npz run's set from the cache; each source's single streamed pass
+    fills every target still missing, and a lost entry is made again to the same matrix."""
+    from archsim.api import compute_measures, run_sat, write_run
+    from archsim.cache import CacheStore
+    from archsim.data import load_data
+    from archsim.measures.boundary import boundary_distance, boundary_gap, sign_directions
+
+    # Class k brightens quadrant k; three noisy linear readers of the quadrants classify every image
+    # with margins that sign steps within the boundary measure's reach can overcome.
+    rng = np.random.default_rng(1)
+    labels = np.arange(24) % 4
+    masks = np.zeros((4, 3, 12, 12), dtype=np.float32)
+    for k in range(4):
+        masks[k, :, (k // 2) * 6 : (k // 2) * 6 + 6, (k % 2) * 6 : (k % 2) * 6 + 6] = 1
+    images = (rng.integers(0, 120, (24, 3, 12, 12)) + 40 * masks[labels]).astype(np.uint8)
+    np.savez(tmp_path / "set.npz", images=images, labels=labels)
+    specs = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        reader = nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 4))
+        with torch.no_grad():
+            reader[1].weight.copy_(0.1 * torch.from_numpy(masks.reshape(4, -1)) + 0.05 * torch.randn(4, 3 * 12 * 12))
+            reader[1].bias.zero_()
+        torch.save(reader, tmp_path / f"lin{seed}.pt")
+        specs.append(f"file:{tmp_path / f'lin{seed}.pt'},input_size=3:12:12,mean=0:0:0,std=1:1:1,name=lin{seed}")
+    store = CacheStore(tmp_path / "cache")
+    run = run_sat(specs, data=f"npz:{tmp_path / 'set.npz'}", steps=2, n_boot=0, device="cpu", batch_size=5, cache=store)
+    write_run(tmp_path / "run", run)
+    first = compute_measures(tmp_path / "run", ["boundary"], device="cpu", batch_size=5, cache=store)["boundary"]
+
+    memory = load_data(f"npz:{tmp_path / 'set.npz'}")
+    models = [create_model(spec, cache=store) for spec in specs]
+    eps = run.config["settings"]["attack"]["eps"]
+    distances = np.stack([
+        np.stack([boundary_distance(t, memory.images, memory.labels, sign_directions(s, memory.images, memory.labels), 4 * eps) for t in models])
+        for s in models
+    ])
+    correct = run.transfer.clean_correct
+    expected = np.nanmean(boundary_gap(distances, correct[:, None] & correct[None, :]), axis=-1)
+    assert run.transfer.clean_correct.all() and np.allclose(first.to_numpy(), expected)
+    assert ((distances > 0) & (distances <= 4 * eps)).mean() > 0.2 and expected[0, 1] > 0  # boundaries inside the reach, not alike
+
+    entries = [entry for entry in store.entries() if entry["kind"] == "boundary"]
+    assert len(entries) == 9
+    store.remove("boundary", entries[4]["key"])
+    again = CacheStore(tmp_path / "cache")
+    second = compute_measures(tmp_path / "run", ["boundary"], device="cpu", batch_size=5, cache=again)["boundary"]
+    assert again.misses == 1 and np.array_equal(first.to_numpy(), second.to_numpy(), equal_nan=True)
