@@ -2,7 +2,7 @@
 
 Every model is instantiated by archsim's own registry as ``timm:NAME,pretrained=false``
 (random weights: the card depends on the structure only) and its card extracted
-from a traced forward pass. Prints the agreement per component and every
+from a traced forward pass, one model per process over all cores. Prints the agreement per component and every
 mismatch; ``--out DIR`` also writes ``extracted_cards.csv`` and ``agreement.csv``.
 
     python scripts/card_agreement.py ["../shared/data/sat_release/Model Feature_release.csv"] [--out DIR]
@@ -15,6 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
+from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from archsim.analysis.cards import card_agreement, cards_table, read_cards
@@ -26,11 +27,17 @@ DEFAULT_CARDS = Path(__file__).resolve().parents[1].parent / "shared" / "data" /
 RENAMED = {"gluon_xception65": "xception65"}
 
 
-def extracted_cards(names: list[str]):
-    cards = {}
-    for name in tqdm(names, desc="extract cards", unit="model"):
-        cards[name] = extract_card(create_model(f"timm:{RENAMED.get(name, name)},pretrained=false"))
-    return cards_table(cards)
+def card_of(name: str) -> dict[str, str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # timm's notes on renamed models
+        return extract_card(create_model(f"timm:{RENAMED.get(name, name)},pretrained=false"))
+
+
+def extracted_cards(names: list[str], n_jobs: int = -1):
+    """The cards of ``names``, built over ``n_jobs`` processes (all cores by default): each model
+    is built and traced on its own, and building one (its random weight init) is most of the time."""
+    found = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(card_of)(name) for name in names)
+    return cards_table(dict(zip(names, tqdm(found, total=len(names), desc="extract cards", unit="model"))))
 
 
 def main() -> None:
