@@ -29,7 +29,7 @@ length of the run), and with that threshold fixed at 1 MiB
 
     python benchmarks/memory.py                       # 3 zoo models, 128 px, N = 1000, 4000, 16000
     python benchmarks/memory.py --sizes 1000 4000 --side 224
-    python benchmarks/memory.py --measures cka regions boundary --sizes 1000 2000 4000
+    python benchmarks/memory.py --models zoo:resnet-s0 zoo:mixer --measures cka regions boundary --sizes 500 1000 2000
     python benchmarks/memory.py --classes 1000 --n-models 8 --side 32 --sizes 2000 8000 32000
 """
 

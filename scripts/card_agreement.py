@@ -45,7 +45,6 @@ def main() -> None:
     parser.add_argument("cards", nargs="?", default=str(DEFAULT_CARDS))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    warnings.filterwarnings("ignore", category=UserWarning)  # timm's notes on renamed models
     published = read_cards(args.cards)
     started = time.perf_counter()
     extracted = extracted_cards(list(published.index))
