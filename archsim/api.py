@@ -306,7 +306,7 @@ def compute_measures(
         correlations = matrix_correlations({"sat": run.sat, **matrices})
         correlations = correlations[correlations.a == "sat"].reset_index(drop=True)
         atomic_write_text(out / "measure_correlations.csv", correlations.to_csv(index=False, float_format="%.6g"))
-        comparison = _comparison(run, per_item, settings, pair)
+        comparison = _comparison(run, per_item, {m: matrix.to_numpy() for m, matrix in matrices.items()}, settings, pair)
         atomic_write_text(out / "measure_comparison.csv", comparison.to_csv(index=False, float_format="%.6g"))
         scatter = matrix_scatter({"sat": run.sat, **matrices}, matrix_correlations({"sat": run.sat, **matrices}), same_scale=False, axis_label="{}")
         write_png(scatter, out / "measure_comparison.png")
@@ -315,8 +315,10 @@ def compute_measures(
     return matrices
 
 
-def _comparison(run: SatRun, per_item: dict[str, Any], settings: dict[str, Any], pair: tuple[str, str] | None) -> pd.DataFrame:
-    """SPEC §3 table for the measures of one run: spread at the compute of SAT on the run's images."""
+def _comparison(
+    run: SatRun, per_item: dict[str, Any], matrices: dict[str, np.ndarray], settings: dict[str, Any], pair: tuple[str, str] | None
+) -> pd.DataFrame:
+    """SPEC §3 table for the measures of one run (their per-item values and matrices): spread at the compute of SAT on the run's images."""
     from archsim.measures import boundary, error_consistency, linear_cka, regions, sat_value
     from archsim.measures.comparison import compare_measures, ensemble_err
 
@@ -342,7 +344,8 @@ def _comparison(run: SatRun, per_item: dict[str, Any], settings: dict[str, Any],
     pools = {"sat": len(both)}
     for measure, items in per_item.items():
         if measure == "cka":
-            resample[measure] = lambda idx, f=items: linear_cka(f[a][idx], f[b][idx])
+            # A draw's counts weight the rows: the drawn features (budget/2 rows, often many times the set) are never built.
+            resample[measure] = lambda idx, f=items: linear_cka(f[a], f[b], weights=np.bincount(idx, minlength=len(f[a])))
             costs[measure], pools[measure] = 2, len(items[a])
         elif measure == "error-consistency":
             resample[measure] = lambda idx, c=items: float(error_consistency(c[[a, b]][:, idx])[0, 1])
@@ -351,37 +354,35 @@ def _comparison(run: SatRun, per_item: dict[str, Any], settings: dict[str, Any],
             resample[measure] = lambda idx, v=items[a, b]: float(np.nanmean(v[idx])) if np.isfinite(v[idx]).any() else np.nan
             pools[measure] = items.shape[-1]
             costs[measure] = {"disagreement": 2, "regions": 2 * regions.DEFAULT_RESOLUTION**2, "boundary": 4 + 4 * boundary.DEFAULT_POINTS}[measure]
-    matrices = {"sat": run.sat.to_numpy(), **{m: measure_matrix(m, items) for m, items in per_item.items()}}
     table = compare_measures(
-        matrices, resample, pools, costs, ensemble_err(transfer.clean_logits, transfer.labels),
+        {"sat": run.sat.to_numpy(), **matrices}, resample, pools, costs, ensemble_err(transfer.clean_logits, transfer.labels),
         budget=costs["sat"] * pools["sat"], seed=settings["seed"],
     )
     table.insert(1, "pair", f"{names[a]} ~ {names[b]}")
     return table
 
 
-def measure_matrix(measure: str, items: Any, index: np.ndarray | None = None) -> np.ndarray:
-    """The N x N matrix of a measure from its per-item values, on the items ``index`` (default all)."""
+def measure_matrix(measure: str, items: Any) -> np.ndarray:
+    """The N x N matrix of a measure from its per-item values."""
     from archsim.measures import cka_matrix, error_consistency
 
     if measure == "cka":
-        return cka_matrix([f if index is None else f[index] for f in items])
-    chosen = items if index is None else items[..., index]
+        return cka_matrix(items)
     if measure == "error-consistency":
-        return error_consistency(chosen)
+        return error_consistency(items)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pairs stay NaN
-        return np.nanmean(chosen, axis=-1)
+        return np.nanmean(items, axis=-1)
 
 
 def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_size) -> dict[str, Any]:
     """Per-item values of each measure, the raw material of its matrix and of its spread.
 
     [N, N, items] arrays (images, or planes for ``regions``) whose mean over items is
-    the matrix; for ``cka`` the list of per-model feature matrices instead.
+    the matrix; for ``cka`` the per-model feature matrices instead, memory-mapped from the cache.
     """
     from archsim.measures import boundary, regions
-    from archsim.models.features import penultimate_features
+    from archsim.models.features import feature_batches
 
     def sized(spec: str, purpose: Purpose = "evaluate") -> int:
         return batch_size_for(model_of(spec), batch_size, purpose, tuple(images.images.shape[1:]), len(images), store)
@@ -394,15 +395,16 @@ def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_
     for measure in measures:
         if measure == "disagreement":
             pred = transfer.clean_pred
-            out[measure] = (pred[:, None, :] != pred[None, :, :]).astype(float)
+            out[measure] = pred[:, None, :] != pred[None, :, :]  # bool: 69 models x 50,000 images would be 1.9 GB as floats
         elif measure == "error-consistency":
             out[measure] = correct  # kappa is not a mean over images; see measure_matrix
         elif measure == "cka":
+            # Memory maps of the cached features: cka_matrix reads them a chunk of rows at a time.
             out[measure] = [
-                store.get_or_compute(
-                    "feat", digest("features", fp, images.fingerprint),
-                    lambda spec=spec: {"features": penultimate_features(model_of(spec), images.images, sized(spec)).numpy()},
-                )["features"]
+                store.get_or_stream(
+                    "feat", digest("features", fp, images.fingerprint), "features", (len(images), -1), np.float32,
+                    lambda spec=spec: feature_batches(model_of(spec), images.images, sized(spec)),
+                ).mapped("features")
                 for spec, fp in zip(specs, fingerprints)
             ]
         elif measure == "regions":

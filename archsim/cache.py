@@ -17,6 +17,7 @@ read to its end.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -158,18 +159,27 @@ class CacheStore:
     ) -> None:
         """Write array ``name`` of ``shape`` from ``batches`` of rows as they come, then the arrays ``finish()`` returns.
 
-        Only one batch is in memory at a time. Nothing is stored unless the batches
-        fill ``shape`` exactly.
+        Only one batch is in memory at a time. A -1 after the first dimension of
+        ``shape`` is taken from the first batch (a width known once computed). Nothing
+        is stored unless the batches fill ``shape`` exactly.
         """
         dtype = np.dtype(dtype)
 
         def fill(handle: BinaryIO) -> None:
+            nonlocal shape
             with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
                 with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    rows, pending = 0, iter(batches)
+                    if -1 in shape[1:]:
+                        first = next(pending, None)
+                        if first is None:
+                            raise ValueError(f"no batch to take the shape {tuple(shape)} of {name} from")
+                        shape = (shape[0], *(np.shape(first)[i] if size == -1 else size for i, size in enumerate(shape[1:], 1)))
+                        pending = itertools.chain([first], pending)
+                        del first  # the chain alone keeps it, until it is written
                     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
                     np.lib.format.write_array_header_1_0(member, header)
-                    rows = 0
-                    for batch in batches:
+                    for batch in pending:
                         batch = np.ascontiguousarray(batch, dtype=dtype)
                         if batch.shape[1:] != tuple(shape[1:]):
                             raise ValueError(f"a batch of shape {batch.shape} does not fit {name} of shape {tuple(shape)}")

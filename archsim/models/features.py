@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -34,8 +37,9 @@ def classifier_layer(model: SimModel) -> nn.Module:
     raise ArchsimError(f"model {model.name} has no Linear/Conv2d layer producing its {width} outputs; features need one")
 
 
-def penultimate_features(model: SimModel, images: torch.Tensor | StoredImages, batch_size: int = 128) -> torch.Tensor:
-    """[M, d] float32 inputs of the classifier layer for uint8 ``images`` (in memory or read from the cache a batch at a time)."""
+def feature_batches(model: SimModel, images: torch.Tensor | StoredImages, batch_size: int = 128) -> Iterator[np.ndarray]:
+    """[b, d] float32 inputs of the classifier layer, a batch of uint8 ``images`` (in memory or read
+    from the cache) at a time: a consumer that writes them away holds one batch, never the set's."""
     layer = classifier_layer(model)
     captured: list[torch.Tensor] = []
     hook = layer.register_forward_hook(lambda mod, inputs, output: captured.append(inputs[0].flatten(1).float().cpu()))
@@ -44,6 +48,11 @@ def penultimate_features(model: SimModel, images: torch.Tensor | StoredImages, b
         with torch.inference_mode():
             for batch in tqdm(batches, total=-(-len(images) // batch_size), desc=f"features {model.name}", unit="batch", leave=False, disable=None):
                 model(batch.to(model.device).float().div_(255.0))
+                yield captured.pop().numpy()
     finally:
         hook.remove()
-    return torch.cat(captured)
+
+
+def penultimate_features(model: SimModel, images: torch.Tensor | StoredImages, batch_size: int = 128) -> torch.Tensor:
+    """[M, d] float32 inputs of the classifier layer for uint8 ``images``, held whole (see :func:`feature_batches`)."""
+    return torch.from_numpy(np.concatenate(list(feature_batches(model, images, batch_size))))

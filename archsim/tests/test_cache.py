@@ -66,13 +66,19 @@ def test_streamed_entry_round_trips_in_any_batches_and_reads_like_any_entry(tmp_
     assert np.array_equal(plain["images"], rows) and str(plain["note"]) == "done"
 
 
-def test_streamed_entry_is_written_only_when_complete(tmp_path):
+def test_streamed_entry_is_written_only_when_complete_and_takes_unknown_widths_from_its_first_batch(tmp_path):
     store, rows = CacheStore(tmp_path), _rows()
     with pytest.raises(ValueError, match="256 rows written"):
         store.put_stream("adv", "cd34", "images", rows.shape, np.uint8, (rows[s : s + 64] for s in range(0, 256, 64)))
     with pytest.raises(ValueError, match="does not fit"):
         store.put_stream("adv", "cd34", "images", rows.shape, np.uint8, [rows[:, :1]])
+    with pytest.raises(ValueError, match="no batch to take the shape"):
+        store.put_stream("adv", "cd34", "images", (0, -1), np.uint8, [])
+    with pytest.raises(ValueError, match="does not fit"):  # a width taken from the first batch binds the rest
+        store.put_stream("adv", "cd34", "images", (300, -1, 5, 4), np.uint8, [rows[:100], rows[100:, :2]])
     assert store.open("adv", "cd34") is None and not list(tmp_path.rglob("*.tmp"))
+    store.put_stream("adv", "cd34", "images", (300, -1, 5, -1), np.uint8, (rows[s : s + 64] for s in range(0, 300, 64)))
+    assert np.array_equal(store.open("adv", "cd34").mapped("images"), rows)
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])

@@ -1,4 +1,6 @@
 import numpy as np
+import pandas as pd
+import pytest
 import torch
 from sklearn.metrics import cohen_kappa_score
 from torch import nn
@@ -46,6 +48,39 @@ def test_linear_cka_against_the_gram_formula_and_its_invariances():
     matrix = cka_matrix([x, y, independent])
     assert np.allclose(matrix, matrix.T) and np.allclose(np.diag(matrix), 1.0)
     assert np.isclose(matrix[0, 1], linear_cka(x, y)) and np.isclose(matrix[1, 2], linear_cka(y, independent))
+
+
+def test_cka_in_row_chunks_and_with_bootstrap_weights(tmp_path, monkeypatch):
+    """Memory maps read a few rows at a time give the Gram formula's CKA; a bootstrap draw's counts
+    as weights give the CKA of the drawn rows (zero-count rows skipped), without building them."""
+    from archsim.measures import cka
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(50, 3, 4)) + 5.0  # features of any shape are rows flattened; a large mean tests the centring
+    y = x.reshape(50, -1)[:, :6] @ rng.normal(size=(6, 9)) + rng.normal(size=(50, 9))
+    z = rng.normal(size=(50, 5))
+    maps = []
+    for name, array in (("x", x), ("y", y), ("z", z)):
+        np.save(tmp_path / f"{name}.npy", array.astype(np.float32))
+        maps.append(np.load(tmp_path / f"{name}.npy", mmap_mode="r"))
+    monkeypatch.setattr(cka, "CHUNK_BYTES", 8 * 12 * 7)  # 7 rows of the widest: 8 chunks, the last short
+    assert len(list(cka._blocks(maps[0], maps[2]))) == 8
+    flat = [m.reshape(50, -1).astype(np.float64) for m in maps]
+    matrix = cka_matrix(maps)
+    for i in range(3):
+        for j in range(3):
+            assert np.isclose(matrix[i, j], hsic_cka(flat[i], flat[j]), rtol=1e-10)
+    index = rng.integers(0, 50, size=130)
+    counts = np.bincount(index, minlength=50)
+    assert (counts == 0).any()  # some rows are left out of the draw
+    for a, b in ((0, 1), (1, 2)):
+        drawn = hsic_cka(flat[a][index], flat[b][index])
+        assert np.isclose(linear_cka(maps[a], maps[b], weights=counts), drawn, rtol=1e-10)
+        assert np.isclose(linear_cka(flat[a][index], flat[b][index]), drawn, rtol=1e-10)
+    with pytest.raises(ValueError, match="share their rows"):
+        cka_matrix([x, z[:40]])
+    with pytest.raises(ValueError, match="non-negative"):
+        linear_cka(x, y, weights=-counts)
 
 
 def test_penultimate_features_are_the_classifier_input():
@@ -197,3 +232,58 @@ def test_boundary_of_a_run_on_a_set_in_the_cache(tmp_path):
     again = CacheStore(tmp_path / "cache")
     second = compute_measures(tmp_path / "run", ["boundary"], device="cpu", batch_size=5, cache=again)["boundary"]
     assert again.misses == 1 and np.array_equal(first.to_numpy(), second.to_numpy(), equal_nan=True)
+
+
+@pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")  # every net is fooled alike: SAT is constant
+def test_cka_of_a_run_streams_its_features_into_the_cache(tmp_path, monkeypatch):
+    """``archsim measures --measures cka``: each model's features are written to the cache a batch at a time
+    (their width taken from the first batch) and read back mapped, a few rows at a time."""
+    from archsim.api import compute_measures, run_sat, write_run
+    from archsim import measures
+    from archsim.cache import CacheStore
+    from archsim.data import load_data
+    from archsim.measures import cka
+
+    # Class k brightens quadrant k; each net's first 3 hidden units read the quadrants (so every image is
+    # classified right and SAT is defined), its other units are random (so the nets' features differ).
+    rng = np.random.default_rng(3)
+    labels = np.arange(21) % 3
+    masks = np.zeros((3, 3, 8, 8), dtype=np.float32)
+    for k in range(3):
+        masks[k, :, (k // 2) * 4 : (k // 2) * 4 + 4, (k % 2) * 4 : (k % 2) * 4 + 4] = 1
+    images = (rng.integers(0, 120, (21, 3, 8, 8)) + 40 * masks[labels]).astype(np.uint8)
+    np.savez(tmp_path / "set.npz", images=images, labels=labels)
+    specs = []
+    for seed, width in enumerate((5, 8, 11)):  # widths differ: the cross-covariances are not square
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(192, width), nn.ReLU(), nn.Linear(width, 3))
+        with torch.no_grad():
+            net[1].weight.copy_(torch.cat([0.1 * torch.from_numpy(masks.reshape(3, -1)), 0.5 * torch.randn(width - 3, 192)]))
+            net[1].bias.zero_()
+            net[3].weight.copy_(torch.eye(3, width))
+            net[3].bias.zero_()
+        torch.save(net, tmp_path / f"mlp{seed}.pt")
+        specs.append(f"file:{tmp_path / f'mlp{seed}.pt'},input_size=3:8:8,mean=0:0:0,std=1:1:1,name=mlp{seed}")
+    store = CacheStore(tmp_path / "cache")
+    run = run_sat(specs, data=f"npz:{tmp_path / 'set.npz'}", steps=1, n_boot=0, device="cpu", batch_size=4, cache=store)
+    write_run(tmp_path / "run", run)
+    monkeypatch.setattr(cka, "CHUNK_BYTES", 8 * 11 * 4)  # 4 rows at a time
+    given = []
+    monkeypatch.setattr(measures, "cka_matrix", lambda features: given.extend(features) or cka.cka_matrix(features))
+    matrix = compute_measures(tmp_path / "run", ["cka"], device="cpu", batch_size=4, cache=store)["cka"]
+
+    memory = load_data(f"npz:{tmp_path / 'set.npz'}")
+    features = [penultimate_features(create_model(spec, cache=store), memory.images).double().numpy() for spec in specs]
+    assert [f.shape for f in features] == [(21, 5), (21, 8), (21, 11)]
+    expected = np.array([[hsic_cka(a, b) for b in features] for a in features])
+    assert run.transfer.clean_correct.all()
+    assert np.allclose(matrix.to_numpy(), expected, rtol=1e-6) and expected[0, 1] < 0.99
+    assert len(given) == 3 and all(isinstance(f, np.memmap) for f in given)  # mapped from the cache, not loaded
+    stored = [entry for entry in store.entries() if entry["kind"] == "feat"]
+    assert sorted(store.open("feat", entry["key"]).shape("features") for entry in stored) == [(21, 5), (21, 8), (21, 11)]
+    comparison = pd.read_csv(tmp_path / "run" / "measures" / "measure_comparison.csv").set_index("measure")
+    assert comparison.loc["cka", "spread_sd"] > 0
+
+    again = CacheStore(tmp_path / "cache")
+    rerun = compute_measures(tmp_path / "run", ["cka"], device="cpu", batch_size=4, cache=again)["cka"]
+    assert again.misses == 0 and np.array_equal(rerun.to_numpy(), matrix.to_numpy())
