@@ -153,6 +153,23 @@ def test_boundary_distance_on_a_linear_model():
     assert np.allclose(gap[0, 1], 0.1) and np.allclose(gap[0, 0], 0)
 
 
+def test_boundary_gap_by_its_definition():
+    """The gap of a and b: |d_a - d_b| along a's directions and along b's, averaged; NaN where invalid."""
+    from archsim.measures.boundary import boundary_gap
+
+    rng = np.random.default_rng(4)
+    distances = rng.random((4, 4, 6))
+    distances[1, 2, 3] = np.nan  # a target that never crossed within reach on one image
+    valid = rng.random((4, 4, 6)) < 0.8
+    gap = boundary_gap(distances, valid)
+    for a in range(4):
+        for b in range(4):
+            along_a = np.abs(distances[a, a] - distances[a, b])
+            along_b = np.abs(distances[b, a] - distances[b, b])
+            assert np.array_equal(gap[a, b], np.where(valid[a, b], (along_a + along_b) / 2, np.nan), equal_nan=True)
+    assert np.isnan(gap[1, 2, 3]) and np.isnan(gap[2, 1, 3])
+
+
 def test_measures_read_a_set_in_the_cache_as_one_in_memory(tmp_path):
     """A set larger than memory stays in the cache: features, regions and boundary distances
     read it a batch (or a triplet) at a time and must give what the set held in memory gives."""
