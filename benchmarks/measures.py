@@ -4,13 +4,16 @@
   directions, [N, N, N, M], from which the pair's own two are then picked (what the
   code did until 2026-11-23);
 - **CKA resample** (the comparison table's 200 draws): ``linear_cka`` with each
-  image weighted by its draw count against CKA of the drawn rows themselves.
+  image weighted by its draw count against CKA of the drawn rows themselves;
+- **SAT bootstrap** (``sat_tables``, every run): the replicate counts summed a
+  chunk of images at a time against one chunk of all images (what the code did
+  until 2026-11-23: the [N, N, M] masks cast to float64 whole).
 
 Each prints seconds and the peak of numpy's allocations (``tracemalloc``), the
-ratios, and whether the results agree (the gap bit for bit; CKA to 1e-9).
+ratios, and whether the results agree (the gap and SAT bit for bit; CKA to 1e-9).
 
-    python benchmarks/measures.py                                  # 30 models x 2,000 images; CKA 2,000 x 512, 102x draws
-    python benchmarks/measures.py --models 40 --images 4000 --width 1024 --draw-factor 102
+    python benchmarks/measures.py        # gap 30 models x 2,000 images; CKA 2,000 x 512, 102x draws; SAT 69 x 10,000
+    python benchmarks/measures.py --models 60 --images 1000 --width 256 --resamples 2 --sat-images 50000
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 from common import machine
 
-from archsim.measures import linear_cka
+from archsim.measures import linear_cka, sat
 from archsim.measures.boundary import boundary_gap
 
 
@@ -61,9 +64,11 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=512, help="feature width of the CKA pair")
     parser.add_argument("--draw-factor", type=int, default=102, help="rows drawn per image (102 at the default PGD-50 settings)")
     parser.add_argument("--resamples", type=int, default=3, help="CKA draws timed")
+    parser.add_argument("--sat-models", type=int, default=69, help="models of the SAT bootstrap (1,000 replicates)")
+    parser.add_argument("--sat-images", type=int, default=10000)
     args = parser.parse_args()
-    print(f"{machine()}; {args.models} models x {args.images} images; CKA features {args.images} x {args.width}, "
-          f"{args.resamples} draws of {args.draw_factor} x {args.images} rows")
+    print(f"{machine()}; gap: {args.models} models x {args.images} images; CKA features {args.images} x {args.width}, "
+          f"{args.resamples} draws of {args.draw_factor} x {args.images} rows; SAT: {args.sat_models} models x {args.sat_images} images")
     rng = np.random.default_rng(0)
 
     distances = rng.random((args.models, args.models, args.images))
@@ -79,6 +84,15 @@ def main() -> None:
     fast = measured(lambda: [linear_cka(x, y, weights=np.bincount(d, minlength=args.images)) for d in draws])
     direct = measured(lambda: [linear_cka(x[d], y[d]) for d in draws])
     report("CKA resample", fast, direct, bool(np.allclose(fast[0], direct[0], rtol=1e-9, atol=0)))
+
+    n, m = args.sat_models, args.sat_images
+    correct, wrong = rng.random((n, m)) < 0.8, rng.random((n, n, m)) < 0.3
+    names = [f"m{i}" for i in range(n)]
+    fast = measured(lambda: sat.sat_tables(names, correct, wrong, n_boot=1000).pairs)
+    chunk, sat.BOOTSTRAP_CHUNK_BYTES = sat.BOOTSTRAP_CHUNK_BYTES, 1 << 62  # one chunk: every image at once
+    direct = measured(lambda: sat.sat_tables(names, correct, wrong, n_boot=1000).pairs)
+    sat.BOOTSTRAP_CHUNK_BYTES = chunk
+    report("SAT bootstrap", fast, direct, bool(fast[0].equals(direct[0])))
 
 
 if __name__ == "__main__":

@@ -64,3 +64,26 @@ def test_bootstrap_interval_brackets_estimate_and_is_seeded():
     assert first.equals(again)
     assert (first.sat_low <= first.sat + 1e-12).all() and (first.sat <= first.sat_high + 1e-12).all()
     assert (first.sat_high > first.sat_low).all()
+
+
+def test_bootstrap_equals_resampling_the_images_and_does_not_depend_on_the_chunks(monkeypatch):
+    """Each replicate's weights are how often each image is drawn: SAT of the drawn images, pair by pair."""
+    from archsim.measures import sat
+
+    rng = np.random.default_rng(5)
+    correct = rng.random((3, 40)) < 0.8
+    wrong = rng.random((3, 3, 40)) < 0.4
+    whole = sat_tables(list("abc"), correct, wrong, n_boot=50, seed=2).pairs
+    monkeypatch.setattr(sat, "BOOTSTRAP_CHUNK_BYTES", 8 * 9 * 7)  # 7 images at a time
+    assert sat_tables(list("abc"), correct, wrong, n_boot=50, seed=2).pairs.equals(whole)
+
+    draws = np.random.default_rng(2).multinomial(40, np.full(40, 1 / 40), size=50)
+    replicates = []
+    for counts in draws:
+        drawn = np.repeat(np.arange(40), counts)  # the resampled images, with repeats
+        replicates.append(sat_tables(list("abc"), correct[:, drawn], wrong[:, :, drawn], n_boot=0).sat.to_numpy())
+    low, high = np.nanpercentile(np.stack(replicates), [2.5, 97.5], axis=0)
+    table = whole.set_index(["source", "target"])
+    for i, s in enumerate("abc"):
+        for j, t in enumerate("abc"):
+            assert np.isclose(table.loc[(s, t), "sat_low"], low[i, j]) and np.isclose(table.loc[(s, t), "sat_high"], high[i, j])
