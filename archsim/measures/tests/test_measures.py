@@ -170,6 +170,35 @@ def test_boundary_gap_by_its_definition():
     assert np.isnan(gap[1, 2, 3]) and np.isnan(gap[2, 1, 3])
 
 
+def quadrant_set(path, n_images: int, n_classes: int, side: int, seed: int) -> np.ndarray:
+    """An npz set of noise (0-119) where class k (at most 4) brightens quadrant k by 40; returns the quadrant masks."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n_images) % n_classes
+    half = side // 2
+    masks = np.zeros((n_classes, 3, side, side), dtype=np.float32)
+    for k in range(n_classes):
+        masks[k, :, (k // 2) * half : (k // 2 + 1) * half, (k % 2) * half : (k % 2 + 1) * half] = 1
+    images = (rng.integers(0, 120, (n_images, 3, side, side)) + 40 * masks[labels]).astype(np.uint8)
+    np.savez(path, images=images, labels=labels)
+    return masks
+
+
+def saved_run(tmp_path, nets: dict, side: int, steps: int, batch_size: int):
+    """``file:`` specs of ``nets`` (reading pixels unnormalised), their store and their run on
+    ``tmp_path/set.npz``, written to ``tmp_path/run``."""
+    from archsim.api import run_sat, write_run
+    from archsim.cache import CacheStore
+
+    specs = []
+    for name, net in nets.items():
+        torch.save(net, tmp_path / f"{name}.pt")
+        specs.append(f"file:{tmp_path / f'{name}.pt'},input_size=3:{side}:{side},mean=0:0:0,std=1:1:1,name={name}")
+    store = CacheStore(tmp_path / "cache")
+    run = run_sat(specs, data=f"npz:{tmp_path / 'set.npz'}", steps=steps, n_boot=0, device="cpu", batch_size=batch_size, cache=store)
+    write_run(tmp_path / "run", run)
+    return specs, store, run
+
+
 def test_measures_read_a_set_in_the_cache_as_one_in_memory(tmp_path):
     """A set larger than memory stays in the cache: features, regions and boundary distances
     read it a batch (or a triplet) at a time and must give what the set held in memory gives."""
@@ -203,32 +232,22 @@ def test_measures_read_a_set_in_the_cache_as_one_in_memory(tmp_path):
 def test_boundary_of_a_run_on_a_set_in_the_cache(tmp_path):
     """``archsim measures`` reads an npz run's set from the cache; each source's single streamed pass
     fills every target still missing, and a lost entry is made again to the same matrix."""
-    from archsim.api import compute_measures, run_sat, write_run
+    from archsim.api import compute_measures
     from archsim.cache import CacheStore
     from archsim.data import load_data
     from archsim.measures.boundary import boundary_distance, boundary_gap, sign_directions
 
-    # Class k brightens quadrant k; three noisy linear readers of the quadrants classify every image
-    # with margins that sign steps within the boundary measure's reach can overcome.
-    rng = np.random.default_rng(1)
-    labels = np.arange(24) % 4
-    masks = np.zeros((4, 3, 12, 12), dtype=np.float32)
-    for k in range(4):
-        masks[k, :, (k // 2) * 6 : (k // 2) * 6 + 6, (k % 2) * 6 : (k % 2) * 6 + 6] = 1
-    images = (rng.integers(0, 120, (24, 3, 12, 12)) + 40 * masks[labels]).astype(np.uint8)
-    np.savez(tmp_path / "set.npz", images=images, labels=labels)
-    specs = []
+    # Three noisy linear readers of the quadrants classify every image with margins that sign steps
+    # within the boundary measure's reach can overcome.
+    masks = quadrant_set(tmp_path / "set.npz", n_images=24, n_classes=4, side=12, seed=1)
+    readers = {}
     for seed in range(3):
         torch.manual_seed(seed)
-        reader = nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 4))
+        reader = readers[f"lin{seed}"] = nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 4))
         with torch.no_grad():
             reader[1].weight.copy_(0.1 * torch.from_numpy(masks.reshape(4, -1)) + 0.05 * torch.randn(4, 3 * 12 * 12))
             reader[1].bias.zero_()
-        torch.save(reader, tmp_path / f"lin{seed}.pt")
-        specs.append(f"file:{tmp_path / f'lin{seed}.pt'},input_size=3:12:12,mean=0:0:0,std=1:1:1,name=lin{seed}")
-    store = CacheStore(tmp_path / "cache")
-    run = run_sat(specs, data=f"npz:{tmp_path / 'set.npz'}", steps=2, n_boot=0, device="cpu", batch_size=5, cache=store)
-    write_run(tmp_path / "run", run)
+    specs, store, run = saved_run(tmp_path, readers, side=12, steps=2, batch_size=5)
     first = compute_measures(tmp_path / "run", ["boundary"], device="cpu", batch_size=5, cache=store)["boundary"]
 
     memory = load_data(f"npz:{tmp_path / 'set.npz'}")
@@ -255,35 +274,25 @@ def test_boundary_of_a_run_on_a_set_in_the_cache(tmp_path):
 def test_cka_of_a_run_streams_its_features_into_the_cache(tmp_path, monkeypatch):
     """``archsim measures --measures cka``: each model's features are written to the cache a batch at a time
     (their width taken from the first batch) and read back mapped, a few rows at a time."""
-    from archsim.api import compute_measures, run_sat, write_run
     from archsim import measures
+    from archsim.api import compute_measures
     from archsim.cache import CacheStore
     from archsim.data import load_data
     from archsim.measures import cka
 
-    # Class k brightens quadrant k; each net's first 3 hidden units read the quadrants (so every image is
-    # classified right and SAT is defined), its other units are random (so the nets' features differ).
-    rng = np.random.default_rng(3)
-    labels = np.arange(21) % 3
-    masks = np.zeros((3, 3, 8, 8), dtype=np.float32)
-    for k in range(3):
-        masks[k, :, (k // 2) * 4 : (k // 2) * 4 + 4, (k % 2) * 4 : (k % 2) * 4 + 4] = 1
-    images = (rng.integers(0, 120, (21, 3, 8, 8)) + 40 * masks[labels]).astype(np.uint8)
-    np.savez(tmp_path / "set.npz", images=images, labels=labels)
-    specs = []
+    # Each net's first 3 hidden units read the quadrants (so every image is classified right and SAT is
+    # defined), its other units are random (so the nets' features differ).
+    masks = quadrant_set(tmp_path / "set.npz", n_images=21, n_classes=3, side=8, seed=3)
+    nets = {}
     for seed, width in enumerate((5, 8, 11)):  # widths differ: the cross-covariances are not square
         torch.manual_seed(seed)
-        net = nn.Sequential(nn.Flatten(), nn.Linear(192, width), nn.ReLU(), nn.Linear(width, 3))
+        net = nets[f"mlp{seed}"] = nn.Sequential(nn.Flatten(), nn.Linear(192, width), nn.ReLU(), nn.Linear(width, 3))
         with torch.no_grad():
             net[1].weight.copy_(torch.cat([0.1 * torch.from_numpy(masks.reshape(3, -1)), 0.5 * torch.randn(width - 3, 192)]))
             net[1].bias.zero_()
             net[3].weight.copy_(torch.eye(3, width))
             net[3].bias.zero_()
-        torch.save(net, tmp_path / f"mlp{seed}.pt")
-        specs.append(f"file:{tmp_path / f'mlp{seed}.pt'},input_size=3:8:8,mean=0:0:0,std=1:1:1,name=mlp{seed}")
-    store = CacheStore(tmp_path / "cache")
-    run = run_sat(specs, data=f"npz:{tmp_path / 'set.npz'}", steps=1, n_boot=0, device="cpu", batch_size=4, cache=store)
-    write_run(tmp_path / "run", run)
+    specs, store, run = saved_run(tmp_path, nets, side=8, steps=1, batch_size=4)
     monkeypatch.setattr(cka, "CHUNK_BYTES", 8 * 11 * 4)  # 4 rows at a time
     given = []
     monkeypatch.setattr(measures, "cka_matrix", lambda features: given.extend(features) or cka.cka_matrix(features))
