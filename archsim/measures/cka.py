@@ -31,6 +31,11 @@ def _rows(features: np.ndarray, rows: slice) -> np.ndarray:
     return block.reshape(len(block), -1)
 
 
+def _array(features: np.ndarray) -> np.ndarray:
+    """Arrays and memory maps as they are (no rows read); anything else array-like converted."""
+    return features if isinstance(features, np.ndarray) else np.asarray(features)
+
+
 def _check_rows(features: np.ndarray, length: int, weights: np.ndarray | None) -> None:
     if len(features) != length:
         raise ValueError(f"feature matrices must share their rows (inputs): {len(features)} against {length}")
@@ -78,6 +83,7 @@ def linear_cka(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) 
         ``index`` equals that of ``x, y`` with ``weights=np.bincount(index, minlength=M)``,
         without building the resampled matrices.
     """
+    x, y = _array(x), _array(y)
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
     _check_rows(y, len(x), w)
     mean_x, mean_y = _mean(x, w), _mean(y, w)
@@ -87,6 +93,7 @@ def linear_cka(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) 
 
 def cka_matrix(features: list[np.ndarray]) -> np.ndarray:
     """N x N linear CKA between every pair of models' [M, ...] features (arrays or memory maps)."""
+    features = [_array(f) for f in features]
     n = len(features)
     for f in features[1:]:
         _check_rows(f, len(features[0]), None)

@@ -77,6 +77,7 @@ def test_cka_in_row_chunks_and_with_bootstrap_weights(tmp_path, monkeypatch):
         drawn = hsic_cka(flat[a][index], flat[b][index])
         assert np.isclose(linear_cka(maps[a], maps[b], weights=counts), drawn, rtol=1e-10)
         assert np.isclose(linear_cka(flat[a][index], flat[b][index]), drawn, rtol=1e-10)
+    assert np.isclose(linear_cka(flat[0].tolist(), flat[1]), hsic_cka(flat[0], flat[1]), rtol=1e-10)  # any array-like
     with pytest.raises(ValueError, match="share their rows"):
         cka_matrix([x, z[:40]])
     with pytest.raises(ValueError, match="non-negative"):
