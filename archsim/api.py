@@ -303,12 +303,12 @@ def compute_measures(
     for measure, matrix in matrices.items():
         atomic_write_text(out / f"measure_{measure}.csv", matrix.to_csv(float_format="%.9f"))
     if len(names) >= 3:
-        correlations = matrix_correlations({"sat": run.sat, **matrices})
-        correlations = correlations[correlations.a == "sat"].reset_index(drop=True)
+        every_pair = matrix_correlations({"sat": run.sat, **matrices})  # the scatter shows them all; the CSV those with SAT
+        correlations = every_pair[every_pair.a == "sat"].reset_index(drop=True)
         atomic_write_text(out / "measure_correlations.csv", correlations.to_csv(index=False, float_format="%.6g"))
         comparison = _comparison(run, per_item, {m: matrix.to_numpy() for m, matrix in matrices.items()}, settings, pair)
         atomic_write_text(out / "measure_comparison.csv", comparison.to_csv(index=False, float_format="%.6g"))
-        scatter = matrix_scatter({"sat": run.sat, **matrices}, matrix_correlations({"sat": run.sat, **matrices}), same_scale=False, axis_label="{}")
+        scatter = matrix_scatter({"sat": run.sat, **matrices}, every_pair, same_scale=False, axis_label="{}")
         write_png(scatter, out / "measure_comparison.png")
         matrices["correlations"] = correlations
         matrices["comparison"] = comparison

@@ -87,8 +87,8 @@ class ImageSet:
 
     def subset(self, indices: np.ndarray) -> "ImageSet":
         """The images at ``indices``, in memory."""
-        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        return ImageSet(image_rows(self.images, idx.numpy()), self.labels[idx], self.classes, self.name)
+        indices = np.asarray(indices)
+        return ImageSet(image_rows(self.images, indices), self.labels[torch.as_tensor(indices, dtype=torch.long)], self.classes, self.name)
 
 
 def image_batches(images: torch.Tensor | StoredImages, batch_size: int) -> Iterator[torch.Tensor]:
