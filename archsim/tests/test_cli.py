@@ -2,6 +2,8 @@
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -181,6 +183,20 @@ def test_cards_command(tmp_path, cache_dir, capsys):
 def test_help_lists_options(capsys):
     code, out, _ = run_cli(capsys, "run", "--help")
     assert code == 0 and "--n-images" in out and "--eps" in out
+
+
+def test_help_and_usage_errors_do_not_import_torch():
+    """The CLI and the package load their heavy parts on use, so `--help` and usage errors answer at once."""
+    probe = ("import sys; from click.testing import CliRunner; import archsim; from archsim.cli import cli; "
+             "help = CliRunner().invoke(cli, ['--help']); usage = CliRunner().invoke(cli, ['run', '--eps']); "
+             "print(help.exit_code, usage.exit_code, sorted({'torch', 'timm', 'torchvision'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["0", "2", "[]"], result.stdout + result.stderr
+    import archsim
+
+    assert archsim.run_sat is run_sat and "run_sat" in dir(archsim)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        archsim.nope
 
 
 @pytest.mark.slow
