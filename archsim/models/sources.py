@@ -14,10 +14,6 @@ from archsim.models.registry import register_source, require_file
 from archsim.models.wrapper import Preprocess, SimModel
 from archsim.specs import Spec
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 def timm_preprocess(net: torch.nn.Module) -> Preprocess:
     """Preprocessing from timm's resolved data config of ``net``."""
     cfg = timm.data.resolve_data_config(model=net)
