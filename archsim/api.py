@@ -525,14 +525,17 @@ def guard_run_dir(out: Path, settings: dict[str, Any]) -> None:
 
     ``settings.json`` is written before anything is computed, so a run killed at any
     point (even between its output files) can be rerun into the same folder;
-    ``config.json``, written last, marks a complete run.
+    ``config.json``, written last, marks a complete run. A folder whose run wrote
+    nothing but its ``settings.json`` (it failed on its input, or was stopped while
+    computing: what it computed is in the cache) holds no results and is claimed anew.
     """
     if out.exists() and not out.is_dir():
         raise ArchsimError(f"--out {out} is a file; choose a folder")
     wanted = json.loads(json.dumps(settings))
+    results = [f.name for f in out.iterdir() if f.name in RUN_FILES] if out.is_dir() else []
     for marker in ("config.json", "settings.json"):
         path = out / marker
-        if not path.exists():
+        if not path.exists() or not results:
             continue
         try:
             existing = json.loads(path.read_text())["settings"]
@@ -544,10 +547,8 @@ def guard_run_dir(out: Path, settings: dict[str, Any]) -> None:
                 f"--out {out} holds results of a different configuration (differs in: {', '.join(differing)}); choose another --out or remove it"
             )
         return
-    if out.is_dir():
-        foreign = [f.name for f in out.iterdir() if f.name in RUN_FILES]
-        if foreign:
-            raise ArchsimError(f"--out {out} holds {foreign[0]} of an unknown run (no settings.json); choose another --out or remove it")
+    if results:
+        raise ArchsimError(f"--out {out} holds {results[0]} of an unknown run (no settings.json); choose another --out or remove it")
     atomic_write_text(out / "settings.json", json.dumps({"settings": wanted}, indent=2, sort_keys=True) + "\n")
 
 

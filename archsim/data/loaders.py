@@ -178,7 +178,7 @@ def _decode_subset(
     chosen = stratified_indices(labels, n_images, seed)
 
     def decoded() -> Iterator[np.ndarray]:
-        with tqdm(total=len(chosen), desc=f"decode {spec.target}", unit="img", leave=False) as progress:
+        with tqdm(total=len(chosen), desc=f"decode {spec.target}", unit="img", leave=False, disable=None) as progress:
             for start in range(0, len(chosen), _ROWS_PER_READ):
                 batch = np.stack([_storage_image(files[i], size, crop_pct).numpy() for i in chosen[start : start + _ROWS_PER_READ]])
                 progress.update(len(batch))
@@ -218,7 +218,7 @@ def _image_set(
 
 def _contents_digest(files: list[Path], what: str) -> str:
     h = hashlib.sha256()
-    for file in tqdm(files, desc=f"hash {what}", unit="file", leave=False):
+    for file in tqdm(files, desc=f"hash {what}", unit="file", leave=False, disable=None):
         with file.open("rb") as handle:
             h.update(hashlib.file_digest(handle, "sha256").digest())  # in chunks: an npz file can be gigabytes
     return h.hexdigest()
@@ -271,7 +271,7 @@ def _npz(spec: Spec, split: str, n_images: int | None, seed: int, store: CacheSt
         try:
             with zipfile.ZipFile(path) as archive, archive.open("images.npy") as member:
                 _npy_header(member)
-                for start in tqdm(range(0, shape[0], _ROWS_PER_READ), desc=f"read {path.name}", unit="batch", leave=False):
+                for start in tqdm(range(0, shape[0], _ROWS_PER_READ), desc=f"read {path.name}", unit="batch", leave=False, disable=None):
                     count = min(_ROWS_PER_READ, shape[0] - start)
                     raw = member.read(count * row_bytes)
                     if len(raw) != count * row_bytes:

@@ -124,6 +124,22 @@ def test_bad_input_is_one_line(tmp_path, cache_dir, capsys, args, message):
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
 
 
+def test_a_run_that_failed_on_its_input_does_not_keep_its_folder(tmp_path, cache_dir, capsys):
+    """The failed run claimed --out (settings.json) but wrote no result: the corrected run may take the folder."""
+    out = tmp_path / "o"
+    options = ["--n-images", "20", "--steps", "2", "--n-boot", "0", "--cache", str(cache_dir), "--out", str(out)]
+    code, _, err = run_cli(capsys, "run", "--models", "zoo:resnet-s0 timm:resnet18,pretrained=false,num_classes=5", *options)
+    assert code == 2 and "outputs 5 classes" in err and [p.name for p in out.iterdir()] == ["settings.json"]
+    code, _, err = run_cli(capsys, "run", *TWO, *options)
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["settings"]["models"] == ["zoo:resnet-s0", "zoo:resnet-s1"]
+    # A run stopped between its result files left results: another configuration is refused, nothing touched.
+    (out / "config.json").unlink()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, _, err = run_cli(capsys, "run", *TWO, *options, "--seed", "1")
+    assert code == 2 and "differs in: seed" in err and {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_bf16_run_is_recorded_and_cached_apart_from_fp32(tmp_path, cache_dir, capsys):
     out = tmp_path / "bf16"
     options = [*TWO, "--n-images", "40", "--steps", "10", "--rel-step", "0.2", "--n-boot", "0", "--cache", str(cache_dir)]
