@@ -597,6 +597,8 @@ def _print_summary(result, out: Path, seconds: float) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line and exit 2; no traceback."""
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    # A warning is a line for the user, like an error: the source line that raised it means nothing to them.
+    formatwarning, warnings.formatwarning = warnings.formatwarning, lambda message, category, *_: f"warning: {message}\n"
     try:
         cli.main(args=argv, standalone_mode=False)
     except ArchsimError as error:
@@ -608,6 +610,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as error:
         click.echo(f"error: {error.format_message()} (see --help)", err=True)
         sys.exit(2)
+    finally:
+        warnings.formatwarning = formatwarning  # for callers in this process (tests)
 
 
 if __name__ == "__main__":

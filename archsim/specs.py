@@ -39,7 +39,7 @@ class Spec:
             return False
         raise ArchsimError(f"option {key}={value!r} in {self.text!r} is not a boolean; use {key}=true or {key}=false")
 
-    def take_int(self, key: str, default: int | None = None) -> int | None:
+    def take_int(self, key: str, default: int | None = None, minimum: int = 1) -> int | None:
         value = self.options.pop(key, None)
         if value is None:
             return default
@@ -47,8 +47,8 @@ class Spec:
             number = int(value)
         except ValueError:
             raise ArchsimError(f"option {key}={value!r} in {self.text!r} is not a whole number") from None
-        if number <= 0:
-            raise ArchsimError(f"option {key}={value!r} in {self.text!r} must be positive")
+        if number < minimum:
+            raise ArchsimError(f"option {key}={value!r} in {self.text!r} must be {'positive' if minimum == 1 else f'at least {minimum}'}")
         return number
 
     def take_floats(self, key: str) -> tuple[float, ...] | None:

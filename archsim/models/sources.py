@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import timm
 import torch
@@ -14,6 +16,21 @@ from archsim.models.registry import register_source, require_file
 from archsim.models.wrapper import Preprocess, SimModel
 from archsim.specs import Spec
 
+
+@contextmanager
+def seeded_init(spec: Spec) -> Iterator[None]:
+    """Draw the weights a model is built with from ``init_seed`` (default 0), leaving torch's generator as it was.
+
+    Every weight not loaded from a file is drawn at construction: all of them with
+    ``pretrained=false``, a new head with ``num_classes=``. Unseeded, each process that
+    builds the model (the attack, every evaluation) would hold another model, with another fingerprint.
+    """
+    seed = spec.take_int("init_seed", 0, minimum=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def timm_preprocess(net: torch.nn.Module) -> Preprocess:
     """Preprocessing from timm's resolved data config of ``net``."""
     cfg = timm.data.resolve_data_config(model=net)
@@ -23,7 +40,8 @@ def timm_preprocess(net: torch.nn.Module) -> Preprocess:
 
 @register_source("timm")
 def timm_model(spec: Spec, cache: CacheStore) -> SimModel:
-    """``timm:NAME``: hub weights by default, ``checkpoint=PATH`` for local ones, ``pretrained=false`` for random init."""
+    """``timm:NAME``: hub weights by default, ``checkpoint=PATH`` for local ones, ``pretrained=false`` for random
+    weights drawn from ``init_seed`` (default 0)."""
     if not timm.is_model(spec.target):  # knows pretrained tags and timm's deprecated aliases too
         raise ArchsimError(f"unknown timm model {spec.target!r}; see timm.list_models() for the names")
     checkpoint = require_file(spec, "checkpoint")
@@ -34,7 +52,8 @@ def timm_model(spec: Spec, cache: CacheStore) -> SimModel:
         if value is not None:
             kwargs[key] = value
     try:
-        net = timm.create_model(spec.target, pretrained=pretrained and checkpoint is None, **kwargs)
+        with seeded_init(spec):
+            net = timm.create_model(spec.target, pretrained=pretrained and checkpoint is None, **kwargs)
     except (OSError, ConnectionError) as error:
         raise ArchsimError(
             f"cannot fetch pretrained weights for timm:{spec.target} ({type(error).__name__}); "
@@ -47,7 +66,7 @@ def timm_model(spec: Spec, cache: CacheStore) -> SimModel:
 
 @register_source("torchvision")
 def torchvision_model(spec: Spec, cache: CacheStore) -> SimModel:
-    """``torchvision:NAME``: default weights, or ``checkpoint=PATH``, or ``pretrained=false``."""
+    """``torchvision:NAME``: default weights, or ``checkpoint=PATH``, or ``pretrained=false`` (random weights from ``init_seed``)."""
     if spec.target not in torchvision.models.list_models():
         raise ArchsimError(f"unknown torchvision model {spec.target!r}; see torchvision.models.list_models()")
     checkpoint = require_file(spec, "checkpoint")
@@ -56,7 +75,8 @@ def torchvision_model(spec: Spec, cache: CacheStore) -> SimModel:
     weights = torchvision.models.get_model_weights(spec.target).DEFAULT
     kwargs = {"num_classes": num_classes} if num_classes else {}
     try:
-        net = torchvision.models.get_model(spec.target, weights=weights if pretrained and not checkpoint else None, **kwargs)
+        with seeded_init(spec):
+            net = torchvision.models.get_model(spec.target, weights=weights if pretrained and not checkpoint else None, **kwargs)
     except (OSError, ConnectionError, RuntimeError) as error:
         raise ArchsimError(
             f"cannot fetch pretrained weights for torchvision:{spec.target} ({type(error).__name__}); "

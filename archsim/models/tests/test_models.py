@@ -72,6 +72,23 @@ def test_torchvision_random_init(tmp_path):
     assert model.num_outputs == 4 and model.preprocess.input_size == (3, 224, 224)
 
 
+@pytest.mark.parametrize("source", ["timm", "torchvision"])
+def test_random_weights_are_drawn_from_init_seed(tmp_path, source):
+    """A run builds each model again in every task: random weights must come out the same each time."""
+    cache = CacheStore(tmp_path)
+    torch.manual_seed(7)
+    expected_next = torch.rand(3)
+    torch.manual_seed(7)
+    first = create_model(f"{source}:resnet18,pretrained=false,num_classes=3", cache=cache)
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's generator is left as it was
+    again = create_model(f"{source}:resnet18,pretrained=false,num_classes=3,init_seed=0", cache=cache)
+    other = create_model(f"{source}:resnet18,pretrained=false,num_classes=3,init_seed=1", cache=cache)
+    assert first.fingerprint == again.fingerprint != other.fingerprint
+    assert torch.equal(first.net.fc.weight, again.net.fc.weight) and not torch.equal(first.net.fc.weight, other.net.fc.weight)
+    with pytest.raises(ArchsimError, match="init_seed='-1' .* must be at least 0"):
+        create_model(f"{source}:resnet18,pretrained=false,init_seed=-1", cache=cache)
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [
