@@ -223,7 +223,10 @@ def measures(run_dir, measures, out, device, batch_size, cache, pair) -> None:
         columns = ["measure", "passes_per_item", "items_at_budget", "noise_to_signal", "spearman_vs_sat", "spearman_vs_err", "pearson_vs_err"]
         with pd.option_context("display.width", 200):
             click.echo(result["comparison"][columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    click.echo(f"wrote {', '.join(f'measure_{n}.csv' for n in dict.fromkeys(names))} to {out or run_dir / 'measures'}")
+    written = [f"measure_{n}.csv" for n in dict.fromkeys(names)]
+    if "comparison" in result:
+        written += ["measure_correlations.csv", "measure_comparison.csv", "measure_comparison.png"]
+    click.echo(f"wrote {', '.join(written)} to {out or run_dir / 'measures'}")
     if out is None:
         _refresh_report(run_dir)
 

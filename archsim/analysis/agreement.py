@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from itertools import combinations
 
 import numpy as np
@@ -20,23 +21,32 @@ def off_diagonal(matrix: pd.DataFrame) -> np.ndarray:
 def matrix_correlations(matrices: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Pearson and Spearman correlation (with p-values) of the off-diagonal entries, every pair of matrices.
 
-    All matrices must list the same models in the same order; pairs with a NaN entry
-    in either matrix are left out of that comparison.
+    All matrices must list the same models (at least 3) in the same order; pairs with a
+    NaN entry in either matrix are left out of that comparison. Where fewer than 3 pairs
+    are left, or one side is constant, the correlation is undefined: NaN, with a warning.
     """
     names = list(matrices)
     first = matrices[names[0]]
     for name in names[1:]:
         if list(matrices[name].index) != list(first.index):
             raise ArchsimError(f"matrix {name!r} lists other models than {names[0]!r}; compare matrices of the same models")
+    if len(first) < 3:
+        raise ArchsimError(f"{len(first)} models give fewer than 3 model pairs to correlate; compare at least 3 models")
     rows = []
     for a, b in combinations(names, 2):
         x, y = off_diagonal(matrices[a]), off_diagonal(matrices[b])
         keep = np.isfinite(x) & np.isfinite(y)
-        if keep.sum() < 3:
-            raise ArchsimError("fewer than 3 model pairs to correlate; compare at least 3 models")
+        row = {"a": a, "b": b, "pairs": int(keep.sum())}
+        if keep.sum() < 3 or np.ptp(x[keep]) == 0 or np.ptp(y[keep]) == 0:
+            warnings.warn(
+                f"{a} and {b}: {int(keep.sum())} model pairs with finite values in both, "
+                f"{'constant in one' if keep.sum() >= 3 else 'fewer than 3'}; their correlation is NaN", stacklevel=2,
+            )
+            rows.append({**row, **dict.fromkeys(("pearson", "pearson_p", "spearman", "spearman_p"), np.nan)})
+            continue
         pearson, spearman = stats.pearsonr(x[keep], y[keep]), stats.spearmanr(x[keep], y[keep])
         rows.append({
-            "a": a, "b": b, "pairs": int(keep.sum()),
+            **row,
             "pearson": float(pearson.statistic), "pearson_p": float(pearson.pvalue),
             "spearman": float(spearman.statistic), "spearman_p": float(spearman.pvalue),
         })

@@ -122,3 +122,17 @@ def test_matrix_correlations():
     assert ab.pairs == 15 and np.isclose(ab.spearman, 1.0) and ab.pearson < 1.0
     with pytest.raises(ArchsimError, match="other models"):
         matrix_correlations({"a": sat, "b": sat.iloc[::-1, ::-1]})
+    with pytest.raises(ArchsimError, match="2 models give fewer than 3 model pairs"):
+        matrix_correlations({"a": sat.iloc[:2, :2], "b": sat.iloc[:2, :2]})
+    # Too few finite pairs, or a constant side: NaN and a warning, the other comparisons kept.
+    sparse = sat.copy()
+    sparse.iloc[:, 2:] = sparse.iloc[2:, :] = np.nan
+    flat = sat * 0 + 1.5
+    with pytest.warns(UserWarning) as caught:
+        table = matrix_correlations({"a": sat, "sparse": sparse, "flat": flat})
+    assert sorted(str(w.message) for w in caught) == [
+        "a and flat: 15 model pairs with finite values in both, constant in one; their correlation is NaN",
+        "a and sparse: 1 model pairs with finite values in both, fewer than 3; their correlation is NaN",
+        "sparse and flat: 1 model pairs with finite values in both, fewer than 3; their correlation is NaN",
+    ]
+    assert table.pairs.tolist() == [1, 15, 1] and table[["pearson", "spearman_p"]].isna().all().all()
