@@ -518,10 +518,10 @@ def cache_list(root, entries) -> None:
     if entries:
         click.echo(rows[["kind", "key", "bytes", "last_used"]].to_string(index=False))
     else:
-        summary = rows.groupby("kind").agg(entries=("key", "size"), megabytes=("bytes", lambda b: b.sum() / 2**20),
+        summary = rows.groupby("kind").agg(entries=("key", "size"), MiB=("bytes", lambda b: b.sum() / 2**20),
                                            oldest_use=("last_used", "min"), newest_use=("last_used", "max"))
-        click.echo(summary.to_string(float_format=lambda v: f"{v:.1f}"))
-    click.echo(f"{store.root}: {len(rows)} entries, {rows['bytes'].sum() / 2**20:.1f} MB")
+        click.echo(summary.reset_index().to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    click.echo(f"{store.root}: {len(rows)} entries, {rows['bytes'].sum() / 2**20:.1f} MiB")
 
 
 @cache.command("prune")

@@ -173,7 +173,10 @@ def test_cache_commands(tmp_path, cache_dir, capsys):
     code, _, err = run_cli(capsys, "run", *SMALL, "--cache", str(cache_dir), "--out", str(run_dir))
     assert code == 0, err
     code, stdout, _ = run_cli(capsys, "cache", "list", "--cache", str(cache_dir))
-    assert code == 0 and "adv" in stdout and "zoo" in stdout and "entries" in stdout
+    header, *kinds, total = stdout.splitlines()
+    assert code == 0 and header.split() == ["kind", "entries", "MiB", "oldest_use", "newest_use"], stdout
+    assert {"adv", "zoo", "pred"} <= {line.split()[0] for line in kinds} and total.endswith(" MiB")
+    assert sum(int(line.split()[1]) for line in kinds) == int(total.split(": ")[1].split()[0])
     scratch = tmp_path / "scratch"
     shutil.copytree(cache_dir, scratch)
     listed = (run_dir / "cache_entries.txt").read_text().split()
