@@ -26,7 +26,7 @@ from archsim.data import load_data
 from archsim.engines import Engine, engine_for
 from archsim.errors import ArchsimError
 from archsim.measures import DEFAULT_EPS_S, sat_tables
-from archsim.models import check_precision, create_model, zoo_specs
+from archsim.models import check_model_specs, check_precision, create_model, zoo_specs
 from archsim.transfer import TransferResult, run_transfer
 from archsim.transfer.batching import Purpose, batch_size_for, check_batch_size
 
@@ -138,6 +138,7 @@ def run_sat(
         raise ArchsimError("SAT needs at least two models; pass more --models")
     if len(set(specs)) != len(specs):
         raise ArchsimError("a model spec is given twice; list each model once")
+    check_model_specs(specs)  # before the out folder is claimed and the data read (hashing a folder takes minutes)
     if not eps_s > 0:
         raise ArchsimError(f"--eps-s must be positive (a percentage floor), got {eps_s}")
     if n_boot < 0:
@@ -283,6 +284,9 @@ def compute_measures(
     store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
     run = load_run(run_dir, store, device, batch_size)
     transfer, names = run.transfer, run.transfer.names
+    missing = [p for p in pair or () if p not in names]
+    if missing:  # before any measure is computed
+        raise ArchsimError(f"--pair names {missing[0]!r}, not a model of this run ({', '.join(names)})")
     # As in the run: folder and npz data are read from the cache a batch at a time, never held whole.
     images = load_data(settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"], store=store)
     loaded: dict[str, Any] = {}
@@ -329,9 +333,6 @@ def _comparison(
         k = int(np.argsort(values)[len(values) // 2])
         a, b = int(i[k]), int(j[k])
     else:
-        missing = [p for p in pair if p not in names]
-        if missing:
-            raise ArchsimError(f"--pair names {missing[0]!r}, not a model of this run ({', '.join(names)})")
         a, b = names.index(pair[0]), names.index(pair[1])
     correct, wrong = transfer.clean_correct, transfer.adv_wrong
     both = correct[a] & correct[b]

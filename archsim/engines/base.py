@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any, Callable, Protocol, Sequence
+
+from tqdm.auto import tqdm
 
 from archsim.cache import CacheStore
 
@@ -27,3 +31,29 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release what the engine holds (a cluster connection it opened)."""
         ...
+
+
+class TaskProgress:
+    """Progress over the tasks of a stage: a bar on a terminal. Where stderr is not one (a batch
+    job's log), where a bar would show nothing for hours, a line per task that computed something;
+    tasks answered from the cache alone (every rerun, every analysis of a finished run) stay silent.
+    """
+
+    def __init__(self, total: int, desc: str) -> None:
+        self.total, self.desc, self.finished, self.start = total, desc, 0, time.monotonic()
+        self.bar = tqdm(total=total, desc=desc, unit="model") if sys.stderr.isatty() else None
+
+    def done(self, label: str, computed: bool) -> None:
+        """One more task finished: ``label`` names it, ``computed`` says whether it missed the cache."""
+        self.finished += 1
+        if self.bar is not None:
+            self.bar.update()
+        elif computed:
+            print(f"{self.desc}: {self.finished}/{self.total} {label} ({time.monotonic() - self.start:.0f} s)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> TaskProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from tqdm.auto import tqdm
-
 from archsim.cache import CacheStore
-from archsim.engines.base import Task
+from archsim.engines.base import Task, TaskProgress
 
 
 class LocalEngine:
@@ -19,7 +17,13 @@ class LocalEngine:
         self.device = device
 
     def map(self, task: Task, jobs: Sequence[tuple], store: CacheStore, desc: str, labels: Sequence[str]) -> list[Any]:
-        return [task(self.device, store, *job) for job in tqdm(jobs, desc=desc, unit="model", disable=None)]
+        results = []
+        with TaskProgress(len(jobs), desc) as progress:
+            for job, label in zip(jobs, labels):
+                misses = store.misses
+                results.append(task(self.device, store, *job))
+                progress.done(label, computed=store.misses > misses)
+        return results
 
     def close(self) -> None:
         pass

@@ -29,10 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from tqdm.auto import tqdm
-
 from archsim.cache import CacheStore, atomic_write_text
-from archsim.engines.base import Task
+from archsim.engines.base import Task, TaskProgress
 from archsim.errors import ArchsimError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -191,7 +189,7 @@ class RayEngine:
         }
         results: list[Any] = [None] * len(jobs)
         try:
-            with tqdm(total=len(jobs), desc=f"{desc} (ray)", unit="model", disable=None) as bar:
+            with TaskProgress(len(jobs), f"{desc} (ray)") as progress:
                 while pending:
                     done, _ = ray.wait(list(pending), num_returns=1)
                     i = pending.pop(done[0])
@@ -206,7 +204,7 @@ class RayEngine:
                     store.misses += misses
                     store.used.update((kind, key) for kind, key in used)
                     self.reports.append(report)
-                    bar.update()
+                    progress.done(labels[i], computed=misses > 0)
         finally:
             for ref in pending:  # after a failure: what finished is cached, the rest is not worth waiting for
                 ray.cancel(ref)

@@ -11,14 +11,20 @@ from archsim.models.wrapper import SimModel
 from archsim.specs import Spec, parse_spec
 
 ModelSource = Callable[[Spec, CacheStore], SimModel]
+SpecCheck = Callable[[Spec], str]
+"""Takes and checks a spec's options as its source would, without building anything; returns the model's name."""
 _SOURCES: dict[str, ModelSource] = {}
+_CHECKS: dict[str, SpecCheck] = {}
 
 
-def register_source(scheme: str) -> Callable[[ModelSource], ModelSource]:
-    """Register the loader of ``scheme:`` specs."""
+def register_source(scheme: str, check: SpecCheck | None = None) -> Callable[[ModelSource], ModelSource]:
+    """Register the loader of ``scheme:`` specs, and ``check``, which :func:`check_model_specs`
+    runs before a run builds anything (without one, only the scheme is checked up front)."""
 
     def decorate(fn: ModelSource) -> ModelSource:
         _SOURCES[scheme] = fn
+        if check is not None:
+            _CHECKS[scheme] = check
         return fn
 
     return decorate
@@ -50,6 +56,27 @@ def create_model(spec: str, cache: CacheStore | None = None, device: str = "cpu"
     if display:
         model.name = display
     return model.to(device)
+
+
+def check_model_specs(specs: list[str]) -> None:
+    """Refuse bad model specs before any model is built or attacked: an unknown scheme, model,
+    option or file, or two models of one name (a run of many models would otherwise fail at the
+    first bad one, after attacking those before it)."""
+    names: dict[str, str] = {}
+    for text in specs:
+        spec = parse_spec(text, model_schemes())
+        display = spec.take("name")
+        check = _CHECKS.get(spec.scheme)
+        name = display
+        if check is not None:
+            own = check(spec)
+            spec.finish()
+            name = display or own
+        if name is None:
+            continue
+        if name in names:
+            raise ArchsimError(f"two models are named {name!r} ({names[name]} and {text}); give one a name with ,name=OTHER in its spec")
+        names[name] = text
 
 
 def require_file(spec: Spec, key: str) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import timm
 import torch
@@ -18,14 +18,13 @@ from archsim.specs import Spec
 
 
 @contextmanager
-def seeded_init(spec: Spec) -> Iterator[None]:
-    """Draw the weights a model is built with from ``init_seed`` (default 0), leaving torch's generator as it was.
+def seeded_init(seed: int) -> Iterator[None]:
+    """Draw the weights a model is built with from ``seed``, leaving torch's generator as it was.
 
     Every weight not loaded from a file is drawn at construction: all of them with
     ``pretrained=false``, a new head with ``num_classes=``. Unseeded, each process that
     builds the model (the attack, every evaluation) would hold another model, with another fingerprint.
     """
-    seed = spec.take_int("init_seed", 0, minimum=0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
@@ -38,52 +37,63 @@ def timm_preprocess(net: torch.nn.Module) -> Preprocess:
     return Preprocess(cfg["input_size"], cfg["mean"], cfg["std"], interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bicubic")
 
 
-@register_source("timm")
+def _weights_options(spec: Spec, *sizes: str) -> dict[str, Any]:
+    """The options timm and torchvision specs share: ``checkpoint``, ``pretrained``, ``init_seed`` and ``sizes``."""
+    checkpoint = require_file(spec, "checkpoint")
+    return {
+        "checkpoint": checkpoint,
+        "pretrained": spec.take_bool("pretrained", checkpoint is None) and checkpoint is None,
+        "init_seed": spec.take_int("init_seed", 0, minimum=0),
+        "kwargs": {key: value for key in sizes if (value := spec.take_int(key)) is not None},
+        "name": spec.target,
+    }
+
+
+def timm_options(spec: Spec) -> dict[str, Any]:
+    if not timm.is_model(spec.target):  # knows pretrained tags and timm's deprecated aliases too
+        raise ArchsimError(f"unknown timm model {spec.target!r}; see timm.list_models() for the names")
+    return _weights_options(spec, "num_classes", "in_chans")
+
+
+@register_source("timm", check=lambda spec: timm_options(spec)["name"])
 def timm_model(spec: Spec, cache: CacheStore) -> SimModel:
     """``timm:NAME``: hub weights by default, ``checkpoint=PATH`` for local ones, ``pretrained=false`` for random
     weights drawn from ``init_seed`` (default 0)."""
-    if not timm.is_model(spec.target):  # knows pretrained tags and timm's deprecated aliases too
-        raise ArchsimError(f"unknown timm model {spec.target!r}; see timm.list_models() for the names")
-    checkpoint = require_file(spec, "checkpoint")
-    pretrained = spec.take_bool("pretrained", checkpoint is None)
-    kwargs = {}
-    for key in ("num_classes", "in_chans"):
-        value = spec.take_int(key)
-        if value is not None:
-            kwargs[key] = value
+    options = timm_options(spec)
     try:
-        with seeded_init(spec):
-            net = timm.create_model(spec.target, pretrained=pretrained and checkpoint is None, **kwargs)
+        with seeded_init(options["init_seed"]):
+            net = timm.create_model(spec.target, pretrained=options["pretrained"], **options["kwargs"])
     except (OSError, ConnectionError) as error:
         raise ArchsimError(
             f"cannot fetch pretrained weights for timm:{spec.target} ({type(error).__name__}); "
             "pass checkpoint=PATH for local weights or pretrained=false"
         ) from None
-    if checkpoint is not None:
-        _load_state(net, checkpoint, spec)
-    return SimModel(net, timm_preprocess(net), spec.target, spec.text, {"source": "timm"})
+    if options["checkpoint"] is not None:
+        _load_state(net, options["checkpoint"], spec)
+    return SimModel(net, timm_preprocess(net), options["name"], spec.text, {"source": "timm"})
 
 
-@register_source("torchvision")
-def torchvision_model(spec: Spec, cache: CacheStore) -> SimModel:
-    """``torchvision:NAME``: default weights, or ``checkpoint=PATH``, or ``pretrained=false`` (random weights from ``init_seed``)."""
+def torchvision_options(spec: Spec) -> dict[str, Any]:
     if spec.target not in torchvision.models.list_models():
         raise ArchsimError(f"unknown torchvision model {spec.target!r}; see torchvision.models.list_models()")
-    checkpoint = require_file(spec, "checkpoint")
-    pretrained = spec.take_bool("pretrained", checkpoint is None)
-    num_classes = spec.take_int("num_classes")
+    return _weights_options(spec, "num_classes")
+
+
+@register_source("torchvision", check=lambda spec: torchvision_options(spec)["name"])
+def torchvision_model(spec: Spec, cache: CacheStore) -> SimModel:
+    """``torchvision:NAME``: default weights, or ``checkpoint=PATH``, or ``pretrained=false`` (random weights from ``init_seed``)."""
+    options = torchvision_options(spec)
     weights = torchvision.models.get_model_weights(spec.target).DEFAULT
-    kwargs = {"num_classes": num_classes} if num_classes else {}
     try:
-        with seeded_init(spec):
-            net = torchvision.models.get_model(spec.target, weights=weights if pretrained and not checkpoint else None, **kwargs)
+        with seeded_init(options["init_seed"]):
+            net = torchvision.models.get_model(spec.target, weights=weights if options["pretrained"] else None, **options["kwargs"])
     except (OSError, ConnectionError, RuntimeError) as error:
         raise ArchsimError(
             f"cannot fetch pretrained weights for torchvision:{spec.target} ({type(error).__name__}); "
             "pass checkpoint=PATH for local weights or pretrained=false"
         ) from None
-    if checkpoint is not None:
-        _load_state(net, checkpoint, spec)
+    if options["checkpoint"] is not None:
+        _load_state(net, options["checkpoint"], spec)
     preset = weights.transforms()
     preprocess = Preprocess(
         (3, *preset.crop_size * (2 if len(preset.crop_size) == 1 else 1)),
@@ -91,30 +101,13 @@ def torchvision_model(spec: Spec, cache: CacheStore) -> SimModel:
         preset.std,
         preset.interpolation.value,
     )
-    return SimModel(net, preprocess, spec.target, spec.text, {"source": "torchvision"})
+    return SimModel(net, preprocess, options["name"], spec.text, {"source": "torchvision"})
 
 
-@register_source("file")
-def file_model(spec: Spec, cache: CacheStore) -> SimModel:
-    """``file:PATH``: a TorchScript file or a pickled ``nn.Module`` (``torch.save(model)``).
-
-    Options ``input_size=C:H:W`` (default: no resizing), ``mean=..``/``std=..``
-    (colon-separated; default 0 and 1, i.e. the module takes [0, 1] pixels) and
-    ``interpolation=bilinear|bicubic``.
-    """
+def file_options(spec: Spec) -> dict[str, Any]:
     path = Path(spec.target).expanduser()
     if not path.is_file():
         raise ArchsimError(f"model file {path} does not exist; check the path in {spec.text!r}")
-    try:
-        net = torch.jit.load(str(path), map_location="cpu")
-    except (RuntimeError, ValueError):
-        try:
-            # Only the user's own files come here; a pickled module cannot load with weights_only.
-            net = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:  # noqa: BLE001 - any unpickling failure is the file's fault
-            raise ArchsimError(f"cannot load model file {path} ({type(error).__name__}: {error}); save it with torch.save(model) or torch.jit.save") from None
-    if not isinstance(net, torch.nn.Module):
-        raise ArchsimError(f"model file {path} holds a {type(net).__name__}, not a module; for a state dict use timm:NAME,checkpoint={path}")
     size = spec.take_floats("input_size")
     mean = spec.take_floats("mean") or (0.0,)
     std = spec.take_floats("std") or (1.0,)
@@ -126,7 +119,30 @@ def file_model(spec: Spec, cache: CacheStore) -> SimModel:
         preprocess = Preprocess(size, mean if len(mean) > 1 else mean * channels, std if len(std) > 1 else std * channels, interpolation)
     except ValueError as error:
         raise ArchsimError(f"bad preprocessing options in {spec.text!r}: {error}") from None
-    return SimModel(net, preprocess, path.stem, spec.text, {"source": "file"})
+    return {"path": path, "preprocess": preprocess, "name": path.stem}
+
+
+@register_source("file", check=lambda spec: file_options(spec)["name"])
+def file_model(spec: Spec, cache: CacheStore) -> SimModel:
+    """``file:PATH``: a TorchScript file or a pickled ``nn.Module`` (``torch.save(model)``).
+
+    Options ``input_size=C:H:W`` (default: no resizing), ``mean=..``/``std=..``
+    (colon-separated; default 0 and 1, i.e. the module takes [0, 1] pixels) and
+    ``interpolation=bilinear|bicubic``.
+    """
+    options = file_options(spec)
+    path = options["path"]
+    try:
+        net = torch.jit.load(str(path), map_location="cpu")
+    except (RuntimeError, ValueError):
+        try:
+            # Only the user's own files come here; a pickled module cannot load with weights_only.
+            net = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as error:  # noqa: BLE001 - any unpickling failure is the file's fault
+            raise ArchsimError(f"cannot load model file {path} ({type(error).__name__}: {error}); save it with torch.save(model) or torch.jit.save") from None
+    if not isinstance(net, torch.nn.Module):
+        raise ArchsimError(f"model file {path} holds a {type(net).__name__}, not a module; for a state dict use timm:NAME,checkpoint={path}")
+    return SimModel(net, options["preprocess"], options["name"], spec.text, {"source": "file"})
 
 
 def _load_state(net: torch.nn.Module, checkpoint: str, spec: Spec) -> None:

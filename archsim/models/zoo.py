@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import timm
@@ -183,18 +183,23 @@ def _accuracy(model: SimModel, data: ImageSet) -> float:
     return float((predictions == data.labels).float().mean())
 
 
-@register_source("zoo")
+def zoo_options(spec: Spec) -> dict[str, Any]:
+    if spec.target not in ZOO:
+        raise ArchsimError(f"unknown zoo model {spec.target!r}; choose from {', '.join(ZOO)}")
+    epoch = spec.take_int("epoch")
+    return {"epoch": epoch, "name": spec.target if epoch is None else f"{spec.target}@{epoch}"}
+
+
+@register_source("zoo", check=lambda spec: zoo_options(spec)["name"])
 def zoo_model(spec: Spec, cache: CacheStore) -> SimModel:
     """``zoo:NAME[,epoch=E]``: an embedded digits model (see ``archsim zoo``);
     ``epoch=E`` its weights after E training epochs."""
-    if spec.target not in ZOO:
-        raise ArchsimError(f"unknown zoo model {spec.target!r}; choose from {', '.join(ZOO)}")
+    options = zoo_options(spec)
     entry = ZOO[spec.target]
-    epoch = spec.take_int("epoch")
-    state, facts = zoo_weights(spec.target, cache, epoch)
+    state, facts = zoo_weights(spec.target, cache, options["epoch"])
     net = entry.build()
     net.load_state_dict(state)
     info = {"source": "zoo", "family": entry.family, "regime": entry.regime, "seed": entry.seed, **facts}
-    return SimModel(net, entry.preprocess(), spec.target if epoch is None else f"{spec.target}@{epoch}", spec.text, info)
+    return SimModel(net, entry.preprocess(), options["name"], spec.text, info)
 
 

@@ -64,6 +64,11 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
     assert (out / "attacks" / "attack_comparison.png").stat().st_size > 5_000
     white_box = pd.read_csv(out / "attacks" / "attack_white_box.csv", index_col=0)
     assert list(white_box.columns) == ["pgd,random_start=true,rel_step=0.2,steps=25", "fgsm", "mifgsm,steps=3"]
+    # A bad --pair is refused before any measure is computed (here: before CKA's features are cached).
+    features = len(list(cache_dir.glob("feat/*/*")))
+    code, _, err = run_cli(capsys, "measures", "--run", str(out), "--measures", "cka", "--pair", "vit", "convnext", "--cache", str(cache_dir))
+    assert code == 2 and "--pair names 'vit'" in err and err.count("\n") == 1
+    assert len(list(cache_dir.glob("feat/*/*"))) == features
     code, stdout, err = run_cli(
         capsys, "measures", "--run", str(out), "--measures", "disagreement error-consistency cka regions boundary", "--cache", str(cache_dir)
     )
@@ -77,8 +82,6 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
     assert np.allclose(np.diag(pd.read_csv(out / "measures" / "measure_cka.csv", index_col=0)), 1.0)
     code, _, err = run_cli(capsys, "measures", "--run", str(out), "--measures", "cosine", "--cache", str(cache_dir))
     assert code == 2 and "unknown measure 'cosine'" in err and err.count("\n") == 1
-    code, _, err = run_cli(capsys, "measures", "--run", str(out), "--measures", "cka", "--pair", "vit", "convnext", "--cache", str(cache_dir))
-    assert code == 2 and "--pair names 'vit'" in err and err.count("\n") == 1
     for attacks, message in (("fgsm cw", "unknown attack 'cw'"), ("pgd,steps=25,rel_step=0.2", "other than the run's own")):
         code, _, err = run_cli(capsys, "compare-attacks", "--run", str(out), "--attacks", attacks, "--cache", str(cache_dir))
         assert code == 2 and message in err and err.count("\n") == 1, err
@@ -102,7 +105,10 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
     [
         (["--models", "zoo:resnet-s0 bogus:x"], "unknown scheme"),
         (["--models", "zoo:resnet-s0 timm:resnet18,checkpoint=/no/such.pth"], "does not exist"),
-        (["--models", "zoo:resnet-s0 timm:resnet18,pretrained=false,num_classes=5"], "outputs 5 classes"),
+        (["--models", "zoo:resnet-s0 timm:not_a_model"], "unknown timm model 'not_a_model'"),
+        (["--models", "zoo:resnet-s0 timm:resnet18,pretrained=false,colour=red"], "unknown option(s) colour"),
+        (["--models", "zoo:resnet-s0 zoo:resnet-s1,name=resnet-s0"], "two models are named 'resnet-s0'"),
+        (["--models", "zoo:resnet-s0 file:/no/such/model.pt"], "does not exist"),
         ([*TWO, "--data", "imagefolder:/no/such/folder"], "does not exist"),
         ([*TWO, "--eps", "0"], "--eps"),
         ([*TWO, "--eps", "-0.1"], "--eps"),
@@ -119,17 +125,21 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
     ],
 )
 def test_bad_input_is_one_line(tmp_path, cache_dir, capsys, args, message):
+    """Refused before anything is computed: the error is all stderr says (no task reported progress)."""
     code, _, err = run_cli(capsys, "run", "--n-images", "30", *args, "--cache", str(cache_dir), "--out", str(tmp_path / "o"))
     assert code == 2
-    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
 
 
 def test_a_run_that_failed_on_its_input_does_not_keep_its_folder(tmp_path, cache_dir, capsys):
     """The failed run claimed --out (settings.json) but wrote no result: the corrected run may take the folder."""
     out = tmp_path / "o"
     options = ["--n-images", "20", "--steps", "2", "--n-boot", "0", "--cache", str(cache_dir), "--out", str(out)]
+    # Whether a model's outputs fit the data is known once it is built, in its task: after the models before it.
     code, _, err = run_cli(capsys, "run", "--models", "zoo:resnet-s0 timm:resnet18,pretrained=false,num_classes=5", *options)
-    assert code == 2 and "outputs 5 classes" in err and [p.name for p in out.iterdir()] == ["settings.json"]
+    *progress, error = err.splitlines()
+    assert code == 2 and error.startswith("error: model resnet18 outputs 5 classes") and [p.name for p in out.iterdir()] == ["settings.json"]
+    assert all(line.startswith("attack sources: 1/2 zoo:resnet-s0 (") for line in progress), err
     # Random weights are drawn from init_seed: the attack's and the evaluation's builds of the model agree.
     fixed = ["--models", "zoo:resnet-s0 timm:resnet18,pretrained=false,num_classes=10"]
     code, _, err = run_cli(capsys, "run", *fixed, *options)

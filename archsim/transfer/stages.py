@@ -32,7 +32,7 @@ from archsim.attacks.base import copy_to_host, to_device
 from archsim.cache import CacheStore, digest
 from archsim.data import ImageSet
 from archsim.errors import ArchsimError
-from archsim.models import SimModel, check_precision, create_model, precision_context, prepare, train_zoo
+from archsim.models import SimModel, check_model_specs, check_precision, create_model, precision_context, prepare, train_zoo
 from archsim.transfer.batching import Purpose, batch_size_for
 
 if TYPE_CHECKING:
@@ -248,6 +248,7 @@ def run_transfer(
     from archsim.engines import LocalEngine
 
     check_precision(precision)
+    check_model_specs(specs)
     engine = engine or LocalEngine("cpu")
     if isinstance(engine, LocalEngine):
         # One after another, the tasks below would train missing zoo models one at a time;
@@ -258,9 +259,6 @@ def run_transfer(
         "attack sources", specs,
     )
     names = [source.name for source in sources]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise ArchsimError(f"two models are named {repeated[0]!r}; give one a name with ,name=OTHER in its spec")
     adv_keys = [source.adv_key for source in sources]
     # The barrier between the stages: no evaluation task waits on (or holds a device for) an unfinished attack.
     predictions = engine.map(

@@ -107,6 +107,29 @@ def test_bad_specs(tmp_path, spec, message):
         create_model(spec, cache=CacheStore(tmp_path))
 
 
+def test_specs_are_checked_without_building_anything(tmp_path, monkeypatch):
+    from archsim.models import check_model_specs
+
+    monkeypatch.setenv("ARCHSIM_CACHE", str(tmp_path / "cache"))  # a zoo model built here would train into it
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
+    torch.save(net, tmp_path / "mine.pt")
+    good = ["zoo:vit", "zoo:vit,epoch=2", "timm:resnet18,pretrained=false,num_classes=3,init_seed=1",
+            "torchvision:resnet18,pretrained=false,name=tv18", f"file:{tmp_path / 'mine.pt'},input_size=3:4:4", f"file:{tmp_path / 'mine.pt'},name=other"]
+    check_model_specs(good)
+    assert not (tmp_path / "cache").exists()
+    for specs, message in (
+        (["zoo:vit", "zoo:vitt"], "unknown zoo model 'vitt'"),
+        (["zoo:vit", "timm:resnet18,pretrained=false,colour=red"], r"unknown option\(s\) colour"),
+        (["zoo:vit", "timm:resnet18,init_seed=x"], "not a whole number"),
+        (["zoo:vit", "torchvision:resnet18,checkpoint=/no/such.pth"], "does not exist"),
+        ([f"file:{tmp_path / 'mine.pt'},input_size=4:4"], "must be C:H:W"),
+        ([f"file:{tmp_path / 'mine.pt'}", "timm:resnet18,name=mine"], r"two models are named 'mine' \(file:.*mine.pt and timm:resnet18,name=mine\)"),
+        (["timm:resnet18", "torchvision:resnet18"], "two models are named 'resnet18'"),
+    ):
+        with pytest.raises(ArchsimError, match=message):
+            check_model_specs(specs)
+
+
 def test_checkpoint_of_wrong_shape(tmp_path):
     path = tmp_path / "small.pth"
     torch.save(timm.create_model("resnet18", pretrained=False, num_classes=3).state_dict(), path)
