@@ -581,12 +581,22 @@ def _print_summary(result, out: Path, seconds: float) -> None:
     iu = np.triu_indices(len(names), k=1)
     pairs = pd.DataFrame({"a": np.array(names)[iu[0]], "b": np.array(names)[iu[1]], "sat": sat.values[iu]}).dropna()
     pairs = pairs.sort_values("sat", ascending=False)
-    click.echo("\nmost similar pairs:")
-    for row in pairs.head(3).itertuples():
-        click.echo(f"  {row.a:>16} ~ {row.b:<16} SAT {row.sat:.2f} ({np.exp(row.sat):.0f}% fooled)")
-    click.echo("least similar pairs:")
-    for row in pairs.tail(3).iloc[::-1].itertuples():
-        click.echo(f"  {row.a:>16} ~ {row.b:<16} SAT {row.sat:.2f} ({np.exp(row.sat):.0f}% fooled)")
+    floor = result.config["settings"]["eps_s"]
+
+    def show(rows: pd.DataFrame) -> None:
+        for row in rows.itertuples():
+            # At the floor eps_s the share fooled is anything up to eps_s, 0 included.
+            share = f"<= {floor:g}" if row.sat <= np.log(floor) + 1e-9 else f"{np.exp(row.sat):.0f}"
+            click.echo(f"  {row.a:>16} ~ {row.b:<16} SAT {row.sat:.2f} ({share}% fooled)")
+
+    if len(pairs) <= 6:  # top and bottom three would overlap
+        click.echo("\npairs, most similar first:")
+        show(pairs)
+    else:
+        click.echo("\nmost similar pairs:")
+        show(pairs.head(3))
+        click.echo("least similar pairs:")
+        show(pairs.tail(3).iloc[::-1])
     click.echo("\nper model:")
     table = result.models[["model", "clean_accuracy", "white_box_success", "family", "regime"]]
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))

@@ -35,8 +35,12 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
     out = tmp_path / "run"
     code, stdout, _ = run_cli(capsys, "run", *THREE, *FAST, "--cache", str(cache_dir), "--out", str(out))
     assert code == 0, stdout
-    assert "most similar pairs" in stdout
-    check_sat_csv(out / "sat.csv", ["resnet-s0", "resnet-s1", "convnext"])
+    sat = check_sat_csv(out / "sat.csv", ["resnet-s0", "resnet-s1", "convnext"])
+    # 3 pairs: listed once, most similar first (top and bottom three would be the same pairs).
+    lines = stdout.split("pairs, most similar first:\n")[1].split("\n\n")[0].splitlines()
+    shown = [(line.split()[0], line.split()[2], float(line.split()[4])) for line in lines]
+    assert [round(sat.loc[a, b], 2) for a, b, _ in shown] == [value for _, _, value in shown] == sorted((v for *_, v in shown), reverse=True)
+    assert len(shown) == 3 and "least similar" not in stdout
     pairs = pd.read_csv(out / "pairs.csv")
     assert len(pairs) == 9 and {"n_both_correct", "one_sided_sat", "sat_low", "sat_high"} <= set(pairs.columns)
     models = pd.read_csv(out / "models.csv")
