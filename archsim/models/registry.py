@@ -40,8 +40,8 @@ def create_model(spec: str, cache: CacheStore | None = None, device: str = "cpu"
     Parameters
     ----------
     spec : str
-        ``zoo:NAME[,epoch=E]``, ``timm:NAME[,pretrained=false][,checkpoint=PATH][,num_classes=K]``,
-        ``torchvision:NAME[,pretrained=false][,checkpoint=PATH]`` or
+        ``zoo:NAME[,epoch=E]``, ``timm:NAME[,pretrained=false][,checkpoint=PATH][,num_classes=K][,init_seed=S]``,
+        ``torchvision:NAME[,pretrained=false][,checkpoint=PATH][,init_seed=S]`` or
         ``file:PATH[,input_size=C:H:W][,mean=..][,std=..]``; every scheme also
         takes ``name=DISPLAY``.
     cache : CacheStore, optional

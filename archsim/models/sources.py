@@ -50,6 +50,7 @@ def _weights_options(spec: Spec, *sizes: str) -> dict[str, Any]:
 
 
 def timm_options(spec: Spec) -> dict[str, Any]:
+    """A ``timm:`` spec's target and options, taken and checked (its model's name among them); builds nothing."""
     if not timm.is_model(spec.target):  # knows pretrained tags and timm's deprecated aliases too
         raise ArchsimError(f"unknown timm model {spec.target!r}; see timm.list_models() for the names")
     return _weights_options(spec, "num_classes", "in_chans")
@@ -74,6 +75,7 @@ def timm_model(spec: Spec, cache: CacheStore) -> SimModel:
 
 
 def torchvision_options(spec: Spec) -> dict[str, Any]:
+    """A ``torchvision:`` spec's target and options, taken and checked (its model's name among them); builds nothing."""
     if spec.target not in torchvision.models.list_models():
         raise ArchsimError(f"unknown torchvision model {spec.target!r}; see torchvision.models.list_models()")
     return _weights_options(spec, "num_classes")
@@ -105,6 +107,7 @@ def torchvision_model(spec: Spec, cache: CacheStore) -> SimModel:
 
 
 def file_options(spec: Spec) -> dict[str, Any]:
+    """A ``file:`` spec's target and options, taken and checked (its model's name among them); builds nothing."""
     path = Path(spec.target).expanduser()
     if not path.is_file():
         raise ArchsimError(f"model file {path} does not exist; check the path in {spec.text!r}")

@@ -184,6 +184,7 @@ def _accuracy(model: SimModel, data: ImageSet) -> float:
 
 
 def zoo_options(spec: Spec) -> dict[str, Any]:
+    """A ``zoo:`` spec's target and options, taken and checked (its model's name among them); builds nothing."""
     if spec.target not in ZOO:
         raise ArchsimError(f"unknown zoo model {spec.target!r}; choose from {', '.join(ZOO)}")
     epoch = spec.take_int("epoch")
