@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -136,16 +137,24 @@ def file_model(spec: Spec, cache: CacheStore) -> SimModel:
     options = file_options(spec)
     path = options["path"]
     try:
-        net = torch.jit.load(str(path), map_location="cpu")
-    except (RuntimeError, ValueError):
-        try:
+        if _is_torchscript(path):  # asked first, torch.jit.load warned of its deprecation on every pickled module too
+            net = torch.jit.load(str(path), map_location="cpu")
+        else:
             # Only the user's own files come here; a pickled module cannot load with weights_only.
             net = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:  # noqa: BLE001 - any unpickling failure is the file's fault
-            raise ArchsimError(f"cannot load model file {path} ({type(error).__name__}: {error}); save it with torch.save(model) or torch.jit.save") from None
+    except Exception as error:  # noqa: BLE001 - any loading failure is the file's fault
+        raise ArchsimError(f"cannot load model file {path} ({type(error).__name__}: {error}); save it with torch.save(model) or torch.jit.save") from None
     if not isinstance(net, torch.nn.Module):
         raise ArchsimError(f"model file {path} holds a {type(net).__name__}, not a module; for a state dict use timm:NAME,checkpoint={path}")
     return SimModel(net, options["preprocess"], options["name"], spec.text, {"source": "file"})
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A torch.jit.save archive: a zip with compiled code (torch.save's zips hold only data.pkl and tensors)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name or name.endswith("/constants.pkl") for name in archive.namelist())
 
 
 def _load_state(net: torch.nn.Module, checkpoint: str, spec: Spec) -> None:

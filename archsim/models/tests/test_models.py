@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import timm
 import torch
@@ -60,9 +62,15 @@ def test_file_module_and_torchscript(tmp_path, images):
     torch.save(net, tmp_path / "m.pt")
     torch.jit.save(torch.jit.script(net), tmp_path / "s.pt")
     cache = CacheStore(tmp_path / "c")
-    pickled = create_model(f"file:{tmp_path / 'm.pt'},input_size=3:24:24", cache=cache)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a pickled module is not sent through torch.jit.load (deprecated, so it warned)
+        pickled = create_model(f"file:{tmp_path / 'm.pt'},input_size=3:24:24", cache=cache)
     scripted = create_model(f"file:{tmp_path / 's.pt'},input_size=3:24:24,name=scripted", cache=cache)
+    assert type(pickled.net) is nn.Sequential and isinstance(scripted.net, torch.jit.ScriptModule)
     assert scripted.name == "scripted"
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(ArchsimError, match="cannot load model file .*bad.pt"):
+        create_model(f"file:{tmp_path / 'bad.pt'}", cache=cache)
     with torch.no_grad():
         assert torch.allclose(pickled(images), scripted(images), atol=1e-6)
 
