@@ -6,9 +6,10 @@ import json
 import platform
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ import sklearn
 import timm
 import torch
 import torchvision
+from filelock import FileLock, Timeout
 
 import archsim
 from archsim.analysis.cards import cards_table
@@ -38,6 +40,8 @@ IMAGENET_EPS = 4 / 255
 """Default radius on natural-image data (imagefolder, imagenet-val, npz): the customary
 4/255 of transfer studies. The SAT paper's text as we read it does not fix one; set --eps to match yours."""
 
+RUN_LOCK = ".archsim.lock"
+"""Held in a run folder while a run writes into it (:func:`claimed_run_dir`)."""
 RUN_FILES = ("sat.csv", "pairs.csv", "models.csv", "cards.csv", "cache_entries.txt", "config.json")
 
 
@@ -159,36 +163,35 @@ def run_sat(
     if check_precision(precision) != "fp32":  # absent for fp32, so run folders made before the option still resume
         settings["precision"] = precision
     out_dir = Path(out) if out is not None else None
-    if out_dir is not None:
-        guard_run_dir(out_dir, settings)
-    # Folder and npz data go into the cache and are read from there in batches: sets larger than memory run.
-    images = load_data(data, split="eval", n_images=n_images, seed=seed, store=store)
-    started = time.perf_counter()
-    with engine_for(engine, device, address) as runner:
-        transfer = run_transfer(
-            specs, images, the_attack, store, seed=seed, batch_size=batch_size, engine=runner, describe=describe,
-            precision=precision, compile=compile,
+    with claimed_run_dir(out_dir, settings):  # held until the last file is written
+        # Folder and npz data go into the cache and are read from there in batches: sets larger than memory run.
+        images = load_data(data, split="eval", n_images=n_images, seed=seed, store=store)
+        started = time.perf_counter()
+        with engine_for(engine, device, address) as runner:
+            transfer = run_transfer(
+                specs, images, the_attack, store, seed=seed, batch_size=batch_size, engine=runner, describe=describe,
+                precision=precision, compile=compile,
+            )
+        tables = sat_tables(transfer.names, transfer.clean_correct, transfer.adv_wrong, eps_s=eps_s, n_boot=n_boot, seed=seed)
+        config = {
+            "settings": settings,
+            "data_fingerprint": images.fingerprint,
+            "n_images_used": len(images),
+            "engine": runner.name,
+            "device": runner.device,
+            "batch_size": batch_size,
+            "precision": precision,
+            "compile": compile,
+            "cache": str(store.root),
+            "seconds": round(time.perf_counter() - started, 2),
+            "versions": versions(),
+        }
+        run = SatRun(
+            tables.sat, tables.one_sided, tables.pairs, transfer.models_table(), config, transfer, store.hits, store.misses,
+            cards_table({name: card for name, card in zip(transfer.names, transfer.cards) if card}), set(store.used),
         )
-    tables = sat_tables(transfer.names, transfer.clean_correct, transfer.adv_wrong, eps_s=eps_s, n_boot=n_boot, seed=seed)
-    config = {
-        "settings": settings,
-        "data_fingerprint": images.fingerprint,
-        "n_images_used": len(images),
-        "engine": runner.name,
-        "device": runner.device,
-        "batch_size": batch_size,
-        "precision": precision,
-        "compile": compile,
-        "cache": str(store.root),
-        "seconds": round(time.perf_counter() - started, 2),
-        "versions": versions(),
-    }
-    run = SatRun(
-        tables.sat, tables.one_sided, tables.pairs, transfer.models_table(), config, transfer, store.hits, store.misses,
-        cards_table({name: card for name, card in zip(transfer.names, transfer.cards) if card}), set(store.used),
-    )
-    if out_dir is not None:
-        write_run(out_dir, run)
+        if out_dir is not None:
+            write_run(out_dir, run)
     return run
 
 
@@ -521,6 +524,32 @@ def versions() -> dict[str, str]:
     }
 
 
+@contextmanager
+def claimed_run_dir(out: Path | None, settings: dict[str, Any]) -> Iterator[None]:
+    """Hold the run folder ``out`` (if any) for one run, from :func:`guard_run_dir` to its last file.
+
+    A lock in the folder, which the system releases when the process ends however it
+    ends, keeps a second run from writing into it meanwhile: with it held, a folder
+    with a ``settings.json`` but no results belongs to no live run and may be claimed anew.
+    """
+    if out is None:
+        yield
+        return
+    if out.exists() and not out.is_dir():
+        raise ArchsimError(f"--out {out} is a file; choose a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / RUN_LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ArchsimError(f"--out {out} is in use by another archsim run; wait for it to end or choose another --out") from None
+    try:
+        guard_run_dir(out, settings)
+        yield
+    finally:
+        lock.release()
+
+
 def guard_run_dir(out: Path, settings: dict[str, Any]) -> None:
     """Refuse a run folder that holds results of different settings; claim a free one.
 
@@ -528,10 +557,9 @@ def guard_run_dir(out: Path, settings: dict[str, Any]) -> None:
     point (even between its output files) can be rerun into the same folder;
     ``config.json``, written last, marks a complete run. A folder whose run wrote
     nothing but its ``settings.json`` (it failed on its input, or was stopped while
-    computing: what it computed is in the cache) holds no results and is claimed anew.
+    computing: what it computed is in the cache) holds no results and is claimed anew;
+    call it under :func:`claimed_run_dir`, which keeps a live run's folder from being claimed.
     """
-    if out.exists() and not out.is_dir():
-        raise ArchsimError(f"--out {out} is a file; choose a folder")
     wanted = json.loads(json.dumps(settings))
     results = [f.name for f in out.iterdir() if f.name in RUN_FILES] if out.is_dir() else []
     for marker in ("config.json", "settings.json"):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from archsim.api import SatRun, _run_settings, guard_run_dir, load_run, require_cached, write_run
+from archsim.api import SatRun, _run_settings, claimed_run_dir, load_run, require_cached, write_run
 from archsim.cache import CacheStore, atomic_write_text
 from archsim.engines import Engine
 from archsim.errors import ArchsimError
@@ -81,9 +81,9 @@ def add_model(
     out_dir = Path(out) if out is not None else run_dir / "added" / model.name
     del model
     new_settings = {**settings, "models": settings["models"] + [spec]}
-    guard_run_dir(out_dir, new_settings)  # before any attack: a wrong --out is refused up front
-    run = load_run(run_dir, store, device, batch_size, models=[spec], engine=engine, address=address)
-    write_run(out_dir, run)
+    with claimed_run_dir(out_dir, new_settings):  # before any attack: a wrong --out is refused up front
+        run = load_run(run_dir, store, device, batch_size, models=[spec], engine=engine, address=address)
+        write_run(out_dir, run)
 
     name = run.transfer.names[-1]
     others = run.transfer.names[:-1]

@@ -142,10 +142,23 @@ def test_a_run_that_failed_on_its_input_does_not_keep_its_folder(tmp_path, cache
     # Whether a model's outputs fit the data is known once it is built, in its task: after the models before it.
     code, _, err = run_cli(capsys, "run", "--models", "zoo:resnet-s0 timm:resnet18,pretrained=false,num_classes=5", *options)
     *progress, error = err.splitlines()
-    assert code == 2 and error.startswith("error: model resnet18 outputs 5 classes") and [p.name for p in out.iterdir()] == ["settings.json"]
+    assert code == 2 and error.startswith("error: model resnet18 outputs 5 classes")
+    assert sorted(p.name for p in out.iterdir()) == [".archsim.lock", "settings.json"]
     assert all(line.startswith("attack sources: 1/2 zoo:resnet-s0 (") for line in progress), err
-    # Random weights are drawn from init_seed: the attack's and the evaluation's builds of the model agree.
     fixed = ["--models", "zoo:resnet-s0 timm:resnet18,pretrained=false,num_classes=10"]
+    # While another run holds the folder, it is not claimed, though it holds no results yet.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from filelock import FileLock; lock = FileLock({str(out / '.archsim.lock')!r}); lock.acquire(); print('held', flush=True); input()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        code, _, err = run_cli(capsys, "run", *fixed, *options)
+        assert code == 2 and "is in use by another archsim run" in err and err.count("\n") == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    # Random weights are drawn from init_seed: the attack's and the evaluation's builds of the model agree.
     code, _, err = run_cli(capsys, "run", *fixed, *options)
     assert code == 0, err
     assert json.loads((out / "config.json").read_text())["settings"]["models"] == fixed[1].split()
@@ -154,6 +167,8 @@ def test_a_run_that_failed_on_its_input_does_not_keep_its_folder(tmp_path, cache
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     code, _, err = run_cli(capsys, "run", *fixed, *options, "--seed", "1")
     assert code == 2 and "differs in: seed" in err and {p.name: p.read_bytes() for p in out.iterdir()} == before
+    code, _, err = run_cli(capsys, "run", *fixed, *options[:-1], str(out / "sat.csv"))
+    assert code == 2 and "sat.csv is a file; choose a folder" in err
 
 
 def test_bf16_run_is_recorded_and_cached_apart_from_fp32(tmp_path, cache_dir, capsys):
