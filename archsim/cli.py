@@ -28,7 +28,7 @@ class BatchSizeType(click.ParamType):
     name = "N|auto"
 
     def convert(self, value, param, ctx):
-        from archsim.transfer.batching import check_batch_size
+        from archsim.specs import check_batch_size
 
         try:
             return check_batch_size(value)

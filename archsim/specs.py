@@ -1,4 +1,5 @@
-"""Parsing of the ``SCHEME:TARGET[,key=value...]`` strings users type for models and data."""
+"""Parsing of the ``SCHEME:TARGET[,key=value...]`` strings users type for models and data, and of the
+other settings the CLI checks while it parses its options (so that a usage error never waits for torch)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from dataclasses import dataclass, field
 
 from archsim.errors import ArchsimError
 
+AUTO = "auto"
+"""The ``--batch-size`` that measures the fastest batch per model and device."""
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -86,3 +89,14 @@ def parse_spec(text: str, schemes: tuple[str, ...]) -> Spec:
             raise ArchsimError(f"option {pair!r} in {text!r} is not key=value")
         options[key.strip()] = value.strip()
     return Spec(text=text, scheme=scheme, target=target.strip(), options=options)
+
+
+def check_batch_size(value: int | str) -> int | str:
+    """A positive whole number or ``"auto"``, else a one-line error."""
+    if value == AUTO:
+        return AUTO
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ArchsimError(f"--batch-size must be a positive whole number or 'auto', got {value!r}")
+    return value

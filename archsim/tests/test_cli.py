@@ -234,11 +234,13 @@ def test_help_lists_options(capsys):
 
 def test_help_and_usage_errors_do_not_import_torch():
     """The CLI and the package load their heavy parts on use, so `--help` and usage errors answer at once."""
+    # Usage errors: a missing value; a bad --batch-size; one found after every option was converted.
+    calls = [["--help"], ["run", "--eps"], ["run", "--batch-size", "0"], ["select", "--k", "3", "--batch-size", "8", "extra"]]
     probe = ("import sys; from click.testing import CliRunner; import archsim; from archsim.cli import cli; "
-             "help = CliRunner().invoke(cli, ['--help']); usage = CliRunner().invoke(cli, ['run', '--eps']); "
-             "print(help.exit_code, usage.exit_code, sorted({'torch', 'timm', 'torchvision'} & set(sys.modules)))")
+             f"codes = [CliRunner().invoke(cli, args).exit_code for args in {calls!r}]; "
+             "print(*codes, sorted({'torch', 'timm', 'torchvision'} & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert result.stdout.split() == ["0", "2", "[]"], result.stdout + result.stderr
+    assert result.stdout.split() == ["0", "2", "2", "2", "[]"], result.stdout + result.stderr
     import archsim
 
     assert archsim.run_sat is run_sat and "run_sat" in dir(archsim)

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from archsim.cache import CacheStore, digest
 from archsim.errors import ArchsimError
 from archsim.models import SimModel, precision_context, usable_cores
+from archsim.specs import AUTO, check_batch_size
 
-AUTO = "auto"
 Purpose = Literal["attack", "evaluate"]
 
 MIN_GAIN = 0.05
@@ -51,17 +51,6 @@ ATTACK_STATE_COPIES = 6
 """Float copies of a batch an attack keeps beside the model's step (clean, adversarial, gradient, momentum...)."""
 _MIN_TIMED_RUNS = 3
 _MIN_TIMED_SECONDS = 0.01
-
-
-def check_batch_size(value: int | str) -> int | str:
-    """A positive whole number or ``"auto"``, else a one-line error."""
-    if value == AUTO:
-        return AUTO
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ArchsimError(f"--batch-size must be a positive whole number or 'auto', got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
