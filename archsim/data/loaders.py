@@ -21,6 +21,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
+from timm.data import ImageNetInfo
 from torchvision.io import ImageReadMode, decode_image
 from tqdm.auto import tqdm
 
@@ -139,12 +140,17 @@ def _imagenet_val(spec: Spec, split: str, n_images: int | None, seed: int, store
         classes = tuple(str(i) for i in range(max(1000, max(raw) + 1)))
         index = np.array(raw, dtype=np.int64)
     else:
-        # WordNet ids: the standard index is their sorted order over the 1000 classes.
-        wnids = sorted(set(v for v in raw if isinstance(v, str)))
-        if len(wnids) != 1000:
-            raise ArchsimError(f"labels file {labels_file} names {len(wnids)} synsets, not 1000; use integer labels 0..999 instead")
-        classes = tuple(wnids)
+        # WordNet ids index ImageNet-1k's synsets in their sorted order, which timm ships: a labels
+        # file that names only some of the classes (a subset of the set) still gets the standard index.
+        wnids = tuple(ImageNetInfo().label_names())
         lookup = {w: i for i, w in enumerate(wnids)}
+        unknown = sorted(set(v for v in raw if isinstance(v, str)) - lookup.keys())
+        if unknown:
+            raise ArchsimError(
+                f"labels file {labels_file} names {len(unknown)} WordNet ids outside ImageNet-1k (e.g. {unknown[0]!r}); "
+                "use ImageNet-1k wnids or integer labels 0..999"
+            )
+        classes = wnids
         index = np.array([lookup[v] if isinstance(v, str) else v for v in raw], dtype=np.int64)
     return _decode_subset(spec, files, index, classes, n_images, seed, store)
 

@@ -57,6 +57,21 @@ def test_imagenet_val_with_labels_file(tmp_path):
     assert data.labels.tolist() == [0, 7, 14, 21] and data.num_classes == 1000
 
 
+def test_imagenet_val_with_wordnet_ids_of_some_classes(tmp_path):
+    """Kaggle's LOC_val_solution.csv layout for a subset naming 3 synsets: they keep their ImageNet-1k index."""
+    wnids = ["n01440764", "n01443537", "n15075141"]  # the first, second and last of the sorted 1000
+    for i in range(3):
+        _png(tmp_path / f"ILSVRC2012_val_{i:08d}.png", 50 * i)
+    rows = [f"ILSVRC2012_val_{i:08d},{wnid} 12 34 56 78" for i, wnid in enumerate(wnids)]
+    (tmp_path / "LOC_val_solution.csv").write_text("\n".join(["ImageId,PredictionString", *rows]))
+    data = load_data(f"imagenet-val:{tmp_path},size=8")
+    assert data.labels.tolist() == [0, 1, 999] and data.num_classes == 1000 and data.classes[999] == "n15075141"
+    (tmp_path / "LOC_val_solution.csv").write_text("\n".join(["ImageId,PredictionString", *rows, "ILSVRC2012_val_00000003,n99999999 1 2 3 4"]))
+    _png(tmp_path / "ILSVRC2012_val_00000003.png", 10)
+    with pytest.raises(ArchsimError, match="names 1 WordNet ids outside ImageNet-1k .*'n99999999'"):
+        load_data(f"imagenet-val:{tmp_path},size=8")
+
+
 def test_npz_layouts(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (6, 12, 12, 3), dtype=np.uint8)
     np.savez(tmp_path / "d.npz", images=images, labels=np.array([0, 1, 2, 0, 1, 2]))
