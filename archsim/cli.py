@@ -57,7 +57,7 @@ def engine_options(command):
                    "torchvision:NAME (same options), file:PATH[,input_size=C:H:W,mean=..,std=..]; any spec takes ,name=DISPLAY. "
                    "Default: the embedded zoo.")
 @click.option("--data", default="digits", show_default=True,
-              help="digits | imagefolder:PATH | imagenet-val:PATH[,labels=FILE] | npz:PATH (folders take ,size=224).")
+              help="digits | imagefolder:PATH[,classes=imagenet] | imagenet-val:PATH[,labels=FILE] | npz:PATH (folders take ,size=224).")
 @click.option("--n-images", type=int, default=None, help="Seeded, class-stratified subset of this many images.")
 @click.option("--attack", default="pgd", show_default=True, metavar="NAME[,key=value...]",
               help="pgd | fgsm | mifgsm | vmifgsm | apgd-ce | lowfreq-pgd, with options, e.g. "

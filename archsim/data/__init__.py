@@ -1,6 +1,6 @@
 """Data: labelled uint8 image sets in one canonical pixel space."""
 
 from archsim.data.imageset import ImageSet, stratified_indices
-from archsim.data.loaders import DATA_SCHEMES, load_data
+from archsim.data.loaders import DATA_SCHEMES, imagenet_wnids, load_data
 
-__all__ = ["ImageSet", "stratified_indices", "load_data", "DATA_SCHEMES"]
+__all__ = ["ImageSet", "stratified_indices", "load_data", "DATA_SCHEMES", "imagenet_wnids"]

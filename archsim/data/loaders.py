@@ -10,6 +10,7 @@ batches: a data set larger than memory runs, and a second run skips decoding.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import re
 import zipfile
@@ -46,7 +47,7 @@ def load_data(
     Parameters
     ----------
     spec : str
-        ``digits`` (default data), ``imagefolder:PATH[,size=224]``,
+        ``digits`` (default data), ``imagefolder:PATH[,size=224][,classes=imagenet]``,
         ``imagenet-val:PATH[,labels=FILE][,size=224]`` or ``npz:PATH``.
     split : {"eval", "train"}
         Only ``digits`` has a training split (used to train the embedded zoo).
@@ -99,18 +100,38 @@ def _existing_dir(spec: Spec) -> Path:
     return path
 
 
+@functools.cache
+def imagenet_wnids() -> tuple[str, ...]:
+    """ImageNet-1k's 1000 WordNet ids in their sorted order: class index i of every ImageNet classifier."""
+    return tuple(ImageNetInfo().label_names())
+
+
 def _imagefolder(spec: Spec, split: str, n_images: int | None, seed: int, store: CacheStore | None) -> ImageSet:
     root = _existing_dir(spec)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    mapping = spec.take("classes", "folders")
+    if mapping == "folders":  # torchvision's ImageFolder: the sorted folders are the classes
+        classes = tuple(folders)
+    elif mapping == "imagenet":  # wnid folders of a part of ImageNet (Imagenette, ImageNet-100) keep their 1k index
+        classes = imagenet_wnids()
+        strangers = [name for name in folders if name not in classes]
+        if strangers:
+            raise ArchsimError(
+                f"classes=imagenet needs ImageNet-1k WordNet ids as folder names, but {root} has {len(strangers)} "
+                f"other folders (e.g. {strangers[0]!r}); rename them or drop classes=imagenet"
+            )
+    else:
+        raise ArchsimError(f"classes={mapping} in {spec.text!r}: use classes=folders (the default) or classes=imagenet")
+    index = {name: i for i, name in enumerate(classes)}
     files, labels = [], []
-    for index, name in enumerate(classes):
+    for name in folders:
         for file in sorted((root / name).rglob("*")):
             if file.suffix.lower() in IMAGE_SUFFIXES:
                 files.append(file)
-                labels.append(index)
+                labels.append(index[name])
     if not files:
         raise ArchsimError(f"data folder {root} has no images in class sub-folders; expected {root}/CLASS/IMAGE.jpg")
-    return _decode_subset(spec, files, np.array(labels), tuple(classes), n_images, seed, store)
+    return _decode_subset(spec, files, np.array(labels), classes, n_images, seed, store)
 
 
 def _imagenet_val(spec: Spec, split: str, n_images: int | None, seed: int, store: CacheStore | None) -> ImageSet:
@@ -142,7 +163,7 @@ def _imagenet_val(spec: Spec, split: str, n_images: int | None, seed: int, store
     else:
         # WordNet ids index ImageNet-1k's synsets in their sorted order, which timm ships: a labels
         # file that names only some of the classes (a subset of the set) still gets the standard index.
-        wnids = tuple(ImageNetInfo().label_names())
+        wnids = imagenet_wnids()
         lookup = {w: i for i, w in enumerate(wnids)}
         unknown = sorted(set(v for v in raw if isinstance(v, str)) - lookup.keys())
         if unknown:

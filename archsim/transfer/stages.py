@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from archsim.attacks import Attack
 from archsim.attacks.base import copy_to_host, to_device
 from archsim.cache import CacheStore, digest
-from archsim.data import ImageSet
+from archsim.data import ImageSet, imagenet_wnids
 from archsim.errors import ArchsimError
 from archsim.models import SimModel, check_model_specs, check_precision, create_model, precision_context, prepare, train_zoo
 from archsim.transfer.batching import Purpose, batch_size_for
@@ -144,10 +144,11 @@ def predict_stream(
 
 def check_compatible(model: SimModel, data: ImageSet) -> None:
     if model.num_outputs != data.num_classes:
-        raise ArchsimError(
-            f"model {model.name} outputs {model.num_outputs} classes but data {data.name} has {data.num_classes}; "
-            "use data with the model's classes or a model built for them (e.g. num_classes=)"
-        )
+        wnid_folders = data.name.startswith("imagefolder:") and set(data.classes) <= set(imagenet_wnids())
+        fix = ("its class folders are ImageNet-1k WordNet ids: add ,classes=imagenet to the data spec"
+               if wnid_folders and model.num_outputs == len(imagenet_wnids())
+               else "use data with the model's classes or a model built for them (e.g. num_classes=)")
+        raise ArchsimError(f"model {model.name} outputs {model.num_outputs} classes but data {data.name} has {data.num_classes}; {fix}")
 
 
 @dataclass

@@ -49,6 +49,30 @@ def test_imagefolder(tmp_path):
     assert data.images[data.labels == 1].float().mean() == pytest.approx(200, abs=1)
 
 
+def test_imagefolder_of_imagenet_classes(tmp_path):
+    """Folders named by wnids (Imagenette's layout) index ImageNet-1k with classes=imagenet, and give a hint without it."""
+    from archsim.transfer.stages import check_compatible
+
+    for wnid in ("n15075141", "n01440764"):
+        _png(tmp_path / wnid / "a.png", 10)
+    by_folder = load_data(f"imagefolder:{tmp_path},size=8")
+    assert by_folder.labels.tolist() == [0, 1] and by_folder.num_classes == 2
+    imagenet = load_data(f"imagefolder:{tmp_path},size=8,classes=imagenet")
+    assert imagenet.labels.tolist() == [0, 999] and imagenet.num_classes == 1000 and imagenet.fingerprint != by_folder.fingerprint
+
+    class Thousand:
+        name, num_outputs = "m", 1000
+
+    with pytest.raises(ArchsimError, match="outputs 1000 classes but data .* has 2; its class folders are ImageNet-1k WordNet ids: add ,classes=imagenet"):
+        check_compatible(Thousand(), by_folder)
+    check_compatible(Thousand(), imagenet)
+    (tmp_path / "cat").mkdir()
+    with pytest.raises(ArchsimError, match="has 1 other folders \\(e.g. 'cat'\\); rename them or drop classes=imagenet"):
+        load_data(f"imagefolder:{tmp_path},size=8,classes=imagenet")
+    with pytest.raises(ArchsimError, match="use classes=folders \\(the default\\) or classes=imagenet"):
+        load_data(f"imagefolder:{tmp_path},classes=wnid")
+
+
 def test_imagenet_val_with_labels_file(tmp_path):
     for i in range(4):
         _png(tmp_path / f"ILSVRC2012_val_{i:08d}.png", 50 * i)
