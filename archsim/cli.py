@@ -589,7 +589,9 @@ def _print_summary(result, out: Path, seconds: float) -> None:
             share = f"<= {floor:g}" if row.sat <= np.log(floor) + 1e-9 else f"{np.exp(row.sat):.0f}"
             click.echo(f"  {row.a:>16} ~ {row.b:<16} SAT {row.sat:.2f} ({share}% fooled)")
 
-    if len(pairs) <= 6:  # top and bottom three would overlap
+    if pairs.empty:
+        click.echo("\nno pair has a SAT: none shares an image both models classify right (see clean_accuracy)")
+    elif len(pairs) <= 6:  # top and bottom three would overlap
         click.echo("\npairs, most similar first:")
         show(pairs)
     else:
@@ -617,8 +619,8 @@ def main(argv: list[str] | None = None) -> None:
     except ArchsimError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort:  # click's form of Ctrl-C
+        click.echo("interrupted; what was computed is in the cache: rerun the same command to go on from there", err=True)
         sys.exit(130)
     except click.ClickException as error:
         click.echo(f"error: {error.format_message()} (see --help)", err=True)

@@ -260,3 +260,21 @@ def test_default_zoo_run(tmp_path, cache_dir, capsys):
     check_sat_csv(out / "sat.csv", list(models.model))
     again = run_sat(cache=cache_dir)
     assert again.cache_misses == 0
+
+
+def test_summary_of_a_run_without_any_sat(tmp_path, capsys):
+    """Models that classify no image right (random weights on ImageNet classes) leave every SAT NaN: the summary says why."""
+    from types import SimpleNamespace
+
+    from archsim.cli import _print_summary
+
+    names = ["a", "b"]
+    models = pd.DataFrame({"model": names, "clean_accuracy": [0.0, 0.0], "white_box_success": [np.nan] * 2, "family": "", "regime": ""})
+    result = SimpleNamespace(
+        sat=pd.DataFrame(np.full((2, 2), np.nan), index=names, columns=names), models=models, cache_hits=0, cache_misses=8,
+        config={"settings": {"eps_s": 1.0, "attack": {"name": "pgd"}}, "n_images_used": 12},
+    )
+    _print_summary(result, tmp_path, 1.0)
+    lines = capsys.readouterr().out.splitlines()
+    assert "no pair has a SAT: none shares an image both models classify right (see clean_accuracy)" in lines
+    assert not any(line.startswith(("pairs,", "most similar")) for line in lines)

@@ -27,7 +27,11 @@ SMALL = ["--models", MODELS, "--n-images", "60", "--steps", "10", "--rel-step", 
 
 def archsim_process(cache: Path, out: Path, *extra: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "archsim.cli", "run", *SMALL, *extra, "--cache", str(cache), "--out", str(out)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # A shell's background job ignores Ctrl-C, and so would its children: Python turns SIGINT into KeyboardInterrupt only if not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def entries(cache: Path, kind: str) -> int:
@@ -57,14 +61,14 @@ def alive(pid: int) -> bool:
         return False
 
 
-def kill_when(process: subprocess.Popen, condition, timeout: float = 300) -> bool:
-    """SIGKILL ``process`` as soon as ``condition()`` holds; False if it ended first."""
+def kill_when(process: subprocess.Popen, condition, timeout: float = 300, sig: int = signal.SIGKILL) -> bool:
+    """Send ``sig`` to ``process`` as soon as ``condition()`` holds and wait for its end; False if it ended first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return False
         if condition():
-            process.send_signal(signal.SIGKILL)
+            process.send_signal(sig)
             process.wait()
             return True
         time.sleep(0.05)
@@ -95,14 +99,19 @@ def test_killed_run_resumes_to_the_same_matrix(tmp_path, cache_dir, capsys):
         time.sleep(0.1)
     left = [Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")[:120] for pid in workers if alive(pid)]
     assert not left, f"processes outlived their killed run: {left}"
+    # Ctrl-C during the attacks, SIGKILL during the evaluation.
     stages = {
-        "attacks": lambda: entries(cache, "adv") >= 1,
-        "evaluation": lambda: entries(cache, "pred") >= 3 + 2,  # 3 clean predictions, then adversarial ones
+        "attacks": (lambda: entries(cache, "adv") >= 1, signal.SIGINT),
+        "evaluation": (lambda: entries(cache, "pred") >= 3 + 2, signal.SIGKILL),  # 3 clean predictions, then adversarial ones
     }
     killed = []
-    for stage, condition in stages.items():
-        if kill_when(archsim_process(cache, out), condition):
+    for stage, (condition, sig) in stages.items():
+        process = archsim_process(cache, out)
+        if kill_when(process, condition, sig=sig):
             killed.append(stage)
+        if sig == signal.SIGINT:
+            said = process.stdout.read().splitlines()
+            assert process.returncode == 130 and said[-1].startswith("interrupted; what was computed is in the cache"), said
     assert killed == list(stages), killed
     assert not list(cache.rglob("*.tmp")), "a killed write left a temporary file behind"
     # Killed while writing the outputs: atomic writes leave whole files, config.json (last) missing.
