@@ -537,7 +537,10 @@ def claimed_run_dir(out: Path | None, settings: dict[str, Any]) -> Iterator[None
         return
     if out.exists() and not out.is_dir():
         raise ArchsimError(f"--out {out} is a file; choose a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ArchsimError(f"cannot make --out {out} ({error.strerror}); choose a folder you can write to") from None
     lock = FileLock(str(out / RUN_LOCK))
     try:
         lock.acquire(timeout=0)

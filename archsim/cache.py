@@ -115,6 +115,11 @@ class CacheStore:
         self._reported: set[Path] = set()
         if self.root.exists() and not self.root.is_dir():
             raise ArchsimError(f"cache path {self.root} is a file; pass --cache a folder")
+        # Made on the first write, possibly deep inside a task: what would keep it from being made is told now.
+        existing = next(p for p in (self.root, *self.root.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            why = "is a file" if not existing.is_dir() else "is not writable"
+            raise ArchsimError(f"cache path {self.root} cannot be made: {existing} {why}; pass --cache a folder you can write to")
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:2] / f"{key}.bin"

@@ -619,6 +619,10 @@ def main(argv: list[str] | None = None) -> None:
     except ArchsimError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
+    except OSError as error:  # the machine's answer on a path (cannot be made, disk full, mount gone), not a bug to trace
+        where = f": {error.filename}" if error.filename else ""
+        click.echo(f"error: {error.strerror or error}{where}; check that the path exists or can be made, is writable and has space", err=True)
+        sys.exit(2)
     except click.exceptions.Abort:  # click's form of Ctrl-C
         click.echo("interrupted; what was computed is in the cache: rerun the same command to go on from there", err=True)
         sys.exit(130)

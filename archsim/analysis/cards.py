@@ -30,7 +30,7 @@ def read_cards(path: str | Path) -> pd.DataFrame:
     """Cards indexed by model name, one column per component (``~`` = does not apply)."""
     path = Path(path)
     if not path.is_file():
-        raise ArchsimError(f"cards file {path} does not exist; pass --cards a CSV like 'Model Feature_release.csv'")
+        raise ArchsimError(f"cards file {path} {'is a folder' if path.is_dir() else 'does not exist'}; pass --cards a CSV like 'Model Feature_release.csv'")
     try:
         cards = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:

@@ -14,7 +14,7 @@ def read_matrix(path: str | Path, tolerance: float = 1e-6) -> pd.DataFrame:
     """A square, symmetric, finite matrix with identical row and column names."""
     path = Path(path)
     if not path.is_file():
-        raise ArchsimError(f"matrix file {path} does not exist; pass --matrix a sat.csv")
+        raise ArchsimError(f"matrix file {path} {'is a folder' if path.is_dir() else 'does not exist'}; pass --matrix a sat.csv")
     try:
         frame = pd.read_csv(path, index_col=0)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:

@@ -169,6 +169,11 @@ def test_a_run_that_failed_on_its_input_does_not_keep_its_folder(tmp_path, cache
     assert code == 2 and "differs in: seed" in err and {p.name: p.read_bytes() for p in out.iterdir()} == before
     code, _, err = run_cli(capsys, "run", *fixed, *options[:-1], str(out / "sat.csv"))
     assert code == 2 and "sat.csv is a file; choose a folder" in err
+    # Paths the system cannot make are refused before anything is computed, without a traceback.
+    code, _, err = run_cli(capsys, "run", *fixed, *options[:-1], str(out / "sat.csv" / "run"))
+    assert code == 2 and err == f"error: cannot make --out {out / 'sat.csv' / 'run'} (Not a directory); choose a folder you can write to\n"
+    code, _, err = run_cli(capsys, "run", *fixed, *options[:-3], str(out / "sat.csv" / "cache"), "--out", str(tmp_path / "other"))
+    assert code == 2 and err.startswith(f"error: cache path {out / 'sat.csv' / 'cache'} cannot be made: {out / 'sat.csv'} is a file") and err.count("\n") == 1
 
 
 def test_bf16_run_is_recorded_and_cached_apart_from_fp32(tmp_path, cache_dir, capsys):
@@ -205,6 +210,7 @@ def test_empty_data_folder(tmp_path, cache_dir, capsys):
     [
         (["analyze", "--matrix", "m.csv"], "--matrix needs --cards"),
         (["analyze", "--run", "."], "not a finished run folder"),
+        (["analyze", "--matrix", ".", "--cards", ".", "--out", "o"], "matrix file . is a folder"),
         (["analyze"], "exactly one of --matrix"),
         (["report", "--run", "nowhere"], "not a finished run folder"),
         (["cards", "bogus:x", "--out", "c.csv"], "unknown scheme"),
@@ -225,6 +231,9 @@ def test_cards_command(tmp_path, cache_dir, capsys):
     cards = pd.read_csv(out, index_col=0)
     assert cards.loc["convnext", "Stem layer"] == "4s4" and cards.loc["convnext", "Normalization"] == "LN"
     assert cards.loc["resnet50", "Stem layer"] == "7s2" and cards.loc["resnet50", "Normalization"] == "BN"
+    # A path the system refuses (here: under a file) is a line naming it, not a traceback.
+    code, _, err = run_cli(capsys, "cards", "zoo:convnext", "--cache", str(cache_dir), "--out", str(out / "cards.csv"))
+    assert code == 2 and err == f"error: File exists: {out}; check that the path exists or can be made, is writable and has space\n"
 
 
 def test_help_lists_options(capsys):
