@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterator
@@ -122,6 +123,8 @@ def fingerprint_end(h: "hashlib._Hash", labels: np.ndarray) -> str:
 def stratified_indices(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     """Sorted indices of a seeded, class-stratified subset of size ``n`` (all if None)."""
     labels = np.asarray(labels)
+    if n is not None and n > len(labels):
+        warnings.warn(f"--n-images {n} is more than the {len(labels)} images there are; all of them are used", stacklevel=2)
     if n is None or n >= len(labels):
         return np.arange(len(labels))
     if n <= 0:

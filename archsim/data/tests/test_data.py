@@ -33,6 +33,8 @@ def test_subset_is_seeded_and_stratified():
 def test_stratified_indices_errors():
     with pytest.raises(ArchsimError, match="smaller than the 3 classes"):
         stratified_indices(np.array([0, 1, 2, 0, 1, 2]), 2, 0)
+    with pytest.warns(UserWarning, match="--n-images 7 is more than the 6 images there are; all of them are used"):
+        assert stratified_indices(np.array([0, 1, 2, 0, 1, 2]), 7, 0).tolist() == list(range(6))
 
 
 def _png(path, value):
