@@ -554,7 +554,7 @@ def cache_prune(root, older_than, run_dir, dry_run) -> None:
         else:
             freed += store.remove(kind, key)
     verb = "would remove" if dry_run else "removed"
-    click.echo(f"{verb} {len(chosen)} entries, {freed / 2**20:.1f} MB, from {store.root}")
+    click.echo(f"{verb} {len(chosen)} entries, {freed / 2**20:.1f} MiB, from {store.root}")
 
 
 def _print_analysis(result, out: Path) -> None:
