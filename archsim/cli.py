@@ -489,12 +489,24 @@ def zoo() -> None:
     """List the embedded zoo (trained on digits on first use)."""
     from archsim.models import ZOO
 
-    rows = [
-        {"spec": f"zoo:{name}", "family": e.family, "timm architecture": e.architecture, "input": f"{e.input_side}px",
+    from archsim.models.train import Recipe
+
+    def compact(value) -> str:
+        if isinstance(value, dict):
+            return " ".join(f"{k}={compact(v) if not isinstance(v, dict) else '(' + compact(v) + ')'}" for k, v in value.items())
+        return "-".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+    default = Recipe().describe()
+    rows = pd.DataFrame([
+        {"spec": f"zoo:{name}", "family": e.family, "timm architecture": e.architecture,
+         "shrunk to": compact(e.kwargs) or "(as registered)", "input": f"{e.input_side}px",
+         "recipe": compact({k: v for k, v in e.recipe.describe().items() if v != default[k]}) or "default",
          "regime": e.regime, "seed": e.seed}
         for name, e in ZOO.items()
-    ]
-    click.echo(pd.DataFrame(rows).to_string(index=False))
+    ]).astype(str)
+    left = {column: f"{{:<{rows[column].str.len().max()}}}".format for column in rows}  # text reads best left-aligned
+    click.echo(rows.to_string(index=False, justify="left", formatters=left))
+    click.echo(f"default recipe: {compact({k: v for k, v in default.items() if k != 'trainer'})}")
 
 
 @cli.group()

@@ -287,3 +287,14 @@ def test_summary_of_a_run_without_any_sat(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert "no pair has a SAT: none shares an image both models classify right (see clean_accuracy)" in lines
     assert not any(line.startswith(("pairs,", "most similar")) for line in lines)
+
+
+def test_zoo_command_shows_what_sets_the_models_apart(capsys):
+    from archsim.models import ZOO
+
+    code, stdout, _ = run_cli(capsys, "zoo")
+    rows = {line.split()[0]: line for line in stdout.splitlines() if line.startswith("zoo:")}
+    assert code == 0 and list(rows) == [f"zoo:{name}" for name in ZOO]
+    assert "block_args=(attn_layer=se)" in rows["zoo:seresnet"] and "attn_layer" not in rows["zoo:resnet-s0"]
+    assert "label_smoothing=0.1" in rows["zoo:resnet-ls"] and " default " in rows["zoo:resnet-s1"]
+    assert stdout.splitlines()[-1].startswith("default recipe: epochs=20 ")
