@@ -87,14 +87,19 @@ def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed
     specs = [part for chunk in models for part in chunk.split()]
     if models and not specs:
         raise ArchsimError("--models is empty; list model specs, or leave --models out for the embedded zoo")
-    out = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    made, out = out is None, out or _new_run_dir()
     started = time.perf_counter()
-    with engine_for(engine, device, address, cpus_per_task) as runner:
-        result = run_sat(
-            models=specs or None, data=data, n_images=n_images, attack=attack, eps=eps, steps=steps, rel_step=rel_step,
-            random_start=random_start, seed=seed, eps_s=eps_s, n_boot=n_boot, device=device, batch_size=batch_size,
-            cache=cache, out=out, engine=runner, precision=precision, compile=compile,
-        )
+    try:
+        with engine_for(engine, device, address, cpus_per_task) as runner:
+            result = run_sat(
+                models=specs or None, data=data, n_images=n_images, attack=attack, eps=eps, steps=steps, rel_step=rel_step,
+                random_start=random_start, seed=seed, eps_s=eps_s, n_boot=n_boot, device=device, batch_size=batch_size,
+                cache=cache, out=out, engine=runner, precision=precision, compile=compile,
+            )
+    except BaseException:
+        if made and not any(out.iterdir()):  # refused before it claimed the folder: leave no empty runs/<timestamp>
+            out.rmdir()
+        raise
     _print_summary(result, out, time.perf_counter() - started)
     from archsim.analysis.run import analyze_run
 
@@ -582,6 +587,18 @@ def _print_analysis(result, out: Path) -> None:
     for note in result.notes:
         click.echo(f"note: {note}")
     click.echo(f"wrote {', '.join(result.tables())} and report.html to {out}")
+
+
+def _new_run_dir() -> Path:
+    """``runs/<timestamp>``, made here so that runs started in the same second (a job array) get one each: ``-2``, ``-3``..."""
+    stamp, n = datetime.now().strftime("%Y%m%d-%H%M%S"), 1
+    while True:
+        folder = Path("runs") / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            folder.mkdir(parents=True)  # atomic: of two runs, one makes it and the other goes on to the next name
+            return folder
+        except FileExistsError:
+            n += 1
 
 
 def _print_summary(result, out: Path, seconds: float) -> None:

@@ -298,3 +298,22 @@ def test_zoo_command_shows_what_sets_the_models_apart(capsys):
     assert "block_args=(attn_layer=se)" in rows["zoo:seresnet"] and "attn_layer" not in rows["zoo:resnet-s0"]
     assert "label_smoothing=0.1" in rows["zoo:resnet-ls"] and " default " in rows["zoo:resnet-s1"]
     assert stdout.splitlines()[-1].startswith("default recipe: epochs=20 ")
+
+
+def test_default_run_folders_are_one_per_run(tmp_path, monkeypatch, capsys):
+    """Runs started in the same second each get a runs/<timestamp> of their own; a refused one leaves none behind."""
+    from archsim.cli import _new_run_dir
+
+    class Frozen:
+        @staticmethod
+        def now():
+            from datetime import datetime
+
+            return datetime(2026, 11, 24, 7, 0, 0)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("archsim.cli.datetime", Frozen)
+    assert [_new_run_dir().name for _ in range(3)] == ["20261124-070000", "20261124-070000-2", "20261124-070000-3"]
+    code, _, err = run_cli(capsys, "run", "--models", "zoo:resnet-s0 zoo:nope")
+    assert code == 2 and "unknown zoo model 'nope'" in err
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["20261124-070000", "20261124-070000-2", "20261124-070000-3"]
