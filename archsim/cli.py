@@ -493,7 +493,6 @@ def _refresh_report(run_dir: Path) -> None:
 def zoo() -> None:
     """List the embedded zoo (trained on digits on first use)."""
     from archsim.models import ZOO
-
     from archsim.models.train import Recipe
 
     def compact(value) -> str:

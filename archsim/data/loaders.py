@@ -114,15 +114,15 @@ def _imagefolder(spec: Spec, split: str, n_images: int | None, seed: int, store:
         classes = tuple(folders)
     elif mapping == "imagenet":  # wnid folders of a part of ImageNet (Imagenette, ImageNet-100) keep their 1k index
         classes = imagenet_wnids()
-        strangers = [name for name in folders if name not in classes]
-        if strangers:
-            raise ArchsimError(
-                f"classes=imagenet needs ImageNet-1k WordNet ids as folder names, but {root} has {len(strangers)} "
-                f"other folders (e.g. {strangers[0]!r}); rename them or drop classes=imagenet"
-            )
     else:
         raise ArchsimError(f"classes={mapping} in {spec.text!r}: use classes=folders (the default) or classes=imagenet")
     index = {name: i for i, name in enumerate(classes)}
+    strangers = [name for name in folders if name not in index]
+    if strangers:
+        raise ArchsimError(
+            f"classes=imagenet needs ImageNet-1k WordNet ids as folder names, but {root} has {len(strangers)} "
+            f"other folders (e.g. {strangers[0]!r}); rename them or drop classes=imagenet"
+        )
     files, labels = [], []
     for name in folders:
         for file in sorted((root / name).rglob("*")):
