@@ -378,12 +378,16 @@ def recommend_teacher(run_dir, student) -> None:
 @click.option("--checkpoints", "checkpoints_of", default=None, metavar="zoo:NAME",
               help="Also SAT of this zoo model's training checkpoints against its final weights.")
 @click.option("--epochs", default=None, metavar="E,E,...", help="Checkpoint epochs [default: five spread over training].")
+@click.option("--adversarial", default=None, metavar="SPEC",
+              help="Also an adversarially trained model (e.g. zoo:resnet-adv): its SAT with the run's models of its "
+                   "architecture against the run's SAT between seeds, regimes and architectures. The run stays as it is.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/checks].")
 @rerun_options
 @engine_options
-def checks(run_dir, checkpoints_of, epochs, out, device, batch_size, cache, engine, address, cpus_per_task) -> None:
+def checks(run_dir, checkpoints_of, epochs, adversarial, out, device, batch_size, cache, engine, address, cpus_per_task) -> None:
     """The SAT paper's further checks (SPEC §2.10): SAT against identical misclassifications under
-    attack, and SAT of training checkpoints against the final model."""
+    attack, SAT of training checkpoints against the final model, and whether adversarial training
+    acts like a change of training regime."""
     from archsim.applications.checks import checks_on_run
 
     try:
@@ -391,9 +395,17 @@ def checks(run_dir, checkpoints_of, epochs, out, device, batch_size, cache, engi
     except ValueError:
         raise ArchsimError(f"--epochs {epochs!r} must be whole numbers separated by commas, e.g. 1,5,10") from None
     with engine_for(engine, device, address, cpus_per_task) as runner:
-        tables = checks_on_run(run_dir, checkpoints_of, chosen, out, cache, device, batch_size, engine=runner)
+        tables = checks_on_run(run_dir, checkpoints_of, chosen, adversarial, out, cache, device, batch_size, engine=runner)
     if "checkpoints.csv" in tables:
         _show(tables["checkpoints.csv"])
+    if "adversarial.csv" in tables:
+        _show(tables["adversarial.csv"])
+        summary = tables["adversarial_summary.csv"]
+        _show(summary.drop(columns="nearest"))
+        own, nearest = summary.iloc[0], summary[summary["nearest"]]
+        if len(nearest):
+            click.echo(f"{own['comparison']}: mean SAT {own['mean_sat']:.2f}, nearest {nearest['comparison'].iloc[0]} "
+                       f"({nearest['mean_sat'].iloc[0]:.2f})")
     _show(tables["checks_summary.csv"])
     click.echo(f"wrote {', '.join(tables)}, checks.png to {out or run_dir / 'checks'}")
     if out is None:
@@ -504,12 +516,15 @@ def zoo() -> None:
     rows = pd.DataFrame([
         {"spec": f"zoo:{name}", "family": e.family, "timm architecture": e.architecture,
          "shrunk to": compact(e.kwargs) or "(as registered)", "input": f"{e.input_side}px",
-         "recipe": compact({k: v for k, v in e.recipe.describe().items() if v != default[k]}) or "default",
+         "recipe": compact({k: v for k, v in e.recipe.describe().items() if v != default.get(k)}) or "default",
          "regime": e.regime, "seed": e.seed}
         for name, e in ZOO.items()
     ]).astype(str)
     left = {column: f"{{:<{rows[column].str.len().max()}}}".format for column in rows}  # text reads best left-aligned
     click.echo(rows.to_string(index=False, justify="left", formatters=left))
+    extra = [f"zoo:{name}" for name, e in ZOO.items() if not e.in_default_run]
+    if extra:
+        click.echo(f"not in a run without --models: {', '.join(extra)} (for archsim checks --adversarial)")
     click.echo(f"default recipe: {compact({k: v for k, v in default.items() if k != 'trainer'})}")
 
 

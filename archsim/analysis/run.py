@@ -150,7 +150,7 @@ EXTRA_FILES = {
     "selection": ("selection.csv",),
     "distill/*": ("distill.csv", "distill_correlations.csv", "distill.png"),
     "added/*": ("newcomer.csv", "newcomer_clusters.csv"),
-    "checks": ("checks_summary.csv", "checkpoints.csv?", "identical_misclassifications.csv", "checks.png"),
+    "checks": ("checks_summary.csv", "checkpoints.csv?", "adversarial_summary.csv?", "adversarial.csv?", "identical_misclassifications.csv", "checks.png"),
     "knowledge": ("knowledge_correlations.csv", "knowledge_sources.csv", "knowledge_transfer.png"),
 }
 

@@ -20,8 +20,8 @@ def pair_relation(a: pd.Series, b: pd.Series) -> str:
     return "same architecture, other differences"
 
 
-def training_vs_architecture(sat: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame | None:
-    """Mean and spread of off-diagonal SAT per relation; None without any same-architecture pair.
+def relation_groups(sat: pd.DataFrame, models: pd.DataFrame) -> dict[str, list[float]]:
+    """Off-diagonal SAT of every pair of ``sat``'s models, grouped by :func:`pair_relation`.
 
     ``models`` needs columns model, architecture, regime, seed (``models.csv`` of a run).
     """
@@ -32,12 +32,25 @@ def training_vs_architecture(sat: pd.DataFrame, models: pd.DataFrame) -> pd.Data
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
             groups.setdefault(pair_relation(info.iloc[i], info.iloc[j]), []).append(float(sat.iat[i, j]))
-    if set(groups) <= {"different architectures"}:
-        return None
-    order = [*PAPER_MEANS, "same architecture, other differences"]
-    rows = [
+    return groups
+
+
+def summarise(groups: dict[str, list[float]]) -> pd.DataFrame:
+    """Pairs, mean and spread of SAT per relation, the paper's relations first."""
+    order = [*PAPER_MEANS, *(name for name in groups if name not in PAPER_MEANS)]
+    return pd.DataFrame([
         {"comparison": name, "pairs": len(groups[name]), "mean_sat": float(np.nanmean(groups[name])),
          "std_sat": float(np.nanstd(groups[name])), "paper_mean_sat": PAPER_MEANS.get(name, np.nan)}
         for name in order if name in groups
-    ]
-    return pd.DataFrame(rows)
+    ])
+
+
+def training_vs_architecture(sat: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame | None:
+    """Mean and spread of off-diagonal SAT per relation; None without any same-architecture pair.
+
+    ``models`` needs columns model, architecture, regime, seed (``models.csv`` of a run).
+    """
+    groups = relation_groups(sat, models)
+    if set(groups) <= {"different architectures"}:
+        return None
+    return summarise(groups)

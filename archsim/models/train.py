@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -15,6 +15,9 @@ from tqdm.auto import tqdm
 
 from archsim.data import ImageSet
 from archsim.models.fastpath import convolutional
+
+if TYPE_CHECKING:
+    from archsim.attacks import PGD, NoiseSource
 
 TRAINER_VERSION = 2
 """Enters every recipe's cache key; raised when a change here changes the weights a recipe gives
@@ -27,6 +30,10 @@ class Recipe:
 
     ``augment`` is ``none`` or ``affine`` (random rotation, shift and scale per
     image); ``label_smoothing`` is the cross-entropy smoothing.
+    ``adversarial_eps`` > 0 trains on PGD adversarial images instead of the clean
+    ones (Madry et al.): ``adversarial_steps`` sign steps of 2.5 eps / steps from a
+    random start in the L-infinity ball of that radius, made against the model
+    being trained (in eval mode, so the attack leaves the batch-norm statistics alone).
     """
 
     epochs: int = 20
@@ -36,9 +43,16 @@ class Recipe:
     label_smoothing: float = 0.0
     augment: str = "none"
     warmup_epochs: int = 2
+    adversarial_eps: float = 0.0
+    adversarial_steps: int = 7
 
     def describe(self) -> dict:
-        return {**asdict(self), "trainer": TRAINER_VERSION}
+        fields = asdict(self)
+        if not self.adversarial_eps:
+            # Standard training: the keys stay those of the recipes from before adversarial training
+            # existed, so their cached weights stay valid.
+            del fields["adversarial_eps"], fields["adversarial_steps"]
+        return {**fields, "trainer": TRAINER_VERSION}
 
 
 @contextmanager
@@ -116,11 +130,15 @@ def _train(
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     augment = affine_augmentation() if recipe.augment == "affine" else None
+    # Imported here: archsim.attacks imports archsim.models, which imports this module.
+    from archsim.attacks import PGD, NoiseSource
+
+    attack = PGD(recipe.adversarial_eps, recipe.adversarial_steps, rel_step=2.5 / recipe.adversarial_steps) if recipe.adversarial_eps else None
     shuffler = torch.Generator().manual_seed(seed)
     images = train.images.float() / 255.0
     checkpoints = []
     bar = tqdm(range(recipe.epochs), desc=desc, unit="epoch", leave=False, disable=None)
-    for _ in bar:
+    for epoch in bar:
         order = torch.randperm(len(train), generator=shuffler)
         running = 0.0
         for start in range(0, len(order), recipe.batch_size):
@@ -128,6 +146,10 @@ def _train(
             x = images[idx]
             if augment is not None:
                 x = augment(x)
+            if attack is not None:
+                # The random start is drawn per (seed, step of training, image): the same on every machine.
+                noise = NoiseSource(seed, range(epoch * len(train) + start, epoch * len(train) + start + len(idx)), x.shape[1:])
+                x = adversarial_batch(model, net, attack, x, train.labels[idx], noise)
             logits = model(x)
             loss = loss_fn(logits, train.labels[idx])
             if teacher is not None:
@@ -143,6 +165,18 @@ def _train(
         if keep_checkpoints:
             checkpoints.append(_state(net))
     return _state(net), checkpoints
+
+
+def adversarial_batch(model: nn.Module, net: nn.Module, attack: PGD, x: torch.Tensor, y: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
+    """``attack``'s images of ``x`` against ``model`` as it stands, with ``net``'s weights frozen
+    for the attack (only the input gradient is needed) and training mode restored after."""
+    model.eval()
+    net.requires_grad_(False)
+    try:
+        return attack.perturb(model, x, y, noise).detach()
+    finally:
+        net.requires_grad_(True)
+        model.train()
 
 
 def _state(net: nn.Module) -> dict[str, torch.Tensor]:

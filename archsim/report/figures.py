@@ -157,9 +157,10 @@ def distill_scatter(table: pd.DataFrame, student: str) -> str:
     return to_data_uri(fig)
 
 
-def checks_figure(checkpoints: pd.DataFrame | None, identical: pd.DataFrame) -> str:
-    """SAT of checkpoints against the final model; SAT against identical misclassifications."""
-    panels = 2 if checkpoints is not None else 1
+def checks_figure(checkpoints: pd.DataFrame | None, identical: pd.DataFrame, adversarial: pd.DataFrame | None = None) -> str:
+    """SAT against identical misclassifications; SAT of checkpoints against the final model; the
+    adversarially trained model's mean SAT beside the run's relations (``adversarial_summary.csv``)."""
+    panels = 1 + (checkpoints is not None) + (adversarial is not None)
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
     ax = axes[0, 0]
     ax.scatter(identical["identical_rate"], identical["sat"], s=16, alpha=0.75, color="#4C72B0")
@@ -173,6 +174,15 @@ def checks_figure(checkpoints: pd.DataFrame | None, identical: pd.DataFrame) -> 
         ax.set_xlabel("training epoch of the checkpoint")
         ax.set_ylabel("SAT with the final model")
         ax.set_title(str(checkpoints["model"].iloc[-1]), fontsize=9)
+    if adversarial is not None:
+        ax = axes[0, -1]
+        own = ~adversarial["comparison"].str.startswith("run: ")
+        colors = np.where(own, "#C44E52", "#8C8C8C")
+        ax.barh(np.arange(len(adversarial)), adversarial["mean_sat"], xerr=adversarial["std_sat"], color=colors, capsize=3)
+        ax.set_yticks(np.arange(len(adversarial)), [f"{c} ({p})" for c, p in zip(adversarial["comparison"], adversarial["pairs"])], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("mean SAT (± SD over pairs)")
+        ax.set_title("adversarial training against the run's relations", fontsize=9)
     fig.tight_layout()
     return to_data_uri(fig)
 

@@ -106,7 +106,9 @@ _APPLICATIONS = {
     "checks": (
         "Further checks",
         "SPEC §2.10 (archsim checks): SAT against the share of attacked decisions where the target repeats the source's "
-        "own mistake, and SAT of training checkpoints with the final model.",
+        "own mistake; SAT of training checkpoints with the final model; an adversarially trained model's mean SAT with "
+        "its own architecture and with the others, beside the run's mean SAT between seeds, training regimes and "
+        "architectures (nearest: the run relation closest to its same-architecture mean).",
     ),
     "knowledge": (
         "Adversarial vs knowledge transferability",

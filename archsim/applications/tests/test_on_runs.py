@@ -137,6 +137,41 @@ def test_checkpoints_against_the_final_model(three_run, cache_dir, tmp_path, cap
     assert table.clean_accuracy.iloc[0] < table.clean_accuracy.iloc[-1]
 
 
+@pytest.mark.slow
+def test_an_adversarially_trained_model_against_the_run(three_run, cache_dir, tmp_path, capsys):
+    before = snapshot(three_run)
+    code, stdout, err = run_cli(capsys, "checks", "--run", str(three_run), "--adversarial", "zoo:resnet-adv",
+                                "--cache", str(cache_dir), "--out", str(tmp_path / "chk"))
+    assert code == 0, err
+    assert snapshot(three_run) == before  # the run keeps its three models
+    table = pd.read_csv(tmp_path / "chk" / "adversarial.csv")
+    assert table.model.tolist() == ["resnet-adv", "resnet-s0", "resnet-s1", "convnext"]
+    assert table.relation.tolist() == ["itself", "same architecture", "same architecture", "different architecture"]
+    own = table.set_index("model").loc["resnet-adv"]
+    assert own.white_box_success < table.white_box_success.iloc[1] - 30  # trained to resist the attack
+    full = run_sat(THREE + ["zoo:resnet-adv"], **FAST, cache=cache_dir)
+    assert np.allclose(table.sat, full.sat.loc["resnet-adv", table.model])
+    summary = pd.read_csv(tmp_path / "chk" / "adversarial_summary.csv")
+    assert summary.comparison.tolist() == ["resnet-adv vs same architecture", "resnet-adv vs different architecture",
+                                           "run: different seeds", "run: different architectures"]
+    assert summary.pairs.tolist() == [2, 1, 1, 2] and summary.nearest.sum() == 1
+    assert np.isclose(summary.mean_sat.iloc[0], table.sat.iloc[1:3].mean())
+    assert np.isclose(summary.mean_sat.iloc[2], full.sat.loc["resnet-s0", "resnet-s1"])
+    assert "resnet-adv vs same architecture: mean SAT" in stdout
+
+
+def test_the_adversarial_check_refuses_models_it_cannot_place(three_run, cache_dir, tmp_path, capsys):
+    before = snapshot(three_run)
+    stranger = "timm:resnet10t,pretrained=false,num_classes=10,in_chans=1"
+    for spec, message in ((stranger, "has the architecture of no other model in"),
+                          (stranger + ",name=resnet-s0", "already has another model named 'resnet-s0'"),
+                          ("zoo:resnet-nope", "unknown zoo model")):
+        code, _, err = run_cli(capsys, "checks", "--run", str(three_run), "--adversarial", spec, "--cache", str(cache_dir),
+                               "--out", str(tmp_path / "chk"))
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert snapshot(three_run) == before and not (tmp_path / "chk").exists()
+
+
 def test_a_teacher_whose_weights_changed_since_the_start_is_refused(three_run, cache_dir, tmp_path):
     from dataclasses import replace
 

@@ -25,3 +25,43 @@ def test_zoo_covers_the_required_families_seeds_and_regimes():
     resnets = [e for e in entries if e.architecture == "resnet18" and not e.kwargs.get("block_args")]
     assert len({e.seed for e in resnets if e.regime == "standard"}) >= 3
     assert len({e.regime for e in resnets}) >= 2
+
+
+def test_standard_recipes_keep_the_cache_keys_from_before_adversarial_training():
+    from archsim.models.train import Recipe
+
+    # These fields, and only these, made the keys of the zoo's weights cached by earlier versions.
+    assert set(Recipe(label_smoothing=0.1).describe()) == {
+        "epochs", "lr", "weight_decay", "batch_size", "label_smoothing", "augment", "warmup_epochs", "trainer"}
+    assert Recipe(adversarial_eps=0.1).describe()["adversarial_steps"] == 7
+
+
+def test_adversarial_training_batches_are_pgd_images_of_the_model_in_training():
+    from torch import nn
+
+    from archsim.attacks import PGD, NoiseSource
+    from archsim.models.train import adversarial_batch
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    model = nn.Sequential(nn.Identity(), net).train()
+    x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 3, (16,))
+    stats = net[1].running_mean.clone()
+    attack = PGD(0.1, 7, rel_step=2.5 / 7)
+    adv = adversarial_batch(model, net, attack, x, y, NoiseSource(0, range(16), x.shape[1:]))
+    assert (adv - x).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    model.eval()
+    loss = nn.functional.cross_entropy
+    assert (loss(model(adv), y, reduction="none") > loss(model(x), y, reduction="none")).all()  # made against this model
+    assert torch.equal(net[1].running_mean, stats)  # made in eval mode: the batch statistics are untouched
+    assert not adv.requires_grad and all(p.requires_grad for p in net.parameters())
+    model.train()
+    assert adversarial_batch(model, net, attack, x, y, NoiseSource(0, range(16), x.shape[1:])).equal(adv)
+    assert model.training
+
+
+def test_the_default_run_leaves_out_the_adversarially_trained_resnet():
+    from archsim.models import zoo_specs
+
+    assert "zoo:resnet-adv" in [f"zoo:{name}" for name in ZOO] and "zoo:resnet-adv" not in zoo_specs()
+    assert len(zoo_specs()) == 11 and ZOO["resnet-adv"].regime == "adversarial"
