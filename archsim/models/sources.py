@@ -72,7 +72,8 @@ def timm_model(spec: Spec, cache: CacheStore) -> SimModel:
         ) from None
     if options["checkpoint"] is not None:
         _load_state(net, options["checkpoint"], spec)
-    return SimModel(net, timm_preprocess(net), options["name"], spec.text, {"source": "timm"})
+    # timm's pretrained tag names the recipe the hub weights were trained with (a1_in1k, tv_in1k, tf_adv_in1k).
+    return SimModel(net, timm_preprocess(net), options["name"], spec.text, {"source": "timm", **_training(options, net.pretrained_cfg.get("tag"))})
 
 
 def torchvision_options(spec: Spec) -> dict[str, Any]:
@@ -104,7 +105,18 @@ def torchvision_model(spec: Spec, cache: CacheStore) -> SimModel:
         preset.std,
         preset.interpolation.value,
     )
-    return SimModel(net, preprocess, options["name"], spec.text, {"source": "torchvision"})
+    return SimModel(net, preprocess, options["name"], spec.text, {"source": "torchvision", **_training(options, weights.name)})
+
+
+def _training(options: dict[str, Any], hub_recipe: str | None) -> dict[str, Any]:
+    """Training regime and seed for the training-vs-architecture table (SPEC §2.5): the hub weights'
+    recipe, or ``untrained`` with the ``init_seed`` for random weights; nothing for a checkpoint,
+    whose training archsim cannot know."""
+    if options["pretrained"]:
+        return {"regime": hub_recipe or ""}
+    if options["checkpoint"] is None:
+        return {"regime": "untrained", "seed": options["init_seed"]}
+    return {}
 
 
 def file_options(spec: Spec) -> dict[str, Any]:

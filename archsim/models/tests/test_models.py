@@ -97,6 +97,29 @@ def test_random_weights_are_drawn_from_init_seed(tmp_path, source):
         create_model(f"{source}:resnet18,pretrained=false,init_seed=-1", cache=cache)
 
 
+def test_training_regimes_come_from_the_weights(tmp_path):
+    """The training-vs-architecture table (SPEC §2.5) tells seeds from regimes from architectures."""
+    import pandas as pd
+
+    from archsim.analysis.training import relation_groups
+    from archsim.models.sources import _training
+
+    cache = CacheStore(tmp_path)
+    specs = {"a": "timm:resnet18,pretrained=false,num_classes=3", "b": "timm:resnet18,pretrained=false,num_classes=3,init_seed=1",
+             "c": "timm:resnet10t,pretrained=false,num_classes=3"}
+    models = {name: create_model(spec, cache=cache) for name, spec in specs.items()}
+    assert [(m.info["regime"], m.info["seed"]) for m in models.values()] == [("untrained", 0), ("untrained", 1), ("untrained", 0)]
+    path = tmp_path / "r18.pth"
+    torch.save(models["a"].net.state_dict(), path)
+    assert "regime" not in create_model(f"timm:resnet18,checkpoint={path},num_classes=3", cache=cache).info  # archsim cannot know
+    # Hub weights: the pretrained tag is the recipe (resnet50.a1_in1k, .tv_in1k: one architecture, two regimes).
+    tags = [timm.create_model(n, pretrained=False).pretrained_cfg["tag"] for n in ("resnet50", "resnet50.tv_in1k")]
+    assert [_training({"pretrained": True, "checkpoint": None}, t)["regime"] for t in tags] == ["a1_in1k", "tv_in1k"]
+    table = pd.DataFrame([{"model": n, "architecture": m.architecture_id, **m.info} for n, m in models.items()])
+    sat = pd.DataFrame(1.0, index=list(models), columns=list(models))
+    assert {k: len(v) for k, v in relation_groups(sat, table).items()} == {"different seeds": 1, "different architectures": 2}
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [
