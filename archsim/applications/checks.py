@@ -160,8 +160,7 @@ def adversarially_trained(
     own = summarise(relation_groups(run.sat.loc[others, others], models))
     own["comparison"] = "run: " + own["comparison"]
     summary = pd.concat([pd.DataFrame(rows), own], ignore_index=True)
-    candidates = own[own["pairs"] > 0]
-    gap = (candidates["mean_sat"] - rows[0]["mean_sat"]).abs()
+    gap = (own["mean_sat"] - rows[0]["mean_sat"]).abs()
     summary["nearest"] = summary.index == gap.idxmin() + len(rows) if gap.notna().any() else False
     return AdversarialCheck(name, table, summary)
 
