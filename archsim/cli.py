@@ -14,6 +14,7 @@ import pandas as pd
 
 from archsim.engines import engine_for
 from archsim.errors import ArchsimError
+from archsim.specs import model_list
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -55,7 +56,7 @@ def engine_options(command):
 @click.option("--models", "models", multiple=True, metavar="SPEC",
               help="Model spec, repeatable or space-separated: zoo:NAME, timm:NAME[,pretrained=false][,checkpoint=PATH][,init_seed=S], "
                    "torchvision:NAME (same options), file:PATH[,input_size=C:H:W,mean=..,std=..]; any spec takes ,name=DISPLAY. "
-                   "Default: the embedded zoo.")
+                   "@FILE: the specs in FILE, one per line (# comments). Default: the embedded zoo.")
 @click.option("--data", default="digits", show_default=True,
               help="digits | imagefolder:PATH[,classes=imagenet] | imagenet-val:PATH[,labels=FILE] | npz:PATH (folders take ,size=224).")
 @click.option("--n-images", type=int, default=None, help="Seeded, class-stratified subset of this many images.")
@@ -84,7 +85,7 @@ def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed
     the analysis tables and report.html."""
     from archsim.api import run_sat
 
-    specs = [part for chunk in models for part in chunk.split()]
+    specs = model_list(models)
     if models and not specs:
         raise ArchsimError("--models is empty; list model specs, or leave --models out for the embedded zoo")
     made, out = out is None, out or _new_run_dir()
@@ -149,7 +150,7 @@ def report(run_dir, cards, k, seed) -> None:
 
 
 @cli.command()
-@click.argument("specs", nargs=-1, required=True, metavar="MODEL_SPEC...")
+@click.argument("specs", nargs=-1, required=True, metavar="MODEL_SPEC|@FILE...")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="CSV to write (layout of 'Model Feature_release.csv').")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder (zoo weights).")
 def cards(specs, out, cache) -> None:
@@ -163,7 +164,7 @@ def cards(specs, out, cache) -> None:
         raise ArchsimError(f"--out {out} is a folder; give a CSV file name")
     store = CacheStore(cache)
     found = {}
-    for spec in specs:
+    for spec in model_list(specs):
         model = create_model(spec, cache=store, device="cpu")
         found[model.name] = extract_card(model)
     table = cards_table(found)

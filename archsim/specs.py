@@ -4,6 +4,7 @@ other settings the CLI checks while it parses its options (so that a usage error
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from archsim.errors import ArchsimError
 
@@ -89,6 +90,30 @@ def parse_spec(text: str, schemes: tuple[str, ...]) -> Spec:
             raise ArchsimError(f"option {pair!r} in {text!r} is not key=value")
         options[key.strip()] = value.strip()
     return Spec(text=text, scheme=scheme, target=target.strip(), options=options)
+
+
+def model_list(chunks: tuple[str, ...] | list[str]) -> list[str]:
+    """The model specs of ``--models`` values: each value is split at white space, and ``@FILE`` stands
+    for the specs in FILE, one per line (so a path in a spec may hold spaces), ``#`` starting a comment.
+
+    Examples
+    --------
+    >>> model_list(["zoo:vit zoo:mixer", "timm:resnet50"])
+    ['zoo:vit', 'zoo:mixer', 'timm:resnet50']
+    """
+    specs: list[str] = []
+    for token in (part for chunk in chunks for part in chunk.split()):
+        if not token.startswith("@"):
+            specs.append(token)
+            continue
+        path = Path(token[1:]).expanduser()
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = "does not exist" if isinstance(error, FileNotFoundError) else f"cannot be read ({type(error).__name__})"
+            raise ArchsimError(f"model list {path} (from --models {token}) {reason}; give a text file of specs, one per line") from None
+        specs.extend(line for line in (raw.split("#", 1)[0].strip() for raw in lines) if line)
+    return specs
 
 
 def check_batch_size(value: int | str) -> int | str:

@@ -119,6 +119,7 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
         ([*TWO, "--steps", "0"], "--steps"),
         ([*TWO, "--n-images", "0"], "--n-images"),
         (["--models", "zoo:resnet-s0"], "at least two models"),
+        (["--models", "@/no/such/models.txt"], "model list /no/such/models.txt (from --models @/no/such/models.txt) does not exist"),
         ([*TWO, "--steps", "many"], "not a valid integer"),
         ([*TWO, "--attack", "fgsm", "--steps", "5"], "fgsm takes no --steps"),
         ([*TWO, "--attack", "deepfool"], "unknown attack"),
@@ -226,11 +227,15 @@ def test_analysis_commands_bad_input(tmp_path, monkeypatch, capsys, args, messag
 def test_cards_command(tmp_path, cache_dir, capsys):
     out = tmp_path / "cards.csv"
     # zoo:convnext, trained by the runs above: a zoo model loads with its weights, and vit's would train for a minute here.
-    code, stdout, err = run_cli(capsys, "cards", "zoo:convnext", "timm:resnet50,pretrained=false", "--cache", str(cache_dir), "--out", str(out))
+    # A model list: one spec per line, comments and blank lines skipped, mixed with specs on the command line.
+    listed = tmp_path / "models.txt"
+    listed.write_text("# the zoo's ConvNeXt\nzoo:convnext   # trained\n\n  timm:resnet50,pretrained=false,name=r50  \n")
+    code, stdout, err = run_cli(capsys, "cards", f"@{listed}", "timm:resnet10t,pretrained=false", "--cache", str(cache_dir), "--out", str(out))
     assert code == 0, err
     cards = pd.read_csv(out, index_col=0)
+    assert list(cards.index) == ["convnext", "r50", "resnet10t"]
     assert cards.loc["convnext", "Stem layer"] == "4s4" and cards.loc["convnext", "Normalization"] == "LN"
-    assert cards.loc["resnet50", "Stem layer"] == "7s2" and cards.loc["resnet50", "Normalization"] == "BN"
+    assert cards.loc["r50", "Stem layer"] == "7s2" and cards.loc["r50", "Normalization"] == "BN"
     # A path the system refuses (here: under a file) is a line naming it, not a traceback.
     code, _, err = run_cli(capsys, "cards", "zoo:convnext", "--cache", str(cache_dir), "--out", str(out / "cards.csv"))
     assert code == 2 and err == f"error: File exists: {out}; check that the path exists or can be made, is writable and has space\n"
