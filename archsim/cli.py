@@ -362,6 +362,44 @@ def distill(run_dir, student, teachers, epochs, out, cache) -> None:
         _refresh_report(run_dir)
 
 
+@cli.command("compare-matrices")
+@click.argument("matrices", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="MATRIX MATRIX...")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for matrix_correlations.csv and matrix_comparison.png [default: print only].")
+def compare_matrices_command(matrices, out) -> None:
+    """How far SAT matrices agree (e.g. your run against the SAT paper's SAT_release.csv): Pearson and
+    Spearman correlation of the off-diagonal entries and their mean difference, on the models all of them
+    name. MATRIX: a CSV in the sat.csv layout, or a run folder (its sat.csv)."""
+    from archsim.analysis import read_matrix
+    from archsim.analysis.agreement import compare_matrices
+
+    if len(matrices) < 2:
+        raise ArchsimError("compare-matrices needs at least two matrices; give CSV files or run folders")
+    read = {}
+    for path in matrices:
+        if path.is_dir() and not (path / "sat.csv").is_file():
+            raise ArchsimError(f"{path} is a folder without sat.csv; give a run folder or a CSV in the sat.csv layout")
+        if not path.exists():
+            raise ArchsimError(f"matrix {path} does not exist; give a CSV in the sat.csv layout or a run folder")
+        label = path.name if path.is_dir() else path.stem
+        label = label if label not in read else f"{label}-{len(read) + 1}"
+        read[label] = read_matrix(path / "sat.csv" if path.is_dir() else path, allow_nan=True)
+    table, aligned, only = compare_matrices(read)
+    click.echo(f"{len(next(iter(aligned.values())))} models in common, {len(table)} comparison(s)")
+    for label, missing in only.items():
+        if missing:
+            click.echo(f"left out, only in {label}: {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''} ({len(missing)})")
+    _show(table)
+    if out is not None:
+        from archsim.cache import atomic_write_text
+        from archsim.report.figures import matrix_scatter, write_png
+
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "matrix_correlations.csv", table.to_csv(index=False, float_format="%.6g"))
+        write_png(matrix_scatter(aligned, table, axis_label="SAT in {}"), out / "matrix_comparison.png")
+        click.echo(f"wrote matrix_correlations.csv, matrix_comparison.png to {out}")
+
+
 @cli.command("recommend-teacher")
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
 @click.option("--student", required=True, help="A model of the run (name or spec).")

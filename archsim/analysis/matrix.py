@@ -10,8 +10,9 @@ import pandas as pd
 from archsim.errors import ArchsimError
 
 
-def read_matrix(path: str | Path, tolerance: float = 1e-6) -> pd.DataFrame:
-    """A square, symmetric, finite matrix with identical row and column names."""
+def read_matrix(path: str | Path, tolerance: float = 1e-6, allow_nan: bool = False) -> pd.DataFrame:
+    """A square, symmetric, finite matrix with identical row and column names; ``allow_nan`` lets
+    NaN entries through (a run's pairs without a common correctly classified image)."""
     path = Path(path)
     if not path.is_file():
         raise ArchsimError(f"matrix file {path} {'is a folder' if path.is_dir() else 'does not exist'}; pass --matrix a sat.csv")
@@ -30,8 +31,9 @@ def read_matrix(path: str | Path, tolerance: float = 1e-6) -> pd.DataFrame:
         values = frame.to_numpy(dtype=float)
     except ValueError:
         raise ArchsimError(f"matrix {path} holds non-numeric entries; every cell must be a number") from None
-    if not np.isfinite(values).all():
+    if not (np.isfinite(values) | (allow_nan & np.isnan(values))).all():
         raise ArchsimError(f"matrix {path} holds NaN or infinite entries; recompute or drop those models")
-    if np.abs(values - values.T).max() > tolerance:
-        raise ArchsimError(f"matrix {path} is not symmetric (largest gap {np.abs(values - values.T).max():.3g}); SAT matrices are")
+    gap = np.abs(values - values.T)
+    if (gap > tolerance).any() or (np.isnan(values) != np.isnan(values.T)).any():
+        raise ArchsimError(f"matrix {path} is not symmetric (largest gap {np.nanmax(gap):.3g}); SAT matrices are")
     return pd.DataFrame(values, index=frame.index, columns=frame.columns)

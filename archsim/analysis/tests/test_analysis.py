@@ -136,3 +136,44 @@ def test_matrix_correlations():
         "sparse and flat: 1 model pairs with finite values in both, fewer than 3; their correlation is NaN",
     ]
     assert table.pairs.tolist() == [1, 15, 1] and table[["pearson", "spearman_p"]].isna().all().all()
+
+
+@needs_release
+def test_compare_matrices_on_the_models_they_share(tmp_path, capsys):
+    """A matrix of 12 published models in another order, squared, one pair unknown, plus a model of its own."""
+    from itertools import combinations
+
+    from scipy import stats
+
+    from archsim.tests.cli_runner import run_cli
+
+    published = read_matrix(MATRIX)
+    shared = list(published.index[5:17])
+    mine = published.loc[shared[::-1], shared[::-1]] ** 2
+    mine.loc[shared[0], shared[1]] = mine.loc[shared[1], shared[0]] = np.nan
+    mine["extra"], mine.loc["extra"] = 1.0, 1.0
+    mine.to_csv(tmp_path / "mine.csv")
+    code, stdout, err = run_cli(capsys, "compare-matrices", str(MATRIX), str(tmp_path / "mine.csv"), "--out", str(tmp_path / "cmp"))
+    assert code == 0, err
+    assert "12 models in common" in stdout and "left out, only in mine: extra (1)" in stdout
+    assert "left out, only in SAT_release: " in stdout and "(57)" in stdout
+    row = pd.read_csv(tmp_path / "cmp" / "matrix_correlations.csv").iloc[0]
+    # By hand: every unordered pair of the shared models both matrices give a number for.
+    pairs = [(a, b) for a, b in combinations(shared, 2) if {a, b} != set(shared[:2])]
+    x = np.array([published.loc[a, b] for a, b in pairs])
+    y = np.array([published.loc[a, b] ** 2 for a, b in pairs])
+    assert (row.a, row.b, row.pairs) == ("SAT_release", "mine", 65)
+    assert np.isclose(row.spearman, 1.0) and np.isclose(row.pearson, stats.pearsonr(x, y).statistic, atol=1e-5)
+    assert np.isclose(row.mean_difference, np.mean(y - x), atol=1e-5) and (tmp_path / "cmp" / "matrix_comparison.png").is_file()
+
+    few = published.iloc[:2, :2]
+    few.to_csv(tmp_path / "few.csv")
+    mine.loc[shared[2], shared[3]] = np.nan  # unknown one way only
+    mine.to_csv(tmp_path / "lopsided.csv")
+    for args, message in (([str(MATRIX), str(tmp_path / "few.csv")], "the matrices share 2 model name(s)"),
+                          ([str(MATRIX), str(tmp_path / "none.csv")], "does not exist"),
+                          ([str(MATRIX), str(tmp_path)], "is a folder without sat.csv"),
+                          ([str(MATRIX), str(tmp_path / "lopsided.csv")], "is not symmetric"),
+                          ([str(MATRIX)], "needs at least two matrices")):
+        code, _, err = run_cli(capsys, "compare-matrices", *args)
+        assert code == 2 and message in err and err.count("\n") == 1, err
