@@ -381,7 +381,7 @@ def compare_matrices_command(matrices, out) -> None:
             raise ArchsimError(f"{path} is a folder without sat.csv; give a run folder or a CSV in the sat.csv layout")
         if not path.exists():
             raise ArchsimError(f"matrix {path} does not exist; give a CSV in the sat.csv layout or a run folder")
-        label = path.name if path.is_dir() else path.stem
+        label = path.resolve().name if path.is_dir() else path.stem
         label = label if label not in read else f"{label}-{len(read) + 1}"
         read[label] = read_matrix(path / "sat.csv" if path.is_dir() else path, allow_nan=True)
     table, aligned, only = compare_matrices(read)
