@@ -370,8 +370,7 @@ def compare_matrices_command(matrices, out) -> None:
     """How far SAT matrices agree (e.g. your run against the SAT paper's SAT_release.csv): Pearson and
     Spearman correlation of the off-diagonal entries and their mean difference, on the models all of them
     name. MATRIX: a CSV in the sat.csv layout, or a run folder (its sat.csv)."""
-    from archsim.analysis import read_matrix
-    from archsim.analysis.agreement import compare_matrices
+    from archsim.analysis import compare_matrices, read_matrix
 
     if len(matrices) < 2:
         raise ArchsimError("compare-matrices needs at least two matrices; give CSV files or run folders")

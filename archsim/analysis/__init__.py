@@ -1,9 +1,11 @@
-"""Analysis of a SAT matrix (SPEC §2.1-2.4): model cards, component importance, spectral clusters, keywords."""
+"""Analysis of a SAT matrix (SPEC §2.1-2.4): model cards, component importance, spectral clusters, keywords;
+and how far matrices computed elsewhere agree."""
 
+from archsim.analysis.agreement import compare_matrices
 from archsim.analysis.cards import CARD_COLUMNS, read_cards
 from archsim.analysis.clustering import spectral_clusters
 from archsim.analysis.importance import component_importance
 from archsim.analysis.keywords import cluster_keywords
 from archsim.analysis.matrix import read_matrix
 
-__all__ = ["CARD_COLUMNS", "read_cards", "read_matrix", "spectral_clusters", "component_importance", "cluster_keywords"]
+__all__ = ["CARD_COLUMNS", "compare_matrices", "read_cards", "read_matrix", "spectral_clusters", "component_importance", "cluster_keywords"]
