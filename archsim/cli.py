@@ -277,11 +277,14 @@ def ensemble(run_dir, k, clusters, random_sets, out, device, batch_size, cache) 
 @click.option("--k", "k", type=int, required=True, help="How many models to pick.")
 @click.option("--method", type=click.Choice(["inverse", "proportional", "uniform"]), default="inverse", show_default=True,
               help="inverse: k-means++ style, diverse; proportional and uniform: the baselines.")
+@click.option("--power", type=float, default=1.0, show_default=True,
+              help="Exponent of the sampling weights (1 / SAT)^power: 1 is the SPEC's sampler, near uniform on SAT's "
+                   "narrow range; higher is more diverse.")
 @click.option("--draws", type=int, default=1000, show_default=True, help="Draws per method for the comparison table.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for selection.csv [default: RUN/selection; none with --matrix].")
 @rerun_options
-def select(run_dir, matrix, k, method, draws, seed, out, device, batch_size, cache) -> None:
+def select(run_dir, matrix, k, method, power, draws, seed, out, device, batch_size, cache) -> None:
     """Draw a diverse set of k models (SPEC §2.9) and compare the three samplers."""
     from archsim.analysis import read_matrix
     from archsim.applications.ensembles import set_scores
@@ -301,9 +304,9 @@ def select(run_dir, matrix, k, method, draws, seed, out, device, batch_size, cac
         score = lambda members: {c: v for c, v in set_scores(t.clean_logits, t.labels, similarity.to_numpy(), members).items() if c != "mean_sat"}  # noqa: E731
     else:
         similarity = read_matrix(matrix)
-    picked = diverse_sample(similarity, k, method, seed)
+    picked = diverse_sample(similarity, k, method, seed, power)
     click.echo(f"{method} draw of {k}: {', '.join(picked)}")
-    table = compare_samplers(similarity, k, draws, seed, score) if k >= 2 else None
+    table = compare_samplers(similarity, k, draws, seed, score, power) if k >= 2 else None
     if table is not None:
         click.echo(f"\nthe samplers over {draws} draws each:")
         _show(table)

@@ -21,7 +21,8 @@ FLOOR = 1e-3
 
 
 def diverse_sample(
-    similarity: np.ndarray | pd.DataFrame, k: int, method: str = "inverse", seed: int | np.random.Generator | None = None
+    similarity: np.ndarray | pd.DataFrame, k: int, method: str = "inverse", seed: int | np.random.Generator | None = None,
+    power: float = 1.0,
 ) -> list[int] | list[str]:
     """Draw ``k`` distinct models.
 
@@ -37,6 +38,12 @@ def diverse_sample(
         1 / max similarity to the chosen ones (diverse); ``proportional``: to that
         similarity (similar); ``uniform``: all remaining models equally likely.
     seed : int or Generator, optional
+    power : float
+        Exponent of those weights (1: the SPEC's sampler). SAT spans about 2-4.6
+        between distinct models, so 1 / SAT weighs them within a factor of ~2 and
+        the draws differ little from uniform ones (5 of the paper's 69 models, 1,000
+        draws: mean SAT 2.64 against 2.66); higher powers sharpen the choice (4: 2.58,
+        16: 2.38). 0 is uniform.
 
     Examples
     --------
@@ -55,21 +62,24 @@ def diverse_sample(
         raise ArchsimError(f"unknown selection method {method!r}; choose from {', '.join(METHODS)}")
     if not 1 <= k <= n:
         raise ArchsimError(f"--k {k} must lie between 1 and the {n} models")
+    if not (np.isfinite(power) and power >= 0):
+        raise ArchsimError(f"--power must be a finite number >= 0 (1: the SPEC's sampler), got {power}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     chosen = [int(rng.integers(n))]
     while len(chosen) < k:
         rest = np.setdiff1d(np.arange(n), chosen)
         closest = np.maximum(s[np.ix_(rest, chosen)].max(1), FLOOR)
-        weights = {"inverse": 1 / closest, "proportional": closest, "uniform": np.ones(len(rest))}[method]
+        weights = {"inverse": closest**-power, "proportional": closest**power, "uniform": np.ones(len(rest))}[method]
         chosen.append(int(rng.choice(rest, p=weights / weights.sum())))
     return [names[i] for i in chosen] if names is not None else chosen
 
 
 def compare_samplers(
-    similarity: pd.DataFrame, k: int, n_draws: int = 1000, seed: int = 0, score=None
+    similarity: pd.DataFrame, k: int, n_draws: int = 1000, seed: int = 0, score=None, power: float = 1.0
 ) -> pd.DataFrame:
     """Each sampler's draws summarised: mean pairwise similarity of the drawn sets and,
-    if ``score(indices) -> dict`` is given (e.g. ensemble error), the mean of its values."""
+    if ``score(indices) -> dict`` is given (e.g. ensemble error), the mean of its values.
+    ``power`` as in :func:`diverse_sample`."""
     if k < 2:
         raise ArchsimError("--k must be at least 2 to compare how diverse the drawn sets are")
     rng = np.random.default_rng(seed)
@@ -77,8 +87,8 @@ def compare_samplers(
     i, j = np.triu_indices(k, k=1)
     rows = []
     for method in METHODS:
-        draws = [sorted(diverse_sample(values, k, method, rng)) for _ in range(n_draws)]
-        row = {"method": method, "k": k, "draws": n_draws,
+        draws = [sorted(diverse_sample(values, k, method, rng, power)) for _ in range(n_draws)]
+        row = {"method": method, "k": k, "power": power if method != "uniform" else np.nan, "draws": n_draws,
                "mean_similarity": float(np.mean([values[np.ix_(d, d)][i, j].mean() for d in draws]))}
         if score is not None:
             scores = pd.DataFrame([score(tuple(d)) for d in draws])

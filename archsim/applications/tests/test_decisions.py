@@ -111,6 +111,20 @@ def test_inverse_sampling_is_diverse_and_the_baselines_are_not():
     assert spread["inverse"] > 0.8 > 0.4 > spread["uniform"] > 0.2 > spread["proportional"]
 
 
+def test_the_power_sharpens_the_sampler():
+    """Weights (1 / SAT)^power: 0 draws as uniform does, higher powers leave the first block more often."""
+    sat = np.array([[4.6, 4.0, 4.0, 2.0], [4.0, 4.6, 4.0, 2.0], [4.0, 4.0, 4.6, 2.0], [2.0, 2.0, 2.0, 4.6]])
+    assert [diverse_sample(sat, 3, "inverse", s, power=0) for s in range(20)] == [diverse_sample(sat, 3, "uniform", s) for s in range(20)]
+    rng = np.random.default_rng(0)
+    # From one of the first three, the fourth model is drawn with weight 2^-p against 2 * 4^-p:
+    # probability 1/2 at power 1, 1 / (1 + 2 * 2^-4) = 0.89 at power 4.
+    leave = {p: np.mean([3 in diverse_sample(sat, 2, "inverse", rng, power=p)[1:] for _ in range(2000)]) for p in (1, 4)}
+    first_ones = 3 / 4  # draws that start in the block; those starting at model 3 never pick it again
+    assert abs(leave[1] - first_ones * 0.5) < 0.04 and abs(leave[4] - first_ones / (1 + 2 / 16)) < 0.04
+    with pytest.raises(ArchsimError, match="--power must be a finite number >= 0"):
+        diverse_sample(sat, 2, power=-1)
+
+
 def test_diverse_sample_returns_names_and_refuses_bad_input():
     frame = pd.DataFrame(np.ones((3, 3)), index=list("abc"), columns=list("abc"))
     assert sorted(diverse_sample(frame, 3, seed=0)) == ["a", "b", "c"]
