@@ -55,7 +55,8 @@ def engine_options(command):
 @cli.command()
 @click.option("--models", "models", multiple=True, metavar="SPEC",
               help="Model spec, repeatable or space-separated: zoo:NAME, timm:NAME[,pretrained=false][,checkpoint=PATH][,init_seed=S], "
-                   "torchvision:NAME (same options), file:PATH[,input_size=C:H:W,mean=..,std=..]; any spec takes ,name=DISPLAY. "
+                   "torchvision:NAME (same options), file:PATH[,input_size=C:H:W,mean=..,std=..]; any spec takes ,name=DISPLAY, "
+                   "and all but zoo: ,regime=LABEL,seed=N (how your weights were trained, for the training-vs-architecture table). "
                    "@FILE: the specs in FILE, one per line (# comments). Default: the embedded zoo.")
 @click.option("--data", default="digits", show_default=True,
               help="digits | imagefolder:PATH[,classes=imagenet] | imagenet-val:PATH[,labels=FILE] | npz:PATH (folders take ,size=224).")

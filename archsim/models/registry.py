@@ -43,7 +43,8 @@ def create_model(spec: str, cache: CacheStore | None = None, device: str = "cpu"
         ``zoo:NAME[,epoch=E]``, ``timm:NAME[,pretrained=false][,checkpoint=PATH][,num_classes=K][,init_seed=S]``,
         ``torchvision:NAME[,pretrained=false][,checkpoint=PATH][,init_seed=S]`` or
         ``file:PATH[,input_size=C:H:W][,mean=..][,std=..]``; every scheme also
-        takes ``name=DISPLAY``.
+        takes ``name=DISPLAY``, and all but ``zoo:`` ``regime=LABEL`` and ``seed=N``
+        (:func:`training_labels`).
     cache : CacheStore, optional
         Where the embedded zoo keeps its trained weights.
     device : str
@@ -51,11 +52,23 @@ def create_model(spec: str, cache: CacheStore | None = None, device: str = "cpu"
     """
     parsed = parse_spec(spec, model_schemes())
     display = parsed.take("name")
+    labels = training_labels(parsed)
     model = _SOURCES[parsed.scheme](parsed, cache or CacheStore())
     parsed.finish()
     if display:
         model.name = display
+    model.info.update(labels)
     return model.to(device)
+
+
+def training_labels(spec: Spec) -> dict[str, str | int]:
+    """``regime=LABEL`` and ``seed=N``, taken from ``spec``: how the user's weights were trained, for the
+    training-vs-architecture table (SPEC §2.5), where a checkpoint's training is otherwise unknown.
+    They change no weights (``init_seed`` draws random ones); zoo models know their own."""
+    labels = {key: value for key, value in (("regime", spec.take("regime")), ("seed", spec.take_int("seed", minimum=0))) if value is not None}
+    if labels and spec.scheme == "zoo":
+        raise ArchsimError(f"{' and '.join(f'{k}=' for k in labels)} in {spec.text!r}: a zoo model's regime and seed are its own (see archsim zoo)")
+    return labels
 
 
 def check_model_specs(specs: list[str]) -> None:
@@ -66,6 +79,7 @@ def check_model_specs(specs: list[str]) -> None:
     for text in specs:
         spec = parse_spec(text, model_schemes())
         display = spec.take("name")
+        training_labels(spec)
         check = _CHECKS.get(spec.scheme)
         name = display
         if check is not None:

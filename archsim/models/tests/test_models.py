@@ -7,7 +7,7 @@ from torch import nn
 
 from archsim.cache import CacheStore
 from archsim.errors import ArchsimError
-from archsim.models import Preprocess, SimModel, create_model
+from archsim.models import Preprocess, SimModel, check_model_specs, create_model
 
 
 @pytest.fixture()
@@ -112,6 +112,15 @@ def test_training_regimes_come_from_the_weights(tmp_path):
     path = tmp_path / "r18.pth"
     torch.save(models["a"].net.state_dict(), path)
     assert "regime" not in create_model(f"timm:resnet18,checkpoint={path},num_classes=3", cache=cache).info  # archsim cannot know
+    # ... unless the user says: labels that change no weights.
+    labelled = create_model(f"timm:resnet18,checkpoint={path},num_classes=3,regime=cutmix,seed=4,name=mine", cache=cache)
+    assert (labelled.info["regime"], labelled.info["seed"], labelled.fingerprint) == ("cutmix", 4, models["a"].fingerprint)
+    for spec, message in (("zoo:resnet-s0,regime=cutmix", "a zoo model's regime and seed are its own"),
+                          ("timm:resnet18,pretrained=false,seed=-2", "seed='-2' .* must be at least 0")):
+        with pytest.raises(ArchsimError, match=message):
+            create_model(spec, cache=cache)
+        with pytest.raises(ArchsimError, match=message):
+            check_model_specs([spec])
     # Hub weights: the pretrained tag is the recipe (resnet50.a1_in1k, .tv_in1k: one architecture, two regimes).
     tags = [timm.create_model(n, pretrained=False).pretrained_cfg["tag"] for n in ("resnet50", "resnet50.tv_in1k")]
     assert [_training({"pretrained": True, "checkpoint": None}, t)["regime"] for t in tags] == ["a1_in1k", "tv_in1k"]
