@@ -387,11 +387,11 @@ def compare_matrices_command(matrices, out) -> None:
         label = path.resolve().name if path.is_dir() else path.stem
         label = label if label not in read else f"{label}-{len(read) + 1}"
         read[label] = read_matrix(path / "sat.csv" if path.is_dir() else path, allow_nan=True)
-    table, aligned, only = compare_matrices(read)
+    table, aligned, left_out = compare_matrices(read)
     click.echo(f"{len(next(iter(aligned.values())))} models in common, {len(table)} comparison(s)")
-    for label, missing in only.items():
+    for label, missing in left_out.items():
         if missing:
-            click.echo(f"left out, only in {label}: {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''} ({len(missing)})")
+            click.echo(f"left out of {label}: {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''} ({len(missing)})")
     _show(table)
     if out is not None:
         from archsim.cache import atomic_write_text

@@ -55,7 +55,7 @@ def matrix_correlations(matrices: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def common_models(matrices: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]]]:
     """Every matrix cut to the models all of them list, in the first matrix's order, and per matrix
-    the models it alone lacks or holds beyond the others (``only``), for the user to see what was left out."""
+    the models of its own that this left out, for the user to see."""
     names = list(matrices)
     shared = [m for m in matrices[names[0]].index if all(m in matrices[n].index for n in names[1:])]
     if len(shared) < 3:
@@ -63,19 +63,19 @@ def common_models(matrices: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataF
             f"the matrices share {len(shared)} model name(s) ({', '.join(shared) or 'none'}); at least 3 are needed. "
             "Models match by their names in the CSV header: give runs matching names with ,name=DISPLAY"
         )
-    only = {n: [m for m in matrices[n].index if m not in shared] for n in names}
-    return {n: matrices[n].loc[shared, shared] for n in names}, only
+    left_out = {n: [m for m in matrices[n].index if m not in shared] for n in names}
+    return {n: matrices[n].loc[shared, shared] for n in names}, left_out
 
 
 def compare_matrices(matrices: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict[str, list[str]]]:
     """:func:`matrix_correlations` of the matrices on their :func:`common_models`, with the mean
     difference (b minus a) and mean absolute difference of the off-diagonal entries, which the
     correlations do not see: two matrices can rank pairs alike on shifted scales (another eps)."""
-    aligned, only = common_models(matrices)
+    aligned, left_out = common_models(matrices)
     table = matrix_correlations(aligned)
     differences = [off_diagonal(aligned[row.b]) - off_diagonal(aligned[row.a]) for row in table.itertuples()]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pairs: NaN, as their correlation
         table["mean_difference"] = [float(np.nanmean(d)) for d in differences]
         table["mean_abs_difference"] = [float(np.nanmean(np.abs(d))) for d in differences]
-    return table, aligned, only
+    return table, aligned, left_out

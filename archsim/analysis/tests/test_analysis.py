@@ -155,8 +155,8 @@ def test_compare_matrices_on_the_models_they_share(tmp_path, capsys):
     mine.to_csv(tmp_path / "mine.csv")
     code, stdout, err = run_cli(capsys, "compare-matrices", str(MATRIX), str(tmp_path / "mine.csv"), "--out", str(tmp_path / "cmp"))
     assert code == 0, err
-    assert "12 models in common" in stdout and "left out, only in mine: extra (1)" in stdout
-    assert "left out, only in SAT_release: " in stdout and "(57)" in stdout
+    assert "12 models in common" in stdout and "left out of mine: extra (1)" in stdout
+    assert "left out of SAT_release: " in stdout and "(57)" in stdout
     row = pd.read_csv(tmp_path / "cmp" / "matrix_correlations.csv").iloc[0]
     # By hand: every unordered pair of the shared models both matrices give a number for.
     pairs = [(a, b) for a, b in combinations(shared, 2) if {a, b} != set(shared[:2])]
