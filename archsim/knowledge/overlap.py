@@ -184,13 +184,22 @@ def knowledge_correlations(table: pd.DataFrame) -> pd.DataFrame:
 
     Groups: ``all`` sources pooled; ``within architecture`` (metric and accuracy minus
     their architecture's mean, so a source architecture that is both close to the
-    target's and a worse feature extractor does not decide the sign); each architecture alone.
+    target's and a worse feature extractor does not decide the sign); ``between
+    architectures`` (the architectures' means, one point each: the paper's architecture
+    study, from 3 architectures on); each architecture alone.
     """
     demeaned = table.copy()
     columns = list(METRICS) + ["transfer_accuracy"]
-    demeaned[columns] = table[columns] - table.groupby("architecture")[columns].transform("mean")
-    groups = [("all", table), ("within architecture", demeaned)] if table["architecture"].nunique() > 1 else [("all", table)]
-    groups += [(architecture, part) for architecture, part in table.groupby("architecture", sort=False)] if table["architecture"].nunique() > 1 else []
+    means = table.groupby("architecture", sort=False)[columns]
+    demeaned[columns] = table[columns] - means.transform("mean")
+    architectures = table["architecture"].nunique()
+    groups = [("all", table)]
+    if architectures > 1:
+        groups.append(("within architecture", demeaned))
+    if architectures > 2:
+        groups.append(("between architectures", means.mean()))
+    if architectures > 1:
+        groups += list(table.groupby("architecture", sort=False))
     return pd.DataFrame([
         {"group": group, "metric": metric, "sources": len(part),
          **correlate(part[metric].to_numpy(float), part["transfer_accuracy"].to_numpy(float))}

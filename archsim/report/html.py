@@ -116,7 +116,8 @@ _APPLICATIONS = {
         "sharing 0-100 % of the target task's (digits 0-3) against a reference target model; per source alpha_1, alpha_2 "
         "(unsquared), the combined score and the product (S->T), SAT and the target's adversarial loss, set against the "
         "accuracy of the source with only its last layer retrained on the target task. Correlations pooled, within "
-        "architecture (architecture means removed) and per architecture.",
+        "architecture (architecture means removed), between architectures (their means, from 3 architectures on) and "
+        "per architecture.",
     ),
 }
 

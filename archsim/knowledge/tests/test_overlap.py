@@ -75,6 +75,14 @@ def test_correlations_pooled_within_and_per_architecture():
     assert found.loc[("all", "alpha_1_S_T"), "spearman"] < 0
     assert found.loc[("within architecture", "alpha_1_S_T"), "spearman"] == pytest.approx(1.0)
     assert found.loc[("a", "alpha_1_S_T"), "pearson"] == pytest.approx(1.0)
+    assert "between architectures" not in found.index.get_level_values(0)  # two means say nothing
+    # A third architecture: the means (alpha_1 0.5, 5.5, 2.5; accuracy 92.5, 72.5, 84.5) fall on a line.
+    third = table[table["architecture"] == "a"].assign(architecture="c", alpha_1_S_T=lambda t: t["alpha_1_S_T"] + 2,
+                                                       transfer_accuracy=lambda t: t["transfer_accuracy"] - 8)
+    found = knowledge_correlations(pd.concat([table, third])).set_index(["group", "metric"])
+    between = found.loc[("between architectures", "alpha_1_S_T")]
+    assert between["sources"] == 3 and between["pearson"] == pytest.approx(-1.0) and between["spearman"] == pytest.approx(-1.0)
+    assert list(found.index.get_level_values(0).unique()) == ["all", "within architecture", "between architectures", "a", "b", "c"]
 
 
 def test_knowledge_transfer_command_end_to_end(cache_dir, tmp_path, capsys):
