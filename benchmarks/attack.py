@@ -28,12 +28,11 @@ Random weights are fine for timm models: throughput does not depend on the weigh
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from common import machine
+from common import interleaved_best, machine
 
 from archsim.attacks import PGD
 from archsim.cache import CacheStore
@@ -41,27 +40,6 @@ from archsim.models import SimModel, convolutional, create_model, precision_cont
 from archsim.transfer import predict
 
 DEFAULT_MODELS = ["zoo:resnet-s0", "zoo:vit", "zoo:convnext", "zoo:mobilevit"]
-
-
-def interleaved_best(repeats: int, contestants: dict[str, Callable[[], object]], sync: Callable[[], None]) -> dict[str, float]:
-    """The best of ``repeats`` timings of each contestant, timed in rounds that run each once.
-
-    Interleaved, not one after the other: a slow moment of a shared machine (this VM
-    varies by 5-15 % over minutes) then falls on every contestant of a round rather
-    than on whichever ran during it, so the ratios compare like with like.
-    """
-    for fn in contestants.values():
-        fn()  # warm-up: allocator, kernels, cuDNN algorithm search, compilation
-        sync()
-    times: dict[str, list[float]] = {label: [] for label in contestants}
-    labels = list(contestants)
-    for round_ in range(repeats):
-        for label in labels[round_ % len(labels):] + labels[: round_ % len(labels)]:  # a different one first each round
-            started = time.perf_counter()
-            contestants[label]()
-            sync()
-            times[label].append(time.perf_counter() - started)
-    return {label: min(t) for label, t in times.items()}
 
 
 def bare_attack_loop(model: SimModel, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int) -> None:
@@ -156,8 +134,9 @@ def main() -> None:
         for label in attacks:
             precision = attacks[label][1]
             rate = work / best[label]
-            vs_bare = best[f"bare loop {precision}"] / best[label]
-            rows.append((name, label, rate, rate / theirs_rate, float("nan") if label.startswith("torchattacks") else vs_bare))
+            # torchattacks has no bare loop of its own when fp32 is not among --precisions
+            bare = best.get(f"bare loop {precision}") if not label.startswith("torchattacks") else None
+            rows.append((name, label, rate, rate / theirs_rate, float("nan") if bare is None else bare / best[label]))
         for label, (_, precision) in evaluations.items():
             if not label.startswith("bare"):
                 ours_e, bare_e = args.n_images / best[label], args.n_images / best[f"bare eval {precision}"]

@@ -21,8 +21,7 @@ import argparse
 import time
 
 import torch
-from attack import best_of
-from common import machine
+from common import best_of, machine
 
 from archsim.attacks import PGD
 from archsim.cache import CacheStore

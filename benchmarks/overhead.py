@@ -22,8 +22,8 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from attack import bare_attack_loop, best_of
-from common import machine
+from attack import bare_attack_loop
+from common import best_of, machine
 
 from archsim.attacks import PGD
 from archsim.attacks.base import NoiseSource, _noise_workers, _uniform_into, copy_to_host, to_device, to_uint8
