@@ -74,7 +74,7 @@ def engine_options(command):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--batch-size", type=BatchSizeType(), default="auto", show_default=True, help=BATCH_SIZE_HELP)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-              help="bf16: autocast, 1.2-4x faster attacks on recent GPUs, slower on most CPUs; SAT rank correlation ~0.98-0.99 with fp32 (fp32 at another seed: ~0.98).")
+              help="bf16: autocast, 1.3-3.6x faster attacks on recent GPUs, slower on most CPUs; SAT rank correlation ~0.98-0.99 with fp32 (fp32 at another seed: ~0.98).")
 @click.option("--compile/--no-compile", default=False, show_default=True,
               help="Run the models through torch.compile (pays off on a GPU over many batches).")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim].")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from contextlib import AbstractContextManager
+from typing import Literal
 
 import torch
 from torch import nn
@@ -17,6 +18,8 @@ from archsim.errors import ArchsimError
 from archsim.models.wrapper import SimModel
 
 PRECISIONS = ("fp32", "bf16")
+# What a prepared model will mostly do: its layout and batch size are chosen for it.
+Purpose = Literal["attack", "evaluate"]
 
 
 def usable_cores() -> int:
@@ -28,10 +31,10 @@ def check_precision(precision: str) -> str:
     """``precision`` if known, else a one-line error.
 
     fp32 is the default everywhere. bf16 autocast is opt-in: on an H100 it makes PGD
-    1.2-4x faster, but the embedded zoo's SAT matrix then keeps a rank correlation of
-    only 0.981-0.984 with fp32 (0.987-0.993 on a CPU), against 0.994 between fp32 on
-    a CPU and on the GPU: below the 0.99 the default has to keep, though above the
-    0.982-0.984 of fp32 against itself at another seed (BENCHMARKS.md).
+    1.3-5x faster on ImageNet-size models, but the embedded zoo's SAT matrix then keeps
+    a rank correlation of only 0.981-0.991 with fp32 (four seeds and two earlier runs;
+    0.987-0.993 on a CPU): below the 0.99 the default has to keep, though above the
+    0.974-0.984 of fp32 against itself at another seed (BENCHMARKS.md).
     """
     if precision not in PRECISIONS:
         raise ArchsimError(f"unknown --precision {precision!r}; use {' or '.join(PRECISIONS)}")
@@ -49,20 +52,40 @@ def convolutional(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-def prepare(model: SimModel, precision: str = "fp32", compile: bool = False, channels_last: bool | None = None) -> SimModel:
+def channels_last_by_default(conv: bool, cuda: bool, precision: str, compile: bool, purpose: Purpose) -> bool:
+    """The memory layout :func:`prepare` picks when not told, from measurements (BENCHMARKS.md).
+
+    Only convolutional networks care. On the CPU oneDNN's NHWC kernels made the zoo's
+    PGD 1.0-2.0x and its evaluation 1.0-2.8x faster. On an H100 NHWC made eager
+    inference of ResNet-50 at 224 px 1.12-1.35x faster (cuDNN; ConvNeXt-T 0.99-1.01x),
+    but its eager attack (forward and input gradient) 1.2-1.3x slower in bf16 and fp32
+    alike; compiled in bf16, NHWC was the faster layout for the attack (1-5 %).
+    Compiled fp32 and compiled inference were not measured apart, so they keep NCHW.
+    """
+    if not conv:
+        return False
+    if not cuda:
+        return True
+    if purpose == "evaluate":
+        return not compile
+    return compile and precision == "bf16"
+
+
+def prepare(
+    model: SimModel, precision: str = "fp32", compile: bool = False, channels_last: bool | None = None,
+    purpose: Purpose = "attack",
+) -> SimModel:
     """Ready a loaded model for many batches on its device.
 
-    ``channels_last`` feeds the network NHWC tensors. By default it is on for
-    convolutional networks on the CPU, where oneDNN's NHWC kernels made the zoo's
-    PGD 1.0-2.0x and its evaluation 1.0-2.8x faster (BENCHMARKS.md), and on CUDA
-    only for compiled CNNs in bf16: on an H100 that was the fastest layout for
-    compiled bf16 ResNet-50 (5% over NCHW), but 18% slower eager in bf16 and slower
-    in fp32. ``torch.compile`` fuses the element-wise work around the matrix
-    products; it pays back its compile time only over many batches.
+    ``channels_last`` feeds the network NHWC tensors; by default it follows
+    :func:`channels_last_by_default` for the model's ``purpose`` (a model that attacks
+    also predicts its clean images, a much smaller share of its work).
+    ``torch.compile`` fuses the element-wise work around the matrix products; it pays
+    back its compile time only over many batches.
     """
     cuda = model.device.type == "cuda"
     if channels_last is None:
-        channels_last = convolutional(model) and (not cuda or (compile and precision == "bf16"))
+        channels_last = channels_last_by_default(convolutional(model), cuda, precision, compile, purpose)
     if channels_last:
         model.net.to(memory_format=torch.channels_last)
         model.channels_last = True

@@ -26,7 +26,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
@@ -34,10 +34,8 @@ import torch.nn.functional as F
 
 from archsim.cache import CacheStore, digest
 from archsim.errors import ArchsimError
-from archsim.models import SimModel, precision_context, usable_cores
+from archsim.models import Purpose, SimModel, precision_context, usable_cores
 from archsim.specs import AUTO, check_batch_size
-
-Purpose = Literal["attack", "evaluate"]
 
 MIN_GAIN = 0.05
 """A larger batch must be this much faster (images per second) to be preferred."""

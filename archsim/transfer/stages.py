@@ -208,7 +208,7 @@ def evaluate_target(
             loaded.append(create_model(spec, cache=store, device=device))
             if loaded[0].fingerprint != fingerprint:
                 raise ArchsimError(f"model {spec} changed during the run (different weights); rerun")
-            prepare(loaded[0], precision, compile)
+            prepare(loaded[0], precision, compile, purpose="evaluate")
         return loaded[0]
 
     def predict_set(key: str) -> dict:
