@@ -196,9 +196,8 @@ def knowledge_correlations(table: pd.DataFrame) -> pd.DataFrame:
     groups = [("all", table)]
     if architectures > 1:
         groups.append(("within architecture", demeaned))
-    if architectures > 2:
-        groups.append(("between architectures", means.mean()))
-    if architectures > 1:
+        if architectures > 2:
+            groups.append(("between architectures", means.mean()))
         groups += list(table.groupby("architecture", sort=False))
     return pd.DataFrame([
         {"group": group, "metric": metric, "sources": len(part),
