@@ -28,9 +28,9 @@ from archsim.data import load_data
 from archsim.engines import Engine, engine_for
 from archsim.errors import ArchsimError
 from archsim.measures import DEFAULT_EPS_S, sat_tables
-from archsim.models import check_model_specs, check_precision, create_model, zoo_specs
+from archsim.models import check_model_specs, check_precision, create_model, default_precision, zoo_specs
 from archsim.transfer import TransferResult, run_transfer
-from archsim.transfer.batching import Purpose, batch_size_for, check_batch_size
+from archsim.transfer.batching import Purpose, batch_size_for, check_batch_size, check_max_resident
 
 DIGITS_EPS = 0.1
 """Default radius on ``digits``: 25/255 levels. Chosen so that PGD fools every zoo model
@@ -74,6 +74,11 @@ class SatRun:
     cards: pd.DataFrame
     cache_used: set[tuple[str, str]]
 
+    @property
+    def timings(self) -> pd.DataFrame:
+        """Per model: seconds to load, predict clean, attack and evaluate, and their rates (0 where cached)."""
+        return self.transfer.timings
+
 
 def run_sat(
     models: list[str] | None = None,
@@ -93,8 +98,10 @@ def run_sat(
     out: str | Path | None = None,
     engine: str | Engine = "local",
     address: str | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
     compile: bool = False,
+    keep_going: bool = False,
+    max_resident: int | str = "auto",
 ) -> SatRun:
     """Compute the SAT matrix of a set of models on a data set.
 
@@ -130,12 +137,20 @@ def run_sat(
         (which the caller then closes). The results do not depend on it.
     address : str, optional
         Ray cluster address with ``engine="ray"``.
-    precision : {"fp32", "bf16"}
-        Arithmetic of attacks and predictions: bf16 is autocast, faster on GPUs but
-        less faithful (:func:`archsim.models.check_precision`); its results are cached
-        apart from fp32 ones and recorded in the run's settings.
+    precision : {"auto", "fp32", "bf16"}
+        Arithmetic of attacks and predictions; ``auto`` is bf16 autocast on CUDA and fp32
+        on the CPU (:func:`archsim.models.default_precision` says why). bf16 results are
+        cached apart from fp32 ones and recorded in the run's settings.
     compile : bool
         Run the models through ``torch.compile`` (pays off on GPUs over many batches).
+    keep_going : bool
+        Leave out models that fail the check every model gets before any attack (one
+        forward and backward pass, prepared as the run will run them), instead of
+        stopping; ``config["left_out"]`` and the report name them and why.
+    max_resident : int or "auto"
+        Targets evaluation keeps loaded at once (per Ray task); each adversarial set is
+        read once per such group. ``auto``: as many as fit a share of the free memory
+        (:func:`archsim.transfer.batching.resident_budget`).
     """
     specs = list(models) if models else zoo_specs()
     if len(specs) < 2:
@@ -148,6 +163,9 @@ def run_sat(
     if n_boot < 0:
         raise ArchsimError(f"--n-boot must be 0 or more, got {n_boot}")
     batch_size = check_batch_size(batch_size)
+    max_resident = check_max_resident(max_resident)
+    if precision != "auto":
+        check_precision(precision)
     store = cache if isinstance(cache, CacheStore) else CacheStore(cache)
     chosen = {k: v for k, v in {"steps": steps, "rel_step": rel_step, "random_start": random_start}.items() if v is not None}
     the_attack = create_attack(attack, eps=default_eps(data) if eps is None else eps, **chosen)
@@ -160,38 +178,47 @@ def run_sat(
         "eps_s": eps_s,
         "n_boot": n_boot,
     }
-    if check_precision(precision) != "fp32":  # absent for fp32, so run folders made before the option still resume
-        settings["precision"] = precision
     out_dir = Path(out) if out is not None else None
-    with claimed_run_dir(out_dir, settings):  # held until the last file is written
-        # Folder and npz data go into the cache and are read from there in batches: sets larger than memory run.
-        images = load_data(data, split="eval", n_images=n_images, seed=seed, store=store)
-        started = time.perf_counter()
-        with engine_for(engine, device, address) as runner:
+    with engine_for(engine, device, address) as runner:
+        if precision == "auto":
+            precision = default_precision(runner.device)
+        if check_precision(precision) != "fp32":  # absent for fp32, so run folders made before the option still resume
+            settings["precision"] = precision
+        if keep_going:  # absent unless set, as above; a rerun leaves out the same models
+            settings["keep_going"] = True
+        with claimed_run_dir(out_dir, settings):  # held until the last file is written
+            # Folder and npz data go into the cache and are read from there in batches: sets larger than memory run.
+            images = load_data(data, split="eval", n_images=n_images, seed=seed, store=store)
+            started = time.perf_counter()
             transfer = run_transfer(
                 specs, images, the_attack, store, seed=seed, batch_size=batch_size, engine=runner, describe=describe,
-                precision=precision, compile=compile,
+                precision=precision, compile=compile, keep_going=keep_going, max_resident=max_resident,
             )
-        tables = sat_tables(transfer.names, transfer.clean_correct, transfer.adv_wrong, eps_s=eps_s, n_boot=n_boot, seed=seed)
-        config = {
-            "settings": settings,
-            "data_fingerprint": images.fingerprint,
-            "n_images_used": len(images),
-            "engine": runner.name,
-            "device": runner.device,
-            "batch_size": batch_size,
-            "precision": precision,
-            "compile": compile,
-            "cache": str(store.root),
-            "seconds": round(time.perf_counter() - started, 2),
-            "versions": versions(),
-        }
-        run = SatRun(
-            tables.sat, tables.one_sided, tables.pairs, transfer.models_table(), config, transfer, store.hits, store.misses,
-            cards_table({name: card for name, card in zip(transfer.names, transfer.cards) if card}), set(store.used),
-        )
-        if out_dir is not None:
-            write_run(out_dir, run)
+            for spec, problem in transfer.left_out.items():
+                warnings.warn(f"left out {spec}: {problem}", stacklevel=2)
+            tables = sat_tables(transfer.names, transfer.clean_correct, transfer.adv_wrong, eps_s=eps_s, n_boot=n_boot, seed=seed)
+            config = {
+                "settings": settings,
+                "data_fingerprint": images.fingerprint,
+                "n_images_used": len(images),
+                "engine": runner.name,
+                "device": runner.device,
+                "batch_size": batch_size,
+                "precision": precision,
+                "compile": compile,
+                "cache": str(store.root),
+                "seconds": round(time.perf_counter() - started, 2),
+                "cost": transfer.cost,
+                "left_out": transfer.left_out,
+                "max_resident": max_resident,
+                "versions": versions(),
+            }
+            run = SatRun(
+                tables.sat, tables.one_sided, tables.pairs, transfer.models_table(), config, transfer, store.hits, store.misses,
+                cards_table({name: card for name, card in zip(transfer.names, transfer.cards) if card}), set(store.used),
+            )
+            if out_dir is not None:
+                write_run(out_dir, run)
     return run
 
 
@@ -590,6 +617,8 @@ def write_run(out: Path, run: SatRun) -> None:
     atomic_write_text(out / "pairs.csv", run.pairs.to_csv(index=False, float_format="%.6f"))
     atomic_write_text(out / "models.csv", run.models.to_csv(index=False, float_format="%.4f"))
     atomic_write_text(out / "cards.csv", run.cards.to_csv())
+    if run.timings is not None:
+        atomic_write_text(out / "timings.csv", run.timings.to_csv(index=False, float_format="%.4g"))
     atomic_write_text(out / "cache_entries.txt", "".join(f"{kind}/{key}\n" for kind, key in sorted(run.cache_used)))
     # config.json last: its presence marks a complete run folder.
     atomic_write_text(out / "config.json", json.dumps(run.config, indent=2, sort_keys=True) + "\n")

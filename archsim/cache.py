@@ -112,6 +112,8 @@ class CacheStore:
         self.misses = 0
         self.used: set[tuple[str, str]] = set()
         """(kind, key) of every entry read or written through this store: a run's footprint."""
+        self.bytes_read = 0
+        """Bytes read back from entries: checksums, loads, and the batches callers report (:meth:`count_read`)."""
         self._reported: set[Path] = set()
         if self.root.exists() and not self.root.is_dir():
             raise ArchsimError(f"cache path {self.root} is a file; pass --cache a folder")
@@ -130,6 +132,7 @@ class CacheStore:
         try:
             with path.open("rb") as handle:
                 arrays = self._decode(handle)
+                self.count_read(2 * os.fstat(handle.fileno()).st_size)  # checked once, then loaded
         except FileNotFoundError:
             return None
         if arrays is None:
@@ -142,6 +145,7 @@ class CacheStore:
         try:
             with path.open("rb") as handle:
                 intact = _checksum_matches(handle)
+                self.count_read(handle.tell())
         except FileNotFoundError:
             return False
         if not intact:
@@ -208,10 +212,29 @@ class CacheStore:
             fill(handle)
             handle.seek(len(_MAGIC) + 32)
             digest_of_rest = _sha256_to_end(handle)
+            self.count_read(handle.tell())
             handle.seek(len(_MAGIC))
             handle.write(digest_of_rest)
 
         atomic_write(self.path(kind, key), write)
+
+    def count_read(self, nbytes: int) -> None:
+        """Add ``nbytes`` to :attr:`bytes_read` (callers that stream an entry's batches report them here)."""
+        self.bytes_read += int(nbytes)
+
+    def find(self, kind: str, key: str) -> dict[str, np.ndarray] | None:
+        """The entry's arrays, counted as a hit and used, or None (not counted) where it is absent or damaged."""
+        found = self.get(kind, key)
+        if found is not None:
+            self.hits += 1
+            self._mark_used(kind, key)
+        return found
+
+    def put_computed(self, kind: str, key: str, arrays: Mapping[str, np.ndarray]) -> None:
+        """Store what a caller computed after :meth:`find` missed, counted as a miss and used."""
+        self.misses += 1
+        self.put(kind, key, arrays)
+        self.used.add((kind, key))
 
     def get_or_compute(
         self, kind: str, key: str, compute: Callable[[], Mapping[str, np.ndarray]]

@@ -37,6 +37,20 @@ class BatchSizeType(click.ParamType):
             self.fail(f"{value!r} is not a positive whole number or 'auto'", param, ctx)
 
 
+class MaxResidentType(click.ParamType):
+    """A positive whole number of models or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        from archsim.specs import check_max_resident
+
+        try:
+            return check_max_resident(value)
+        except ArchsimError:
+            self.fail(f"{value!r} is not a positive whole number or 'auto'", param, ctx)
+
+
 BATCH_SIZE_HELP = ("Images per batch, or auto: measured per model and device (fastest batch within the free memory), "
                    "searched once per machine and cached.")
 
@@ -73,15 +87,21 @@ def engine_options(command):
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap replicates for 95% intervals.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--batch-size", type=BatchSizeType(), default="auto", show_default=True, help=BATCH_SIZE_HELP)
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-              help="bf16: autocast, 1.3-3.6x faster attacks on recent GPUs, slower on most CPUs; SAT rank correlation ~0.98-0.99 with fp32 (fp32 at another seed: ~0.98).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto: bf16 on CUDA, fp32 on the CPU. bf16 (autocast) attacks 1.3-3.6x faster on recent GPUs; its SAT keeps a rank "
+                   "correlation of 0.982-0.991 with fp32, as close as fp32 at another attack seed (0.974-0.984). fp32 reproduces exactly.")
+@click.option("--keep-going", is_flag=True, default=False,
+              help="Leave out models that fail the check every model gets first (one forward and backward pass), instead of stopping.")
+@click.option("--max-resident", type=MaxResidentType(), default="auto", show_default=True,
+              help="Targets kept loaded at once while evaluating; each adversarial set is read once per group of them. "
+                   "auto: as many as fit a quarter of the free memory.")
 @click.option("--compile/--no-compile", default=False, show_default=True,
               help="Run the models through torch.compile (pays off on a GPU over many batches).")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim].")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder [default: runs/<timestamp>].")
 @engine_options
-def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed, eps_s, n_boot, device, batch_size, precision, compile,
-        cache, out, engine, address, cpus_per_task) -> None:
+def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed, eps_s, n_boot, device, batch_size, precision,
+        keep_going, max_resident, compile, cache, out, engine, address, cpus_per_task) -> None:
     """Compute the SAT matrix of MODELS on DATA; write sat.csv, pairs.csv, models.csv, cards.csv, config.json,
     the analysis tables and report.html."""
     from archsim.api import run_sat
@@ -96,7 +116,8 @@ def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed
             result = run_sat(
                 models=specs or None, data=data, n_images=n_images, attack=attack, eps=eps, steps=steps, rel_step=rel_step,
                 random_start=random_start, seed=seed, eps_s=eps_s, n_boot=n_boot, device=device, batch_size=batch_size,
-                cache=cache, out=out, engine=runner, precision=precision, compile=compile,
+                cache=cache, out=out, engine=runner, precision=precision, compile=compile, keep_going=keep_going,
+                max_resident=max_resident,
             )
     except BaseException:
         if made and not any(out.iterdir()):  # refused before it claimed the folder: leave no empty runs/<timestamp>
@@ -691,7 +712,16 @@ def _print_summary(result, out: Path, seconds: float) -> None:
         f"\n{len(names)} models, {result.config['n_images_used']} images, attack {result.config['settings']['attack']}; "
         f"cache: {result.cache_hits} hits, {result.cache_misses} computed; {seconds:.1f} s"
     )
-    click.echo(f"wrote {out}/sat.csv, pairs.csv, models.csv, cards.csv, config.json")
+    cost = result.config["cost"]
+    skipped, total = cost["stage2_images_skipped"], len(names) ** 2 * result.config["n_images_used"]
+    click.echo(
+        f"evaluation: {cost['stage2_images_evaluated']} predictions computed; {skipped} of {total} not needed (outside X_st, "
+        f"{100 * skipped / max(total, 1):.0f}%); adversarial sets read {cost['stage2_read_ratio']:.2f}x "
+        f"({cost['stage2_adversarial_bytes_read'] / 2**20:.1f} of {cost['adversarial_bytes'] / 2**20:.1f} MiB) in {cost['stage2_groups']} group(s)"
+    )
+    for spec, problem in result.config["left_out"].items():
+        click.echo(f"left out {spec}: {problem}")
+    click.echo(f"wrote {out}/sat.csv, pairs.csv, models.csv, cards.csv, timings.csv, config.json")
 
 
 def main(argv: list[str] | None = None) -> None:

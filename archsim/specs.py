@@ -118,10 +118,19 @@ def model_list(chunks: tuple[str, ...] | list[str]) -> list[str]:
 
 def check_batch_size(value: int | str) -> int | str:
     """A positive whole number or ``"auto"``, else a one-line error."""
+    return _count_or_auto(value, "--batch-size")
+
+
+def check_max_resident(value: int | str) -> int | str:
+    """``--max-resident``: a positive whole number of models or ``"auto"``, else a one-line error."""
+    return _count_or_auto(value, "--max-resident")
+
+
+def _count_or_auto(value: int | str, flag: str) -> int | str:
     if value == AUTO:
         return AUTO
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ArchsimError(f"--batch-size must be a positive whole number or 'auto', got {value!r}")
+        raise ArchsimError(f"{flag} must be a positive whole number or 'auto', got {value!r}")
     return value

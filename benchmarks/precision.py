@@ -38,7 +38,7 @@ from archsim import SatRun, run_sat
 from archsim.cache import CacheStore
 from archsim.measures import sat_tables
 from archsim.models import zoo_specs
-from archsim.transfer.stages import evaluate_target
+from archsim.transfer.stages import evaluate_targets
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -123,12 +123,20 @@ def main() -> None:
 def evaluated(attacked: SatRun, precision: str, clean: SatRun, store: CacheStore, args: argparse.Namespace) -> np.ndarray:
     """The SAT matrix of ``attacked``'s adversarial sets predicted in ``precision``, with ``clean``'s clean predictions."""
     transfer = attacked.transfer
-    adv_pred = np.stack([
-        evaluate_target(args.device, store, spec, fingerprint, transfer.adv_keys, args.batch_size, precision, args.compile)
-        for spec, fingerprint in zip(transfer.specs, transfer.fingerprints)
-    ], axis=1)
+    # Every image: the clean predictions that decide X_st come from another precision's run.
+    everything = np.ones((len(transfer.adv_keys), len(transfer.labels)), dtype=bool)
+    outcome = evaluate_targets(
+        args.device, store, list(zip(transfer.specs, transfer.fingerprints)), transfer.adv_keys, [everything] * len(transfer.specs),
+        _image_shape(store, transfer.adv_keys[0]),
+        args.batch_size, precision, args.compile,
+    )
+    adv_pred = np.stack(outcome.predictions, axis=1)
     mixed = replace(transfer, clean_logits=clean.transfer.clean_logits, adv_pred=adv_pred)
     return sat_tables(mixed.names, mixed.clean_correct, mixed.adv_wrong, n_boot=0).sat.to_numpy()
+
+
+def _image_shape(store: CacheStore, adv_key: str) -> tuple[int, ...]:
+    return tuple(store.open("adv", adv_key).shape("images")[1:])
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ class Engine(Protocol):
     name: str
     device: str
     """Where the tasks compute: ``cpu``, ``cuda`` or ``cuda:N``."""
+    slots: int
+    """How many tasks run at once (GPUs of a Ray cluster); a stage splits its work into this many groups."""
 
     def map(self, task: Task, jobs: Sequence[tuple], store: CacheStore, desc: str, labels: Sequence[str]) -> list[Any]:
         """``task(device, store, *job)`` for every job; results in the order of ``jobs``.

@@ -12,6 +12,8 @@ class LocalEngine:
     """Runs each task here on ``device`` (``cpu`` or ``cuda[:N]``)."""
 
     name = "local"
+    slots = 1
+    """Tasks run at once: one, in this process."""
 
     def __init__(self, device: str = "cpu") -> None:
         self.device = device

@@ -92,7 +92,7 @@ def _run_task(task: Task, store_root: str, probe: str, use_gpu: bool, label: str
     except ArchsimError as error:
         return _Failure(str(error))
     report = TaskReport(label, node_ip, ray.get_runtime_context().get_node_id(), os.getpid(), gpu_ids, visible, device, started, time.time())
-    return result, store.hits, store.misses, sorted(store.used), report
+    return result, store.hits, store.misses, store.bytes_read, sorted(store.used), report
 
 
 def _check_reachable(address: str) -> None:
@@ -158,6 +158,8 @@ class RayEngine:
         self.use_gpu = device != "cpu" and gpus > 0
         self.device = "cuda" if self.use_gpu else "cpu"
         self.cpus_per_task = cpus_per_task
+        # Tasks the cluster runs at once: a stage that splits its work into groups makes this many.
+        self.slots = max(1, int(gpus) if self.use_gpu else int(ray.cluster_resources().get("CPU", 1) // cpus_per_task))
         self.max_retries = max_retries
         self.reports: list[TaskReport] = []
         """One per finished task, in the order they finished."""
@@ -199,9 +201,10 @@ class RayEngine:
                         raise ArchsimError(f"{desc}: the task of {labels[i]} failed {self.max_retries + 1} times, last with {_one_line(error)}") from None
                     if isinstance(value, _Failure):
                         raise ArchsimError(value.message)
-                    results[i], hits, misses, used, report = value
+                    results[i], hits, misses, bytes_read, used, report = value
                     store.hits += hits
                     store.misses += misses
+                    store.count_read(bytes_read)
                     store.used.update((kind, key) for kind, key in used)
                     self.reports.append(report)
                     progress.done(labels[i], computed=misses > 0)

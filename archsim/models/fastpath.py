@@ -28,17 +28,25 @@ def usable_cores() -> int:
 
 
 def check_precision(precision: str) -> str:
-    """``precision`` if known, else a one-line error.
-
-    fp32 is the default everywhere. bf16 autocast is opt-in: on an H100 it makes PGD
-    1.3-5x faster on ImageNet-size models, but the embedded zoo's SAT matrix then keeps
-    a rank correlation of only 0.981-0.991 with fp32 (four seeds and two earlier runs;
-    0.987-0.993 on a CPU): below the 0.99 the default has to keep, though above the
-    0.974-0.984 of fp32 against itself at another seed (BENCHMARKS.md).
-    """
+    """``precision`` (``fp32`` or ``bf16``) if known, else a one-line error; ``auto`` is resolved
+    per device by :func:`default_precision`."""
     if precision not in PRECISIONS:
         raise ArchsimError(f"unknown --precision {precision!r}; use {' or '.join(PRECISIONS)}")
     return precision
+
+
+def default_precision(device: str | torch.device) -> str:
+    """The precision ``auto`` means on ``device``: bf16 on CUDA, fp32 elsewhere.
+
+    The rule: the fastest setting whose SAT matrix agrees with an fp32 run at least as
+    well as fp32 agrees with itself at another attack seed. Measured on an H100 (the
+    embedded zoo, four seeds, BENCHMARKS.md): bf16 against fp32 at the same seed keeps a
+    rank correlation of 0.982-0.991 (mean 0.987), fp32 reseeded 0.974-0.984 (mean
+    0.979), so bf16's difference from fp32 lies within the attack's own noise, while it
+    runs 1.3-3.6x faster on ImageNet-size models (eager; 2.7-5x compiled). On the
+    CPU bf16 is slower, so fp32 stays. ``--precision fp32`` reproduces fp32 exactly.
+    """
+    return "bf16" if torch.device(device).type == "cuda" else "fp32"
 
 
 def precision_context(device: str | torch.device, precision: str) -> AbstractContextManager:
@@ -71,6 +79,19 @@ def channels_last_by_default(conv: bool, cuda: bool, precision: str, compile: bo
     return compile and precision == "bf16"
 
 
+def to_channels_last(net: nn.Module) -> None:
+    """Store the network's 4-d parameters and buffers (convolution kernels) NHWC, in place.
+
+    ``nn.Module.to(memory_format=torch.channels_last)`` also converts 5-d tensors and
+    fails on them ("required rank 4 tensor"): the SAT paper's ``lambda_resnet50ts`` and
+    ``lamhalobotnet50ts_256`` hold a 3-d convolution's kernel. Only 4-d tensors have an
+    NHWC layout, so only they are converted.
+    """
+    for tensor in (*net.parameters(), *net.buffers()):
+        if tensor.dim() == 4:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+
+
 def prepare(
     model: SimModel, precision: str = "fp32", compile: bool = False, channels_last: bool | None = None,
     purpose: Purpose = "attack",
@@ -87,7 +108,7 @@ def prepare(
     if channels_last is None:
         channels_last = channels_last_by_default(convolutional(model), cuda, precision, compile, purpose)
     if channels_last:
-        model.net.to(memory_format=torch.channels_last)
+        to_channels_last(model.net)
         model.channels_last = True
     if cuda:
         # Fixed shapes batch after batch: let cuDNN time its algorithms once and keep the fastest.

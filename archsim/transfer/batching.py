@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from archsim.cache import CacheStore, digest
 from archsim.errors import ArchsimError
 from archsim.models import Purpose, SimModel, precision_context, usable_cores
-from archsim.specs import AUTO, check_batch_size
+from archsim.specs import AUTO, check_batch_size, check_max_resident
 
 MIN_GAIN = 0.05
 """A larger batch must be this much faster (images per second) to be preferred."""
@@ -47,6 +47,11 @@ MEMORY_SHARE = {"cuda": 0.8, "cpu": 0.5}
 where the share is also cut in proportion to the cores this process computes on."""
 ATTACK_STATE_COPIES = 6
 """Float copies of a batch an attack keeps beside the model's step (clean, adversarial, gradient, momentum...)."""
+RESIDENT_SHARE = 0.5
+"""Share of a batch's memory budget (:data:`MEMORY_SHARE` of the free memory) that evaluation may fill with resident
+targets' weights; the rest is left for their batches."""
+UNKNOWN_MEMORY_BYTES = 4 << 30
+"""Weights kept resident where the free memory cannot be read (not Linux)."""
 _MIN_TIMED_RUNS = 3
 _MIN_TIMED_SECONDS = 0.01
 
@@ -140,7 +145,7 @@ def batch_size_for(
     if batch_size != AUTO:
         return batch_size
     device = model.device
-    budget = _memory_budget(device) if _peak_measurable(device) else None
+    budget = memory_budget(device) if _peak_measurable(device) else None
     measurable = budget is not None
     limit = max(1, min(n_images, MAX_BATCH_SIZE if measurable else UNMEASURED_LIMIT))
     state_bytes = ATTACK_STATE_COPIES * 4 * math.prod(image_shape) if purpose == "attack" else 0
@@ -166,6 +171,25 @@ def batch_size_for(
     else:
         store.touch("batch", key)  # so `cache prune --older-than` keeps choices still in use
     return int(found["batch_size"])
+
+
+@dataclass(frozen=True)
+class ResidentBudget:
+    """How many targets evaluation keeps loaded at once: at most ``models``, and it starts a new group once
+    their weights reach ``bytes``."""
+
+    models: int
+    bytes: int
+
+
+def resident_budget(device: torch.device, max_resident: int | str = AUTO) -> ResidentBudget:
+    """``max_resident`` models, or for ``"auto"`` as many as fit :data:`RESIDENT_SHARE` of the memory a batch may
+    take on ``device`` (:func:`memory_budget`); at least one, however large."""
+    max_resident = check_max_resident(max_resident)
+    if max_resident != AUTO:
+        return ResidentBudget(int(max_resident), 1 << 62)
+    budget = memory_budget(device)
+    return ResidentBudget(1 << 30, max(1, int(budget * RESIDENT_SHARE)) if budget is not None else UNKNOWN_MEMORY_BYTES)
 
 
 def _trial_on(model: SimModel, purpose: Purpose, image_shape: tuple[int, ...], precision: str) -> Callable[[int], Trial]:
@@ -247,7 +271,7 @@ def _proc_bytes(path: Path, field: str) -> int | None:
     return int(match.group(1)) * 1024 if match else None
 
 
-def _memory_budget(device: torch.device) -> int | None:
+def memory_budget(device: torch.device) -> int | None:
     """Bytes a batch may take on ``device``: a share of what is free there, or None where unknown."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)

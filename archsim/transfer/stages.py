@@ -18,6 +18,8 @@ the cache, and the predicted labels as 16-bit integers where they fit.
 
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
@@ -33,7 +35,8 @@ from archsim.cache import CacheStore, digest
 from archsim.data import ImageSet, imagenet_wnids
 from archsim.errors import ArchsimError
 from archsim.models import SimModel, check_model_specs, check_precision, create_model, precision_context, prepare, train_zoo
-from archsim.transfer.batching import Purpose, batch_size_for
+from archsim.specs import AUTO
+from archsim.transfer.batching import Purpose, batch_size_for, resident_budget
 
 if TYPE_CHECKING:
     from archsim.engines import Engine
@@ -45,7 +48,8 @@ class TransferResult:
 
     ``clean_logits[n]``: model n on the clean set, [M, C] (read-only, memory-mapped
     from the cache by :func:`run_transfer`); ``adv_pred[s, t]``: target t's predicted
-    labels on source s's adversarial set, [M].
+    labels on source s's adversarial set, [M], -1 on images outside X_st (either model
+    wrong on the clean image), which no output uses and so are not evaluated.
     """
 
     names: list[str]
@@ -57,6 +61,12 @@ class TransferResult:
     adv_keys: list[str]
     info: list[dict] = field(default_factory=list)
     cards: list[dict | None] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)
+    """Specs the preflight check left out (``keep_going``), with why."""
+    cost: dict = field(default_factory=dict)
+    """Seconds per stage, bytes read from the cache, images evaluated and skipped."""
+    timings: pd.DataFrame | None = None
+    """Per model: seconds to load, predict clean, attack and evaluate, and their rates."""
 
     @cached_property
     def clean_pred(self) -> np.ndarray:
@@ -69,7 +79,8 @@ class TransferResult:
 
     @property
     def adv_wrong(self) -> np.ndarray:
-        return self.adv_pred != self.labels[None, None, :]
+        """Target t misclassifies source s's adversarial image, where it was evaluated (inside X_st)."""
+        return (self.adv_pred != self.labels[None, None, :]) & (self.adv_pred >= 0)
 
     def models_table(self) -> pd.DataFrame:
         diag = np.array([self.adv_wrong[i, i][self.clean_correct[i]].mean() if self.clean_correct[i].any() else np.nan for i in range(len(self.names))])
@@ -161,6 +172,8 @@ class SourceOutcome:
     card: dict | None
     adv_key: str
     clean_key: str
+    timing: dict = field(default_factory=dict)
+    """Seconds to load, predict the clean set and attack it (0 where the cache had the result)."""
 
 
 def attack_source(
@@ -168,9 +181,11 @@ def attack_source(
     describe: Callable[[SimModel], dict | None] | None = None, precision: str = "fp32", compile: bool = False,
 ) -> SourceOutcome:
     """Stage-1 task: load one model, cache its clean logits and its adversarial set."""
+    started = time.perf_counter()
     model = create_model(spec, cache=store, device=device)
     check_compatible(model, data)
     prepare(model, precision, compile)
+    timing = {"load_s": time.perf_counter() - started}
 
     def sized(purpose: Purpose) -> int:
         # Searched only when something is computed: a run found in the cache measures nothing.
@@ -185,46 +200,236 @@ def attack_source(
 
     with precision_context(device, precision):
         clean_key = pred_key(model.fingerprint, data.fingerprint, precision)
+        began, misses = time.perf_counter(), store.misses
         store.get_or_stream("pred", clean_key, "logits", (len(data.labels), model.num_outputs), np.float32, clean_logits)
+        timing["clean_s"] = time.perf_counter() - began if store.misses > misses else 0.0
         key = adv_key(model.fingerprint, data, attack, seed, precision)
+        began, misses = time.perf_counter(), store.misses
         # Checked, not just found: a damaged set is found and recomputed here, while the source is loaded.
         store.get_or_stream("adv", key, "images", tuple(data.images.shape), np.uint8, adversarial_set)
+        timing["attack_s"] = time.perf_counter() - began if store.misses > misses else 0.0
     card = describe(model) if describe is not None else None
-    return SourceOutcome(model.name, model.fingerprint, {**model.info, "architecture": model.architecture_id}, card, key, clean_key)
+    info = {**model.info, "architecture": model.architecture_id}
+    return SourceOutcome(model.name, model.fingerprint, info, card, key, clean_key, timing)
 
 
-def evaluate_target(
-    device: str, store: CacheStore, spec: str, fingerprint: str, adv_keys: list[str], batch_size: int | str,
-    precision: str = "fp32", compile: bool = False,
-) -> np.ndarray:
-    """Stage-2 task: one target's predicted labels on every source's set, [sources, images], compact integers.
+@dataclass
+class PreflightOutcome:
+    """Whether one model runs through the preparation a run will use; ``problem`` is None where it does."""
 
-    The target is loaded only if some prediction is missing from the cache.
-    """
-    loaded: list[SimModel] = []
+    spec: str
+    problem: str | None
+    load_seconds: float
 
-    def target() -> SimModel:
-        if not loaded:
-            loaded.append(create_model(spec, cache=store, device=device))
-            if loaded[0].fingerprint != fingerprint:
-                raise ArchsimError(f"model {spec} changed during the run (different weights); rerun")
-            prepare(loaded[0], precision, compile, purpose="evaluate")
-        return loaded[0]
 
-    def predict_set(key: str) -> dict:
-        adv_images = store.open("adv", key)
-        if adv_images is None:
-            raise ArchsimError(f"adversarial set {key[:12]} vanished from the cache during the run; rerun to recompute it")
-        shape = adv_images.shape("images")
-        size = batch_size_for(target(), batch_size, "evaluate", shape[1:], shape[0], store, precision)
+def preflight_model(
+    device: str, store: CacheStore, spec: str, data: ImageSet, precision: str = "fp32", compile: bool = False,
+) -> PreflightOutcome:
+    """Stage-0 task: build one model and run two images forward and backward (as an attack does) and
+    forward under inference (as evaluation does), each in the layout, precision and compilation the
+    run will use. Never raises for the model's own faults: they come back as ``problem``, one line."""
+    started = time.perf_counter()
+    load_seconds = 0.0
+    try:
+        model = create_model(spec, cache=store, device=device)
+        load_seconds = time.perf_counter() - started
+        check_compatible(model, data)
+        images = next(iter(data.batches(2)))
+        x, y = to_device(images, model.device).float().div_(255.0), data.labels[: len(images)].to(model.device)
+        prepare(model, precision, compile, purpose="attack")
         with precision_context(device, precision):
-            batches = (torch.from_numpy(rows) for rows in adv_images.batches("images", size))
-            # The labels are taken on the device: copying whole logits back would move classes-times more bytes.
-            return {"pred": torch.cat(list(predict_stream(target(), batches, reduce=lambda logits: logits.argmax(-1)))).numpy()}
+            losses, grad, _ = Attack.input_gradient(model, x, y)
+            if not (torch.isfinite(losses).all() and torch.isfinite(grad).all()):
+                raise ArchsimError("its loss or input gradient is not finite on the first images")
+        if not compile:  # the layout evaluation may choose differs (channels-last for inference on CUDA)
+            prepare(model, precision, compile, purpose="evaluate")
+        with precision_context(device, precision), torch.inference_mode():
+            model(x).argmax(-1).cpu()
+    except ArchsimError as error:
+        return PreflightOutcome(spec, str(error), load_seconds)
+    except Exception as error:  # noqa: BLE001 - any network may fail in its own way; the run reports it in one line
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return PreflightOutcome(spec, f"{type(error).__name__}: {first}"[:300], load_seconds)
+    return PreflightOutcome(spec, None, load_seconds)
 
-    return compact_labels(np.stack([
-        store.get_or_compute("pred", pred_key(fingerprint, key, precision), lambda key=key: predict_set(key))["pred"] for key in adv_keys
-    ]))
+
+def preflight(engine: Engine, specs: list[str], data: ImageSet, store: CacheStore, precision: str, compile: bool, keep_going: bool) -> dict[str, str]:
+    """Check every model before any heavy work; the models to leave out (spec -> why) under ``keep_going``.
+
+    Without ``keep_going`` a model that cannot run is a one-line error naming it, before any attack.
+    """
+    outcomes: list[PreflightOutcome] = engine.map(preflight_model, [(spec, data, precision, compile) for spec in specs], store, "check models", specs)
+    failed = {o.spec: o.problem for o in outcomes if o.problem is not None}
+    if failed and not keep_going:
+        listed = "; ".join(f"{spec}: {problem}" for spec, problem in failed.items())
+        raise ArchsimError(f"{len(failed)} of {len(specs)} models cannot run ({listed}); fix or remove them, or pass --keep-going to leave them out")
+    return failed
+
+
+def needed_pred_key(fingerprint: str, images_key: str, needed: np.ndarray, precision: str = "fp32") -> str | None:
+    """Cache key of a target's predictions on the ``needed`` images of a set (None: no image needed).
+
+    All images needed is the plain :func:`pred_key`, so full predictions from any run serve.
+    """
+    if needed.all():
+        return pred_key(fingerprint, images_key, precision)
+    if not needed.any():
+        return None
+    return digest("pred", fingerprint, images_key, *_precision_part(precision), {"only": hashlib.sha256(np.packbits(needed).tobytes()).hexdigest()})
+
+
+@dataclass
+class EvaluationOutcome:
+    """Stage 2 for a group of targets: predictions ([sources, images] per target, -1 where no output
+    needs the image) and what it cost."""
+
+    predictions: list[np.ndarray]
+    adversarial_bytes_read: int
+    images_evaluated: int
+    images_skipped: int
+    timings: list[dict]
+    groups: int
+
+
+def evaluate_targets(
+    device: str, store: CacheStore, targets: list[tuple[str, str]], adv_keys: list[str], needed: list[np.ndarray],
+    image_shape: tuple[int, ...], batch_size: int | str, precision: str = "fp32", compile: bool = False,
+    max_resident: int | str = AUTO,
+) -> EvaluationOutcome:
+    """Stage-2 task: the predictions of a group of targets (spec, fingerprint) on every source's set.
+
+    ``needed[t][s]`` marks the images of set s whose prediction by target t some output
+    uses (for SAT: both models right on the clean image); only they are evaluated.
+    Predictions already cached are read, not recomputed, and a target is loaded only if
+    one is missing. The missing ones are computed with as many targets resident as
+    ``max_resident`` allows (``auto``: as many as fit in a share of the free memory, see
+    :func:`archsim.transfer.batching.resident_budget`): each set is read once per
+    group of resident targets, its batches streamed past all of them, instead of once
+    per target.
+    """
+    n_images = needed[0].shape[1] if needed else 0
+    predictions = [np.full((len(adv_keys), n_images), -1, dtype=np.int64) for _ in targets]
+    todo: list[dict[int, str]] = []  # per target: source -> the key its predictions go under
+    skipped = 0
+    for t, (spec, fingerprint) in enumerate(targets):
+        missing: dict[int, str] = {}
+        for s, images_key in enumerate(adv_keys):
+            mask = needed[t][s]
+            skipped += int((~mask).sum())
+            key = needed_pred_key(fingerprint, images_key, mask, precision)
+            if key is None:
+                continue
+            found = store.find("pred", pred_key(fingerprint, images_key, precision)) if key != pred_key(fingerprint, images_key, precision) else None
+            found = found or store.find("pred", key)
+            if found is None:
+                missing[s] = key
+            else:
+                predictions[t][s][mask] = found["pred"][mask]
+        todo.append(missing)
+    timings = [{"load_s": 0.0, "evaluate_s": 0.0, "images": 0} for _ in targets]
+    cost = {"bytes": 0, "evaluated": 0, "groups": 0}
+    budget = resident_budget(torch.device(device), max_resident)
+    group: list[tuple[int, SimModel]] = []
+    held = 0
+    for t, (spec, fingerprint) in enumerate(targets):
+        if not todo[t]:
+            continue
+        started = time.perf_counter()
+        model = create_model(spec, cache=store, device=device)
+        if model.fingerprint != fingerprint:
+            raise ArchsimError(f"model {spec} changed during the run (different weights); rerun")
+        prepare(model, precision, compile, purpose="evaluate")
+        timings[t]["load_s"] = time.perf_counter() - started
+        group.append((t, model))
+        held += weight_bytes(model)
+        if len(group) >= budget.models or held >= budget.bytes:
+            _evaluate_group(group, adv_keys, needed, todo, predictions, timings, cost, store, device, image_shape, batch_size, precision)
+            group, held = [], 0
+    if group:
+        _evaluate_group(group, adv_keys, needed, todo, predictions, timings, cost, store, device, image_shape, batch_size, precision)
+    return EvaluationOutcome(
+        [compact_labels(p) for p in predictions], cost["bytes"], cost["evaluated"], skipped, timings, cost["groups"],
+    )
+
+
+def _evaluate_group(
+    group: list[tuple[int, SimModel]], adv_keys: list[str], needed: list[np.ndarray], todo: list[dict[int, str]],
+    predictions: list[np.ndarray], timings: list[dict], cost: dict, store: CacheStore, device: str,
+    image_shape: tuple[int, ...], batch_size: int | str, precision: str,
+) -> None:
+    """Stream every set that some resident target lacks past those targets, once; store what they predict."""
+    cost["groups"] += 1
+    n_images = len(predictions[group[0][0]][0])
+    sizes = {t: batch_size_for(model, batch_size, "evaluate", image_shape, n_images, store, precision) for t, model in group}
+    read_size = max(sizes.values())
+    for s in sorted({s for t, _ in group for s in todo[t]}):
+        members = [(t, model) for t, model in group if s in todo[t]]
+        adv_images = store.open("adv", adv_keys[s])
+        if adv_images is None:
+            raise ArchsimError(f"adversarial set {adv_keys[s][:12]} vanished from the cache during the run; rerun to recompute it")
+        feeds = {t: _Rebatcher(model, sizes[t], device) for t, model in members}
+        start = 0
+        with precision_context(device, precision):
+            for rows in adv_images.batches("images", read_size):
+                store.count_read(rows.nbytes)
+                cost["bytes"] += rows.nbytes
+                for t, _ in members:
+                    began = time.perf_counter()
+                    feeds[t].add(rows[needed[t][s][start : start + len(rows)]])
+                    timings[t]["evaluate_s"] += time.perf_counter() - began
+                start += len(rows)
+        for t, _ in members:
+            began = time.perf_counter()
+            with precision_context(device, precision):
+                labels = feeds[t].finish()
+            timings[t]["evaluate_s"] += time.perf_counter() - began
+            mask = needed[t][s]
+            timings[t]["images"] += int(mask.sum())
+            cost["evaluated"] += int(mask.sum())
+            predictions[t][s][mask] = labels
+            store.put_computed("pred", todo[t][s], {"pred": predictions[t][s]})
+
+
+class _Rebatcher:
+    """Feeds one target the rows it needs in batches of exactly its own size, whatever size they are read in:
+    the same batches (and so the same floating-point results) as reading the set at that size."""
+
+    def __init__(self, model: SimModel, size: int, device: str) -> None:
+        self.model, self.size, self.device = model, size, device
+        self.waiting: list[np.ndarray] = []
+        self.count = 0
+        self.outputs: list[torch.Tensor] = []
+
+    def add(self, rows: np.ndarray) -> None:
+        if len(rows):
+            self.waiting.append(rows)
+            self.count += len(rows)
+        while self.count >= self.size:
+            self._forward(self.size)
+
+    def finish(self) -> np.ndarray:
+        if self.count:
+            self._forward(self.count)
+        # The labels stay on the device until the set is done: no wait for a copy per batch.
+        return torch.cat(self.outputs).cpu().numpy() if self.outputs else np.empty(0, dtype=np.int64)
+
+    def _forward(self, size: int) -> None:
+        rows = np.concatenate(self.waiting) if len(self.waiting) > 1 else self.waiting[0]
+        batch, rest = rows[:size], rows[size:]
+        self.waiting, self.count = ([rest] if len(rest) else []), len(rest)
+        with torch.inference_mode():
+            logits = self.model(to_device(torch.from_numpy(np.ascontiguousarray(batch)), self.model.device).float().div_(255.0)).float()
+            self.outputs.append(logits.argmax(-1))
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of a model's parameters and buffers: what keeping it resident costs before any batch."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+def target_groups(n_targets: int, slots: int) -> list[list[int]]:
+    """Targets split into ``slots`` contiguous groups of near-equal size (fewer if there are fewer targets)."""
+    return [list(map(int, chunk)) for chunk in np.array_split(np.arange(n_targets), min(max(slots, 1), n_targets)) if len(chunk)]
 
 
 def run_transfer(
@@ -238,13 +443,20 @@ def run_transfer(
     describe: Callable[[SimModel], dict | None] | None = None,
     precision: str = "fp32",
     compile: bool = False,
+    keep_going: bool = False,
+    max_resident: int | str = AUTO,
 ) -> TransferResult:
-    """Attack each source once, then evaluate each target on the clean and all adversarial sets.
+    """Check every model, attack each source once, then evaluate the targets on the adversarial sets.
 
     ``engine`` runs the per-model tasks (default: this process, on the CPU);
     ``describe`` gives each model's card during its attack task. ``precision``
     (``fp32`` or ``bf16``, see :func:`archsim.models.check_precision`) enters the
-    cache keys; ``compile`` runs the models through ``torch.compile``.
+    cache keys; ``compile`` runs the models through ``torch.compile``. A model that
+    fails the check (:func:`preflight`) stops the run before any attack, or with
+    ``keep_going`` is left out (``result.left_out``). Evaluation keeps up to
+    ``max_resident`` targets loaded per engine slot and reads each set once per
+    such group (:func:`evaluate_targets`); it evaluates target t on source s's image
+    only where both classify the clean image correctly, the images SAT counts.
     """
     from archsim.engines import LocalEngine
 
@@ -255,21 +467,63 @@ def run_transfer(
         # One after another, the tasks below would train missing zoo models one at a time;
         # Ray tasks already train theirs side by side, on their nodes.
         train_zoo(specs, cache)
+    started = time.perf_counter()
+    left_out = preflight(engine, specs, data, cache, precision, compile, keep_going)
+    specs = [spec for spec in specs if spec not in left_out]
+    if len(specs) < 2:
+        raise ArchsimError(f"only {len(specs)} of the models can run; SAT needs two (left out: {'; '.join(f'{k}: {v}' for k, v in left_out.items())})")
+    checked = time.perf_counter()
+    read_before = cache.bytes_read
     sources: list[SourceOutcome] = engine.map(
         attack_source, [(spec, data, attack, seed, batch_size, describe, precision, compile) for spec in specs], cache,
         "attack sources", specs,
     )
+    attacked, stage1_read = time.perf_counter(), cache.bytes_read - read_before
     names = [source.name for source in sources]
     adv_keys = [source.adv_key for source in sources]
+    logits = stacked_logits(cache, [s.clean_key for s in sources])
+    correct = predicted_labels(logits) == data.labels.numpy()[None, :]
     # The barrier between the stages: no evaluation task waits on (or holds a device for) an unfinished attack.
-    predictions = engine.map(
-        evaluate_target, [(spec, source.fingerprint, adv_keys, batch_size, precision, compile) for spec, source in zip(specs, sources)], cache,
-        "evaluate targets", specs,
+    groups = target_groups(len(specs), engine.slots)
+    image_shape = tuple(data.images.shape[1:])
+    outcomes: list[EvaluationOutcome] = engine.map(
+        evaluate_targets,
+        [([(specs[t], sources[t].fingerprint) for t in group], adv_keys, [correct & correct[t] for t in group], image_shape,
+          batch_size, precision, compile, max_resident) for group in groups],
+        cache, "evaluate targets", [", ".join(names[t] for t in group) for group in groups],
     )
-    adv_pred = np.stack(predictions, axis=1)  # [source, target, image]
+    adv_pred = np.stack([p for outcome in outcomes for p in outcome.predictions], axis=1)  # [source, target, image]
+    set_bytes = len(adv_keys) * int(np.prod(data.images.shape))
+    stage2_read = sum(o.adversarial_bytes_read for o in outcomes)
+    cost = {
+        "preflight_s": round(checked - started, 3),
+        "attack_stage_s": round(attacked - checked, 3),
+        "evaluate_stage_s": round(time.perf_counter() - attacked, 3),
+        "stage1_cache_bytes_read": int(stage1_read),
+        "adversarial_bytes": set_bytes,
+        "stage2_adversarial_bytes_read": int(stage2_read),
+        "stage2_read_ratio": round(stage2_read / set_bytes, 4) if set_bytes else 0.0,
+        "stage2_groups": sum(o.groups for o in outcomes),
+        "stage2_images_evaluated": sum(o.images_evaluated for o in outcomes),
+        "stage2_images_skipped": sum(o.images_skipped for o in outcomes),
+    }
+    timings = [t for o in outcomes for t in o.timings]
+    steps = attack.config().get("steps", 1)
+    table = pd.DataFrame({
+        "model": names,
+        "load_s": [s.timing.get("load_s", 0.0) for s in sources],
+        "clean_s": [s.timing.get("clean_s", 0.0) for s in sources],
+        "attack_s": [s.timing.get("attack_s", 0.0) for s in sources],
+        "attack_image_steps_per_s": [len(data) * steps / s.timing["attack_s"] if s.timing.get("attack_s") else np.nan for s in sources],
+        "evaluate_load_s": [t["load_s"] for t in timings],
+        "evaluate_s": [t["evaluate_s"] for t in timings],
+        "evaluated_images": [t["images"] for t in timings],
+        "evaluate_images_per_s": [t["images"] / t["evaluate_s"] if t["evaluate_s"] else np.nan for t in timings],
+    })
     return TransferResult(
-        names, list(specs), data.labels.numpy(), stacked_logits(cache, [s.clean_key for s in sources]), adv_pred,
+        names, list(specs), data.labels.numpy(), logits, adv_pred,
         [s.fingerprint for s in sources], adv_keys, [s.info for s in sources], [s.card for s in sources],
+        left_out, cost, table,
     )
 
 

@@ -117,3 +117,20 @@ def test_unknown_precision_is_one_line():
     assert check_precision("bf16") == "bf16"
     with pytest.raises(ArchsimError, match="unknown --precision 'fp16'; use fp32 or bf16"):
         check_precision("fp16")
+
+
+def test_channels_last_converts_only_four_dimensional_tensors():
+    """A network holding a 3-d convolution (lambda_resnet50ts, lamhalobotnet50ts_256 do) goes channels-last:
+    nn.Module.to(memory_format=channels_last) fails on its 5-d kernel."""
+    from archsim.models import Preprocess, SimModel, prepare
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Unflatten(1, (1, 4)), nn.Conv3d(1, 1, (1, 3, 3)), nn.Flatten(), nn.LazyLinear(2))
+    model = SimModel(net, Preprocess((3, 12, 12), [0.5], [0.5]), "lambda-like", "test:lambda")
+    model(torch.rand(1, 3, 12, 12))  # materialise the lazy layer
+    with pytest.raises(RuntimeError, match="rank 4"):
+        nn.Sequential(nn.Conv3d(1, 1, 3)).to(memory_format=torch.channels_last)
+    before = model(torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(0)))
+    prepare(model, channels_last=True)
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last) and net[2].weight.dim() == 5
+    after = model(torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(0)))
+    assert torch.allclose(before, after, atol=1e-5)

@@ -109,7 +109,7 @@ def test_cpu_peak_memory_is_measured_from_real_allocations():
     assert 60 << 20 <= batching.peak_memory(cpu, allocate) <= 80 << 20
     held.clear()
     assert batching.peak_memory(cpu, lambda: None) < 8 << 20
-    assert 0 < batching._memory_budget(cpu) < batching._host_memory_available()
+    assert 0 < batching.memory_budget(cpu) < batching._host_memory_available()
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -122,10 +122,10 @@ def test_cuda_peak_memory_and_budget_come_from_the_allocator():
     peak = batching.peak_memory(cuda, lambda: held.append(torch.empty(64 << 20, dtype=torch.uint8, device=cuda)))
     assert peak == 64 << 20
     # Memory torch has cached for tensors since freed counts as free.
-    budget = batching._memory_budget(cuda)
+    budget = batching.memory_budget(cuda)
     held.clear()
     assert torch.cuda.memory_reserved(cuda) > torch.cuda.memory_allocated(cuda)
-    assert batching._memory_budget(cuda) == pytest.approx(budget + batching.MEMORY_SHARE["cuda"] * (64 << 20), abs=1 << 20)
+    assert batching.memory_budget(cuda) == pytest.approx(budget + batching.MEMORY_SHARE["cuda"] * (64 << 20), abs=1 << 20)
     _, total = torch.cuda.mem_get_info(cuda)
     assert 0 < budget < total
 
@@ -153,7 +153,7 @@ def test_cuda_search_backs_off_at_out_of_memory_and_the_device_stays_usable():
     assert torch.cuda.memory_allocated(cuda) == before
     assert trial(chosen).peak_bytes > 0  # what the failed size took was handed back
     # With the budget, the size chosen runs a real attack within it.
-    budget = batching._memory_budget(cuda)
+    budget = batching.memory_budget(cuda)
     within = batch_size_for(model, "auto", "attack", shape, 1024)
     assert within < failed[0]
     images = torch.randint(0, 256, (within, *shape), dtype=torch.uint8)
