@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from archsim.attacks import PGD, NoiseSource
 from archsim.attacks.tests.test_pgd import small_model
@@ -124,9 +125,8 @@ def test_channels_last_converts_only_four_dimensional_tensors():
     nn.Module.to(memory_format=channels_last) fails on its 5-d kernel."""
     from archsim.models import Preprocess, SimModel, prepare
 
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Unflatten(1, (1, 4)), nn.Conv3d(1, 1, (1, 3, 3)), nn.Flatten(), nn.LazyLinear(2))
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Unflatten(1, (1, 4)), nn.Conv3d(1, 1, (1, 3, 3)), nn.Flatten(), nn.Linear(4 * 8 * 8, 2))
     model = SimModel(net, Preprocess((3, 12, 12), [0.5], [0.5]), "lambda-like", "test:lambda")
-    model(torch.rand(1, 3, 12, 12))  # materialise the lazy layer
     with pytest.raises(RuntimeError, match="rank 4"):
         nn.Sequential(nn.Conv3d(1, 1, 3)).to(memory_format=torch.channels_last)
     before = model(torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(0)))
