@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast clean
+.PHONY: demo test test-fast test-scale clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not scale"
+
+# The SAT paper's 68 architectures through `archsim run` (random weights, 2 images, PGD-1), with a per-model time table.
+test-scale: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m scale
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

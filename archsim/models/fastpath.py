@@ -85,11 +85,17 @@ def to_channels_last(net: nn.Module) -> None:
     ``nn.Module.to(memory_format=torch.channels_last)`` also converts 5-d tensors and
     fails on them ("required rank 4 tensor"): the SAT paper's ``lambda_resnet50ts`` and
     ``lamhalobotnet50ts_256`` hold a 3-d convolution's kernel. Only 4-d tensors have an
-    NHWC layout, so only they are converted.
+    NHWC layout, so only they are converted. Buffers are replaced, not changed in place:
+    one cached during a forward pass under inference mode (ConViT's ``rel_indices``) is an
+    inference tensor, whose data cannot be set outside that mode.
     """
-    for tensor in (*net.parameters(), *net.buffers()):
-        if tensor.dim() == 4:
-            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    for module in net.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if parameter.dim() == 4:
+                parameter.data = parameter.data.contiguous(memory_format=torch.channels_last)
+        for name, buffer in module.named_buffers(recurse=False):
+            if buffer is not None and buffer.dim() == 4:
+                setattr(module, name, buffer.contiguous(memory_format=torch.channels_last))
 
 
 def prepare(

@@ -129,8 +129,11 @@ def test_channels_last_converts_only_four_dimensional_tensors():
     model = SimModel(net, Preprocess((3, 12, 12), [0.5], [0.5]), "lambda-like", "test:lambda")
     with pytest.raises(RuntimeError, match="rank 4"):
         nn.Sequential(nn.Conv3d(1, 1, 3)).to(memory_format=torch.channels_last)
+    with torch.inference_mode():  # a buffer cached during an inference pass, as ConViT's rel_indices
+        net[0].register_buffer("cached", torch.ones(1, 2, 2, 3))
     before = model(torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(0)))
     prepare(model, channels_last=True)
+    assert net[0].cached.is_contiguous(memory_format=torch.channels_last)
     assert net[0].weight.is_contiguous(memory_format=torch.channels_last) and net[2].weight.dim() == 5
     after = model(torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(0)))
     assert torch.allclose(before, after, atol=1e-5)
