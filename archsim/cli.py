@@ -428,12 +428,14 @@ def compare_matrices_command(matrices, out) -> None:
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
 @click.option("--student", required=True, help="A model of the run (name or spec).")
 def recommend_teacher(run_dir, student) -> None:
-    """Rank the run's models as distillation teachers for a student, from the SAT matrix alone (SPEC §2.7)."""
+    """Rank the run's models as distillation teachers for a student: by the SAT paper's conclusion (another base
+    architecture, least similar, first), or by the student accuracies archsim distill measured on the run."""
     from archsim.applications.distill import recommend_teachers
 
     table = recommend_teachers(run_dir, student)
-    _show(table)
-    click.echo(f"\nrecommended teacher: {table['teacher'].iloc[0]}")
+    _show(table.drop(columns="rule"))
+    click.echo(f"\nranked by the {table['rule'].iloc[0]}")
+    click.echo(f"recommended teacher: {table['teacher'].iloc[0]}")
 
 
 @cli.command()

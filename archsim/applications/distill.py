@@ -10,7 +10,6 @@ share the base architecture, with teacher accuracy as the control.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -194,15 +193,26 @@ def distill_correlations(table: pd.DataFrame) -> pd.DataFrame:
     ])
 
 
-def recommend_teachers(run_dir: str | Path, student: str) -> pd.DataFrame:
-    """Teachers for ``student`` ranked from the run's SAT matrix alone.
+PAPER_RULE = "paper: different base architecture first, least similar first; then same base, most similar first"
+MEASURED_RULE = "measured: student accuracy from archsim distill, or predicted by its group's trend in SAT"
 
-    The sign of the paper's finding (SPEC §2.7) orders each group: teachers sharing
-    the student's base architecture by SAT descending (similar helps), the others
-    by SAT ascending (dissimilar helps). Where ``archsim distill`` has measured this
-    student on the run, the measured sign of each group's Spearman correlation
-    replaces the paper's. Same-base teachers are listed first: a choice of
-    archsim, as the paper compares the groups only by their trends.
+
+def recommend_teachers(run_dir: str | Path, student: str) -> pd.DataFrame:
+    """Teachers for ``student`` ranked, with the rule that ranked them in column ``rule``.
+
+    Without measurements, by the SAT paper's practical conclusion (its section 5.2):
+    across base architectures a dissimilar teacher helps, within one base a similar
+    one does, and the regularisation a different teacher brings wins overall (its best
+    student came from a very different teacher). So teachers of another base
+    architecture come first, least similar (lowest SAT) first, then those of the
+    student's base, most similar first.
+
+    Where ``archsim distill`` has measured this student on the run
+    (``RUN/distill/<student>/distill.csv``), teachers are ranked by student accuracy:
+    measured where a student was trained with that teacher, else predicted by a line
+    fitted to SAT over the measured teachers of the same group (same base or not; all
+    measured teachers where the group has fewer than two distinct SATs). Column
+    ``student_accuracy`` holds it and ``accuracy_from`` says which.
     """
     run_dir = Path(run_dir)
     _run_settings(run_dir)
@@ -215,18 +225,29 @@ def recommend_teachers(run_dir: str | Path, student: str) -> pd.DataFrame:
     table["sat"] = [float(sat.loc[t, name]) for t in table["teacher"]]
     table["teacher_base"] = [bases[t] for t in table["teacher"]]
     table["same_base"] = [bases[t] == bases[name] != "unknown" for t in table["teacher"]]
-    signs = {True: 1.0, False: -1.0}
-    sources = {True: "paper", False: "paper"}
-    measured = run_dir / "distill" / name / "distill_correlations.csv"
-    if measured.is_file():
-        found = pd.read_csv(measured).set_index("group")
-        for same, group in ((True, "same base architecture"), (False, "different base architecture")):
-            rho = found.loc[group, "spearman"] if group in found.index else np.nan
-            if np.isfinite(rho) and rho != 0:
-                signs[same], sources[same] = math.copysign(1.0, rho), "measured"
-    table["prefer"] = ["higher SAT" if signs[s] > 0 else "lower SAT" for s in table["same_base"]]
-    table["rule_from"] = [sources[s] for s in table["same_base"]]
-    table["_key"] = [-signs[s] * v for s, v in zip(table["same_base"], table["sat"])]
-    table = table.sort_values(["same_base", "_key"], ascending=[False, True], kind="stable").drop(columns="_key")
+    measured = run_dir / "distill" / name / "distill.csv"
+    taught = pd.read_csv(measured) if measured.is_file() else pd.DataFrame()
+    taught = taught[(taught["teacher"] != NO_TEACHER) & np.isfinite(taught["sat"])] if len(taught) else taught
+    if len(taught) >= 2:
+        accuracy = taught.set_index("teacher")["student_accuracy"]
+        predicted, sources = [], []
+        for teacher, value, same in zip(table["teacher"], table["sat"], table["same_base"]):
+            if teacher in accuracy.index:
+                predicted.append(float(accuracy[teacher]))
+                sources.append("measured")
+                continue
+            group = taught[taught["same_base"] == same]
+            group = group if group["sat"].nunique() >= 2 else taught
+            slope, intercept = np.polyfit(group["sat"], group["student_accuracy"], 1) if group["sat"].nunique() >= 2 else (0.0, group["student_accuracy"].mean())
+            predicted.append(float(slope * value + intercept))
+            sources.append("predicted")
+        table["student_accuracy"], table["accuracy_from"] = predicted, sources
+        table["rule"] = MEASURED_RULE
+        table = table.sort_values(["student_accuracy", "sat"], ascending=[False, True], kind="stable")
+    else:
+        table["rule"] = PAPER_RULE
+        # Different base first (False sorts first), least similar first there; same base, most similar first.
+        table["_key"] = np.where(table["same_base"], -table["sat"], table["sat"])
+        table = table.sort_values(["same_base", "_key"], ascending=[True, True], kind="stable").drop(columns="_key")
     table.insert(0, "rank", range(1, len(table) + 1))
     return table.reset_index(drop=True)

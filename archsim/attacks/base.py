@@ -32,6 +32,8 @@ class Attack(ABC):
     """
 
     name: str = ""
+    revision: int = 1
+    """Raised when an attack's algorithm changes for the same settings, so results made before are not reused."""
 
     def __init__(self, eps: float) -> None:
         if not (isinstance(eps, (int, float)) and math.isfinite(eps) and 0 < eps <= 1):

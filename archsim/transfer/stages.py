@@ -100,7 +100,8 @@ class TransferResult:
 
 
 def adv_key(fingerprint: str, data: ImageSet, attack: Attack, seed: int, precision: str = "fp32") -> str:
-    return digest("adv", fingerprint, data.fingerprint, attack.config(), seed, *_precision_part(precision))
+    revision = ({"revision": attack.revision},) if attack.revision > 1 else ()  # absent at 1: earlier keys stay valid
+    return digest("adv", fingerprint, data.fingerprint, attack.config(), seed, *_precision_part(precision), *revision)
 
 
 def pred_key(fingerprint: str, images_key: str, precision: str = "fp32") -> str:

@@ -11,7 +11,7 @@ import pytest
 from archsim.analysis.cards import CARD_COLUMNS, NAME_COLUMN
 from archsim.applications import diverse_sample
 from archsim.applications.checks import identical_misclassifications
-from archsim.applications.distill import distill_correlations, recommend_teachers
+from archsim.applications.distill import MEASURED_RULE, PAPER_RULE, distill_correlations, recommend_teachers
 from archsim.applications.ensembles import k_from_l, most_diverse_set, pair_table, set_scores, study_ensembles
 from archsim.applications.newcomer import assign_cluster
 from archsim.errors import ArchsimError
@@ -165,7 +165,7 @@ def write_run_folder(path, names, sat, bases, models_extra=None):
     (path / "config.json").write_text(json.dumps({"settings": {"models": [f"zoo:{n}" for n in names]}}))
 
 
-def test_recommend_teachers_follows_the_paper_then_the_measured_signs(tmp_path):
+def test_recommend_teachers_follows_the_paper_then_the_measured_accuracies(tmp_path):
     names = ["s", "t1", "t2", "c1", "c2"]
     sat = np.full((5, 5), 4.6)
     for name, value in zip(names[1:], (3.0, 2.0, 1.0, 2.5)):
@@ -174,14 +174,21 @@ def test_recommend_teachers_follows_the_paper_then_the_measured_signs(tmp_path):
     run = tmp_path / "run"
     write_run_folder(run, names, sat, ["Transformer", "Transformer", "Transformer", "CNN", "CNN"])
     table = recommend_teachers(run, "s")
-    assert table.teacher.tolist() == ["t1", "t2", "c1", "c2"]  # same base: similar first; other base: dissimilar first
-    assert table.rule_from.unique().tolist() == ["paper"]
+    # The paper's section 5.2: another base architecture first, least similar first; then the same base, most similar first.
+    assert table.teacher.tolist() == ["c1", "c2", "t1", "t2"]
+    assert table.rule.unique().tolist() == [PAPER_RULE]
+    # Measured: distill trained students with c1, t1 and t2; c2's accuracy is predicted from its group's line,
+    # which with one measured CNN is the line over all measured teachers (accuracy = 100 - 5 * SAT: 87.5 at 2.5).
     measured = run / "distill" / "s"
     measured.mkdir(parents=True)
-    pd.DataFrame({"group": ["same base architecture", "different base architecture"], "spearman": [-0.5, 0.7]}).to_csv(
-        measured / "distill_correlations.csv", index=False)
+    pd.DataFrame({
+        "teacher": ["(no teacher)", "t1", "t2", "c1"], "sat": [np.nan, 3.0, 2.0, 1.0], "same_base": [False, True, True, False],
+        "student_accuracy": [80.0, 85.0, 90.0, 95.0],
+    }).to_csv(measured / "distill.csv", index=False)
     table = recommend_teachers(run, "s")
-    assert table.teacher.tolist() == ["t2", "t1", "c2", "c1"] and set(table.rule_from) == {"measured"}
+    assert table.teacher.tolist() == ["c1", "t2", "c2", "t1"] and table.rule.unique().tolist() == [MEASURED_RULE]
+    assert table.set_index("teacher").loc["c2", "student_accuracy"] == pytest.approx(87.5)
+    assert table.set_index("teacher").accuracy_from.to_dict() == {"c1": "measured", "t2": "measured", "c2": "predicted", "t1": "measured"}
     with pytest.raises(ArchsimError, match="not a model of the run"):
         recommend_teachers(run, "nobody")
 
