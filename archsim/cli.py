@@ -680,11 +680,18 @@ def _new_run_dir() -> Path:
             n += 1
 
 
+MATRIX_SHOWN_UP_TO = 16
+"""Models up to which the run's summary prints the whole SAT matrix; a larger one is only in sat.csv (and the report)."""
+
+
 def _print_summary(result, out: Path, seconds: float) -> None:
     sat = result.sat
-    click.echo("\nSAT matrix (ln % fooled; ln 100 = 4.61 is a perfect, fully transferable attack):")
-    with pd.option_context("display.width", 250, "display.max_columns", 100):
-        click.echo(sat.to_string(float_format=lambda v: f"{v:.2f}"))
+    if len(sat) <= MATRIX_SHOWN_UP_TO:
+        click.echo("\nSAT matrix (ln % fooled; ln 100 = 4.61 is a perfect, fully transferable attack):")
+        with pd.option_context("display.width", 250, "display.max_columns", 100):
+            click.echo(sat.to_string(float_format=lambda v: f"{v:.2f}"))
+    else:
+        click.echo(f"\nSAT matrix: {len(sat)} x {len(sat)} in {out}/sat.csv (ln % fooled; ln 100 = 4.61 is a perfect, fully transferable attack)")
     names = list(sat.index)
     iu = np.triu_indices(len(names), k=1)
     pairs = pd.DataFrame({"a": np.array(names)[iu[0]], "b": np.array(names)[iu[1]], "sat": sat.values[iu]}).dropna()

@@ -21,12 +21,15 @@ class Engine(Protocol):
     slots: int
     """How many tasks run at once (GPUs of a Ray cluster); a stage splits its work into this many groups."""
 
-    def map(self, task: Task, jobs: Sequence[tuple], store: CacheStore, desc: str, labels: Sequence[str]) -> list[Any]:
+    def map(
+        self, task: Task, jobs: Sequence[tuple], store: CacheStore, desc: str, labels: Sequence[str], report_all: bool = False,
+    ) -> list[Any]:
         """``task(device, store, *job)`` for every job; results in the order of ``jobs``.
 
         Cache hits, misses and entries used by the tasks are added to ``store``'s
         counters, as if the tasks had run on it here. ``labels`` name the jobs in
-        progress bars and errors.
+        progress bars and errors; off a terminal a line reports each job that computed
+        something, or every job with ``report_all`` (work that is never cached).
         """
         ...
 

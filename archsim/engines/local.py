@@ -18,13 +18,15 @@ class LocalEngine:
     def __init__(self, device: str = "cpu") -> None:
         self.device = device
 
-    def map(self, task: Task, jobs: Sequence[tuple], store: CacheStore, desc: str, labels: Sequence[str]) -> list[Any]:
+    def map(
+        self, task: Task, jobs: Sequence[tuple], store: CacheStore, desc: str, labels: Sequence[str], report_all: bool = False,
+    ) -> list[Any]:
         results = []
         with TaskProgress(len(jobs), desc) as progress:
             for job, label in zip(jobs, labels):
                 misses = store.misses
                 results.append(task(self.device, store, *job))
-                progress.done(label, computed=store.misses > misses)
+                progress.done(label, computed=report_all or store.misses > misses)
         return results
 
     def close(self) -> None:

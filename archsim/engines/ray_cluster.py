@@ -165,7 +165,9 @@ class RayEngine:
         """One per finished task, in the order they finished."""
         self._remote = ray.remote(_run_task)
 
-    def map(self, task: Task, jobs: Sequence[tuple], store: CacheStore, desc: str, labels: Sequence[str]) -> list[Any]:
+    def map(
+        self, task: Task, jobs: Sequence[tuple], store: CacheStore, desc: str, labels: Sequence[str], report_all: bool = False,
+    ) -> list[Any]:
         ray = import_ray()
         store.root.mkdir(parents=True, exist_ok=True)
         probe = f".ray-probe-{uuid.uuid4().hex}"
@@ -207,7 +209,7 @@ class RayEngine:
                     store.count_read(bytes_read)
                     store.used.update((kind, key) for kind, key in used)
                     self.reports.append(report)
-                    progress.done(labels[i], computed=misses > 0)
+                    progress.done(labels[i], computed=report_all or misses > 0)
         finally:
             for ref in pending:  # after a failure: what finished is cached, the rest is not worth waiting for
                 ray.cancel(ref)

@@ -259,7 +259,9 @@ def preflight(engine: Engine, specs: list[str], data: ImageSet, store: CacheStor
 
     Without ``keep_going`` a model that cannot run is a one-line error naming it, before any attack.
     """
-    outcomes: list[PreflightOutcome] = engine.map(preflight_model, [(spec, data, precision, compile) for spec in specs], store, "check models", specs)
+    outcomes: list[PreflightOutcome] = engine.map(
+        preflight_model, [(spec, data, precision, compile) for spec in specs], store, "check models", specs, report_all=True,
+    )
     failed = {o.spec: o.problem for o in outcomes if o.problem is not None}
     if failed and not keep_going:
         listed = "; ".join(f"{spec}: {problem}" for spec, problem in failed.items())

@@ -154,6 +154,60 @@ def test_lowfreq_perturbation_is_low_frequency(trained, digits):
     assert low > 0.9 and low > plain + 0.15, (low, plain)
 
 
+def _outside_share(delta: np.ndarray, keep: int) -> float:
+    coefficients = scipy.fft.dctn(delta, axes=(-2, -1), norm="ortho")
+    return float(1 - (coefficients[..., :keep, :keep] ** 2).sum() / (coefficients**2).sum())
+
+
+def test_lowfreq_perturbation_stays_in_the_band(trained, digits):
+    """On the digits, whose black background bounds the perturbation at 0 (the [0, 1] box binds), the
+    perturbation stays in the band up to less than uint8 rounding adds, in the ball and in [0, 1]; the
+    per-pixel clip of archsim's earlier version leaked 38x more."""
+    from archsim.attacks.base import project
+
+    x, y = digits.images[:48].float() / 255, digits.labels[:48]
+    attack = LowFrequencyPGD(eps=0.1, steps=10, ratio=0.25)
+    adv = attack.perturb(trained, x, y, _noise(x))
+    delta = (adv - x).double().numpy()
+    assert np.abs(delta).max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    leak = _outside_share(delta, 8)  # ceil(0.25 * 32) = 8
+    # What uint8 rounding adds: ~ (1/255)^2 / 12 per pixel, spread over all frequencies.
+    rounding = delta.size * (1 / 255) ** 2 / 12 / (delta**2).sum()
+    assert leak < rounding, (leak, rounding)
+    clipped = x + attack.lowpass(0.1 * _noise(x).draw()).clamp(-0.1, 0.1)
+    for _ in range(10):
+        _, grad, _ = attack.input_gradient(trained, clipped, y)
+        clipped = project(x + attack.lowpass(clipped - x + 0.01 * grad.sign()), x, 0.1)
+    assert _outside_share((clipped - x).double().numpy(), 8) > 20 * leak  # 38x measured
+    # Stored as uint8 (rounded, within the ball), the leak is the rounding's.
+    stored = (attack(trained, digits.images[:48], y, seed=0).double() - digits.images[:48].double()).numpy() / 255
+    assert _outside_share(stored, 8) < 3 * rounding
+
+
+def test_into_band_is_the_projection_onto_band_and_box():
+    """Dykstra's rounds converge to the nearest point of the band that the box allows: checked against
+    that quadratic programme solved directly by scipy (SLSQP, over the band's 9 DCT coefficients)."""
+    from scipy.optimize import minimize
+
+    from archsim.attacks.lowfreq import dct_basis
+
+    attack = LowFrequencyPGD(eps=0.1, ratio=0.5, projections=3000)
+    v = 0.3 * torch.randn(1, 1, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    low, high = torch.full_like(v, -0.1), torch.full_like(v, 0.1)
+    low[..., 0, :] = 0.0  # a saturated row, as a black border: the perturbation may not go below 0 there
+    ours = attack.into_band(v, low, high).flatten().numpy()
+    basis = torch.kron(dct_basis(6, 3, None, torch.float64), dct_basis(6, 3, None, torch.float64)).numpy()  # [9, 36]
+    target, lo, hi = v.flatten().numpy(), low.flatten().numpy(), high.flatten().numpy()
+    solved = minimize(
+        lambda c: ((basis.T @ c - target) ** 2).sum(), np.zeros(9), jac=lambda c: 2 * basis @ (basis.T @ c - target), method="SLSQP",
+        constraints=[{"type": "ineq", "fun": lambda c: basis.T @ c - lo}, {"type": "ineq", "fun": lambda c: hi - basis.T @ c}],
+        options={"ftol": 1e-14, "maxiter": 1000},
+    )
+    assert solved.success
+    assert np.allclose(ours, basis.T @ solved.x, atol=1e-4)
+    assert (ours >= lo - 1e-12).all() and (ours <= hi + 1e-12).all()
+
+
 def test_lowpass_is_the_dct_block_projection():
     noise = torch.rand(3, 2, 32, 24, dtype=torch.float64)
     attack = LowFrequencyPGD(eps=0.1, ratio=0.25)
