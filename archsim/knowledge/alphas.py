@@ -41,7 +41,9 @@ def alpha_2(delta_ss: np.ndarray, delta_st: np.ndarray, weights: np.ndarray | No
     ----------
     delta_ss : array [items, d_S]
     delta_st : array [items, d_T]
-    weights : array [items], optional (NaN items are dropped)
+    weights : array [items], optional
+        Items whose weight is NaN (an undefined alpha_1) are left out: of the sum and of
+        the count it is divided by, as :func:`alpha_1`'s mean leaves them out.
     """
     u, v = unit_rows(np.asarray(delta_ss, float)), unit_rows(np.asarray(delta_st, float))
     w = np.ones(len(u)) if weights is None else np.asarray(weights, float)

@@ -46,6 +46,34 @@ def _bootstrap_alpha_2(u: np.ndarray, v: np.ndarray, weights: np.ndarray, n_boot
     return np.sqrt(np.maximum(quadratic, 0)) / m
 
 
+def pair_alphas(d_ss: np.ndarray, d_st: np.ndarray, d_tt: np.ndarray, n_boot: int, rng: np.random.Generator) -> dict[str, float]:
+    """alpha_1, alpha_2 and the combined score of one ordered pair, with 95 % bootstrap intervals over its images.
+
+    An image whose target's own attack moves nothing (|Delta_T->T| = 0) has no alpha_1,
+    so it is left out of alpha_1 and of the combined score (weighted by alpha_1), in the
+    estimate and in every resample alike (:func:`alpha_1`, :func:`alpha_2`); alpha_2
+    itself uses every image.
+    """
+    per_image = alpha_1(d_st, d_tt)
+    defined = np.isfinite(per_image)
+    row = {
+        "alpha_1": float(per_image[defined].mean()) if defined.any() else np.nan,
+        "alpha_2": alpha_2(d_ss, d_st) if len(d_ss) else np.nan,
+        "alpha_combined": alpha_2(d_ss, d_st, per_image) if defined.any() else np.nan,
+    }
+    if n_boot > 0 and len(d_ss) > 1:
+        u, v = unit_rows(d_ss), unit_rows(d_st)
+        m = int(defined.sum())
+        resampled = {"alpha_2": _bootstrap_alpha_2(u, v, np.ones(len(u)), n_boot, rng)}
+        if m > 1:
+            counts = rng.multinomial(m, np.full(m, 1.0 / m), size=n_boot)
+            resampled["alpha_1"] = counts @ per_image[defined] / m
+            resampled["alpha_combined"] = _bootstrap_alpha_2(u[defined], v[defined], per_image[defined], n_boot, rng)
+        for name, values in resampled.items():
+            row[f"{name}_low"], row[f"{name}_high"] = np.percentile(values, [2.5, 97.5])
+    return row
+
+
 def alpha_matrices(
     run_dir: str | Path,
     out: str | Path | None = None,
@@ -98,20 +126,9 @@ def alpha_matrices(
             d_ss = (own[s] - t.clean_logits[s])[both]
             d_st = (entries[s, target].mapped("logits") - t.clean_logits[target])[both]
             d_tt = (own[target] - t.clean_logits[target])[both]
-            per_image = alpha_1(d_st, d_tt)
-            weights = np.nan_to_num(per_image)
-            a1[s, target] = np.nanmean(per_image) if both.any() else np.nan
-            a2[s, target] = alpha_2(d_ss, d_st) if both.any() else np.nan
-            combined[s, target] = alpha_2(d_ss, d_st, weights) if both.any() else np.nan
-            row = {"source": names[s], "target": names[target], "images": int(both.sum()),
-                   "alpha_1": a1[s, target], "alpha_2": a2[s, target], "alpha_combined": combined[s, target]}
-            if n_boot > 0 and both.sum() > 1:
-                counts = rng.multinomial(len(weights), np.full(len(weights), 1.0 / len(weights)), size=n_boot)
-                boot_1 = counts @ weights / len(weights)
-                u, v = unit_rows(d_ss), unit_rows(d_st)
-                for name, values in (("alpha_1", boot_1), ("alpha_2", _bootstrap_alpha_2(u, v, np.ones(len(u)), n_boot, rng)),
-                                     ("alpha_combined", _bootstrap_alpha_2(u, v, weights, n_boot, rng))):
-                    row[f"{name}_low"], row[f"{name}_high"] = np.percentile(values, [2.5, 97.5])
+            row = {"source": names[s], "target": names[target], "images": int(both.sum())}
+            row.update(pair_alphas(d_ss, d_st, d_tt, n_boot, rng))
+            a1[s, target], a2[s, target], combined[s, target] = row["alpha_1"], row["alpha_2"], row["alpha_combined"]
             rows.append(row)
     frame = lambda values: pd.DataFrame(values, index=names, columns=names)  # noqa: E731
     result = {"alpha_1": frame(a1), "alpha_2": frame(a2), "alpha_combined": frame(combined), "pairs": pd.DataFrame(rows)}

@@ -130,3 +130,25 @@ def test_alphas_on_a_run(tmp_path, cache_dir, capsys):
     pairs = pd.read_csv(tmp_path / "run" / "alphas" / "alphas_pairs.csv")
     off = pairs[pairs.source != pairs.target]
     assert (off.alpha_1_low <= off.alpha_1).all() and (off.alpha_1 <= off.alpha_1_high).all() and (off.images > 30).all()
+
+
+def test_an_image_without_alpha_1_is_left_out_of_estimate_and_bootstrap_alike():
+    """|Delta_T->T| = 0 on one image: alpha_1 is undefined there. The estimate, every resample and the
+    combined score leave that image out (it once counted as 0 in the resamples' and the combined
+    score's denominators, pulling them below the estimate)."""
+    from archsim.knowledge.alphas import alpha_2
+    from archsim.knowledge.on_run import pair_alphas
+
+    rng = np.random.default_rng(0)
+    d_ss, d_st = rng.normal(size=(6, 4)), rng.normal(size=(6, 3))
+    d_tt = d_st / 2.0  # alpha_1 = 2 on every image...
+    d_tt[3] = 0.0  # ...but this one, where it is undefined
+    row = pair_alphas(d_ss, d_st, d_tt, n_boot=200, rng=np.random.default_rng(1))
+    assert row["alpha_1"] == pytest.approx(2.0)
+    assert row["alpha_1_low"] == pytest.approx(2.0) and row["alpha_1_high"] == pytest.approx(2.0)
+    kept = np.arange(6) != 3
+    assert row["alpha_combined"] == pytest.approx(alpha_2(d_ss[kept], d_st[kept], np.full(5, 2.0)))
+    assert row["alpha_combined_low"] <= row["alpha_combined"] <= row["alpha_combined_high"]
+    assert row["alpha_2"] == pytest.approx(alpha_2(d_ss, d_st))  # alpha_2 needs no alpha_1: every image
+    every = pair_alphas(d_ss, d_st, d_st / 2.0, n_boot=0, rng=rng)
+    assert every["alpha_1"] == pytest.approx(2.0) and "alpha_1_low" not in every
