@@ -31,6 +31,31 @@ def test_pgd_matches_torchattacks(batch):
     assert torch.allclose(ours, theirs, atol=1e-6)
 
 
+class TorchattacksStart:
+    """The start torchattacks' PGD draws (uniform_(-eps, eps) from torch's global generator, seeded here),
+    in the unit form archsim's PGD scales by eps, so both start from the same point."""
+
+    def __init__(self, like: torch.Tensor, eps: float, seed: int) -> None:
+        self.like, self.eps, self.seed = like, eps, seed
+
+    def draw(self, *key):
+        torch.manual_seed(self.seed)
+        return torch.empty_like(self.like).uniform_(-self.eps, self.eps) / self.eps
+
+
+def test_pgd_with_random_start_matches_torchattacks_from_the_same_start(batch):
+    """The default path (random start on), against the reference with the start injected."""
+    torchattacks = pytest.importorskip("torchattacks")
+    model = small_model()
+    images, labels = batch
+    x = images.float() / 255
+    ours = PGD(eps=0.1, steps=10, rel_step=0.1).perturb(model, x, labels, TorchattacksStart(x, 0.1, seed=5))
+    torch.manual_seed(5)
+    theirs = torchattacks.PGD(model, eps=0.1, alpha=0.01, steps=10, random_start=True)(x, labels)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    assert not torch.allclose(ours, PGD(eps=0.1, steps=10, rel_step=0.1, random_start=False).perturb(model, x, labels, None))
+
+
 def test_uint8_output_is_rounded_and_inside_ball(batch):
     model = small_model()
     images, labels = batch
