@@ -102,6 +102,7 @@ def run_sat(
     compile: bool = False,
     keep_going: bool = False,
     max_resident: int | str = "auto",
+    attack_seeds: int = 1,
 ) -> SatRun:
     """Compute the SAT matrix of a set of models on a data set.
 
@@ -151,6 +152,12 @@ def run_sat(
         Targets evaluation keeps loaded at once (per Ray task); each adversarial set is
         read once per such group. ``auto``: as many as fit a share of the free memory
         (:func:`archsim.transfer.batching.resident_budget`).
+    attack_seeds : int
+        Attack with this many seeds (``seed``, ``seed + 1``, ...: the random starts change,
+        the images do not), to measure the attack's own noise, which the bootstrap over
+        images does not cover. ``sat`` and the intervals stay those of ``seed``; ``pairs``
+        gains ``sat_seed_mean``, ``sat_seed_sd``, ``sat_seed_min`` and ``sat_seed_max``, and
+        ``config["attack_seed_noise"]`` the rank correlation between the seeds' matrices.
     """
     specs = list(models) if models else zoo_specs()
     if len(specs) < 2:
@@ -164,6 +171,8 @@ def run_sat(
         raise ArchsimError(f"--n-boot must be 0 or more, got {n_boot}")
     batch_size = check_batch_size(batch_size)
     max_resident = check_max_resident(max_resident)
+    if isinstance(attack_seeds, bool) or not isinstance(attack_seeds, int) or attack_seeds < 1:
+        raise ArchsimError(f"attack_seeds must be a whole number of 1 or more, got {attack_seeds!r}")
     if precision != "auto":
         check_precision(precision)
     store = cache if isinstance(cache, CacheStore) else CacheStore(cache)
@@ -186,6 +195,8 @@ def run_sat(
             settings["precision"] = precision
         if keep_going:  # absent unless set, as above; a rerun leaves out the same models
             settings["keep_going"] = True
+        if attack_seeds > 1:
+            settings["attack_seeds"] = attack_seeds
         with claimed_run_dir(out_dir, settings):  # held until the last file is written
             # Folder and npz data go into the cache and are read from there in batches: sets larger than memory run.
             images = load_data(data, split="eval", n_images=n_images, seed=seed, store=store)
@@ -194,9 +205,16 @@ def run_sat(
                 specs, images, the_attack, store, seed=seed, batch_size=batch_size, engine=runner, describe=describe,
                 precision=precision, compile=compile, keep_going=keep_going, max_resident=max_resident,
             )
+            reseeded = [
+                run_transfer(
+                    transfer.specs, images, the_attack, store, seed=seed + k, batch_size=batch_size, engine=runner, describe=None,
+                    precision=precision, compile=compile, max_resident=max_resident, check_models=False,
+                ) for k in range(1, attack_seeds)
+            ]
             for spec, problem in transfer.left_out.items():
                 warnings.warn(f"left out {spec}: {problem}", stacklevel=2)
             tables = sat_tables(transfer.names, transfer.clean_correct, transfer.adv_wrong, eps_s=eps_s, n_boot=n_boot, seed=seed)
+            noise = seed_noise(tables, [sat_tables(r.names, r.clean_correct, r.adv_wrong, eps_s=eps_s, n_boot=0).sat for r in reseeded])
             config = {
                 "settings": settings,
                 "data_fingerprint": images.fingerprint,
@@ -213,6 +231,8 @@ def run_sat(
                 "max_resident": max_resident,
                 "versions": versions(),
             }
+            if noise is not None:
+                config["attack_seed_noise"] = noise
             run = SatRun(
                 tables.sat, tables.one_sided, tables.pairs, transfer.models_table(), config, transfer, store.hits, store.misses,
                 cards_table({name: card for name, card in zip(transfer.names, transfer.cards) if card}), set(store.used),
@@ -222,6 +242,33 @@ def run_sat(
     return run
 
 
+def seed_noise(tables, others: list[pd.DataFrame]) -> dict[str, Any] | None:
+    """With matrices of the same run at other attack seeds: per-pair spread in ``tables.pairs`` (added in place) and the
+    rank correlation between the seeds' off-diagonal entries (mean, min, max over pairs of seeds); None without others."""
+    from scipy.stats import spearmanr
+
+    if not others:
+        return None
+    stack = np.stack([tables.sat.to_numpy(), *(m.to_numpy() for m in others)])  # [seeds, N, N]
+    names = list(tables.sat.index)
+    index = [names.index(s) * len(names) + names.index(t) for s, t in zip(tables.pairs.source, tables.pairs.target)]
+    flat = stack.reshape(len(stack), -1)[:, index]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pairs without a SAT stay NaN
+        for label, values in (("mean", np.nanmean(flat, 0)), ("sd", np.nanstd(flat, 0, ddof=1)),
+                              ("min", np.nanmin(flat, 0)), ("max", np.nanmax(flat, 0))):
+            tables.pairs[f"sat_seed_{label}"] = values
+    off = ~np.eye(len(names), dtype=bool)
+    rhos = []
+    for a in range(len(stack)):
+        for b in range(a + 1, len(stack)):
+            x, y = stack[a][off], stack[b][off]
+            finite = np.isfinite(x) & np.isfinite(y)
+            rhos.append(float(spearmanr(x[finite], y[finite])[0]) if finite.sum() > 2 else float("nan"))
+    return {"seeds": len(stack), "spearman_mean": float(np.nanmean(rhos)), "spearman_min": float(np.nanmin(rhos)),
+            "spearman_max": float(np.nanmax(rhos)), "pairs_of_seeds": len(rhos)}
+
+
 @dataclass
 class AttackComparison:
     """Result of :func:`compare_attacks`."""
@@ -229,6 +276,9 @@ class AttackComparison:
     matrices: dict[str, pd.DataFrame]
     correlations: pd.DataFrame
     white_box: pd.DataFrame
+    noise_floor: dict[str, Any] | None = None
+    """The run's ``attack_seed_noise`` (``archsim run --attack-seeds K``): how well one attack agrees with itself at
+    another seed, the floor below which two attacks' correlation says nothing; None if the run did not measure it."""
 
 
 def compare_attacks(
@@ -272,7 +322,8 @@ def compare_attacks(
             )
             matrices[spec] = result.sat
             white_box[spec] = result.models.set_index("model")["white_box_success"]
-    comparison = AttackComparison(matrices, matrix_correlations(matrices), pd.DataFrame(white_box).rename_axis("model"))
+    noise = json.loads((run_dir / "config.json").read_text()).get("attack_seed_noise")
+    comparison = AttackComparison(matrices, matrix_correlations(matrices), pd.DataFrame(white_box).rename_axis("model"), noise)
     out = Path(out) if out is not None else run_dir / "attacks"
     out.mkdir(parents=True, exist_ok=True)
     for spec, matrix in matrices.items():
@@ -490,7 +541,7 @@ def load_run(
         settings["models"] + list(models or []), data=settings["data"], n_images=settings["n_images"],
         attack=_attack_spec(settings["attack"]), eps=settings["attack"]["eps"], seed=settings["seed"], eps_s=settings["eps_s"],
         n_boot=0 if models is None else settings["n_boot"], device=device, batch_size=batch_size, cache=store,
-        engine=engine, address=address, precision=run_precision(settings),
+        engine=engine, address=address, precision=run_precision(settings), keep_going=settings.get("keep_going", False),
     )
 
 

@@ -448,6 +448,7 @@ def run_transfer(
     compile: bool = False,
     keep_going: bool = False,
     max_resident: int | str = AUTO,
+    check_models: bool = True,
 ) -> TransferResult:
     """Check every model, attack each source once, then evaluate the targets on the adversarial sets.
 
@@ -460,6 +461,7 @@ def run_transfer(
     ``max_resident`` targets loaded per engine slot and reads each set once per
     such group (:func:`evaluate_targets`); it evaluates target t on source s's image
     only where both classify the clean image correctly, the images SAT counts.
+    ``check_models=False`` skips the check, for models a run has just checked.
     """
     from archsim.engines import LocalEngine
 
@@ -471,7 +473,7 @@ def run_transfer(
         # Ray tasks already train theirs side by side, on their nodes.
         train_zoo(specs, cache)
     started = time.perf_counter()
-    left_out = preflight(engine, specs, data, cache, precision, compile, keep_going)
+    left_out = preflight(engine, specs, data, cache, precision, compile, keep_going) if check_models else {}
     specs = [spec for spec in specs if spec not in left_out]
     if len(specs) < 2:
         raise ArchsimError(f"only {len(specs)} of the models can run; SAT needs two (left out: {'; '.join(f'{k}: {v}' for k, v in left_out.items())})")

@@ -138,3 +138,32 @@ def test_default_precision_is_bf16_on_cuda_only():
 
     assert default_precision("cpu") == "fp32" and default_precision("cuda") == "bf16" and default_precision("cuda:1") == "bf16"
 
+
+
+def test_attack_seeds_measure_the_attacks_own_noise(zoo, tmp_path):
+    """--attack-seeds 3: the run's SAT stays that of its seed; pairs.csv gains the spread over the seeds, equal
+    to three runs at seeds 0, 1, 2 (all images, so only the random starts change); config.json their rank correlation."""
+    from itertools import combinations
+
+    from scipy.stats import spearmanr
+
+    folder, specs, _ = zoo
+    store = CacheStore(tmp_path / "cache")
+    noisy = _run(folder, specs, store, attack_seeds=3, out=tmp_path / "run")
+    single = [_run(folder, specs, store, seed=k) for k in range(3)]
+    assert noisy.sat.equals(single[0].sat) and noisy.config["settings"]["attack_seeds"] == 3
+    stack = np.stack([run.sat.to_numpy() for run in single])
+    assert not np.allclose(stack[0], stack[1], equal_nan=True)  # the starts matter
+    pairs = noisy.pairs.set_index(["source", "target"])
+    names = list(noisy.sat.index)
+    for a, b in [(0, 1), (2, 3), (1, 0)]:
+        values = stack[:, a, b]
+        assert pairs.loc[(names[a], names[b]), "sat_seed_mean"] == pytest.approx(values.mean())
+        assert pairs.loc[(names[a], names[b]), "sat_seed_sd"] == pytest.approx(values.std(ddof=1))
+        assert pairs.loc[(names[a], names[b]), "sat_seed_max"] == pytest.approx(values.max())
+    off = ~np.eye(4, dtype=bool)
+    rhos = [spearmanr(stack[a][off], stack[b][off])[0] for a, b in combinations(range(3), 2)]
+    noise = json.loads((tmp_path / "run" / "config.json").read_text())["attack_seed_noise"]
+    assert noise["seeds"] == 3 and noise["spearman_mean"] == pytest.approx(np.mean(rhos)) and noise["spearman_min"] == pytest.approx(min(rhos))
+    with pytest.raises(ArchsimError, match="attack_seeds must be a whole number of 1 or more"):
+        _run(folder, specs, store, attack_seeds=0)
