@@ -354,9 +354,12 @@ def select(run_dir, matrix, k, method, power, draws, seed, out, device, batch_si
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
 @click.argument("spec", metavar="MODEL_SPEC")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder of the N+1-model run [default: RUN/added/<name>].")
+@click.option("--one-sided", is_flag=True, default=False,
+              help="The paper's approximation, without the run's adversarial sets: attack only the newcomer, evaluate the run's "
+                   "models on its set, assign the cluster from one-sided SAT.")
 @rerun_options
 @engine_options
-def add(run_dir, spec, out, device, batch_size, cache, engine, address, cpus_per_task) -> None:
+def add(run_dir, spec, out, one_sided, device, batch_size, cache, engine, address, cpus_per_task) -> None:
     """Add a model to a finished run (SPEC §2.8): attack only it, reuse every cached set,
     write its SAT row (symmetric and one-sided) and the existing cluster it joins."""
     from archsim.analysis.run import analyze_run
@@ -364,14 +367,25 @@ def add(run_dir, spec, out, device, batch_size, cache, engine, address, cpus_per
 
     started = time.perf_counter()
     with engine_for(engine, device, address, cpus_per_task) as runner:
-        result = add_model(run_dir, spec, out, cache, device, batch_size, engine=runner)
+        result = add_model(run_dir, spec, out, cache, device, batch_size, engine=runner, one_sided=one_sided)
     click.echo(f"{result.name} against the {len(result.row)} models of {run_dir}:")
-    _show(result.row.sort_values("sat", ascending=False))
+    _show(result.row.sort_values("one_sided_sat" if one_sided else "sat", ascending=False))
     joined = result.clusters[result.clusters["assigned"]].iloc[0]
-    click.echo(f"\njoins cluster {int(joined['cluster'])} (mean SAT {joined['mean_sat']:.2f} with its {int(joined['members'])} members)")
-    click.echo(f"cache: {result.run.cache_hits} hits, {result.run.cache_misses} computed; {time.perf_counter() - started:.1f} s")
+    by = "one-sided SAT" if one_sided else "SAT"
+    click.echo(f"\njoins cluster {int(joined['cluster'])} (mean {by} {joined['mean_sat']:.2f} with its {int(joined['members'])} members)")
+    agreement = result.agreement
+    click.echo(f"one-sided against symmetric SAT on the run: Pearson {agreement['pearson']:.2f}, Spearman {agreement['spearman']:.2f} "
+               f"over {agreement['pairs']} pairs (the paper: 0.82); {100 * agreement['same_cluster_share']:.0f}% of the run's "
+               f"{agreement['models_checked']} models join the same cluster either way")
+    if "newcomer_same_cluster" in agreement:
+        click.echo(f"this newcomer: Pearson {agreement['newcomer_pearson']:.2f}; same cluster either way: {agreement['newcomer_same_cluster']}")
+    click.echo(f"cache: {result.cache_hits} hits, {result.cache_misses} computed; {time.perf_counter() - started:.1f} s")
+    if one_sided:
+        click.echo(f"wrote newcomer.csv, newcomer_clusters.csv and one_sided_agreement.csv to {result.out}")
+        return
     analyze_run(result.out)
-    click.echo(f"wrote the {len(result.row) + 1}-model run (sat.csv, ..., report.html), newcomer.csv and newcomer_clusters.csv to {result.out}")
+    click.echo(f"wrote the {len(result.row) + 1}-model run (sat.csv, ..., report.html), newcomer.csv, newcomer_clusters.csv and "
+               f"one_sided_agreement.csv to {result.out}")
 
 
 @cli.command()

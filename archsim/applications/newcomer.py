@@ -4,6 +4,12 @@ Only the newcomer is attacked; every existing adversarial set, clean prediction
 and cross prediction comes from the cache, so the cost is one attack plus 2N + 2
 forward passes over the images (the newcomer on every set and every existing
 model on the newcomer's set), not the (N + 1)^2 of a recompute.
+
+The one-sided path (the SAT paper's approximation, for when the zoo's adversarial
+sets are not at hand) attacks the newcomer only and evaluates the zoo's models on its
+set: N + 1 forward passes, and the cluster is assigned from the one-sided SAT. How far
+that approximation holds is measured on the run itself (:func:`one_sided_agreement`):
+the paper reports a correlation of 0.82 between one-sided and symmetric SAT.
 """
 
 from __future__ import annotations
@@ -11,12 +17,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy.stats import pearsonr, spearmanr
 
-from archsim.api import SatRun, _run_settings, claimed_run_dir, load_run, require_cached, write_run
+from archsim.api import SatRun, _attack_spec, _run_settings, claimed_run_dir, load_run, require_cached, run_precision, write_run
+from archsim.attacks import create_attack
 from archsim.cache import CacheStore, atomic_write_text
+from archsim.data import load_data
 from archsim.engines import Engine
 from archsim.errors import ArchsimError
+from archsim.measures import sat_value
 from archsim.models import create_model
 
 
@@ -25,13 +36,44 @@ class Newcomer:
     """Result of :func:`add_model`."""
 
     name: str
-    run: SatRun
+    run: SatRun | None
+    """The N+1-model run; None on the one-sided path, which makes no full run."""
     row: pd.DataFrame
-    """One row per existing model: ``sat`` (symmetric), ``one_sided_sat`` (only the newcomer's
-    attack, evaluated on the existing model), ``cluster``."""
+    """One row per existing model: ``sat`` (symmetric; absent on the one-sided path), ``one_sided_sat``
+    (only the newcomer's attack, evaluated on the existing model), ``cluster``."""
     clusters: pd.DataFrame
     """Per existing cluster: its members' mean SAT with the newcomer; ``assigned`` marks the highest."""
     out: Path
+    agreement: dict
+    """How one-sided SAT stands for the symmetric one on the run (:func:`one_sided_agreement`)."""
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+
+def one_sided_agreement(sat: pd.DataFrame, one_sided: pd.DataFrame, clusters: pd.Series) -> dict:
+    """How well one-sided SAT stands for SAT on a run: Pearson and Spearman over the ordered pairs of distinct
+    models, and the share of models that, left out of the clusters in turn, join the same cluster by their
+    one-sided row (their attack on the others) as by their symmetric row."""
+    names = list(sat.index)
+    off = ~np.eye(len(names), dtype=bool)
+    x, y = one_sided.loc[names, names].to_numpy()[off], sat.to_numpy()[off]
+    finite = np.isfinite(x) & np.isfinite(y)
+    same = []
+    for name in names:
+        others = [m for m in names if m != name]
+        if clusters.reindex(others).nunique() < 2:
+            continue
+        by_sat = assign_cluster(sat.loc[name, others], clusters)
+        by_one = assign_cluster(one_sided.loc[name, others], clusters)
+        same.append(by_sat.loc[by_sat.assigned, "cluster"].iloc[0] == by_one.loc[by_one.assigned, "cluster"].iloc[0])
+    enough = finite.sum() > 2
+    return {
+        "pairs": int(finite.sum()),
+        "pearson": float(pearsonr(x[finite], y[finite])[0]) if enough else float("nan"),
+        "spearman": float(spearmanr(x[finite], y[finite])[0]) if enough else float("nan"),
+        "same_cluster_share": float(np.mean(same)) if same else float("nan"),
+        "models_checked": len(same),
+    }
 
 
 def assign_cluster(sat_row: pd.Series, clusters: pd.Series) -> pd.DataFrame:
@@ -56,6 +98,7 @@ def add_model(
     batch_size: int | str = "auto",
     engine: str | Engine = "local",
     address: str | None = None,
+    one_sided: bool = False,
 ) -> Newcomer:
     """Add ``spec`` to the run in ``run_dir``; write the N+1-model run into ``out``.
 
@@ -64,11 +107,17 @@ def add_model(
     be analysed or extended again) plus ``newcomer.csv`` and
     ``newcomer_clusters.csv``. The original run folder is not modified. ``engine``
     and ``address`` as in :func:`archsim.api.run_sat`.
+
+    ``one_sided=True`` needs none of the run's adversarial sets: only the newcomer is
+    attacked, the run's models are evaluated on its set, and the cluster is assigned from
+    the one-sided SAT. ``out`` then holds ``newcomer.csv``, ``newcomer_clusters.csv`` and
+    ``one_sided_agreement.csv``, not a run folder.
     """
     run_dir = Path(run_dir)
     settings = _run_settings(run_dir)
     store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
-    require_cached(run_dir, store)  # before the newcomer is loaded (a zoo model may train first)
+    if not one_sided:
+        require_cached(run_dir, store)  # before the newcomer is loaded (a zoo model may train first)
     known = pd.read_csv(run_dir / "models.csv")
     if spec in settings["models"]:
         raise ArchsimError(f"{spec} is already in the run {run_dir}; add a model that is not in it")
@@ -80,6 +129,10 @@ def add_model(
         raise ArchsimError(f"{spec} has the same weights and preprocessing as {same.iloc[0]!r}, already in the run {run_dir}")
     out_dir = Path(out) if out is not None else run_dir / "added" / model.name
     del model
+    clusters = _run_clusters(run_dir)
+    agreement = one_sided_agreement(*_run_matrices(run_dir), clusters)
+    if one_sided:
+        return _add_one_sided(run_dir, settings, spec, known, clusters, agreement, out_dir, store, device, batch_size, engine, address)
     new_settings = {**settings, "models": settings["models"] + [spec]}
     with claimed_run_dir(out_dir, new_settings):  # before any attack: a wrong --out is refused up front
         run = load_run(run_dir, store, device, batch_size, models=[spec], engine=engine, address=address)
@@ -87,13 +140,6 @@ def add_model(
 
     name = run.transfer.names[-1]
     others = run.transfer.names[:-1]
-    clusters_file = run_dir / "clusters.csv"
-    if clusters_file.is_file():
-        clusters = pd.read_csv(clusters_file, index_col="model")["cluster"]
-    else:
-        from archsim.analysis import spectral_clusters
-
-        clusters = spectral_clusters(run.sat.loc[others, others]).labels
     row = pd.DataFrame({
         "model": others,
         "sat": run.sat.loc[name, others].to_numpy(),
@@ -103,5 +149,84 @@ def add_model(
     assignment = assign_cluster(run.sat.loc[name, others], clusters)
     atomic_write_text(out_dir / "newcomer.csv", row.to_csv(index=False, float_format="%.9f"))
     atomic_write_text(out_dir / "newcomer_clusters.csv", assignment.to_csv(index=False, float_format="%.6f"))
-    return Newcomer(name, run, row, assignment, out_dir)
+    by_one = assign_cluster(run.one_sided.loc[name, others], clusters)
+    agreement = {**agreement, "newcomer_pearson": float(pearsonr(row.one_sided_sat, row.sat)[0]) if row.sat.nunique() > 1 else float("nan"),
+                 "newcomer_same_cluster": bool(by_one.loc[by_one.assigned, "cluster"].iloc[0] == assignment.loc[assignment.assigned, "cluster"].iloc[0])}
+    atomic_write_text(out_dir / "one_sided_agreement.csv", pd.Series(agreement).to_frame("value").to_csv())
+    return Newcomer(name, run, row, assignment, out_dir, agreement, run.cache_hits, run.cache_misses)
+
+
+def _run_matrices(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The run's SAT and one-sided SAT matrices (the latter from pairs.csv: source's attack on the target)."""
+    sat = pd.read_csv(run_dir / "sat.csv", index_col=0)
+    pairs = pd.read_csv(run_dir / "pairs.csv")
+    one = pairs.pivot(index="source", columns="target", values="one_sided_sat").loc[sat.index, sat.columns]
+    return sat, one
+
+
+def _run_clusters(run_dir: Path) -> pd.Series:
+    clusters_file = run_dir / "clusters.csv"
+    if clusters_file.is_file():
+        return pd.read_csv(clusters_file, index_col="model")["cluster"]
+    from archsim.analysis import spectral_clusters
+
+    return spectral_clusters(pd.read_csv(run_dir / "sat.csv", index_col=0)).labels
+
+
+def _add_one_sided(
+    run_dir: Path, settings: dict, spec: str, known: pd.DataFrame, clusters: pd.Series, agreement: dict, out_dir: Path,
+    store: CacheStore, device: str, batch_size: int | str, engine: str | Engine, address: str | None,
+) -> Newcomer:
+    """The newcomer attacked alone; the run's models evaluated on its set (their clean predictions from the cache)."""
+    from archsim.engines import engine_for
+    from archsim.transfer.stages import SourceOutcome, attack_source, evaluate_targets, pred_key, predicted_labels, stacked_logits
+
+    precision = run_precision(settings)
+    images = load_data(settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"], store=store)
+    attack = create_attack(_attack_spec(settings["attack"]), eps=settings["attack"]["eps"])
+    labels = images.labels.numpy()
+    names, specs, fingerprints = list(known["model"]), list(known["spec"]), list(known["fingerprint"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with engine_for(engine, device, address) as runner:
+        newcomer: SourceOutcome = runner.map(
+            attack_source, [(spec, images, attack, settings["seed"], batch_size, None, precision, False)], store, "attack newcomer", [spec],
+        )[0]
+        # The run's models' clean predictions: from the run's cache entries where present, else one forward pass each.
+        keys = [pred_key(fp, images.fingerprint, precision) for fp in fingerprints]
+        missing = [i for i, key in enumerate(keys) if not store.contains("pred", key)]
+        if missing:
+            runner.map(_clean_logits, [(specs[i], fingerprints[i], images, batch_size, precision) for i in missing], store,
+                       "clean predictions", [names[i] for i in missing])
+        correct = predicted_labels(stacked_logits(store, [newcomer.clean_key, *keys])) == labels[None, :]
+        outcome = runner.map(
+            evaluate_targets,
+            [(list(zip(specs, fingerprints)), [newcomer.adv_key], [(correct[0] & correct[1 + t])[None, :] for t in range(len(names))],
+              tuple(images.images.shape[1:]), batch_size, precision, False)],
+            store, "evaluate the run's models", ["run models"],
+        )[0]
+    fooled = np.array([((outcome.predictions[t][0] != labels) & (outcome.predictions[t][0] >= 0)).sum() for t in range(len(names))])
+    both = np.array([(correct[0] & correct[1 + t]).sum() for t in range(len(names))])
+    one_sided = pd.Series(sat_value(fooled, both, settings["eps_s"], sides=1), index=names)
+    row = pd.DataFrame({"model": names, "one_sided_sat": one_sided.to_numpy(), "n_both_correct": both,
+                        "cluster": clusters.reindex(names).to_numpy()})
+    assignment = assign_cluster(one_sided, clusters)
+    atomic_write_text(out_dir / "newcomer.csv", row.to_csv(index=False, float_format="%.9f"))
+    atomic_write_text(out_dir / "newcomer_clusters.csv", assignment.to_csv(index=False, float_format="%.6f"))
+    atomic_write_text(out_dir / "one_sided_agreement.csv", pd.Series(agreement).to_frame("value").to_csv())
+    return Newcomer(newcomer.name, None, row, assignment, out_dir, agreement, store.hits, store.misses)
+
+
+def _clean_logits(device: str, store: CacheStore, spec: str, fingerprint: str, images, batch_size: int | str, precision: str) -> None:
+    """Engine task: cache one run model's clean logits (as its attack task would) without attacking it."""
+    from archsim.models import precision_context, prepare
+    from archsim.transfer.batching import batch_size_for
+    from archsim.transfer.stages import pred_key, predict_stream
+
+    model = prepare(create_model(spec, cache=store, device=device), precision, purpose="evaluate")
+    if model.fingerprint != fingerprint:
+        raise ArchsimError(f"model {spec} has other weights than when the run was made; rerun the run")
+    size = batch_size_for(model, batch_size, "evaluate", tuple(images.images.shape[1:]), len(images), store, precision)
+    with precision_context(device, precision):
+        store.get_or_stream("pred", pred_key(fingerprint, images.fingerprint, precision), "logits", (len(images), model.num_outputs),
+                            np.float32, lambda: (logits.numpy() for logits in predict_stream(model, images.batches(size))))
 

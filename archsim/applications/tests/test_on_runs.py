@@ -49,6 +49,34 @@ def test_add_equals_a_full_recompute_and_costs_one_attack(three_run, cache_dir, 
     assert pd.read_csv(tmp_path / "added" / "sat.csv", index_col=0).shape == (4, 4)
 
 
+def test_add_one_sided_needs_no_adversarial_set_of_the_run(three_run, cache_dir, tmp_path):
+    """--one-sided: a cache holding trained weights only (none of the run's sets or predictions) gives the
+    newcomer's one-sided row of the full add, attacking the newcomer alone."""
+    from archsim.applications.newcomer import assign_cluster
+
+    fresh = tmp_path / "fresh"
+    shutil.copytree(cache_dir / "zoo", fresh / "zoo")
+    before = snapshot(three_run)
+    one = add_model(three_run, "zoo:resnet-s2", out=tmp_path / "one", cache=fresh, one_sided=True)
+    assert len(list((fresh / "adv").glob("*/*.bin"))) == 1  # the newcomer's set alone
+    full = add_model(three_run, "zoo:resnet-s2", out=tmp_path / "full", cache=cache_dir)
+    assert one.run is None and one.name == "resnet-s2"
+    assert np.allclose(one.row.set_index("model").one_sided_sat, full.row.set_index("model").one_sided_sat)
+    from archsim.analysis import spectral_clusters
+
+    clusters = spectral_clusters(pd.read_csv(three_run / "sat.csv", index_col=0)).labels  # the run was not analysed
+    expected = assign_cluster(full.row.set_index("model").one_sided_sat, clusters)
+    assert one.clusters.equals(expected)
+    for name in ("newcomer.csv", "newcomer_clusters.csv", "one_sided_agreement.csv"):
+        assert (tmp_path / "one" / name).is_file()
+    assert not (tmp_path / "one" / "sat.csv").exists()  # not a run folder
+    # The run's own check: one-sided against symmetric SAT over its 6 ordered pairs.
+    assert one.agreement["pairs"] == 6 and -1 <= one.agreement["pearson"] <= 1 and one.agreement == {
+        k: v for k, v in full.agreement.items() if not k.startswith("newcomer_")}
+    assert isinstance(full.agreement["newcomer_same_cluster"], bool)
+    assert snapshot(three_run) == before
+
+
 def test_add_refuses_bad_input_and_leaves_the_run_alone(three_run, cache_dir, tmp_path, capsys):
     before = snapshot(three_run)
     cases = [
