@@ -220,7 +220,7 @@ class PreflightOutcome:
 
     spec: str
     problem: str | None
-    load_seconds: float
+    seconds: float
 
 
 def preflight_model(
@@ -228,12 +228,21 @@ def preflight_model(
 ) -> PreflightOutcome:
     """Stage-0 task: build one model and run two images forward and backward (as an attack does) and
     forward under inference (as evaluation does), each in the layout, precision and compilation the
-    run will use. Never raises for the model's own faults: they come back as ``problem``, one line."""
+    run will use. Never raises for the model's own faults: they come back as ``problem``, one line.
+    A failure is tried once more before it counts: a model that fails twice cannot run, while a passing
+    fault (a file system that hiccups, memory another process held) should not end a study."""
     started = time.perf_counter()
-    load_seconds = 0.0
+    problem = None
+    for _ in range(2):
+        problem = _check_model(device, store, spec, data, precision, compile)
+        if problem is None:
+            break
+    return PreflightOutcome(spec, problem, time.perf_counter() - started)
+
+
+def _check_model(device: str, store: CacheStore, spec: str, data: ImageSet, precision: str, compile: bool) -> str | None:
     try:
         model = create_model(spec, cache=store, device=device)
-        load_seconds = time.perf_counter() - started
         check_compatible(model, data)
         images = next(iter(data.batches(2)))
         x, y = to_device(images, model.device).float().div_(255.0), data.labels[: len(images)].to(model.device)
@@ -247,11 +256,11 @@ def preflight_model(
         with precision_context(device, precision), torch.inference_mode():
             model(x).argmax(-1).cpu()
     except ArchsimError as error:
-        return PreflightOutcome(spec, str(error), load_seconds)
+        return str(error)
     except Exception as error:  # noqa: BLE001 - any network may fail in its own way; the run reports it in one line
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        return PreflightOutcome(spec, f"{type(error).__name__}: {first}"[:300], load_seconds)
-    return PreflightOutcome(spec, None, load_seconds)
+        return f"{type(error).__name__}: {first}"[:300]
+    return None
 
 
 def preflight(engine: Engine, specs: list[str], data: ImageSet, store: CacheStore, precision: str, compile: bool, keep_going: bool) -> dict[str, str]:

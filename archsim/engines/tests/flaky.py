@@ -1,9 +1,11 @@
 """A real network that misbehaves once, saved as a ``file:`` model, to inject faults into real runs.
 
-The first forward pass on real data (not the card tracer's meta tensors) claims a
-marker file, atomically so only one process across the cluster misbehaves, writes
-its Ray node id there, and then raises, kills its own process or stalls. Every
-later forward pass, in any process, is the wrapped network's.
+The first forward pass on real data (not the card tracer's meta tensors) of at least
+``min_batch`` images claims a marker file, atomically so only one process across the
+cluster misbehaves, writes its Ray node id there, and then raises, kills its own process
+or stalls. Every later forward pass, in any process, is the wrapped network's. With the
+default ``min_batch`` of 3 the fault passes over the run's preflight check (2 images) and
+the one-image pass that finds the output width, and strikes in the attack stage.
 """
 
 from __future__ import annotations
@@ -19,15 +21,16 @@ MODES = ("raise", "exit", "stall")
 
 
 class Flaky(nn.Module):
-    def __init__(self, net: nn.Module, marker: Path, mode: str) -> None:
+    def __init__(self, net: nn.Module, marker: Path, mode: str, min_batch: int = 3) -> None:
         super().__init__()
         assert mode in MODES
         self.net = net
         self.marker = str(marker)
         self.mode = mode
+        self.min_batch = min_batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "meta" and self._claim():
+        if x.device.type != "meta" and len(x) >= self.min_batch and self._claim():
             if self.mode == "raise":
                 raise RuntimeError("injected fault: this forward pass fails once")
             if self.mode == "exit":
@@ -57,9 +60,9 @@ def _node_id() -> str:
         return ""
 
 
-def save_flaky(net: nn.Module, folder: Path, mode: str) -> tuple[str, Path]:
+def save_flaky(net: nn.Module, folder: Path, mode: str, min_batch: int = 3) -> tuple[str, Path]:
     """A ``file:`` spec of ``net`` wrapped to fail once in ``mode``, and its marker file (absent: armed)."""
     marker = folder / f"{mode}.fired"
     path = folder / f"flaky-{mode}.pt"
-    torch.save(Flaky(net, marker, mode), path)
+    torch.save(Flaky(net, marker, mode, min_batch), path)
     return f"file:{path},input_size=1:32:32,mean=0.5,std=0.5,name=flaky-{mode}", marker

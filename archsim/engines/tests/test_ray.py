@@ -98,7 +98,11 @@ def test_four_model_zoo_on_three_nodes_equals_the_local_engine(cpu_cluster, weig
     assert run.config["engine"] == "ray"
     # Clean logits and a set per source, 16 predictions: all computed by the tasks; then the stacked logits, here.
     assert run.cache_misses == 4 * 2 + 4 * 4 + 1
-    assert len(reports) == 8 and len({r.node_id for r in reports}) == 2  # both worker nodes took tasks
+    # A check and an attack task per model, and one evaluation task per group of targets: the cluster runs 4 tasks at
+    # once, so 4 groups of one target, each reading every set once.
+    cost = run.config["cost"]
+    assert cost["stage2_groups"] == 4 and len(reports) == 4 + 4 + 4 and 3.9 < cost["stage2_read_ratio"] <= 4.0
+    assert len({r.node_id for r in reports}) == 2  # both worker nodes took tasks
     assert {r.device for r in reports} == {"cpu"} and all(r.gpu_ids == () for r in reports)
 
 

@@ -167,3 +167,15 @@ def test_attack_seeds_measure_the_attacks_own_noise(zoo, tmp_path):
     assert noise["seeds"] == 3 and noise["spearman_mean"] == pytest.approx(np.mean(rhos)) and noise["spearman_min"] == pytest.approx(min(rhos))
     with pytest.raises(ArchsimError, match="attack_seeds must be a whole number of 1 or more"):
         _run(folder, specs, store, attack_seeds=0)
+
+
+def test_a_fault_that_passes_does_not_fail_the_check(zoo, tmp_path):
+    """A forward pass that raises once (a passing fault) is checked again, and the model stays in the run."""
+    from archsim.engines.tests.flaky import Flaky
+
+    folder, specs, _ = zoo
+    marker = tmp_path / "fired"
+    torch.save(Flaky(QuadrantReader(7), marker, "raise", min_batch=1), tmp_path / "flaky.pt")
+    flaky = f"file:{tmp_path / 'flaky.pt'},input_size=3:{SIDE}:{SIDE},mean=0:0:0,std=1:1:1,name=flaky"
+    run = _run(folder, [specs[0], flaky], CacheStore(tmp_path / "cache"))
+    assert marker.is_file() and list(run.sat.index) == ["r0", "flaky"] and not run.config["left_out"]
