@@ -103,6 +103,7 @@ def run_sat(
     keep_going: bool = False,
     max_resident: int | str = "auto",
     attack_seeds: int = 1,
+    check_models: bool = True,
 ) -> SatRun:
     """Compute the SAT matrix of a set of models on a data set.
 
@@ -158,6 +159,9 @@ def run_sat(
         images does not cover. ``sat`` and the intervals stay those of ``seed``; ``pairs``
         gains ``sat_seed_mean``, ``sat_seed_sd``, ``sat_seed_min`` and ``sat_seed_max``, and
         ``config["attack_seed_noise"]`` the rank correlation between the seeds' matrices.
+    check_models : bool
+        Check every model (one forward and backward pass) before any attack; ``False``
+        for models checked already (:func:`load_run` on a finished run).
     """
     specs = list(models) if models else zoo_specs()
     if len(specs) < 2:
@@ -203,7 +207,7 @@ def run_sat(
             started = time.perf_counter()
             transfer = run_transfer(
                 specs, images, the_attack, store, seed=seed, batch_size=batch_size, engine=runner, describe=describe,
-                precision=precision, compile=compile, keep_going=keep_going, max_resident=max_resident,
+                precision=precision, compile=compile, keep_going=keep_going, max_resident=max_resident, check_models=check_models,
             )
             reseeded = [
                 run_transfer(
@@ -542,6 +546,7 @@ def load_run(
         attack=_attack_spec(settings["attack"]), eps=settings["attack"]["eps"], seed=settings["seed"], eps_s=settings["eps_s"],
         n_boot=0 if models is None else settings["n_boot"], device=device, batch_size=batch_size, cache=store,
         engine=engine, address=address, precision=run_precision(settings), keep_going=settings.get("keep_going", False),
+        check_models=bool(models),  # the run's own models were checked when it ran
     )
 
 

@@ -744,14 +744,15 @@ def _print_summary(result, out: Path, seconds: float) -> None:
         f"\n{len(names)} models, {result.config['n_images_used']} images, attack {result.config['settings']['attack']}; "
         f"cache: {result.cache_hits} hits, {result.cache_misses} computed; {seconds:.1f} s"
     )
-    cost = result.config["cost"]
-    skipped, total = cost["stage2_images_skipped"], len(names) ** 2 * result.config["n_images_used"]
-    click.echo(
-        f"evaluation: {cost['stage2_images_evaluated']} predictions computed; {skipped} of {total} not needed (outside X_st, "
-        f"{100 * skipped / max(total, 1):.0f}%); adversarial sets read {cost['stage2_read_ratio']:.2f}x "
-        f"({cost['stage2_adversarial_bytes_read'] / 2**20:.1f} of {cost['adversarial_bytes'] / 2**20:.1f} MiB) in {cost['stage2_groups']} group(s)"
-    )
-    for spec, problem in result.config["left_out"].items():
+    cost = result.config.get("cost")
+    if cost is not None:
+        skipped, total = cost["stage2_images_skipped"], len(names) ** 2 * result.config["n_images_used"]
+        click.echo(
+            f"evaluation: {cost['stage2_images_evaluated']} predictions computed; {skipped} of {total} not needed (outside X_st, "
+            f"{100 * skipped / max(total, 1):.0f}%); adversarial sets read {cost['stage2_read_ratio']:.2f}x "
+            f"({cost['stage2_adversarial_bytes_read'] / 2**20:.1f} of {cost['adversarial_bytes'] / 2**20:.1f} MiB) in {cost['stage2_groups']} group(s)"
+        )
+    for spec, problem in result.config.get("left_out", {}).items():
         click.echo(f"left out {spec}: {problem}")
     noise = result.config.get("attack_seed_noise")
     if noise is not None:

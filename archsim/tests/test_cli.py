@@ -124,7 +124,7 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
         ([*TWO, "--attack", "fgsm", "--steps", "5"], "fgsm takes no --steps"),
         ([*TWO, "--attack", "deepfool"], "unknown attack"),
         ([*TWO, "--attack", "apgd-ce,rho=2"], "rho must lie in"),
-        ([*TWO, "--precision", "fp16"], "'fp16' is not one of 'fp32', 'bf16'"),
+        ([*TWO, "--precision", "fp16"], "'fp16' is not one of 'auto', 'fp32', 'bf16'"),
         ([*TWO, "--batch-size", "0"], "'0' is not a positive whole number or 'auto'"),
         ([*TWO, "--batch-size", "most"], "'most' is not a positive whole number or 'auto'"),
     ],
@@ -140,12 +140,12 @@ def test_a_run_that_failed_on_its_input_does_not_keep_its_folder(tmp_path, cache
     """The failed run claimed --out (settings.json) but wrote no result: the corrected run may take the folder."""
     out = tmp_path / "o"
     options = ["--n-images", "20", "--steps", "2", "--n-boot", "0", "--cache", str(cache_dir), "--out", str(out)]
-    # Whether a model's outputs fit the data is known once it is built, in its task: after the models before it.
+    # Whether a model's outputs fit the data is known once it is built: in the check of every model, before any attack.
     code, _, err = run_cli(capsys, "run", "--models", "zoo:resnet-s0 timm:resnet18,pretrained=false,num_classes=5", *options)
     *progress, error = err.splitlines()
     assert code == 2 and error.startswith("error: model resnet18 outputs 5 classes")
     assert sorted(p.name for p in out.iterdir()) == [".archsim.lock", "settings.json"]
-    assert all(line.startswith("attack sources: 1/2 zoo:resnet-s0 (") for line in progress), err
+    assert progress and all(line.startswith("check models: ") for line in progress), err
     fixed = ["--models", "zoo:resnet-s0 timm:resnet18,pretrained=false,num_classes=10"]
     # While another run holds the folder, it is not claimed, though it holds no results yet.
     holder = subprocess.Popen(

@@ -221,6 +221,8 @@ class PreflightOutcome:
     spec: str
     problem: str | None
     seconds: float
+    usage: bool = False
+    """The problem is the user's input (e.g. outputs that do not fit the data's classes), not the network failing."""
 
 
 def preflight_model(
@@ -232,15 +234,16 @@ def preflight_model(
     A failure is tried once more before it counts: a model that fails twice cannot run, while a passing
     fault (a file system that hiccups, memory another process held) should not end a study."""
     started = time.perf_counter()
-    problem = None
+    problem, usage = None, False
     for _ in range(2):
-        problem = _check_model(device, store, spec, data, precision, compile)
-        if problem is None:
+        problem, usage = _check_model(device, store, spec, data, precision, compile)
+        if problem is None or usage:
             break
-    return PreflightOutcome(spec, problem, time.perf_counter() - started)
+    return PreflightOutcome(spec, problem, time.perf_counter() - started, usage)
 
 
-def _check_model(device: str, store: CacheStore, spec: str, data: ImageSet, precision: str, compile: bool) -> str | None:
+def _check_model(device: str, store: CacheStore, spec: str, data: ImageSet, precision: str, compile: bool) -> tuple[str | None, bool]:
+    """(the problem in one line, or None; whether it is the user's input rather than the network)."""
     try:
         model = create_model(spec, cache=store, device=device)
         check_compatible(model, data)
@@ -256,11 +259,11 @@ def _check_model(device: str, store: CacheStore, spec: str, data: ImageSet, prec
         with precision_context(device, precision), torch.inference_mode():
             model(x).argmax(-1).cpu()
     except ArchsimError as error:
-        return str(error)
+        return str(error), True
     except Exception as error:  # noqa: BLE001 - any network may fail in its own way; the run reports it in one line
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        return f"{type(error).__name__}: {first}"[:300]
-    return None
+        return f"{type(error).__name__}: {first}"[:300], False
+    return None, False
 
 
 def preflight(engine: Engine, specs: list[str], data: ImageSet, store: CacheStore, precision: str, compile: bool, keep_going: bool) -> dict[str, str]:
@@ -272,6 +275,9 @@ def preflight(engine: Engine, specs: list[str], data: ImageSet, store: CacheStor
         preflight_model, [(spec, data, precision, compile) for spec in specs], store, "check models", specs, report_all=True,
     )
     failed = {o.spec: o.problem for o in outcomes if o.problem is not None}
+    usage = next((o.problem for o in outcomes if o.problem is not None and o.usage), None)
+    if usage is not None and not keep_going:
+        raise ArchsimError(usage)  # already one line that names the model and the fix
     if failed and not keep_going:
         listed = "; ".join(f"{spec}: {problem}" for spec, problem in failed.items())
         raise ArchsimError(f"{len(failed)} of {len(specs)} models cannot run ({listed}); fix or remove them, or pass --keep-going to leave them out")
