@@ -160,6 +160,9 @@ def analyze(matrix, run_dir, cards, k, seed, out) -> None:
         out = out or run_dir
         result = analyze_run(run_dir, cards=cards, out=out, k=k, seed=seed)
     _print_analysis(result, out)
+    if k is None:
+        click.echo(f"k = {result.clusters.cluster.nunique()} by the largest eigengap; give --clusters K for another "
+                   "(the SAT paper clusters its 69 models into 10: --clusters 10)")
 
 
 @cli.command()

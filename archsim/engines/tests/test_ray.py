@@ -29,8 +29,9 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 ZOO = ["zoo:resnet-s0", "zoo:resnet-s1", "zoo:convnext"]
-SETTINGS = dict(data="digits", n_images=40, steps=5, rel_step=0.3, n_boot=50)
-CLI_SETTINGS = ["--n-images", "40", "--steps", "5", "--rel-step", "0.3", "--n-boot", "50"]
+# fp32 named: on the cluster with (fake) GPUs, --precision auto would choose bf16, the default on CUDA.
+SETTINGS = dict(data="digits", n_images=40, steps=5, rel_step=0.3, n_boot=50, precision="fp32")
+CLI_SETTINGS = ["--n-images", "40", "--steps", "5", "--rel-step", "0.3", "--n-boot", "50", "--precision", "fp32"]
 
 
 def start_cluster(**worker) -> Cluster:
