@@ -89,7 +89,7 @@ def main() -> None:
     model = create_model(args.model)
     adversarial = PGD(args.eps, steps=args.steps)(model, clean, labels, seed=0, batch_size=16)
     perturbation = (adversarial.to(torch.int16) - clean.to(torch.int16)).to(torch.int8)
-    levels = np.bincount((perturbation.numpy().ravel() + 128).astype(np.int64), minlength=256)
+    levels = np.bincount(perturbation.numpy().ravel().astype(np.int64) + 128, minlength=256)
     share_at_eps = levels[[128 - round(args.eps * 255), 128 + round(args.eps * 255)]].sum() / perturbation.numel()
     print(f"{args.n_images} images at 224 px, PGD-{args.steps} eps {args.eps:.4f}: {adversarial.numel() / 1e6:.1f} MB; "
           f"{100 * share_at_eps:.0f}% of the pixels' perturbation at +-eps")
