@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast test-scale clean
+.PHONY: demo test test-fast test-scale docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,5 +25,16 @@ test-fast: $(STAMP)
 test-scale: $(STAMP)
 	$(BIN)/python -m pytest -q -s -m scale
 
+# The documentation site, built strictly (a broken link fails). Its own venv: mkdocs-material needs a newer
+# requests than torchattacks allows.
+DOCS_VENV := .venv-docs
+$(DOCS_VENV)/.installed:
+	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install --quiet 'mkdocs>=1.6' 'mkdocs-material>=9.5'
+	touch $(DOCS_VENV)/.installed
+
+docs: $(DOCS_VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --quiet --site-dir site
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(DOCS_VENV) site runs .pytest_cache
