@@ -30,6 +30,7 @@ from archsim.errors import ArchsimError
 from archsim.measures import DEFAULT_EPS_S, sat_tables
 from archsim.models import check_model_specs, check_precision, create_model, default_precision, zoo_specs
 from archsim.transfer import TransferResult, run_transfer
+from archsim.specs import check_seed
 from archsim.transfer.batching import Purpose, batch_size_for, check_batch_size, check_max_resident
 
 DIGITS_EPS = 0.1
@@ -175,6 +176,7 @@ def run_sat(
         raise ArchsimError(f"--n-boot must be 0 or more, got {n_boot}")
     batch_size = check_batch_size(batch_size)
     max_resident = check_max_resident(max_resident)
+    seed = check_seed(seed)
     if isinstance(attack_seeds, bool) or not isinstance(attack_seeds, int) or attack_seeds < 1:
         raise ArchsimError(f"attack_seeds must be a whole number of 1 or more, got {attack_seeds!r}")
     if precision != "auto":

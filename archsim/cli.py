@@ -23,6 +23,20 @@ def cli() -> None:
     """Similarity of neural architectures by adversarial attack transferability (SAT)."""
 
 
+class NonEmptyPath(click.Path):
+    """A path that is not the empty string (which pathlib would read as the current folder)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty; give a folder or file name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+PATH = NonEmptyPath(path_type=Path)
+SEED = click.IntRange(0, 2**32 - 1)
+"""Seeds seed numpy and scikit-learn, which take 0 to 2^32 - 1."""
+
+
 class BatchSizeType(click.ParamType):
     """A positive whole number or ``auto``."""
 
@@ -82,9 +96,9 @@ def engine_options(command):
 @click.option("--steps", type=int, default=None, help="Attack iterations [default: the attack's; pgd 50, apgd-ce 100, (v)mifgsm 10].")
 @click.option("--rel-step", type=float, default=None, help="Step size as a fraction of eps [default: pgd 0.1, (v)mifgsm 1/steps].")
 @click.option("--random-start/--no-random-start", default=None, help="Random start in the ball [default: on for pgd, apgd-ce, lowfreq-pgd].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subset, random start and bootstrap.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the subset, random start and bootstrap.")
 @click.option("--eps-s", type=float, default=1.0, show_default=True, help="Floor of the fooling percentage in SAT (1 keeps SAT >= 0).")
-@click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap replicates for 95% intervals.")
+@click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True, help="Bootstrap replicates for 95% intervals.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--batch-size", type=BatchSizeType(), default="auto", show_default=True, help=BATCH_SIZE_HELP)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
@@ -100,8 +114,8 @@ def engine_options(command):
                    "auto: as many as fit a quarter of the free memory.")
 @click.option("--compile/--no-compile", default=False, show_default=True,
               help="Run the models through torch.compile (pays off on a GPU over many batches).")
-@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim].")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder [default: runs/<timestamp>].")
+@click.option("--cache", type=PATH, default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim].")
+@click.option("--out", type=PATH, default=None, help="Run folder [default: runs/<timestamp>].")
 @engine_options
 def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed, eps_s, n_boot, device, batch_size, precision,
         attack_seeds, keep_going, max_resident, compile, cache, out, engine, address, cpus_per_task) -> None:
@@ -138,13 +152,13 @@ def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed
 
 
 @cli.command()
-@click.option("--matrix", type=click.Path(path_type=Path), default=None, help="A SAT matrix in the sat.csv layout.")
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None, help="A finished run folder (its sat.csv, models.csv, cards.csv).")
-@click.option("--cards", type=click.Path(path_type=Path), default=None,
+@click.option("--matrix", type=PATH, default=None, help="A SAT matrix in the sat.csv layout.")
+@click.option("--run", "run_dir", type=PATH, default=None, help="A finished run folder (its sat.csv, models.csv, cards.csv).")
+@click.option("--cards", type=PATH, default=None,
               help="Model cards CSV in the layout of 'Model Feature_release.csv' [required with --matrix; default with --run: its cards.csv].")
 @click.option("--clusters", "k", type=int, default=None, help="Number of spectral clusters [default: by eigengap].")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [required with --matrix; default with --run: the run folder].")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--out", type=PATH, default=None, help="Output folder [required with --matrix; default with --run: the run folder].")
 def analyze(matrix, run_dir, cards, k, seed, out) -> None:
     """Clusters (and their stability), component importance, keywords and report.html of a SAT matrix."""
     from archsim.analysis.run import analyze as analyze_files
@@ -166,10 +180,10 @@ def analyze(matrix, run_dir, cards, k, seed, out) -> None:
 
 
 @cli.command()
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
-@click.option("--cards", type=click.Path(path_type=Path), default=None, help="Cards CSV [default: the run's cards.csv].")
+@click.option("--run", "run_dir", type=PATH, required=True, help="A finished run folder.")
+@click.option("--cards", type=PATH, default=None, help="Cards CSV [default: the run's cards.csv].")
 @click.option("--clusters", "k", type=int, default=None, help="Number of spectral clusters [default: by eigengap].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def report(run_dir, cards, k, seed) -> None:
     """(Re)write RUN/report.html and the analysis tables of a finished run."""
     from archsim.analysis.run import analyze_run
@@ -179,8 +193,8 @@ def report(run_dir, cards, k, seed) -> None:
 
 @cli.command()
 @click.argument("specs", nargs=-1, required=True, metavar="MODEL_SPEC|@FILE...")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="CSV to write (layout of 'Model Feature_release.csv').")
-@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder (zoo weights).")
+@click.option("--out", type=PATH, required=True, help="CSV to write (layout of 'Model Feature_release.csv').")
+@click.option("--cache", type=PATH, default=None, help="Cache folder (zoo weights).")
 def cards(specs, out, cache) -> None:
     """Extract model cards (SPEC §2.1) from the models' forward passes."""
     from archsim.analysis.cards import cards_table
@@ -205,16 +219,16 @@ def cards(specs, out, cache) -> None:
 
 def rerun_options(command):
     """--device, --batch-size and --cache of the commands that recompute on a finished run."""
-    command = click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: the run's].")(command)
+    command = click.option("--cache", type=PATH, default=None, help="Cache folder [default: the run's].")(command)
     command = click.option("--batch-size", type=BatchSizeType(), default="auto", show_default=True, help=BATCH_SIZE_HELP)(command)
     return click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")(command)
 
 
 @cli.command("compare-attacks")
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
+@click.option("--run", "run_dir", type=PATH, required=True, help="A finished run folder.")
 @click.option("--attacks", multiple=True, required=True, metavar="NAME[,key=value...]",
               help="Two or more attacks, repeatable or space-separated, e.g. \"pgd apgd-ce mifgsm vmifgsm lowfreq-pgd\".")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/attacks].")
+@click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/attacks].")
 @rerun_options
 @engine_options
 def compare_attacks(run_dir, attacks, out, device, batch_size, cache, engine, address, cpus_per_task) -> None:
@@ -241,10 +255,10 @@ def compare_attacks(run_dir, attacks, out, device, batch_size, cache, engine, ad
 
 
 @cli.command()
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
+@click.option("--run", "run_dir", type=PATH, required=True, help="A finished run folder.")
 @click.option("--measures", multiple=True, required=True, metavar="NAME",
               help="Repeatable or space-separated: disagreement, error-consistency, cka, regions, boundary.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/measures].")
+@click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/measures].")
 @rerun_options
 @click.option("--pair", nargs=2, default=None, metavar="A B", help="Model pair for the spread column [default: the pair of median SAT].")
 def measures(run_dir, measures, out, device, batch_size, cache, pair) -> None:
@@ -277,11 +291,11 @@ def _show(table: pd.DataFrame, columns: list[str] | None = None) -> None:
 
 
 @cli.command()
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
+@click.option("--run", "run_dir", type=PATH, required=True, help="A finished run folder.")
 @click.option("--k", "k", type=int, default=3, show_default=True, help="Size of the recommended ensemble.")
-@click.option("--clusters", type=int, default=None, help="Spectral clusters for the K-from-L table [default: min(5, N)].")
-@click.option("--random-sets", type=int, default=1000, show_default=True, help="Random k-sets the diverse choice is compared with.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/ensembles].")
+@click.option("--clusters", type=click.IntRange(min=2), default=None, help="Spectral clusters for the K-from-L table [default: min(5, N)].")
+@click.option("--random-sets", type=click.IntRange(min=1), default=1000, show_default=True, help="Random k-sets the diverse choice is compared with.")
+@click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/ensembles].")
 @rerun_options
 def ensemble(run_dir, k, clusters, random_sets, out, device, batch_size, cache) -> None:
     """Logit-averaging ensembles against SAT (SPEC §2.6): all pairs, K models from L clusters,
@@ -306,8 +320,8 @@ def ensemble(run_dir, k, clusters, random_sets, out, device, batch_size, cache) 
 
 
 @cli.command()
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None, help="A finished run folder (also scores ensembles).")
-@click.option("--matrix", type=click.Path(path_type=Path), default=None, help="Any similarity matrix in the sat.csv layout.")
+@click.option("--run", "run_dir", type=PATH, default=None, help="A finished run folder (also scores ensembles).")
+@click.option("--matrix", type=PATH, default=None, help="Any similarity matrix in the sat.csv layout.")
 @click.option("--k", "k", type=int, required=True, help="How many models to pick.")
 @click.option("--method", type=click.Choice(["inverse", "proportional", "uniform"]), default="inverse", show_default=True,
               help="inverse: k-means++ style, diverse; proportional and uniform: the baselines.")
@@ -315,8 +329,8 @@ def ensemble(run_dir, k, clusters, random_sets, out, device, batch_size, cache) 
               help="Exponent of the sampling weights (1 / SAT)^power: 1 is the SPEC's sampler, near uniform on SAT's "
                    "narrow range; higher is more diverse.")
 @click.option("--draws", type=int, default=1000, show_default=True, help="Draws per method for the comparison table.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for selection.csv [default: RUN/selection; none with --matrix].")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--out", type=PATH, default=None, help="Folder for selection.csv [default: RUN/selection; none with --matrix].")
 @rerun_options
 def select(run_dir, matrix, k, method, power, draws, seed, out, device, batch_size, cache) -> None:
     """Draw a diverse set of k models (SPEC §2.9) and compare the three samplers."""
@@ -354,9 +368,9 @@ def select(run_dir, matrix, k, method, power, draws, seed, out, device, batch_si
 
 
 @cli.command()
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
+@click.option("--run", "run_dir", type=PATH, required=True, help="A finished run folder.")
 @click.argument("spec", metavar="MODEL_SPEC")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder of the N+1-model run [default: RUN/added/<name>].")
+@click.option("--out", type=PATH, default=None, help="Folder of the N+1-model run [default: RUN/added/<name>].")
 @click.option("--one-sided", is_flag=True, default=False,
               help="The paper's approximation, without the run's adversarial sets: attack only the newcomer, evaluate the run's "
                    "models on its set, assign the cluster from one-sided SAT.")
@@ -392,12 +406,12 @@ def add(run_dir, spec, out, one_sided, device, batch_size, cache, engine, addres
 
 
 @cli.command()
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run on digits (students train on its training split).")
+@click.option("--run", "run_dir", type=PATH, required=True, help="A finished run on digits (students train on its training split).")
 @click.option("--student", required=True, help="A zoo: model of the run (name or spec); retrained once per teacher.")
 @click.option("--teachers", multiple=True, metavar="MODEL", help="Models of the run, repeatable or space-separated [default: all but the student].")
 @click.option("--epochs", type=int, default=None, help="Training epochs per student [default: the student's recipe].")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/distill/<student>].")
-@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: the run's].")
+@click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/distill/<student>].")
+@click.option("--cache", type=PATH, default=None, help="Cache folder [default: the run's].")
 def distill(run_dir, student, teachers, epochs, out, cache) -> None:
     """Hard-label distillation from every teacher (SPEC §2.7): student accuracy against
     teacher-student SAT, overall and by shared base architecture, with teacher accuracy as control."""
@@ -414,8 +428,8 @@ def distill(run_dir, student, teachers, epochs, out, cache) -> None:
 
 
 @cli.command("compare-matrices")
-@click.argument("matrices", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="MATRIX MATRIX...")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.argument("matrices", nargs=-1, required=True, type=PATH, metavar="MATRIX MATRIX...")
+@click.option("--out", type=PATH, default=None,
               help="Folder for matrix_correlations.csv and matrix_comparison.png [default: print only].")
 def compare_matrices_command(matrices, out) -> None:
     """How far SAT matrices agree (e.g. your run against the SAT paper's SAT_release.csv): Pearson and
@@ -451,7 +465,7 @@ def compare_matrices_command(matrices, out) -> None:
 
 
 @cli.command("recommend-teacher")
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
+@click.option("--run", "run_dir", type=PATH, required=True, help="A finished run folder.")
 @click.option("--student", required=True, help="A model of the run (name or spec).")
 def recommend_teacher(run_dir, student) -> None:
     """Rank the run's models as distillation teachers for a student: by the SAT paper's conclusion (another base
@@ -465,14 +479,14 @@ def recommend_teacher(run_dir, student) -> None:
 
 
 @cli.command()
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
+@click.option("--run", "run_dir", type=PATH, required=True, help="A finished run folder.")
 @click.option("--checkpoints", "checkpoints_of", default=None, metavar="zoo:NAME",
               help="Also SAT of this zoo model's training checkpoints against its final weights.")
 @click.option("--epochs", default=None, metavar="E,E,...", help="Checkpoint epochs [default: five spread over training].")
 @click.option("--adversarial", default=None, metavar="SPEC",
               help="Also an adversarially trained model (e.g. zoo:resnet-adv): its SAT with the run's models of its "
                    "architecture against the run's SAT between seeds, regimes and architectures. The run stays as it is.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/checks].")
+@click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/checks].")
 @rerun_options
 @engine_options
 def checks(run_dir, checkpoints_of, epochs, adversarial, out, device, batch_size, cache, engine, address, cpus_per_task) -> None:
@@ -504,9 +518,9 @@ def checks(run_dir, checkpoints_of, epochs, adversarial, out, device, batch_size
 
 
 @cli.command()
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A finished run folder.")
-@click.option("--n-boot", type=int, default=200, show_default=True, help="Bootstrap replicates for 95% intervals (0: none).")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/alphas].")
+@click.option("--run", "run_dir", type=PATH, required=True, help="A finished run folder.")
+@click.option("--n-boot", type=click.IntRange(min=0), default=200, show_default=True, help="Bootstrap replicates for 95% intervals (0: none).")
+@click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/alphas].")
 @rerun_options
 def alphas(run_dir, n_boot, out, device, batch_size, cache) -> None:
     """Liang et al.'s alpha_1, alpha_2 and combined score between every pair of a run's models
@@ -531,11 +545,11 @@ def alphas(run_dir, n_boot, out, device, batch_size, cache) -> None:
 @click.option("--epochs", type=int, default=None, help="Training epochs of every model [default: each zoo recipe's].")
 @click.option("--eps", type=float, default=0.1, show_default=True, help="L-inf radius of the PGD attacks.")
 @click.option("--steps", type=int, default=50, show_default=True, help="PGD steps.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--run", "run_dir", type=PATH, default=None,
               help="A finished run on digits: write into RUN/knowledge and add the section to its report (its eps and seed are used).")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder [default: RUN/knowledge, or runs/knowledge-transfer].")
-@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Cache folder [default: the run's, or $ARCHSIM_CACHE].")
+@click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/knowledge, or runs/knowledge-transfer].")
+@click.option("--cache", type=PATH, default=None, help="Cache folder [default: the run's, or $ARCHSIM_CACHE].")
 def knowledge_transfer(architectures, overlaps, epochs, eps, steps, seed, run_dir, out, cache) -> None:
     """Does adversarial transferability indicate knowledge transferability (SPEC §4)? Liang et al.'s
     data-overlap experiment on digits: alphas, SAT and adversarial loss of each source against the
@@ -565,9 +579,9 @@ def knowledge_transfer(architectures, overlaps, epochs, eps, steps, seed, run_di
 
 
 @cli.command("liang-synthetic")
-@click.option("--data-dir", type=click.Path(path_type=Path), required=True,
+@click.option("--data-dir", type=PATH, required=True,
               help="Folder with the synthetic data and weights (e.g. ../shared/data/liang_synthetic).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the six CSVs and liang_synthetic.png.")
+@click.option("--out", type=PATH, required=True, help="Folder for the six CSVs and liang_synthetic.png.")
 def liang_synthetic(data_dir, out) -> None:
     """Liang et al.'s synthetic experiment (SPEC §4): alpha_1, alpha_2 (gamma), their combination, the gradient
     loss and the refit loss as the source drifts, for source widths 100, 50, 200 and attack levels 0, 1."""
@@ -625,7 +639,7 @@ def cache() -> None:
 
 
 @cache.command("list")
-@click.option("--cache", "root", type=click.Path(path_type=Path), default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim].")
+@click.option("--cache", "root", type=PATH, default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim].")
 @click.option("--entries", is_flag=True, help="One line per entry instead of a summary per kind.")
 def cache_list(root, entries) -> None:
     """Entries per kind (zoo weights, adversarial sets, predictions, ...) with their sizes."""
@@ -647,9 +661,9 @@ def cache_list(root, entries) -> None:
 
 
 @cache.command("prune")
-@click.option("--cache", "root", type=click.Path(path_type=Path), default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim].")
+@click.option("--cache", "root", type=PATH, default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim].")
 @click.option("--older-than", type=float, default=None, metavar="DAYS", help="Remove entries not used for this many days.")
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None, help="Remove the entries a run folder used (its cache_entries.txt).")
+@click.option("--run", "run_dir", type=PATH, default=None, help="Remove the entries a run folder used (its cache_entries.txt).")
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 def cache_prune(root, older_than, run_dir, dry_run) -> None:
     """Remove entries by age or by run; anything removed is recomputed when next needed."""

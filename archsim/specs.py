@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from archsim.errors import ArchsimError
 
 AUTO = "auto"
@@ -119,6 +121,17 @@ def model_list(chunks: tuple[str, ...] | list[str]) -> list[str]:
 def check_batch_size(value: int | str) -> int | str:
     """A positive whole number or ``"auto"``, else a one-line error."""
     return _count_or_auto(value, "--batch-size")
+
+
+MAX_SEED = 2**32 - 1
+"""numpy's and scikit-learn's seeds run from 0 to 2^32 - 1."""
+
+
+def check_seed(seed: int) -> int:
+    """A whole number from 0 to 2^32 - 1, else a one-line error (numpy and K-means refuse others, mid-run)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise ArchsimError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
+    return int(seed)
 
 
 def check_max_resident(value: int | str) -> int | str:

@@ -19,6 +19,7 @@ from archsim.analysis.stability import cluster_stability
 from archsim.analysis.training import training_vs_architecture
 from archsim.cache import atomic_write_text
 from archsim.errors import ArchsimError
+from archsim.specs import check_seed
 
 # Fewer models than this leave too few pairs for boosting or resampling to mean anything.
 MIN_MODELS_IMPORTANCE = 4
@@ -66,7 +67,7 @@ def analyze_matrix(
     """Analyse a validated SAT matrix; ``cards`` enable importance and keywords, ``models`` §2.5."""
     if k is not None and k > len(sat):
         raise ArchsimError(f"--clusters {k} is more than the {len(sat)} models; choose at most {len(sat)}")
-    spectral = spectral_clusters(sat, k=k, seed=seed)
+    spectral = spectral_clusters(sat, k=k, seed=check_seed(seed))
     analysis = Analysis(sat, spectral, spectral.labels.rename_axis("model").reset_index(), models=models)
     if len(sat) >= MIN_MODELS_STABILITY and spectral.k < len(sat) - 1:
         analysis.stability, per_model = cluster_stability(sat, spectral.labels, spectral.k, n_resamples=n_resamples, seed=seed)

@@ -237,8 +237,12 @@ def ensembles_on_run(
     n = len(settings["models"])
     if not 2 <= k <= n:
         raise ArchsimError(f"--k {k} must lie between 2 and the {n} models of the run")
+    if clusters is not None and not 2 <= clusters <= n:
+        raise ArchsimError(f"--clusters {clusters} must lie between 2 and the {n} models of the run")
+    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
+        raise ArchsimError(f"--random-sets must be a whole number of 1 or more, got {n_random!r}")
     run = load_run(run_dir, cache, device, batch_size)
-    labels = spectral_clusters(run.sat, k=min(clusters or 5, n)).labels
+    labels = spectral_clusters(run.sat, k=min(clusters if clusters is not None else 5, n)).labels
     transfer = run.transfer
     study = study_ensembles(transfer.names, transfer.clean_logits, transfer.labels, run.sat.to_numpy(), labels.to_numpy(), k, n_random, settings["seed"])
     study.k_table.insert(0, "clusters", labels.nunique())

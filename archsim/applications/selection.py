@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from archsim.errors import ArchsimError
+from archsim.specs import check_seed
 
 METHODS = ("inverse", "proportional", "uniform")
 
@@ -64,7 +65,7 @@ def diverse_sample(
         raise ArchsimError(f"--k {k} must lie between 1 and the {n} models")
     if not (np.isfinite(power) and power >= 0):
         raise ArchsimError(f"--power must be a finite number >= 0 (1: the SPEC's sampler), got {power}")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(None if seed is None else check_seed(seed))
     chosen = [int(rng.integers(n))]
     while len(chosen) < k:
         rest = np.setdiff1d(np.arange(n), chosen)
@@ -82,7 +83,7 @@ def compare_samplers(
     ``power`` as in :func:`diverse_sample`."""
     if k < 2:
         raise ArchsimError("--k must be at least 2 to compare how diverse the drawn sets are")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     values = similarity.to_numpy(dtype=float)
     i, j = np.triu_indices(k, k=1)
     rows = []

@@ -281,11 +281,9 @@ def _npz(spec: Spec, split: str, n_images: int | None, seed: int, store: CacheSt
     if fortran_order:
         raise ArchsimError(f"npz file {path}: images are stored in Fortran order; save np.ascontiguousarray(images)")
     to_nchw = _to_nchw(shape, path)
-    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    labels = check_labels(np.asarray(labels).reshape(-1), f"npz file {path}", classes)
     if len(labels) != shape[0]:
         raise ArchsimError(f"npz file {path}: {shape[0]} images but {len(labels)} labels")
-    if len(labels) and labels.min() < 0:
-        raise ArchsimError(f"npz file {path}: labels must be non-negative class indices")
     if classes is None:
         classes = tuple(str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0))
     chosen = stratified_indices(labels, n_images, seed) if len(labels) else np.arange(0)
@@ -313,6 +311,30 @@ def _npz(spec: Spec, split: str, n_images: int | None, seed: int, store: CacheSt
     stored_shape = (len(chosen), *to_nchw(np.empty((0, *shape[1:]), np.uint8)).shape[1:])
     key = lambda: ("npz", _contents_digest([path], path.name), hashlib.sha256(chosen.astype(np.int64).tobytes()).hexdigest())  # noqa: E731
     return _image_set(stored_shape, rows, labels[chosen], classes, spec.text, store, key)
+
+
+MAX_CLASSES = 1_000_000
+"""Most classes a data set may have (ImageNet-21k has 21,843): class names are made for every index up to the largest."""
+
+
+def check_labels(labels: np.ndarray, source: str, classes: tuple[str, ...] | None = None) -> np.ndarray:
+    """Class indices as int64: whole numbers (integers, or floats holding whole numbers), non-negative, below
+    ``len(classes)`` where the classes are named, else below :data:`MAX_CLASSES`; a one-line error otherwise."""
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all() or (labels != np.round(labels)).any():
+            raise ArchsimError(f"{source}: labels must be whole class indices; some are fractional or not finite (store integers)")
+    elif labels.dtype.kind not in "iu":
+        raise ArchsimError(f"{source}: labels are {labels.dtype} ({labels.dtype.kind!r} kind); store integer class indices 0..C-1 "
+                           "and the class names, if any, as an array 'classes'")
+    if not len(labels):
+        return labels.astype(np.int64)
+    if labels.min() < 0:
+        raise ArchsimError(f"{source}: labels must be non-negative class indices")
+    limit = len(classes) if classes is not None else MAX_CLASSES
+    if labels.max() >= limit:
+        why = f"its {len(classes)} classes" if classes is not None else f"{MAX_CLASSES:,} classes, archsim's limit"
+        raise ArchsimError(f"{source}: a label is {int(labels.max())}, beyond {why}; labels are class indices 0..C-1")
+    return labels.astype(np.int64)
 
 
 def _npy_header(member) -> tuple[tuple[int, ...], bool, np.dtype]:

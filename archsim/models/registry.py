@@ -51,14 +51,33 @@ def create_model(spec: str, cache: CacheStore | None = None, device: str = "cpu"
         Torch device to move the model to.
     """
     parsed = parse_spec(spec, model_schemes())
-    display = parsed.take("name")
+    display = take_name(parsed)
     labels = training_labels(parsed)
     model = _SOURCES[parsed.scheme](parsed, cache or CacheStore())
     parsed.finish()
-    if display:
+    if display is not None:
         model.name = display
     model.info.update(labels)
     return model.to(device)
+
+
+def take_name(spec: Spec) -> str | None:
+    """``name=DISPLAY`` taken from ``spec``, checked: a model's name becomes a file or folder name (``RUN/added/NAME``,
+    ``RUN/distill/NAME``), so it may not be empty, hold a path separator or control character, or be ``.``/``..``."""
+    value = spec.take("name")
+    if value is None:
+        return None
+    why = (
+        "it is empty" if not value.strip() else
+        "it starts or ends with a space" if value != value.strip() else
+        "it holds a path separator" if "/" in value or "\\" in value else
+        "it is . or .." if value in (".", "..") else
+        "it holds a control character" if any(ord(c) < 32 for c in value) else
+        "it is longer than 120 characters" if len(value) > 120 else None
+    )
+    if why:
+        raise ArchsimError(f"name={value!r} in {spec.text!r} cannot name a model ({why}); give a plain name, e.g. name=my-model")
+    return value
 
 
 def training_labels(spec: Spec) -> dict[str, str | int]:
@@ -75,10 +94,10 @@ def check_model_specs(specs: list[str]) -> None:
     """Refuse bad model specs before any model is built or attacked: an unknown scheme, model,
     option or file, or two models of one name (a run of many models would otherwise fail at the
     first bad one, after attacking those before it)."""
-    names: dict[str, str] = {}
+    names: dict[str, tuple[str, str]] = {}  # casefolded name -> (name, spec): names differing in case clash as folders
     for text in specs:
         spec = parse_spec(text, model_schemes())
-        display = spec.take("name")
+        display = take_name(spec)
         training_labels(spec)
         check = _CHECKS.get(spec.scheme)
         name = display
@@ -88,9 +107,11 @@ def check_model_specs(specs: list[str]) -> None:
             name = display or own
         if name is None:
             continue
-        if name in names:
-            raise ArchsimError(f"two models are named {name!r} ({names[name]} and {text}); give one a name with ,name=OTHER in its spec")
-        names[name] = text
+        if name.casefold() in names:
+            other, other_text = names[name.casefold()]
+            alike = f"{other!r} and {name!r}" if other != name else repr(name)
+            raise ArchsimError(f"two models are named {alike} ({other_text} and {text}); give one a name with ,name=OTHER in its spec")
+        names[name.casefold()] = (name, text)
 
 
 def require_file(spec: Spec, key: str) -> str | None:

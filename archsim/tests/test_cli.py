@@ -127,6 +127,16 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
         ([*TWO, "--precision", "fp16"], "'fp16' is not one of 'auto', 'fp32', 'bf16'"),
         ([*TWO, "--batch-size", "0"], "'0' is not a positive whole number or 'auto'"),
         ([*TWO, "--batch-size", "most"], "'most' is not a positive whole number or 'auto'"),
+        ([*TWO, "--seed", "-1"], "'--seed': -1 is not in the range 0<=x<=4294967295"),
+        ([*TWO, "--seed", str(2**32)], "is not in the range 0<=x<=4294967295"),
+        ([*TWO, "--n-boot", "-1"], "'--n-boot': -1 is not in the range x>=0"),
+        ([*TWO, "--max-resident", "0"], "'0' is not a positive whole number or 'auto'"),
+        ([*TWO, "--attack-seeds", "0"], "'--attack-seeds': 0 is not in the range x>=1"),
+        (["--models", "zoo:resnet-s0,name=../../escaped zoo:resnet-s1"], "name='../../escaped' in 'zoo:resnet-s0,name=../../escaped' cannot name a model (it holds a path separator)"),
+        (["--models", "zoo:resnet-s0,name=a/b zoo:resnet-s1"], "(it holds a path separator)"),
+        (["--models", "zoo:resnet-s0,name= zoo:resnet-s1"], "(it is empty)"),
+        (["--models", "zoo:resnet-s0,name=.. zoo:resnet-s1"], "cannot name a model (it is . or ..)"),
+        (["--models", "zoo:resnet-s0,name=Net zoo:resnet-s1,name=net"], "two models are named 'Net' and 'net'"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, cache_dir, capsys, args, message):
@@ -134,6 +144,14 @@ def test_bad_input_is_one_line(tmp_path, cache_dir, capsys, args, message):
     code, _, err = run_cli(capsys, "run", "--n-images", "30", *args, "--cache", str(cache_dir), "--out", str(tmp_path / "o"))
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
+@pytest.mark.parametrize("command", [["run", *TWO], ["analyze", "--run", "."], ["compare-attacks", "--run", ".", "--attacks", "fgsm"]])
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch, capsys, command):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *command, "--out", "")
+    assert code == 2 and err.count("\n") == 1 and "'--out': is empty; give a folder or file name" in err, err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_run_that_failed_on_its_input_does_not_keep_its_folder(tmp_path, cache_dir, capsys):

@@ -86,6 +86,12 @@ def test_add_refuses_bad_input_and_leaves_the_run_alone(three_run, cache_dir, tm
         (["add", "--run", str(tmp_path), "zoo:resnet-s2"], "not a finished run folder"),
         (["ensemble", "--run", str(three_run), "--k", "4", "--cache", str(cache_dir)], "between 2 and the 3 models"),
         (["select", "--run", str(three_run), "--k", "5", "--cache", str(cache_dir)], "between 1 and the 3 models"),
+        (["ensemble", "--run", str(three_run), "--random-sets", "0"], "'--random-sets': 0 is not in the range x>=1"),
+        (["ensemble", "--run", str(three_run), "--random-sets", "-1"], "'--random-sets': -1 is not in the range x>=1"),
+        (["ensemble", "--run", str(three_run), "--clusters", "0"], "'--clusters': 0 is not in the range x>=2"),
+        (["ensemble", "--run", str(three_run), "--clusters", "4", "--cache", str(cache_dir)], "--clusters 4 must lie between 2 and the 3"),
+        (["select", "--run", str(three_run), "--k", "2", "--seed", "-1"], "'--seed': -1 is not in the range 0<=x<=4294967295"),
+        (["add", "--run", str(three_run), "zoo:resnet-s2,name=../../escaped", "--cache", str(cache_dir)], "cannot name a model (it holds a path separator)"),
         (["distill", "--run", str(three_run), "--student", "zoo:vit"], "not a model of the run"),
         (["checks", "--run", str(three_run), "--checkpoints", "zoo:resnet-s0", "--epochs", "0", "--cache", str(cache_dir)], "outside 1..19"),
     ]

@@ -178,3 +178,24 @@ def test_npz_errors_are_one_line(tmp_path):
             load_data(f"npz:{tmp_path / name}.npz", store=CacheStore(tmp_path / "c"))
         assert "\n" not in str(caught.value)
     assert not (tmp_path / "c" / "data").exists()  # nothing half-made is stored
+
+
+@pytest.mark.parametrize("labels,message", [
+    (np.array(["cat", "dog", "cat"]), "labels are <U3 .* store integer class indices"),
+    (np.array([0.0, 1.5, 2.0]), "some are fractional or not finite"),
+    (np.array([0.0, np.nan, 2.0]), "some are fractional or not finite"),
+    (np.array([0, 1, 2**40]), "a label is 1099511627776, beyond 1,000,000 classes"),  # once: range(2^40) class names, all memory
+    (np.array([0, -1, 2]), "non-negative class indices"),
+])
+def test_npz_labels_are_checked_when_the_data_is_loaded(tmp_path, labels, message):
+    np.savez(tmp_path / "d.npz", images=np.zeros((3, 4, 4), np.uint8), labels=labels)
+    with pytest.raises(ArchsimError, match=message):
+        load_data(f"npz:{tmp_path / 'd.npz'}")
+    np.savez(tmp_path / "named.npz", images=np.zeros((3, 4, 4), np.uint8), labels=np.array([0, 1, 2]), classes=np.array(["a", "b"]))
+    with pytest.raises(ArchsimError, match="a label is 2, beyond its 2 classes"):
+        load_data(f"npz:{tmp_path / 'named.npz'}")
+
+
+def test_npz_float_labels_holding_whole_numbers_are_class_indices(tmp_path):
+    np.savez(tmp_path / "d.npz", images=np.zeros((3, 4, 4), np.uint8), labels=np.array([0.0, 2.0, 1.0]))
+    assert load_data(f"npz:{tmp_path / 'd.npz'}").labels.tolist() == [0, 2, 1]

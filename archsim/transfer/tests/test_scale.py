@@ -179,3 +179,10 @@ def test_a_fault_that_passes_does_not_fail_the_check(zoo, tmp_path):
     flaky = f"file:{tmp_path / 'flaky.pt'},input_size=3:{SIDE}:{SIDE},mean=0:0:0,std=1:1:1,name=flaky"
     run = _run(folder, [specs[0], flaky], CacheStore(tmp_path / "cache"))
     assert marker.is_file() and list(run.sat.index) == ["r0", "flaky"] and not run.config["left_out"]
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5])
+def test_a_seed_numpy_would_refuse_is_refused_before_any_work(seed, tmp_path):
+    with pytest.raises(ArchsimError, match=r"seed must be a whole number from 0 to 4294967295"):
+        run_sat(["zoo:vit", "zoo:mixer"], seed=seed, cache=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
