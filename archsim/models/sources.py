@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import urllib.parse
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,11 +60,58 @@ def timm_options(spec: Spec) -> dict[str, Any]:
     return _weights_options(spec, "num_classes", "in_chans")
 
 
+HUB_TIMEOUT_S = 3.0
+"""How long a download host may take to accept a connection before archsim calls it unreachable."""
+_UNREACHABLE: dict[str, str | None] = {}
+
+
+def unreachable(url: str) -> str | None:
+    """Why ``url``'s host cannot be reached (a connection to it fails within :data:`HUB_TIMEOUT_S`), or None.
+
+    Checked once per host and process: where there is no network, hub clients retry for close to a minute
+    before they fail (timm's weights: 46 s seen here), per model.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if host not in _UNREACHABLE:
+        try:
+            socket.create_connection((host, parts.port or (443 if parts.scheme == "https" else 80)), timeout=HUB_TIMEOUT_S).close()
+            _UNREACHABLE[host] = None
+        except OSError as error:
+            _UNREACHABLE[host] = error.strerror or type(error).__name__
+    return _UNREACHABLE[host]
+
+
+def _offline_error(spec: Spec, host: str, why: str) -> ArchsimError:
+    return ArchsimError(
+        f"pretrained weights of {spec.text!r} are not in the local cache and {host} cannot be reached ({why}); "
+        "pass checkpoint=PATH for local weights or pretrained=false, or download them once where there is network"
+    )
+
+
+def _check_timm_weights_at_hand(spec: Spec) -> None:
+    """Fail in seconds, not after the hub client's retries, when the weights are neither cached nor downloadable."""
+    import huggingface_hub
+
+    config = timm.models.get_pretrained_cfg(spec.target)
+    if config is None or not config.hf_hub_id or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return  # no hub weights, or offline mode, in which the client fails at once by itself
+    filenames = (config.hf_hub_filename,) if config.hf_hub_filename else ("model.safetensors", "pytorch_model.bin")
+    if any(isinstance(huggingface_hub.try_to_load_from_cache(config.hf_hub_id, name), str) for name in filenames):
+        return
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    why = unreachable(endpoint)
+    if why is not None:
+        raise _offline_error(spec, urllib.parse.urlsplit(endpoint).hostname or endpoint, why)
+
+
 @register_source("timm", check=lambda spec: timm_options(spec)["name"])
 def timm_model(spec: Spec, cache: CacheStore) -> SimModel:
     """``timm:NAME``: hub weights by default, ``checkpoint=PATH`` for local ones, ``pretrained=false`` for random
     weights drawn from ``init_seed`` (default 0)."""
     options = timm_options(spec)
+    if options["pretrained"]:
+        _check_timm_weights_at_hand(spec)
     try:
         with seeded_init(options["init_seed"]):
             net = timm.create_model(spec.target, pretrained=options["pretrained"], **options["kwargs"])
@@ -88,6 +138,11 @@ def torchvision_model(spec: Spec, cache: CacheStore) -> SimModel:
     """``torchvision:NAME``: default weights, or ``checkpoint=PATH``, or ``pretrained=false`` (random weights from ``init_seed``)."""
     options = torchvision_options(spec)
     weights = torchvision.models.get_model_weights(spec.target).DEFAULT
+    if options["pretrained"]:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urllib.parse.urlsplit(weights.url).path).name
+        why = None if cached.is_file() else unreachable(weights.url)
+        if why is not None:
+            raise _offline_error(spec, urllib.parse.urlsplit(weights.url).hostname or weights.url, why)
     try:
         with seeded_init(options["init_seed"]):
             net = torchvision.models.get_model(spec.target, weights=weights if options["pretrained"] else None, **options["kwargs"])

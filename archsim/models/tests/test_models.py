@@ -175,3 +175,21 @@ def test_checkpoint_of_wrong_shape(tmp_path):
     torch.save(timm.create_model("resnet18", pretrained=False, num_classes=3).state_dict(), path)
     with pytest.raises(ArchsimError, match="does not fit"):
         create_model(f"timm:resnet18,checkpoint={path}", cache=CacheStore(tmp_path))
+
+
+@pytest.mark.parametrize("spec", ["timm:resnet18", "torchvision:resnet18"])
+def test_pretrained_weights_out_of_reach_fail_in_seconds(spec, monkeypatch, tmp_path):
+    """Neither cached nor reachable: one line in seconds, naming the fix (the hub client retried for 46 s per model)."""
+    import time
+
+    from archsim.models import sources
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: refused at once, with or without a network
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(sources, "_UNREACHABLE", {"download.pytorch.org": "refused by the test"})
+    started = time.perf_counter()
+    with pytest.raises(ArchsimError, match=r"pretrained weights of '.*resnet18' are not in the local cache and .* cannot be reached .*"
+                                           r"pass checkpoint=PATH for local weights or pretrained=false"):
+        create_model(spec)
+    assert time.perf_counter() - started < 10
