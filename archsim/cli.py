@@ -14,7 +14,7 @@ import pandas as pd
 
 from archsim.engines import engine_for
 from archsim.errors import ArchsimError
-from archsim.specs import model_list
+from archsim.specs import check_out_folder, model_list
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -439,6 +439,8 @@ def compare_matrices_command(matrices, out) -> None:
 
     if len(matrices) < 2:
         raise ArchsimError("compare-matrices needs at least two matrices; give CSV files or run folders")
+    if out is not None:
+        check_out_folder(out)
     read = {}
     for path in matrices:
         if path.is_dir() and not (path / "sat.csv").is_file():

@@ -74,8 +74,9 @@ class Spec:
             raise ArchsimError(f"unknown option(s) {names} in {self.text!r}; see `archsim run --help` for the spec options")
 
 
-def parse_spec(text: str, schemes: tuple[str, ...]) -> Spec:
-    """Split ``SCHEME:TARGET[,key=value...]``; ``schemes`` lists the accepted schemes."""
+def parse_spec(text: str, schemes: tuple[str, ...], bare: tuple[str, ...] = ()) -> Spec:
+    """Split ``SCHEME:TARGET[,key=value...]``; ``schemes`` lists the accepted schemes, ``bare`` those written
+    without a target (``digits``), as error messages show them."""
     text = text.strip()
     if not text:
         raise ArchsimError("empty spec; write SCHEME:NAME, e.g. " + f"{schemes[0]}:...")
@@ -83,7 +84,8 @@ def parse_spec(text: str, schemes: tuple[str, ...]) -> Spec:
     if not sep:
         scheme, rest = text, ""
     if scheme not in schemes:
-        raise ArchsimError(f"unknown scheme {scheme!r} in {text!r}; use one of: {', '.join(s + ':' for s in schemes)}")
+        forms = ", ".join(s if s in bare else f"{s}:..." for s in schemes)
+        raise ArchsimError(f"unknown scheme {scheme!r} in {text!r}; use one of: {forms}")
     target, *pairs = rest.split(",") if rest else [""]
     options: dict[str, str] = {}
     for pair in pairs:
@@ -121,6 +123,17 @@ def model_list(chunks: tuple[str, ...] | list[str]) -> list[str]:
 def check_batch_size(value: int | str) -> int | str:
     """A positive whole number or ``"auto"``, else a one-line error."""
     return _count_or_auto(value, "--batch-size")
+
+
+def check_out_folder(out: Path, flag: str = "--out") -> Path:
+    """``out`` if it is a folder or can be made one (no file in its place or above it), else a one-line error:
+    asked before any work, so a wrong output path does not fail after the results are computed and shown."""
+    if out.exists() and not out.is_dir():
+        raise ArchsimError(f"{flag} {out} is a file; choose a folder")
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ArchsimError(f"cannot make {flag} {out}: {blocker} is a file; choose a folder")
+    return out
 
 
 MAX_SEED = 2**32 - 1

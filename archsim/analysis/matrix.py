@@ -21,6 +21,12 @@ def read_matrix(path: str | Path, tolerance: float = 1e-6, allow_nan: bool = Fal
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
         raise ArchsimError(f"cannot read matrix {path} ({type(error).__name__}); it must be a CSV like sat.csv") from None
     frame.index = frame.index.astype(str)
+    header = path.open(encoding="utf-8", errors="replace").readline()
+    if frame.shape[1] <= 1 and ";" in header and "," not in header:
+        raise ArchsimError(f"matrix {path} is separated by ';'; save it with commas (pandas: to_csv(sep=','), the sat.csv layout)")
+    duplicated = frame.index[frame.index.duplicated()]
+    if len(duplicated):
+        raise ArchsimError(f"matrix {path} lists {duplicated[0]!r} twice; each model once, in rows and columns alike")
     if frame.shape[0] != frame.shape[1]:
         raise ArchsimError(f"matrix {path} is {frame.shape[0]} x {frame.shape[1]}, not square; use the sat.csv layout")
     if frame.shape[0] < 2:
@@ -35,5 +41,8 @@ def read_matrix(path: str | Path, tolerance: float = 1e-6, allow_nan: bool = Fal
         raise ArchsimError(f"matrix {path} holds NaN or infinite entries; recompute or drop those models")
     gap = np.abs(values - values.T)
     if (gap > tolerance).any() or (np.isnan(values) != np.isnan(values.T)).any():
-        raise ArchsimError(f"matrix {path} is not symmetric (largest gap {np.nanmax(gap):.3g}); SAT matrices are")
+        raise ArchsimError(
+            f"matrix {path} is not symmetric (largest gap {np.nanmax(gap):.3g}), but a SAT matrix is; "
+            "give the symmetric sat.csv of a run, not a one-sided matrix"
+        )
     return pd.DataFrame(values, index=frame.index, columns=frame.columns)

@@ -60,7 +60,7 @@ def load_data(
         then read from there in batches instead of held in memory. ``digits`` is
         always in memory.
     """
-    parsed = parse_spec(spec, DATA_SCHEMES)
+    parsed = parse_spec(spec, DATA_SCHEMES, bare=("digits",))
     if split not in ("eval", "train"):
         raise ArchsimError(f"unknown split {split!r}; use eval or train")
     if split == "train" and parsed.scheme != "digits":
@@ -251,12 +251,20 @@ def _contents_digest(files: list[Path], what: str) -> str:
     return h.hexdigest()
 
 
+def decoder_message(error: Exception) -> str:
+    """torchvision's decoder error without the source location of its build ("decode_jpeg, /__w/vision/...cpp:171, Image is
+    incomplete or truncated" -> "Image is incomplete or truncated")."""
+    parts = [part.strip() for part in str(error).split(",")]
+    meaningful = [part for part in parts if part and not re.search(r"\.(cpp|h|c):\d+$", part) and not re.fullmatch(r"decode_\w+", part)]
+    return ", ".join(meaningful) or type(error).__name__
+
+
 def _storage_image(file: Path, size: int, crop_pct: float) -> torch.Tensor:
     """The usual evaluation transform: shorter side to size/crop_pct, centre crop."""
     try:
         image = decode_image(str(file), mode=ImageReadMode.RGB)
     except RuntimeError as error:
-        raise ArchsimError(f"cannot decode image {file} ({error}); remove or replace it") from None
+        raise ArchsimError(f"cannot decode image {file} ({decoder_message(error)}); remove or replace it") from None
     image = TF.resize(image, [int(round(size / crop_pct))], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
     return TF.center_crop(image, [size, size])
 

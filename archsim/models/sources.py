@@ -210,10 +210,23 @@ def file_model(spec: Spec, cache: CacheStore) -> SimModel:
             # Only the user's own files come here; a pickled module cannot load with weights_only.
             net = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - any loading failure is the file's fault
-        raise ArchsimError(f"cannot load model file {path} ({type(error).__name__}: {error}); save it with torch.save(model) or torch.jit.save") from None
+        raise ArchsimError(f"cannot load model file {path} ({_why_unreadable(path, error)}); save it with torch.save(model) or torch.jit.save") from None
     if not isinstance(net, torch.nn.Module):
         raise ArchsimError(f"model file {path} holds a {type(net).__name__}, not a module; for a state dict use timm:NAME,checkpoint={path}")
     return SimModel(net, options["preprocess"], options["name"], spec.text, {"source": "file"})
+
+
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """What is wrong with a file torch could not load, in words: a cut-short archive gave torch's "[Errno 22] Invalid argument"."""
+    try:
+        with Path(path).expanduser().open("rb") as handle:
+            magic = handle.read(2)
+    except OSError as opened:
+        return opened.strerror or type(opened).__name__
+    if magic == b"PK" and not zipfile.is_zipfile(path):
+        return "the file is cut short: a zip archive without its end, as an interrupted copy or download leaves it"
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {first}"[:200] if first else type(error).__name__
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -228,7 +241,7 @@ def _load_state(net: torch.nn.Module, checkpoint: str, spec: Spec) -> None:
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ArchsimError(f"cannot read checkpoint {checkpoint} ({type(error).__name__}); it must be a torch.save'd state dict") from None
+        raise ArchsimError(f"cannot read checkpoint {checkpoint} ({_why_unreadable(Path(checkpoint), error)}); it must be a torch.save'd state dict") from None
     if isinstance(state, dict):
         for key in ("state_dict", "model", "state_dict_ema"):
             if key in state and isinstance(state[key], dict):

@@ -128,8 +128,14 @@ def test_bad_matrices(tmp_path):
         read_matrix(write(tmp_path, sat.iloc[:, :5]))
     skew = sat.copy()
     skew.iloc[0, 1] = 0.0
-    with pytest.raises(ArchsimError, match="not symmetric"):
+    with pytest.raises(ArchsimError, match=r"not symmetric \(largest gap 3.5\), but a SAT matrix is; give the symmetric sat.csv"):
         read_matrix(write(tmp_path, skew))
+    sat.to_csv(tmp_path / "semicolons.csv", sep=";")
+    with pytest.raises(ArchsimError, match="is separated by ';'; save it with commas"):
+        read_matrix(tmp_path / "semicolons.csv")
+    twice = sat.rename(index={"m1": "m0"}, columns={"m1": "m0"})
+    with pytest.raises(ArchsimError, match="lists 'm0' twice; each model once"):
+        read_matrix(write(tmp_path, twice, "twice.csv"))
     with pytest.raises(ArchsimError, match="between 2 and the 6 models"):
         spectral_clusters(sat, k=7)
 
@@ -204,6 +210,9 @@ def test_compare_matrices_on_the_models_they_share(tmp_path, capsys):
                           ([str(MATRIX), str(tmp_path / "none.csv")], "does not exist"),
                           ([str(MATRIX), str(tmp_path)], "is a folder without sat.csv"),
                           ([str(MATRIX), str(tmp_path / "lopsided.csv")], "is not symmetric"),
-                          ([str(MATRIX)], "needs at least two matrices")):
-        code, _, err = run_cli(capsys, "compare-matrices", *args)
+                          ([str(MATRIX)], "needs at least two matrices"),
+                          ([str(MATRIX), str(MATRIX), "--out", str(tmp_path / "few.csv")], "is a file; choose a folder"),
+                          ([str(MATRIX), str(MATRIX), "--out", str(tmp_path / "few.csv" / "sub")], "few.csv is a file; choose a folder")):
+        code, stdout, err = run_cli(capsys, "compare-matrices", *args)
         assert code == 2 and message in err and err.count("\n") == 1, err
+        assert stdout == ""  # refused before any result was shown

@@ -199,3 +199,23 @@ def test_npz_labels_are_checked_when_the_data_is_loaded(tmp_path, labels, messag
 def test_npz_float_labels_holding_whole_numbers_are_class_indices(tmp_path):
     np.savez(tmp_path / "d.npz", images=np.zeros((3, 4, 4), np.uint8), labels=np.array([0.0, 2.0, 1.0]))
     assert load_data(f"npz:{tmp_path / 'd.npz'}").labels.tolist() == [0, 2, 1]
+
+
+def test_an_unknown_data_scheme_shows_the_forms_that_work():
+    with pytest.raises(ArchsimError, match=r"use one of: digits, imagefolder:\.\.\., imagenet-val:\.\.\., npz:\.\.\.$"):
+        load_data("nosuch:x")
+
+
+def test_a_corrupt_image_is_named_without_the_decoders_source_location(tmp_path):
+    from torchvision.io import encode_jpeg
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _png(tmp_path / "a" / "fine.png", 10)
+    data = encode_jpeg(torch.randint(0, 255, (3, 16, 16), dtype=torch.uint8)).numpy().tobytes()
+    (tmp_path / "b" / "cut.jpg").write_bytes(data[: len(data) // 2] + b"garbage")
+    with pytest.raises(ArchsimError) as caught:
+        load_data(f"imagefolder:{tmp_path},size=8")
+    message = str(caught.value)
+    assert message.startswith(f"cannot decode image {tmp_path / 'b' / 'cut.jpg'} (") and "remove or replace it" in message
+    assert ".cpp" not in message and "/__w/" not in message

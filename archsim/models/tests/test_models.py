@@ -193,3 +193,13 @@ def test_pretrained_weights_out_of_reach_fail_in_seconds(spec, monkeypatch, tmp_
                                            r"pass checkpoint=PATH for local weights or pretrained=false"):
         create_model(spec)
     assert time.perf_counter() - started < 10
+
+
+def test_a_cut_short_model_file_says_so(tmp_path):
+    torch.save(nn.Linear(4, 2), tmp_path / "whole.pt")
+    data = (tmp_path / "whole.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArchsimError, match=r"cannot load model file .*cut.pt \(the file is cut short: a zip archive without its end"):
+        create_model(f"file:{tmp_path / 'cut.pt'}")
+    with pytest.raises(ArchsimError, match=r"cannot read checkpoint .*cut.pt \(the file is cut short"):
+        create_model(f"timm:resnet10t,pretrained=false,checkpoint={tmp_path / 'cut.pt'}")
