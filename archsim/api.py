@@ -374,6 +374,8 @@ def compute_measures(
     missing = [p for p in pair or () if p not in names]
     if missing:  # before any measure is computed
         raise ArchsimError(f"--pair names {missing[0]!r}, not a model of this run ({', '.join(names)})")
+    if pair is not None and pair[0] == pair[1]:
+        raise ArchsimError(f"--pair names {pair[0]!r} twice; the spread is of a measure between two different models")
     # As in the run: folder and npz data are read from the cache a batch at a time, never held whole.
     images = load_data(settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"], store=store)
     loaded: dict[str, Any] = {}

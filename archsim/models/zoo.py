@@ -41,8 +41,16 @@ class ZooEntry:
     input_side: int = 32
     recipe: Recipe = Recipe()
     seed: int = 0
-    regime: str = "standard"
     in_default_run: bool = True
+
+    @property
+    def regime(self) -> str:
+        """The training regime its recipe makes (for the training-vs-architecture table and ``archsim zoo``), read off
+        the recipe so the label cannot disagree with how the model was trained."""
+        if self.recipe.adversarial_eps:
+            return "adversarial"
+        parts = [name for name, on in (("label-smoothing", self.recipe.label_smoothing), ("augmentation", self.recipe.augment != "none")) if on]
+        return "+".join(parts) or "standard"
 
     def build(self, num_classes: int = 10) -> nn.Module:
         common = dict(num_classes=num_classes, in_chans=1)
@@ -71,8 +79,8 @@ ZOO: dict[str, ZooEntry] = {
     "resnet-s0": ZooEntry("ResNet", "resnet18", _RESNET, 16, seed=0),
     "resnet-s1": ZooEntry("ResNet", "resnet18", _RESNET, 16, seed=1),
     "resnet-s2": ZooEntry("ResNet", "resnet18", _RESNET, 16, seed=2),
-    "resnet-ls": ZooEntry("ResNet", "resnet18", _RESNET, 16, Recipe(label_smoothing=0.1), regime="label-smoothing"),
-    "resnet-aug": ZooEntry("ResNet", "resnet18", _RESNET, 16, _AUGMENTED, regime="augmentation"),
+    "resnet-ls": ZooEntry("ResNet", "resnet18", _RESNET, 16, Recipe(label_smoothing=0.1)),
+    "resnet-aug": ZooEntry("ResNet", "resnet18", _RESNET, 16, _AUGMENTED),
     "seresnet": ZooEntry("ResNet", "resnet18", dict(_RESNET, block_args=dict(attn_layer="se")), 16),
     "vit": ZooEntry(
         "ViT", "vit_tiny_patch16_224",
@@ -90,7 +98,7 @@ ZOO: dict[str, ZooEntry] = {
     # PGD adversarial training at the default attack radius on digits (archsim.api.DIGITS_EPS): the
     # SAT paper's third further check (SPEC §2.10, archsim checks --adversarial). Not in the default
     # run, whose matrix is the paper's standard-training zoo.
-    "resnet-adv": ZooEntry("ResNet", "resnet18", _RESNET, 16, Recipe(adversarial_eps=0.1), regime="adversarial", in_default_run=False),
+    "resnet-adv": ZooEntry("ResNet", "resnet18", _RESNET, 16, Recipe(adversarial_eps=0.1), in_default_run=False),
 }
 
 

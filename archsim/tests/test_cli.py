@@ -72,6 +72,8 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
     features = len(list(cache_dir.glob("feat/*/*")))
     code, _, err = run_cli(capsys, "measures", "--run", str(out), "--measures", "cka", "--pair", "vit", "convnext", "--cache", str(cache_dir))
     assert code == 2 and "--pair names 'vit'" in err and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "measures", "--run", str(out), "--measures", "cka", "--pair", "convnext", "convnext", "--cache", str(cache_dir))
+    assert code == 2 and "--pair names 'convnext' twice" in err and err.count("\n") == 1
     assert len(list(cache_dir.glob("feat/*/*"))) == features
     code, stdout, err = run_cli(
         capsys, "measures", "--run", str(out), "--measures", "disagreement error-consistency cka regions boundary", "--cache", str(cache_dir)
