@@ -191,6 +191,8 @@ class CardExtractor:
             base = "CNN" if not body_linears else ("Hybrid" if body_convs else "Transformer")
         elif self._token_mixing_linear(body_linears):
             base = "MLP-Mixer"
+        elif not self.convs:
+            base = "MLP"  # neither convolution nor attention nor token mixing: no CNN, whatever else it is
         else:
             base = "CNN"
         if self.family.startswith(NAS_FAMILIES):

@@ -95,3 +95,11 @@ def test_agreement_with_all_published_cards():
         agreement = card_agreement(published, extracted_cards(list(published.index))).set_index("component")["agree"]
     assert agreement.min() >= 0.9
     assert agreement.mean() >= 0.98
+
+
+def test_a_network_of_linear_layers_alone_is_no_cnn():
+    from torch import nn
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 10))
+    card = extract_card(SimModel(net, Preprocess((3, 8, 8), [0.5], [0.5]), "mlp", "file:mlp"))
+    assert card["Base architecture"] == "MLP"
