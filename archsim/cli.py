@@ -14,7 +14,7 @@ import pandas as pd
 
 from archsim.engines import engine_for
 from archsim.errors import ArchsimError
-from archsim.specs import check_out_folder, model_list
+from archsim.specs import check_out_folder, model_list, quick_check_run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -121,11 +121,11 @@ def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed
         attack_seeds, keep_going, max_resident, compile, cache, out, engine, address, cpus_per_task) -> None:
     """Compute the SAT matrix of MODELS on DATA; write sat.csv, pairs.csv, models.csv, cards.csv, config.json,
     the analysis tables and report.html."""
-    from archsim.api import run_sat
-
     specs = model_list(models)
     if models and not specs:
         raise ArchsimError("--models is empty; list model specs, or leave --models out for the embedded zoo")
+    quick_check_run(specs, data, eps)  # before torch is imported: a typo is answered in a fraction of a second
+    from archsim.api import run_sat
     made, out = out is None, out or _new_run_dir()
     started = time.perf_counter()
     try:

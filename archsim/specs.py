@@ -3,6 +3,7 @@ other settings the CLI checks while it parses its options (so that a usage error
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,6 +124,35 @@ def model_list(chunks: tuple[str, ...] | list[str]) -> list[str]:
 def check_batch_size(value: int | str) -> int | str:
     """A positive whole number or ``"auto"``, else a one-line error."""
     return _count_or_auto(value, "--batch-size")
+
+
+DATA_SCHEMES = ("digits", "imagefolder", "imagenet-val", "npz")
+MODEL_SCHEMES = ("zoo", "timm", "torchvision", "file")
+"""The schemes of the registry (:mod:`archsim.models.registry`); here too, so that a spec is checked without torch."""
+ZOO_NAMES = (
+    "resnet-s0", "resnet-s1", "resnet-s2", "resnet-ls", "resnet-aug", "seresnet", "vit", "mixer", "convnext", "mobilenetv3",
+    "mobilevit", "resnet-adv",
+)
+"""The embedded zoo's models (:data:`archsim.models.ZOO`, whose module imports timm; a test keeps the two equal)."""
+
+
+def check_eps(eps: float) -> float:
+    """An attack radius in (0, 1] pixel units, else a one-line error."""
+    if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and math.isfinite(eps) and 0 < eps <= 1):
+        raise ArchsimError(f"--eps must lie in (0, 1] (pixel units, e.g. 0.1 or 4/255=0.0157), got {eps}")
+    return float(eps)
+
+
+def quick_check_run(specs: list[str], data: str, eps: float | None) -> None:
+    """What a run can refuse without torch or timm (a mistyped scheme, zoo name, data scheme or eps), in well under a
+    second; everything else is checked where the model or data is loaded, before any work."""
+    if eps is not None:
+        check_eps(eps)
+    parse_spec(data, DATA_SCHEMES, bare=("digits",))
+    for text in specs:
+        spec = parse_spec(text, MODEL_SCHEMES)
+        if spec.scheme == "zoo" and spec.target not in ZOO_NAMES:
+            raise ArchsimError(f"unknown zoo model {spec.target!r}; choose from {', '.join(ZOO_NAMES)}")
 
 
 def check_out_folder(out: Path, flag: str = "--out") -> Path:

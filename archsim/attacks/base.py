@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from archsim.errors import ArchsimError
+from archsim.specs import check_eps
 from archsim.models.fastpath import usable_cores
 
 
@@ -36,9 +37,7 @@ class Attack(ABC):
     """Raised when an attack's algorithm changes for the same settings, so results made before are not reused."""
 
     def __init__(self, eps: float) -> None:
-        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and 0 < eps <= 1):
-            raise ArchsimError(f"--eps must lie in (0, 1] (pixel units, e.g. 0.1 or 4/255=0.0157), got {eps}")
-        self.eps = float(eps)
+        self.eps = check_eps(eps)
 
     def config(self) -> dict[str, Any]:
         """Every setting that changes the result; enters cache keys and config.json."""

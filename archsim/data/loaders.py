@@ -29,9 +29,8 @@ from tqdm.auto import tqdm
 from archsim.cache import CacheStore, digest
 from archsim.data.imageset import ImageSet, StoredImages, fingerprint_end, fingerprint_start, stratified_indices
 from archsim.errors import ArchsimError
-from archsim.specs import Spec, parse_spec
+from archsim.specs import DATA_SCHEMES, Spec, parse_spec
 
-DATA_SCHEMES = ("digits", "imagefolder", "imagenet-val", "npz")
 DIGITS_SIZE = 32
 DIGITS_SPLIT_SEED = 0
 DIGITS_EVAL_FRACTION = 0.2

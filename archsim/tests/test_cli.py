@@ -344,3 +344,21 @@ def test_default_run_folders_are_one_per_run(tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(capsys, "run", "--models", "zoo:resnet-s0 zoo:nope")
     assert code == 2 and "unknown zoo model 'nope'" in err
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["20261124-070000", "20261124-070000-2", "20261124-070000-3"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--eps", "-1"], "--eps must lie in (0, 1]"),
+    (["--models", "zoo:nope zoo:vit"], "unknown zoo model 'nope'"),
+    (["--data", "nosuch:x"], "unknown scheme 'nosuch'"),
+    (["--models", "zoo:vit bogus:x"], "unknown scheme 'bogus'"),
+])
+def test_a_wrong_value_is_answered_before_torch_is_imported(args, message, tmp_path):
+    """The same subprocess check as --help's: the run refuses these without importing torch (was 4.2-4.5 s)."""
+    code = (
+        "import sys\nfrom archsim.cli import main\n"
+        f"sys.argv = ['archsim', 'run', *{args!r}, '--out', {str(tmp_path / 'o')!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code == 2, e.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and message in done.stderr and done.stderr.count("\n") == 1, done.stderr
