@@ -16,9 +16,9 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from archsim.errors import ArchsimError
+from archsim.progress import steps
 from archsim.specs import check_eps
 from archsim.models.fastpath import usable_cores
 
@@ -109,7 +109,7 @@ class Attack(ABC):
             ahead = prefetcher if device.type == "cuda" else None
             noises: dict[int, NoiseSource] = {}
             pending: Callable[[], torch.Tensor] | None = None
-            for start, images in zip(tqdm(starts, desc=desc or f"attack {self.name}", unit="batch", leave=False, disable=None), batches):
+            for start, images in zip(steps(starts, desc or f"attack {self.name}", len(starts), per_step=batch_size), batches):
                 stop = min(start + batch_size, len(labels))
                 if len(images) != stop - start:
                     raise ValueError(f"a batch of {len(images)} images where images {start}..{stop - 1} were due")

@@ -38,6 +38,15 @@ class Engine(Protocol):
         ...
 
 
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min``, ``2.5 h``: as a person reads a log."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 class TaskProgress:
     """Progress over the tasks of a stage: a bar on a terminal. Where stderr is not one (a batch
     job's log), where a bar would show nothing for hours, a line per task that computed something;
@@ -46,15 +55,21 @@ class TaskProgress:
 
     def __init__(self, total: int, desc: str) -> None:
         self.total, self.desc, self.finished, self.start = total, desc, 0, time.monotonic()
+        self.last = self.start
         self.bar = tqdm(total=total, desc=desc, unit="model") if sys.stderr.isatty() else None
 
     def done(self, label: str, computed: bool) -> None:
         """One more task finished: ``label`` names it, ``computed`` says whether it missed the cache."""
         self.finished += 1
+        now = time.monotonic()
+        took, self.last = now - self.last, now
         if self.bar is not None:
             self.bar.update()
         elif computed:
-            print(f"{self.desc}: {self.finished}/{self.total} {label} ({time.monotonic() - self.start:.0f} s)", file=sys.stderr, flush=True)
+            elapsed = now - self.start
+            left = self.total - self.finished
+            eta = f", about {_duration(elapsed / self.finished * left)} left" if left else ""
+            print(f"{self.desc}: {self.finished}/{self.total} {label} ({took:.1f} s; {_duration(elapsed)} in all{eta})", file=sys.stderr, flush=True)
 
     def __enter__(self) -> TaskProgress:
         return self

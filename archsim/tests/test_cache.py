@@ -134,3 +134,17 @@ def test_a_cut_short_entry_is_not_mapped(tmp_path):
     with pytest.raises(ArchsimError, match="is damaged .*rerun to recompute it") as caught:
         store.open("adv", "5e6f").mapped("images")
     assert "\n" not in str(caught.value) and not path.exists()
+
+
+def test_a_long_loop_writes_a_line_at_a_steady_rate_to_a_log(monkeypatch, capsys):
+    """Off a terminal: no bar, but a line every LOG_EVERY_S seconds with the rate and the time left."""
+    from archsim import progress
+
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    assert list(progress.steps(iter(range(3)), "attack m", 3, per_step=8)) == [0, 1, 2]
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["attack m: 1/3 batches", "attack m: 2/3 batches"]  # none once done
+    assert all(" images/s, about " in line and line.endswith(" s left") for line in lines)
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 3600.0)
+    list(progress.steps(iter(range(3)), "attack m", 3))
+    assert capsys.readouterr().err == ""
