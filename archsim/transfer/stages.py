@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
@@ -223,6 +224,8 @@ class PreflightOutcome:
     seconds: float
     usage: bool = False
     """The problem is the user's input (e.g. outputs that do not fit the data's classes), not the network failing."""
+    input_size: tuple[int, ...] | None = None
+    """The network's own input size [C, H, W] (None: it takes any)."""
 
 
 def preflight_model(
@@ -234,18 +237,22 @@ def preflight_model(
     A failure is tried once more before it counts: a model that fails twice cannot run, while a passing
     fault (a file system that hiccups, memory another process held) should not end a study."""
     started = time.perf_counter()
-    problem, usage = None, False
+    problem, usage, size = None, False, None
     for _ in range(2):
-        problem, usage = _check_model(device, store, spec, data, precision, compile)
+        problem, usage, size = _check_model(device, store, spec, data, precision, compile)
         if problem is None or usage:
             break
-    return PreflightOutcome(spec, problem, time.perf_counter() - started, usage)
+    return PreflightOutcome(spec, problem, time.perf_counter() - started, usage, size)
 
 
-def _check_model(device: str, store: CacheStore, spec: str, data: ImageSet, precision: str, compile: bool) -> tuple[str | None, bool]:
-    """(the problem in one line, or None; whether it is the user's input rather than the network)."""
+def _check_model(
+    device: str, store: CacheStore, spec: str, data: ImageSet, precision: str, compile: bool,
+) -> tuple[str | None, bool, tuple[int, ...] | None]:
+    """(the problem in one line, or None; whether it is the user's input rather than the network; its input size)."""
+    size = None
     try:
         model = create_model(spec, cache=store, device=device)
+        size = model.preprocess.input_size
         check_compatible(model, data)
         images = next(iter(data.batches(2)))
         x, y = to_device(images, model.device).float().div_(255.0), data.labels[: len(images)].to(model.device)
@@ -259,11 +266,11 @@ def _check_model(device: str, store: CacheStore, spec: str, data: ImageSet, prec
         with precision_context(device, precision), torch.inference_mode():
             model(x).argmax(-1).cpu()
     except ArchsimError as error:
-        return str(error), True
+        return str(error), True, size
     except Exception as error:  # noqa: BLE001 - any network may fail in its own way; the run reports it in one line
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        return f"{type(error).__name__}: {first}"[:300], False
-    return None, False
+        return f"{type(error).__name__}: {first}"[:300], False, size
+    return None, False, size
 
 
 def preflight(engine: Engine, specs: list[str], data: ImageSet, store: CacheStore, precision: str, compile: bool, keep_going: bool) -> dict[str, str]:
@@ -274,6 +281,14 @@ def preflight(engine: Engine, specs: list[str], data: ImageSet, store: CacheStor
     outcomes: list[PreflightOutcome] = engine.map(
         preflight_model, [(spec, data, precision, compile) for spec in specs], store, "check models", specs, report_all=True,
     )
+    side = min(data.images.shape[-2:])
+    for o in outcomes:
+        if o.input_size is not None and side * UPSAMPLING_WARNED < min(o.input_size[1:]):
+            warnings.warn(
+                f"{data.name}'s images are {data.images.shape[-2]}x{data.images.shape[-1]} px, far below the "
+                f"{o.input_size[1]}x{o.input_size[2]} {o.spec} takes: they are upsampled {min(o.input_size[1:]) // side}x, "
+                "and attacks on such images say little about the model; give images near its input size", stacklevel=3,
+            )
     failed = {o.spec: o.problem for o in outcomes if o.problem is not None}
     usage = next((o.problem for o in outcomes if o.problem is not None and o.usage), None)
     if usage is not None and not keep_going:
@@ -282,6 +297,10 @@ def preflight(engine: Engine, specs: list[str], data: ImageSet, store: CacheStor
         listed = "; ".join(f"{spec}: {problem}" for spec, problem in failed.items())
         raise ArchsimError(f"{len(failed)} of {len(specs)} models cannot run ({listed}); fix or remove them, or pass --keep-going to leave them out")
     return failed
+
+
+UPSAMPLING_WARNED = 4
+"""A model whose input side is more than this many times the data's is warned about (1x1 images ran, slowly, unsaid)."""
 
 
 def needed_pred_key(fingerprint: str, images_key: str, needed: np.ndarray, precision: str = "fp32") -> str | None:

@@ -186,3 +186,11 @@ def test_a_seed_numpy_would_refuse_is_refused_before_any_work(seed, tmp_path):
     with pytest.raises(ArchsimError, match=r"seed must be a whole number from 0 to 4294967295"):
         run_sat(["zoo:vit", "zoo:mixer"], seed=seed, cache=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
+
+
+def test_images_far_below_a_models_input_size_are_warned_about(zoo, tmp_path):
+    folder, specs, _ = zoo
+    np.savez(tmp_path / "tiny.npz", images=np.random.default_rng(0).integers(0, 256, (8, 3, 2, 2), dtype=np.uint8),
+             labels=np.arange(8) % 4)
+    with pytest.warns(UserWarning, match=r"images are 2x2 px, far below the 224x224 .* upsampled 112x"):
+        run_sat(specs[:2], data=f"npz:{tmp_path / 'tiny.npz'}", steps=1, n_boot=0, device="cpu", batch_size=8, cache=tmp_path / "c")
