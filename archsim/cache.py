@@ -233,8 +233,20 @@ class CacheStore:
     def put_computed(self, kind: str, key: str, arrays: Mapping[str, np.ndarray]) -> None:
         """Store what a caller computed after :meth:`find` missed, counted as a miss and used."""
         self.misses += 1
-        self.put(kind, key, arrays)
+        with self._lock(kind, key):
+            self._remove_stale_writes(kind, key)
+            self.put(kind, key, arrays)
         self.used.add((kind, key))
+
+    def _remove_stale_writes(self, kind: str, key: str) -> None:
+        """Delete temporary files of this entry that a killed writer left (SIGKILL leaves no chance to clean up).
+
+        Only under the entry's lock, which every writer of the entry holds and the system releases when its
+        process dies: a temporary file found then belongs to no live writer.
+        """
+        path = self.path(kind, key)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
 
     def get_or_compute(
         self, kind: str, key: str, compute: Callable[[], Mapping[str, np.ndarray]]
@@ -252,6 +264,7 @@ class CacheStore:
                 return found
             self.misses += 1
             arrays = {name: np.asarray(value) for name, value in compute().items()}
+            self._remove_stale_writes(kind, key)
             self.put(kind, key, arrays)
             self.used.add((kind, key))
             return arrays
@@ -270,6 +283,7 @@ class CacheStore:
                 self.hits += 1
             else:
                 self.misses += 1
+                self._remove_stale_writes(kind, key)
                 self.put_stream(kind, key, name, shape, dtype, produce(), finish)
             self.used.add((kind, key))
             return StoredArrays(self.path(kind, key))

@@ -148,3 +148,17 @@ def test_a_long_loop_writes_a_line_at_a_steady_rate_to_a_log(monkeypatch, capsys
     monkeypatch.setattr(progress, "LOG_EVERY_S", 3600.0)
     list(progress.steps(iter(range(3)), "attack m", 3))
     assert capsys.readouterr().err == ""
+
+
+def test_a_killed_writers_temporary_file_goes_when_the_entry_is_written(tmp_path):
+    from archsim.cache import CacheStore
+
+    store = CacheStore(tmp_path)
+    path = store.path("pred", "ab" * 32)
+    path.parent.mkdir(parents=True)
+    stale = path.parent / f".{path.name}.x1y2z3.tmp"  # what SIGKILL during atomic_write leaves
+    stale.write_bytes(b"half an entry")
+    other = path.parent / f".{'cd' * 32}.bin.q.tmp"  # another entry's: not this writer's to remove
+    other.write_bytes(b"x")
+    store.put_computed("pred", "ab" * 32, {"pred": np.arange(3)})
+    assert not stale.exists() and other.exists() and store.get("pred", "ab" * 32)["pred"].tolist() == [0, 1, 2]
