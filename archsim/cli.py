@@ -37,30 +37,16 @@ SEED = click.IntRange(0, 2**32 - 1)
 """Seeds seed numpy and scikit-learn, which take 0 to 2^32 - 1."""
 
 
-class BatchSizeType(click.ParamType):
-    """A positive whole number or ``auto``."""
+class CountOrAuto(click.ParamType):
+    """A positive whole number or ``auto`` (--batch-size, --max-resident)."""
 
     name = "N|auto"
 
     def convert(self, value, param, ctx):
-        from archsim.specs import check_batch_size
+        from archsim.specs import check_batch_size  # the rule of every count-or-auto option
 
         try:
             return check_batch_size(value)
-        except ArchsimError:
-            self.fail(f"{value!r} is not a positive whole number or 'auto'", param, ctx)
-
-
-class MaxResidentType(click.ParamType):
-    """A positive whole number of models or ``auto``."""
-
-    name = "N|auto"
-
-    def convert(self, value, param, ctx):
-        from archsim.specs import check_max_resident
-
-        try:
-            return check_max_resident(value)
         except ArchsimError:
             self.fail(f"{value!r} is not a positive whole number or 'auto'", param, ctx)
 
@@ -100,7 +86,7 @@ def engine_options(command):
 @click.option("--eps-s", type=float, default=1.0, show_default=True, help="Floor of the fooling percentage in SAT (1 keeps SAT >= 0).")
 @click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True, help="Bootstrap replicates for 95% intervals.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--batch-size", type=BatchSizeType(), default="auto", show_default=True, help=BATCH_SIZE_HELP)
+@click.option("--batch-size", type=CountOrAuto(), default="auto", show_default=True, help=BATCH_SIZE_HELP)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="auto: bf16 on CUDA, fp32 on the CPU. bf16 (autocast) attacks 1.3-3.6x faster on recent GPUs; its SAT keeps a rank "
                    "correlation of 0.982-0.991 with fp32, as close as fp32 at another attack seed (0.974-0.984). fp32 reproduces exactly.")
@@ -109,7 +95,7 @@ def engine_options(command):
                    "per-pair mean and spread, config.json the rank correlation between seeds. Costs K times the run.")
 @click.option("--keep-going", is_flag=True, default=False,
               help="Leave out models that fail the check every model gets first (one forward and backward pass), instead of stopping.")
-@click.option("--max-resident", type=MaxResidentType(), default="auto", show_default=True,
+@click.option("--max-resident", type=CountOrAuto(), default="auto", show_default=True,
               help="Targets kept loaded at once while evaluating; each adversarial set is read once per group of them. "
                    "auto: as many as fit a quarter of the free memory.")
 @click.option("--compile/--no-compile", default=False, show_default=True,
@@ -220,7 +206,7 @@ def cards(specs, out, cache) -> None:
 def rerun_options(command):
     """--device, --batch-size and --cache of the commands that recompute on a finished run."""
     command = click.option("--cache", type=PATH, default=None, help="Cache folder [default: the run's].")(command)
-    command = click.option("--batch-size", type=BatchSizeType(), default="auto", show_default=True, help=BATCH_SIZE_HELP)(command)
+    command = click.option("--batch-size", type=CountOrAuto(), default="auto", show_default=True, help=BATCH_SIZE_HELP)(command)
     return click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")(command)
 
 
