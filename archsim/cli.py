@@ -17,7 +17,32 @@ from archsim.errors import ArchsimError
 from archsim.specs import check_out_folder, model_list, quick_check_run
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class OnceCommand(click.Command):
+    """A command whose single-valued options may be given once: click keeps the last of ``--seed 1 --seed 2`` without
+    a word, and a user who repeats an option by mistake gets a result of settings they did not mean."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        single = {opt: param for param in self.params if isinstance(param, click.Option) and not param.multiple
+                  for opt in (*param.opts, *param.secondary_opts)}
+        seen: dict[str, str] = {}
+        for arg in args:
+            if arg == "--":
+                break
+            opt = arg.split("=", 1)[0]
+            if opt in single:
+                name = single[opt].name
+                if name in seen:
+                    raise click.UsageError(f"{opt} is given twice (as {seen[name]} before); give each option once", ctx)
+                seen[name] = opt
+        return super().parse_args(ctx, args)
+
+
+class ArchsimGroup(click.Group):
+    command_class = OnceCommand
+    group_class = type  # subgroups (cache) are made of this class too, so their commands check as well
+
+
+@click.group(cls=ArchsimGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="archsim")
 def cli() -> None:
     """Similarity of neural architectures by adversarial attack transferability (SAT)."""
@@ -84,7 +109,8 @@ def engine_options(command):
 @click.option("--random-start/--no-random-start", default=None, help="Random start in the ball [default: on for pgd, apgd-ce, lowfreq-pgd].")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the subset, random start and bootstrap.")
 @click.option("--eps-s", type=float, default=1.0, show_default=True, help="Floor of the fooling percentage in SAT (1 keeps SAT >= 0).")
-@click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True, help="Bootstrap replicates for 95% intervals.")
+@click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap replicates for 95% intervals (0: none, the interval columns stay empty).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--batch-size", type=CountOrAuto(), default="auto", show_default=True, help=BATCH_SIZE_HELP)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,

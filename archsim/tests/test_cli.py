@@ -134,6 +134,8 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
         ([*TWO, "--n-boot", "-1"], "'--n-boot': -1 is not in the range x>=0"),
         ([*TWO, "--max-resident", "0"], "'0' is not a positive whole number or 'auto'"),
         ([*TWO, "--attack-seeds", "0"], "'--attack-seeds': 0 is not in the range x>=1"),
+        ([*TWO, "--seed", "1", "--seed=2"], "--seed is given twice (as --seed before); give each option once"),
+        ([*TWO, "--random-start", "--no-random-start"], "--no-random-start is given twice (as --random-start before)"),
         (["--models", "zoo:resnet-s0,name=../../escaped zoo:resnet-s1"], "name='../../escaped' in 'zoo:resnet-s0,name=../../escaped' cannot name a model (it holds a path separator)"),
         (["--models", "zoo:resnet-s0,name=a/b zoo:resnet-s1"], "(it holds a path separator)"),
         (["--models", "zoo:resnet-s0,name= zoo:resnet-s1"], "(it is empty)"),
