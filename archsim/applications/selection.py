@@ -70,7 +70,10 @@ def diverse_sample(
     while len(chosen) < k:
         rest = np.setdiff1d(np.arange(n), chosen)
         closest = np.maximum(s[np.ix_(rest, chosen)].max(1), FLOOR)
-        weights = {"inverse": closest**-power, "proportional": closest**power, "uniform": np.ones(len(rest))}[method]
+        # In logs, shifted by the largest: closest**-power overflows (to inf, then NaN weights) at large powers, where
+        # the draw tends to the least similar model; the shift changes no weight's share.
+        log_weights = {"inverse": -power * np.log(closest), "proportional": power * np.log(closest), "uniform": np.zeros(len(rest))}[method]
+        weights = np.exp(log_weights - log_weights.max())
         chosen.append(int(rng.choice(rest, p=weights / weights.sum())))
     return [names[i] for i in chosen] if names is not None else chosen
 

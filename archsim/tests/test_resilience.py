@@ -243,3 +243,91 @@ def test_fuzzed_csv_files_never_traceback(text, tmp_path_factory, capsys):
     cards.write_text(text)
     code, _, err = run_cli(capsys, "analyze", "--matrix", str(matrix), "--cards", str(cards), "--out", str(folder / "out"))
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, (text, err)
+
+
+NUMBERS = st.one_of(st.integers(-2**40, 2**40).map(str), st.floats(allow_nan=True, allow_infinity=True).map(str),
+                    st.sampled_from(["", "0", "-1", "1e309", "nan", "2", "1.5", "auto", "x"]))
+NAMES = st.one_of(st.text(max_size=12), st.sampled_from(["../../escaped", "a/b", "", " ", ".", "..", "a\\b", "NAME", "x" * 200]))
+
+
+def _matrix_files(folder: Path) -> tuple[Path, Path]:
+    names = [f"m{i}" for i in range(6)]
+    values = np.full((6, 6), 1.0)
+    values[:3, :3] = values[3:, 3:] = 3.5
+    np.fill_diagonal(values, 4.6)
+    pd.DataFrame(values, index=names, columns=names).to_csv(folder / "m.csv")
+    cards = pd.DataFrame({"Base architecture": ["CNN"] * 3 + ["Transformer"] * 3}, index=pd.Index(names, name="Model"))
+    cards.to_csv(folder / "c.csv")
+    return folder / "m.csv", folder / "c.csv"
+
+
+def _files_outside(folder: Path, allowed: set[str]) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name not in allowed)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=st.sampled_from([
+    ("analyze", "--clusters"), ("analyze", "--seed"), ("select", "--k"), ("select", "--power"), ("select", "--draws"),
+    ("select", "--seed"), ("run", "--n-boot"), ("run", "--max-resident"), ("run", "--attack-seeds"), ("run", "--batch-size"),
+    ("run", "--seed"), ("cache", "--older-than"),
+]), data=st.data())
+def test_fuzzed_numbers_of_every_command_never_traceback_nor_write_elsewhere(case, data, tmp_path_factory, monkeypatch, capsys):
+    """Any value of a numeric option: exit 0 (a value that happens to be valid) or 2 with one line on stderr, never a
+    traceback, and nothing written outside --out (the folder the command runs in stays as it was)."""
+    command, option = case
+    value = data.draw(NUMBERS)
+    folder = tmp_path_factory.mktemp("fuzz")
+    matrix, cards = _matrix_files(folder)
+    monkeypatch.chdir(folder)
+    args = {
+        "analyze": ["analyze", "--matrix", str(matrix), "--cards", str(cards), "--out", "out"],
+        "select": ["select", "--matrix", str(matrix), "--k", "2", "--draws", "5"],
+        "run": ["run", "--models", "zoo:nope zoo:nope2", "--out", "out", "--cache", "cache"],  # refused before any work
+        "cache": ["cache", "prune", "--cache", "cache", "--dry-run"],
+    }[command]
+    code, _, err = run_cli(capsys, *args, option, value)
+    assert code in (0, 2) and "Traceback" not in err, (command, option, value, err)
+    assert code == 0 or (err.startswith("error: ") and err.count("\n") == 1), (command, option, value, err)
+    assert _files_outside(folder, {"m.csv", "c.csv", "out", "cache"}) == [], (command, option, value)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=NAMES, command=st.sampled_from(["run", "cards"]))
+def test_fuzzed_model_names_never_escape_the_output_folder(name, command, tmp_path_factory, monkeypatch, capsys):
+    folder = tmp_path_factory.mktemp("names")
+    monkeypatch.chdir(folder)
+    spec = f"zoo:nope,name={name}"  # an unknown zoo model: even a valid name starts no work
+    args = {"run": ["run", "--models", f"{spec} zoo:nope2", "--out", "out", "--cache", "cache"],
+            "cards": ["cards", spec, "--out", "out/cards.csv", "--cache", "cache"]}[command]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, (name, err)
+    assert _files_outside(folder, {"out", "cache"}) == [] and not (folder.parent / "escaped").exists()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(labels=st.one_of(
+    st.lists(st.integers(-2**62, 2**62), min_size=3, max_size=3).map(np.array),
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=3, max_size=3).map(np.array),
+    st.lists(st.text(max_size=3), min_size=3, max_size=3).map(np.array),
+    st.lists(st.booleans(), min_size=3, max_size=3).map(np.array),
+), cut=st.integers(0, 400))
+def test_fuzzed_npz_and_checkpoint_files_never_traceback(labels, cut, tmp_path_factory):
+    """The readers of user files: npz labels of any kind, and npz or .pt files cut short anywhere, end in one-line
+    errors (or load), never in a traceback from numpy, zipfile or torch."""
+    import torch
+    from torch import nn
+
+    from archsim.errors import ArchsimError
+
+    folder = tmp_path_factory.mktemp("files")
+    np.savez(folder / "d.npz", images=np.zeros((3, 4, 4), np.uint8), labels=labels)
+    data = (folder / "d.npz").read_bytes()
+    (folder / "cut.npz").write_bytes(data[:cut])
+    torch.save(nn.Linear(2, 2), folder / "m.pt")
+    (folder / "cut.pt").write_bytes((folder / "m.pt").read_bytes()[:cut])
+    for load in (lambda: load_data(f"npz:{folder / 'd.npz'}"), lambda: load_data(f"npz:{folder / 'cut.npz'}"),
+                 lambda: create_model(f"file:{folder / 'cut.pt'}")):
+        try:
+            load()
+        except ArchsimError as error:
+            assert "\n" not in str(error)

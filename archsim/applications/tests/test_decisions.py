@@ -123,6 +123,9 @@ def test_the_power_sharpens_the_sampler():
     assert abs(leave[1] - first_ones * 0.5) < 0.04 and abs(leave[4] - first_ones / (1 + 2 / 16)) < 0.04
     with pytest.raises(ArchsimError, match="--power must be a finite number >= 0"):
         diverse_sample(sat, 2, power=-1)
+    # A power past what floats hold (SAT**-1e6 overflows) picks the least similar model, not a NaN weight (found by fuzzing).
+    first_then_least = [diverse_sample(sat, 2, "inverse", s, power=1e6) for s in range(10)]
+    assert all(len(set(pair)) == 2 for pair in first_then_least)
 
 
 def test_diverse_sample_returns_names_and_refuses_bad_input():
