@@ -102,7 +102,8 @@ def engine_options(command):
 @click.option("--n-images", type=int, default=None, help="Seeded, class-stratified subset of this many images.")
 @click.option("--attack", default="pgd", show_default=True, metavar="NAME[,key=value...]",
               help="pgd | fgsm | mifgsm | vmifgsm | apgd-ce | lowfreq-pgd, with options, e.g. "
-                   "'vmifgsm,samples=20,beta=1.5', 'lowfreq-pgd,ratio=0.25', 'apgd-ce,rho=0.75'.")
+                   "'vmifgsm,samples=20,beta=1.5', 'lowfreq-pgd,ratio=0.25', 'apgd-ce,rho=0.75'; or any torchattacks "
+                   "attack as torchattacks:NAME[,option=value...], e.g. 'torchattacks:TIFGSM,decay=1.0'.")
 @click.option("--eps", type=float, default=None, help="L-inf radius in [0,1] pixel units [default: 0.1 on digits, 4/255 otherwise].")
 @click.option("--steps", type=int, default=None, help="Attack iterations [default: the attack's; pgd 50, apgd-ce 100, (v)mifgsm 10].")
 @click.option("--rel-step", type=float, default=None, help="Step size as a fraction of eps [default: pgd 0.1, (v)mifgsm 1/steps].")

@@ -7,6 +7,7 @@ import typing
 
 from archsim.attacks.apgd import APGD
 from archsim.attacks.base import Attack, NoiseSource, start_noise, to_uint8
+from archsim.attacks.external import PREFIX, TorchattacksAttack, torchattacks_options
 from archsim.attacks.fgsm import FGSM
 from archsim.attacks.lowfreq import LowFrequencyPGD
 from archsim.attacks.mifgsm import MIFGSM
@@ -41,12 +42,54 @@ def _convert(name: str, key: str, value: str, parameter: inspect.Parameter):
         raise ArchsimError(f"option {key}={value!r} of attack {name} must be {wanted}") from None
 
 
+def _external(name: str, pairs: list[str], spec: str, options: dict) -> Attack:
+    """``torchattacks:NAME``: options converted by the types of torchattacks' defaults; archsim's ``steps``,
+    ``rel_step`` and ``random_start`` map to torchattacks' ``steps``, ``alpha`` (= rel_step * eps) and ``random_start``."""
+    attack = name[len(PREFIX):]
+    accepted = torchattacks_options(attack)
+    given: dict = {}
+    version = None
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise ArchsimError(f"attack option {pair!r} in {spec!r} is not key=value")
+        key, value = key.strip(), value.strip()
+        if key == "torchattacks_version":  # recorded in a run's settings: the run is resumed only with that version
+            version = value
+            continue
+        if key not in accepted:
+            raise ArchsimError(f"torchattacks.{attack} has no option {key!r}; it takes: {', '.join(accepted) or 'eps only'}")
+        default = accepted[key].default
+        kind = type(default) if default is not inspect.Parameter.empty and default is not None else str
+        try:
+            given[key] = (value.lower() in _TRUE if value.lower() in _TRUE | _FALSE else _fail()) if kind is bool else kind(value)
+        except ValueError:
+            raise ArchsimError(f"option {key}={value!r} of torchattacks.{attack} must be a {kind.__name__}") from None
+    eps = options.pop("eps")
+    for ours, theirs, convert in (("steps", "steps", int), ("random_start", "random_start", bool), ("rel_step", "alpha", lambda r: r * eps)):
+        if ours in options:
+            if theirs not in accepted:
+                raise ArchsimError(f"torchattacks.{attack} takes no --{ours.replace('_', '-')}; its options: {', '.join(accepted) or 'eps only'}")
+            given.setdefault(theirs, convert(options.pop(ours)))
+    made = TorchattacksAttack(eps, attack, **given)
+    if version is not None and version != made.version:
+        raise ArchsimError(f"the run attacked with torchattacks {version} and {made.version} is installed; install torchattacks=={version}")
+    return made
+
+
+def _fail() -> bool:
+    raise ValueError
+
+
 def create_attack(spec: str, **options) -> Attack:
-    """An attack from ``NAME[,key=value...]`` plus keyword options (``eps``, ``steps``...).
+    """An attack from ``NAME[,key=value...]`` plus keyword options (``eps``, ``steps``...); ``torchattacks:NAME[,...]``
+    wraps torchattacks' attack of that name (:class:`~archsim.attacks.external.TorchattacksAttack`).
 
     Options the attack does not take are refused, naming those it does.
     """
     name, *pairs = [part.strip() for part in spec.split(",")]
+    if name.startswith(PREFIX):
+        return _external(name, pairs, spec, dict(options))
     if name not in ATTACKS:
         raise ArchsimError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
     accepted = attack_options(name)
@@ -68,6 +111,6 @@ def create_attack(spec: str, **options) -> Attack:
 
 
 __all__ = [
-    "Attack", "APGD", "FGSM", "LowFrequencyPGD", "MIFGSM", "PGD", "VMIFGSM", "ATTACKS", "NoiseSource",
+    "Attack", "APGD", "FGSM", "LowFrequencyPGD", "MIFGSM", "PGD", "VMIFGSM", "TorchattacksAttack", "ATTACKS", "NoiseSource",
     "attack_options", "create_attack", "start_noise", "to_uint8",
 ]

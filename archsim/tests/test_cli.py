@@ -2,6 +2,8 @@
 
 import json
 import math
+import re
+import shutil
 import subprocess
 import sys
 
@@ -59,15 +61,19 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
     assert code == 0 and "report.html" in stdout, err
 
     # Other attacks on the same models and images; the run's own PGD is the cached reference.
-    code, stdout, err = run_cli(capsys, "compare-attacks", "--run", str(out), "--attacks", "fgsm mifgsm,steps=3", "--cache", str(cache_dir))
+    # Two torchattacks attacks archsim does not have among them.
+    others = "fgsm mifgsm,steps=3 torchattacks:TIFGSM,steps=3 torchattacks:DIFGSM,steps=3"
+    code, stdout, err = run_cli(capsys, "compare-attacks", "--run", str(out), "--attacks", others, "--cache", str(cache_dir))
     assert code == 0, err
     reference = pd.read_csv(out / "attacks" / "sat_pgd_random_start_true_rel_step_0.2_steps_25.csv", index_col=0)
     assert np.allclose(reference.to_numpy(), pd.read_csv(out / "sat.csv", index_col=0).to_numpy())
     correlations = pd.read_csv(out / "attacks" / "attack_correlations.csv")
-    assert len(correlations) == 3 and correlations.spearman.between(-1, 1).all()
+    assert len(correlations) == 10 and correlations.spearman.between(-1, 1).all()
     assert (out / "attacks" / "attack_comparison.png").stat().st_size > 5_000
     white_box = pd.read_csv(out / "attacks" / "attack_white_box.csv", index_col=0)
-    assert list(white_box.columns) == ["pgd,random_start=true,rel_step=0.2,steps=25", "fgsm", "mifgsm,steps=3"]
+    assert list(white_box.columns) == [
+        "pgd,random_start=true,rel_step=0.2,steps=25", "fgsm", "mifgsm,steps=3", "torchattacks:TIFGSM,steps=3", "torchattacks:DIFGSM,steps=3"]
+    assert (white_box > 20).all().all()  # each attack fools its own model, the torchattacks ones included
     # A bad --pair is refused before any measure is computed (here: before CKA's features are cached).
     features = len(list(cache_dir.glob("feat/*/*")))
     code, _, err = run_cli(capsys, "measures", "--run", str(out), "--measures", "cka", "--pair", "vit", "convnext", "--cache", str(cache_dir))
@@ -197,6 +203,22 @@ def test_a_run_that_failed_on_its_input_does_not_keep_its_folder(tmp_path, cache
     assert code == 2 and err == f"error: cannot make --out {out / 'sat.csv' / 'run'} (Not a directory); choose a folder you can write to\n"
     code, _, err = run_cli(capsys, "run", *fixed, *options[:-3], str(out / "sat.csv" / "cache"), "--out", str(tmp_path / "other"))
     assert code == 2 and err.startswith(f"error: cache path {out / 'sat.csv' / 'cache'} cannot be made: {out / 'sat.csv'} is a file") and err.count("\n") == 1
+
+
+def test_a_torchattacks_attack_as_the_sat_attack_is_deterministic_and_cached(tmp_path, cache_dir, capsys):
+    args = ["run", *TWO, "--attack", "torchattacks:DIFGSM,decay=1.0", "--steps", "3", "--n-images", "40", "--n-boot", "0",
+            "--cache", str(cache_dir)]
+    code, stdout, err = run_cli(capsys, *args, "--out", str(tmp_path / "a"))
+    assert code == 0, err
+    settings = json.loads((tmp_path / "a" / "config.json").read_text())["settings"]["attack"]
+    assert settings["name"] == "torchattacks:DIFGSM" and settings["decay"] == 1.0 and settings["steps"] == 3 and "torchattacks_version" in settings
+    code, stdout, err = run_cli(capsys, *args, "--out", str(tmp_path / "b"))  # the same settings: all from the cache
+    assert code == 0 and re.search(r"cache: \d+ hits, 0 computed", stdout), stdout
+    fresh = tmp_path / "fresh"
+    shutil.copytree(cache_dir / "zoo", fresh / "zoo")  # trained weights only: the attack runs again, and gives the same
+    code, stdout, err = run_cli(capsys, *args[:-2], "--cache", str(fresh), "--out", str(tmp_path / "c"))
+    assert code == 0, err
+    assert (tmp_path / "a" / "sat.csv").read_bytes() == (tmp_path / "c" / "sat.csv").read_bytes()
 
 
 def test_bf16_run_is_recorded_and_cached_apart_from_fp32(tmp_path, cache_dir, capsys):

@@ -261,3 +261,37 @@ def test_attack_options_are_checked():
         "name": "apgd-ce", "eps": 0.1, "steps": 7, "rho": 0.75, "random_start": False,
     }
     assert np.isclose(create_attack("mifgsm", eps=0.1).config()["rel_step"], 0.1)
+
+
+def test_torchattacks_pgd_through_archsim_equals_archsims_pgd_from_the_same_start(batch):
+    """``torchattacks:PGD`` behind archsim's call shape: from the clean image (no random start) the stored uint8
+    set equals archsim's PGD's; eps is archsim's, archsim's steps and rel_step map to torchattacks' steps and alpha."""
+    x, y = batch
+    model = untrained()
+    images = (x * 255).round().to(torch.uint8)
+    wrapped = create_attack("torchattacks:PGD,random_start=false", eps=0.1, steps=6, rel_step=0.2)
+    assert wrapped.config() == {"name": "torchattacks:PGD", "eps": 0.1, "alpha": pytest.approx(0.02), "random_start": False, "steps": 6,
+                                "torchattacks_version": torchattacks.__version__}
+    ours = create_attack("pgd", eps=0.1, steps=6, rel_step=0.2, random_start=False)
+    assert torch.equal(wrapped(model, images, y, seed=0, batch_size=5), ours(model, images, y, seed=0, batch_size=5))
+
+
+def test_a_torchattacks_attack_with_random_draws_is_deterministic_per_seed(batch):
+    x, y = batch
+    model = untrained()
+    images = (x * 255).round().to(torch.uint8)
+    jitter = create_attack("torchattacks:Jitter", eps=0.1, steps=3)
+    first, again = jitter(model, images, y, seed=3, batch_size=6), jitter(model, images, y, seed=3, batch_size=6)
+    assert torch.equal(first, again) and not torch.equal(first, jitter(model, images, y, seed=4, batch_size=6))
+    assert (first.int() - images.int()).abs().max() <= round(0.1 * 255)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("torchattacks:Nope", "torchattacks has no attack 'Nope'; it has "),
+    ("torchattacks:PGD,colour=red", "torchattacks.PGD has no option 'colour'; it takes: alpha, steps, random_start"),
+    ("torchattacks:PGD,steps=many", "option steps='many' of torchattacks.PGD must be a int"),
+    ("torchattacks:PGD,torchattacks_version=0.0.1", "the run attacked with torchattacks 0.0.1 and"),
+])
+def test_torchattacks_specs_are_checked(spec, message):
+    with pytest.raises(ArchsimError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        create_attack(spec, eps=0.1)
