@@ -21,7 +21,8 @@ def read_matrix(path: str | Path, tolerance: float = 1e-6, allow_nan: bool = Fal
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
         raise ArchsimError(f"cannot read matrix {path} ({type(error).__name__}); it must be a CSV like sat.csv") from None
     frame.index = frame.index.astype(str)
-    header = path.open(encoding="utf-8", errors="replace").readline()
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        header = handle.readline()
     if frame.shape[1] <= 1 and ";" in header and "," not in header:
         raise ArchsimError(f"matrix {path} is separated by ';'; save it with commas (pandas: to_csv(sep=','), the sat.csv layout)")
     duplicated = frame.index[frame.index.duplicated()]
