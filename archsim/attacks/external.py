@@ -69,5 +69,12 @@ class TorchattacksAttack(Attack):
         attack = getattr(library, self.attack)(model, eps=self.eps, **self.options)
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
             torch.manual_seed(seed)
-            adv = attack(x, y)
+            try:
+                adv = attack(x, y)
+            except (RuntimeError, ValueError) as error:  # e.g. TIFGSM's 3-channel kernel on 1-channel digits
+                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise ArchsimError(
+                    f"torchattacks.{self.attack} failed on images of shape {tuple(x.shape[1:])} ({first}); "
+                    "it may not support them: choose another attack or other data"
+                ) from None
         return adv.detach()

@@ -61,8 +61,8 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
     assert code == 0 and "report.html" in stdout, err
 
     # Other attacks on the same models and images; the run's own PGD is the cached reference.
-    # Two torchattacks attacks archsim does not have among them.
-    others = "fgsm mifgsm,steps=3 torchattacks:TIFGSM,steps=3 torchattacks:DIFGSM,steps=3"
+    # Two torchattacks attacks archsim does not have among them (TIFGSM's kernel takes 3 channels, not the digits' 1: see below).
+    others = "fgsm mifgsm,steps=3 torchattacks:Jitter,steps=3,alpha=0.04 torchattacks:DIFGSM,steps=3,alpha=0.04"
     code, stdout, err = run_cli(capsys, "compare-attacks", "--run", str(out), "--attacks", others, "--cache", str(cache_dir))
     assert code == 0, err
     reference = pd.read_csv(out / "attacks" / "sat_pgd_random_start_true_rel_step_0.2_steps_25.csv", index_col=0)
@@ -72,7 +72,8 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
     assert (out / "attacks" / "attack_comparison.png").stat().st_size > 5_000
     white_box = pd.read_csv(out / "attacks" / "attack_white_box.csv", index_col=0)
     assert list(white_box.columns) == [
-        "pgd,random_start=true,rel_step=0.2,steps=25", "fgsm", "mifgsm,steps=3", "torchattacks:TIFGSM,steps=3", "torchattacks:DIFGSM,steps=3"]
+        "pgd,random_start=true,rel_step=0.2,steps=25", "fgsm", "mifgsm,steps=3", "torchattacks:Jitter,steps=3,alpha=0.04",
+        "torchattacks:DIFGSM,steps=3,alpha=0.04"]
     assert (white_box > 20).all().all()  # each attack fools its own model, the torchattacks ones included
     # A bad --pair is refused before any measure is computed (here: before CKA's features are cached).
     features = len(list(cache_dir.glob("feat/*/*")))
@@ -219,6 +220,12 @@ def test_a_torchattacks_attack_as_the_sat_attack_is_deterministic_and_cached(tmp
     code, stdout, err = run_cli(capsys, *args[:-2], "--cache", str(fresh), "--out", str(tmp_path / "c"))
     assert code == 0, err
     assert (tmp_path / "a" / "sat.csv").read_bytes() == (tmp_path / "c" / "sat.csv").read_bytes()
+
+
+def test_a_torchattacks_attack_that_cannot_take_the_images_is_one_line(tmp_path, cache_dir, capsys):
+    code, _, err = run_cli(capsys, "run", *TWO, "--attack", "torchattacks:TIFGSM", "--steps", "2", "--n-images", "20",
+                           "--cache", str(cache_dir), "--out", str(tmp_path / "o"))
+    assert code == 2 and err.splitlines()[-1].startswith("error: torchattacks.TIFGSM failed on images of shape (1, 32, 32) ("), err
 
 
 def test_bf16_run_is_recorded_and_cached_apart_from_fp32(tmp_path, cache_dir, capsys):
