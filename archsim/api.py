@@ -23,7 +23,7 @@ import archsim
 from archsim.analysis.cards import cards_table
 from archsim.analysis.extract import extract_card
 from archsim.attacks import create_attack
-from archsim.cache import CacheStore, atomic_write_text, digest
+from archsim.cache import CacheStore, atomic_write_text, check_cache, digest
 from archsim.data import load_data
 from archsim.engines import Engine, engine_for
 from archsim.errors import ArchsimError
@@ -181,7 +181,7 @@ def run_sat(
         raise ArchsimError(f"attack_seeds must be a whole number of 1 or more, got {attack_seeds!r}")
     if precision != "auto":
         check_precision(precision)
-    store = cache if isinstance(cache, CacheStore) else CacheStore(cache)
+    store = check_cache(cache)
     chosen = {k: v for k, v in {"steps": steps, "rel_step": rel_step, "random_start": random_start}.items() if v is not None}
     the_attack = create_attack(attack, eps=default_eps(data) if eps is None else eps, **chosen)
     settings = {
@@ -317,7 +317,7 @@ def compare_attacks(
     attacks = [own_spec] + [spec for spec in dict.fromkeys(attacks) if create_attack(spec, eps=eps).config() != own]
     if len(attacks) < 2:
         raise ArchsimError(f"give --attacks other than the run's own ({own_spec}) to compare with it")
-    store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
+    store = check_cache(cache, settings.get("cache"))
     matrices, white_box = {}, {}
     with engine_for(engine, device, address) as runner:
         for spec in attacks:
@@ -368,7 +368,7 @@ def compute_measures(
     if unknown or not measures:
         raise ArchsimError(f"unknown measure {unknown[0]!r}; choose from {', '.join(MEASURES)}" if unknown else "give --measures")
     settings = _run_settings(run_dir)
-    store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
+    store = check_cache(cache, settings.get("cache"))
     run = load_run(run_dir, store, device, batch_size)
     transfer, names = run.transfer, run.transfer.names
     missing = [p for p in pair or () if p not in names]
@@ -543,7 +543,7 @@ def load_run(
     redo hours of attacks.
     """
     settings = _run_settings(run_dir)
-    store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
+    store = check_cache(cache, settings.get("cache"))
     require_cached(run_dir, store)
     return run_sat(
         settings["models"] + list(models or []), data=settings["data"], n_images=settings["n_images"],

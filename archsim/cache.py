@@ -359,6 +359,14 @@ class CacheStore:
             return None
 
 
+def check_cache(cache: CacheStore | str | os.PathLike | None, default: str | os.PathLike | None = None) -> CacheStore:
+    """``cache`` as a store, made once at the boundary: a store as it is, else a store at the path, at ``default``
+    (a run's own cache) where the path is None, and at :func:`default_cache_root` where both are."""
+    if isinstance(cache, CacheStore):
+        return cache
+    return CacheStore(cache if cache is not None else default)
+
+
 def _checksum_matches(handle: BinaryIO) -> bool:
     if handle.read(len(_MAGIC)) != _MAGIC:
         return False

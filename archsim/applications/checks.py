@@ -13,7 +13,7 @@ import pandas as pd
 from archsim.analysis.training import relation_groups, summarise
 from archsim.api import _attack_spec, _run_settings, load_run, require_cached, run_precision, run_sat
 from archsim.engines import Engine
-from archsim.cache import CacheStore, atomic_write_text
+from archsim.cache import CacheStore, atomic_write_text, check_cache
 from archsim.errors import ArchsimError
 from archsim.measures.comparison import correlate
 from archsim.transfer import TransferResult
@@ -69,7 +69,7 @@ def checkpoint_sat(
     bad = [e for e in chosen if not 1 <= e < total]
     if bad:
         raise ArchsimError(f"checkpoint epoch {bad[0]} is outside 1..{total - 1} of zoo:{name} (epoch {total} is the final model)")
-    store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
+    store = check_cache(cache, settings.get("cache"))
     specs = [f"zoo:{name},epoch={e}" for e in chosen] + [f"zoo:{name}"]
     run = run_sat(
         specs, data=settings["data"], n_images=settings["n_images"], attack=_attack_spec(settings["attack"]),
@@ -122,7 +122,7 @@ def adversarially_trained(
 
     run_dir = Path(run_dir)
     settings = _run_settings(run_dir)
-    store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
+    store = check_cache(cache, settings.get("cache"))
     require_cached(run_dir, store)  # before the model is loaded (a zoo model may train first)
     known = pd.read_csv(run_dir / "models.csv")
     loaded = create_model(model, cache=store, device="cpu")  # for its name, weights and architecture only

@@ -19,7 +19,7 @@ import timm
 from tqdm.auto import tqdm
 
 from archsim.api import _run_settings
-from archsim.cache import CacheStore, atomic_write_text, digest
+from archsim.cache import CacheStore, atomic_write_text, check_cache, digest
 from archsim.data import ImageSet, load_data
 from archsim.errors import ArchsimError
 from archsim.measures.comparison import correlate
@@ -113,7 +113,7 @@ def distill(
     # Always augmented: on un-augmented digits every teacher's top-1 label is the true label
     # (teachers fit the training set), which would make all students identical.
     recipe = replace(entry.recipe, augment="affine", **({} if epochs is None else {"epochs": epochs}))
-    store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
+    store = check_cache(cache, settings.get("cache"))
     sat = pd.read_csv(run_dir / "sat.csv", index_col=0)
     bases = _bases(run_dir, list(models["model"]))
 

@@ -23,7 +23,7 @@ from scipy.stats import pearsonr, spearmanr
 
 from archsim.api import SatRun, _attack_spec, _run_settings, claimed_run_dir, load_run, require_cached, run_precision, write_run
 from archsim.attacks import create_attack
-from archsim.cache import CacheStore, atomic_write_text
+from archsim.cache import CacheStore, atomic_write_text, check_cache
 from archsim.data import load_data
 from archsim.engines import Engine
 from archsim.errors import ArchsimError
@@ -115,7 +115,7 @@ def add_model(
     """
     run_dir = Path(run_dir)
     settings = _run_settings(run_dir)
-    store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
+    store = check_cache(cache, settings.get("cache"))
     if not one_sided:
         require_cached(run_dir, store)  # before the newcomer is loaded (a zoo model may train first)
     known = pd.read_csv(run_dir / "models.csv")

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from archsim.api import _run_settings, load_run, resolve_device
-from archsim.cache import CacheStore, StoredArrays, atomic_write_text, digest
+from archsim.cache import CacheStore, StoredArrays, atomic_write_text, check_cache, digest
 from archsim.errors import ArchsimError
 from archsim.knowledge.alphas import unit_rows, alpha_1, alpha_2
 from archsim.models import create_model
@@ -91,7 +91,7 @@ def alpha_matrices(
     logits on every adversarial set are cached (kind ``advlogits``).
     """
     settings = _run_settings(run_dir)
-    store = cache if isinstance(cache, CacheStore) else CacheStore(cache if cache is not None else settings.get("cache"))
+    store = check_cache(cache, settings.get("cache"))
     run = load_run(run_dir, store, device, batch_size)
     t = run.transfer
     names, n = t.names, len(t.names)

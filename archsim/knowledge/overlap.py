@@ -37,7 +37,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from archsim.attacks import Attack, create_attack
-from archsim.cache import CacheStore, atomic_write_text, digest
+from archsim.cache import CacheStore, atomic_write_text, check_cache, digest
 from archsim.data import ImageSet, load_data
 from archsim.data.imageset import stratified_indices
 from archsim.errors import ArchsimError
@@ -236,7 +236,7 @@ def overlap_experiment(
     chosen = [source_classes(o) for o in overlaps]
     if len(overlaps) < 3:
         raise ArchsimError("give at least 3 overlaps for a correlation, e.g. 0,50,100")
-    store = cache if isinstance(cache, CacheStore) else CacheStore(cache)
+    store = check_cache(cache)
     source_half, target_half = _halves(load_data("digits", split="train"), seed)
     task_train = _restrict(target_half, TARGET_CLASSES)
     task_test = _restrict(load_data("digits", split="eval"), TARGET_CLASSES)

@@ -162,3 +162,14 @@ def test_a_killed_writers_temporary_file_goes_when_the_entry_is_written(tmp_path
     other.write_bytes(b"x")
     store.put_computed("pred", "ab" * 32, {"pred": np.arange(3)})
     assert not stale.exists() and other.exists() and store.get("pred", "ab" * 32)["pred"].tolist() == [0, 1, 2]
+
+
+def test_check_cache_makes_the_store_once(tmp_path, monkeypatch):
+    from archsim.cache import CacheStore, check_cache
+
+    store = CacheStore(tmp_path / "a")
+    assert check_cache(store) is store and check_cache(store, tmp_path / "run's") is store
+    assert check_cache(tmp_path / "b").root == tmp_path / "b"
+    assert check_cache(None, tmp_path / "run's").root == tmp_path / "run's"  # a run's own cache where none is given
+    monkeypatch.setenv("ARCHSIM_CACHE", str(tmp_path / "env"))
+    assert check_cache(None).root == tmp_path / "env"
