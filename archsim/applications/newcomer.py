@@ -218,15 +218,11 @@ def _add_one_sided(
 
 def _clean_logits(device: str, store: CacheStore, spec: str, fingerprint: str, images, batch_size: int | str, precision: str) -> None:
     """Engine task: cache one run model's clean logits (as its attack task would) without attacking it."""
-    from archsim.models import precision_context, prepare
-    from archsim.transfer.batching import batch_size_for
-    from archsim.transfer.stages import pred_key, predict_stream
+    from archsim.models import prepare
+    from archsim.transfer.stages import cache_clean_logits
 
-    model = prepare(create_model(spec, cache=store, device=device), precision, purpose="evaluate")
+    model = prepare(create_model(spec, cache=store, device=device), precision)  # prepared as its attack task prepares it
     if model.fingerprint != fingerprint:
         raise ArchsimError(f"model {spec} has other weights than when the run was made; rerun the run")
-    size = batch_size_for(model, batch_size, "evaluate", tuple(images.images.shape[1:]), len(images), store, precision)
-    with precision_context(device, precision):
-        store.get_or_stream("pred", pred_key(fingerprint, images.fingerprint, precision), "logits", (len(images), model.num_outputs),
-                            np.float32, lambda: (logits.numpy() for logits in predict_stream(model, images.batches(size))))
+    cache_clean_logits(model, images, store, batch_size, precision)
 

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 from archsim.cache import CacheStore, atomic_write_text
 from archsim.engines.base import Task, TaskProgress
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, one_line
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -111,9 +111,7 @@ def _check_reachable(address: str) -> None:
 
 
 def _one_line(error: BaseException) -> str:
-    cause = getattr(error, "cause", None) or error
-    first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
+    return one_line(getattr(error, "cause", None) or error)
 
 
 class RayEngine:

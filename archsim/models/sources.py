@@ -15,7 +15,7 @@ import torch
 import torchvision
 
 from archsim.cache import CacheStore
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, one_line
 from archsim.models.registry import register_source, require_file
 from archsim.models.wrapper import Preprocess, SimModel
 from archsim.specs import Spec
@@ -225,8 +225,7 @@ def _why_unreadable(path: Path, error: Exception) -> str:
         return opened.strerror or type(opened).__name__
     if magic == b"PK" and not zipfile.is_zipfile(path):
         return "the file is cut short: a zip archive without its end, as an interrupted copy or download leaves it"
-    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return f"{type(error).__name__}: {first}"[:200] if first else type(error).__name__
+    return one_line(error)[:200]
 
 
 def _is_torchscript(path: Path) -> bool:

@@ -34,10 +34,10 @@ from archsim.attacks import Attack
 from archsim.attacks.base import copy_to_host, to_device
 from archsim.cache import CacheStore, digest
 from archsim.data import ImageSet, imagenet_wnids
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, one_line
 from archsim.models import SimModel, check_model_specs, check_precision, create_model, precision_context, prepare, train_zoo
 from archsim.specs import AUTO
-from archsim.transfer.batching import Purpose, batch_size_for, resident_budget
+from archsim.transfer.batching import batch_size_for, resident_budget
 
 if TYPE_CHECKING:
     from archsim.engines import Engine
@@ -178,6 +178,21 @@ class SourceOutcome:
     """Seconds to load, predict the clean set and attack it (0 where the cache had the result)."""
 
 
+def cache_clean_logits(model: SimModel, data: ImageSet, store: CacheStore, batch_size: int | str, precision: str) -> tuple[str, bool]:
+    """Cache ``model``'s logits on the clean ``data``, as a source's attack task does (with the model prepared as
+    there); returns their cache key and whether they were computed rather than found."""
+    key, misses = pred_key(model.fingerprint, data.fingerprint, precision), store.misses
+
+    def logits() -> Iterator[np.ndarray]:
+        # Searched only when something is computed: a run found in the cache measures nothing.
+        size = batch_size_for(model, batch_size, "evaluate", tuple(data.images.shape[1:]), len(data), store, precision)
+        return (rows.numpy() for rows in predict_stream(model, data.batches(size)))
+
+    with precision_context(model.device, precision):
+        store.get_or_stream("pred", key, "logits", (len(data.labels), model.num_outputs), np.float32, logits)
+    return key, store.misses > misses
+
+
 def attack_source(
     device: str, store: CacheStore, spec: str, data: ImageSet, attack: Attack, seed: int, batch_size: int | str,
     describe: Callable[[SimModel], dict | None] | None = None, precision: str = "fp32", compile: bool = False,
@@ -189,22 +204,15 @@ def attack_source(
     prepare(model, precision, compile)
     timing = {"load_s": time.perf_counter() - started}
 
-    def sized(purpose: Purpose) -> int:
-        # Searched only when something is computed: a run found in the cache measures nothing.
-        return batch_size_for(model, batch_size, purpose, tuple(data.images.shape[1:]), len(data), store, precision)
-
-    def clean_logits() -> Iterator[np.ndarray]:
-        return (logits.numpy() for logits in predict_stream(model, data.batches(sized("evaluate"))))
-
     def adversarial_set() -> Iterator[np.ndarray]:
-        size = sized("attack")
+        # Searched only when something is computed: a run found in the cache measures nothing.
+        size = batch_size_for(model, batch_size, "attack", tuple(data.images.shape[1:]), len(data), store, precision)
         return (adv.numpy() for adv in attack.stream(model, data.batches(size), data.labels, seed, size, f"attack {model.name}"))
 
+    began = time.perf_counter()
+    clean_key, computed = cache_clean_logits(model, data, store, batch_size, precision)
+    timing["clean_s"] = time.perf_counter() - began if computed else 0.0
     with precision_context(device, precision):
-        clean_key = pred_key(model.fingerprint, data.fingerprint, precision)
-        began, misses = time.perf_counter(), store.misses
-        store.get_or_stream("pred", clean_key, "logits", (len(data.labels), model.num_outputs), np.float32, clean_logits)
-        timing["clean_s"] = time.perf_counter() - began if store.misses > misses else 0.0
         key = adv_key(model.fingerprint, data, attack, seed, precision)
         began, misses = time.perf_counter(), store.misses
         # Checked, not just found: a damaged set is found and recomputed here, while the source is loaded.
@@ -268,8 +276,7 @@ def _check_model(
     except ArchsimError as error:
         return str(error), True, size
     except Exception as error:  # noqa: BLE001 - any network may fail in its own way; the run reports it in one line
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        return f"{type(error).__name__}: {first}"[:300], False, size
+        return one_line(error)[:300], False, size
     return None, False, size
 
 
@@ -356,8 +363,10 @@ def evaluate_targets(
             key = needed_pred_key(fingerprint, images_key, mask, precision)
             if key is None:
                 continue
-            found = store.find("pred", pred_key(fingerprint, images_key, precision)) if key != pred_key(fingerprint, images_key, precision) else None
-            found = found or store.find("pred", key)
+            full = pred_key(fingerprint, images_key, precision)
+            # Predictions of every image (an earlier run's, or a command that needed them all) serve any mask.
+            found = store.find("pred", full) if key != full else None
+            found = found if found is not None else store.find("pred", key)
             if found is None:
                 missing[s] = key
             else:
@@ -404,7 +413,7 @@ def _evaluate_group(
         adv_images = store.open("adv", adv_keys[s])
         if adv_images is None:
             raise ArchsimError(f"adversarial set {adv_keys[s][:12]} vanished from the cache during the run; rerun to recompute it")
-        feeds = {t: _Rebatcher(model, sizes[t], device) for t, model in members}
+        feeds = {t: _Rebatcher(model, sizes[t]) for t, model in members}
         start = 0
         with precision_context(device, precision):
             for rows in adv_images.batches("images", read_size):
@@ -431,8 +440,8 @@ class _Rebatcher:
     """Feeds one target the rows it needs in batches of exactly its own size, whatever size they are read in:
     the same batches (and so the same floating-point results) as reading the set at that size."""
 
-    def __init__(self, model: SimModel, size: int, device: str) -> None:
-        self.model, self.size, self.device = model, size, device
+    def __init__(self, model: SimModel, size: int) -> None:
+        self.model, self.size = model, size
         self.waiting: list[np.ndarray] = []
         self.count = 0
         self.outputs: list[torch.Tensor] = []
