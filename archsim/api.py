@@ -251,7 +251,7 @@ def run_sat(
 def seed_noise(tables, others: list[pd.DataFrame]) -> dict[str, Any] | None:
     """With matrices of the same run at other attack seeds: per-pair spread in ``tables.pairs`` (added in place) and the
     rank correlation between the seeds' off-diagonal entries (mean, min, max over pairs of seeds); None without others."""
-    from scipy.stats import spearmanr
+    from archsim.analysis.agreement import matrix_correlations
 
     if not others:
         return None
@@ -264,13 +264,10 @@ def seed_noise(tables, others: list[pd.DataFrame]) -> dict[str, Any] | None:
         for label, values in (("mean", np.nanmean(flat, 0)), ("sd", np.nanstd(flat, 0, ddof=1)),
                               ("min", np.nanmin(flat, 0)), ("max", np.nanmax(flat, 0))):
             tables.pairs[f"sat_seed_{label}"] = values
-    off = ~np.eye(len(names), dtype=bool)
-    rhos = []
-    for a in range(len(stack)):
-        for b in range(a + 1, len(stack)):
-            x, y = stack[a][off], stack[b][off]
-            finite = np.isfinite(x) & np.isfinite(y)
-            rhos.append(float(spearmanr(x[finite], y[finite])[0]) if finite.sum() > 2 else float("nan"))
+    if len(names) >= 3:
+        rhos = matrix_correlations({f"seed {k}": m for k, m in enumerate([tables.sat, *others])})["spearman"].to_numpy()
+    else:  # two models make one pair: nothing to rank
+        rhos = np.full(len(stack) * (len(stack) - 1) // 2, np.nan)
     return {"seeds": len(stack), "spearman_mean": float(np.nanmean(rhos)), "spearman_min": float(np.nanmin(rhos)),
             "spearman_max": float(np.nanmax(rhos)), "pairs_of_seeds": len(rhos)}
 
