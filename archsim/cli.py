@@ -14,7 +14,7 @@ import pandas as pd
 
 from archsim.engines import engine_for
 from archsim.errors import ArchsimError
-from archsim.specs import check_out_folder, model_list, quick_check_run
+from archsim.specs import MAX_SEED, check_out_folder, model_list, quick_check_run
 
 
 class OnceCommand(click.Command):
@@ -58,8 +58,7 @@ class NonEmptyPath(click.Path):
 
 
 PATH = NonEmptyPath(path_type=Path)
-SEED = click.IntRange(0, 2**32 - 1)
-"""Seeds seed numpy and scikit-learn, which take 0 to 2^32 - 1."""
+SEED = click.IntRange(0, MAX_SEED)
 
 
 class CountOrAuto(click.ParamType):

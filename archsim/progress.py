@@ -15,6 +15,15 @@ LOG_EVERY_S = 30.0
 """Seconds between two progress lines in a log."""
 
 
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min``, ``2.5 h``: as a person reads a log."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def steps(items: Iterable[T], desc: str, total: int, per_step: int = 1, per_unit: str = "images") -> Iterator[T]:
     """Batches ``items`` as they come, with progress: tqdm's bar on a terminal; in a log, every :data:`LOG_EVERY_S`
     seconds ``desc: k/total batches, R per_unit/s, about T left`` (``per_step`` of ``per_unit`` per batch)."""
@@ -29,4 +38,4 @@ def steps(items: Iterable[T], desc: str, total: int, per_step: int = 1, per_unit
             last = now
             rate = done * per_step / (now - start)
             left = (now - start) / done * (total - done)
-            print(f"{desc}: {done}/{total} batches, {rate:.1f} {per_unit}/s, about {left:.0f} s left", file=sys.stderr, flush=True)
+            print(f"{desc}: {done}/{total} batches, {rate:.1f} {per_unit}/s, about {duration(left)} left", file=sys.stderr, flush=True)

@@ -62,7 +62,9 @@ def _external(name: str, pairs: list[str], spec: str, options: dict) -> Attack:
         default = accepted[key].default
         kind = type(default) if default is not inspect.Parameter.empty and default is not None else str
         try:
-            given[key] = (value.lower() in _TRUE if value.lower() in _TRUE | _FALSE else _fail()) if kind is bool else kind(value)
+            if kind is bool and value.lower() not in _TRUE | _FALSE:
+                raise ValueError(value)
+            given[key] = value.lower() in _TRUE if kind is bool else kind(value)
         except ValueError:
             raise ArchsimError(f"option {key}={value!r} of torchattacks.{attack} must be a {kind.__name__}") from None
     eps = options.pop("eps")
@@ -75,10 +77,6 @@ def _external(name: str, pairs: list[str], spec: str, options: dict) -> Attack:
     if version is not None and version != made.version:
         raise ArchsimError(f"the run attacked with torchattacks {version} and {made.version} is installed; install torchattacks=={version}")
     return made
-
-
-def _fail() -> bool:
-    raise ValueError
 
 
 def create_attack(spec: str, **options) -> Attack:

@@ -9,6 +9,7 @@ from typing import Any, Callable, Protocol, Sequence
 from tqdm.auto import tqdm
 
 from archsim.cache import CacheStore
+from archsim.progress import duration
 
 Task = Callable[..., Any]
 """``task(device, store, *job)``: one model's work in a stage, reading and writing ``store``."""
@@ -38,15 +39,6 @@ class Engine(Protocol):
         ...
 
 
-def _duration(seconds: float) -> str:
-    """``42 s``, ``3 min``, ``2.5 h``: as a person reads a log."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 class TaskProgress:
     """Progress over the tasks of a stage: a bar on a terminal. Where stderr is not one (a batch
     job's log), where a bar would show nothing for hours, a line per task that computed something;
@@ -68,8 +60,8 @@ class TaskProgress:
         elif computed:
             elapsed = now - self.start
             left = self.total - self.finished
-            eta = f", about {_duration(elapsed / self.finished * left)} left" if left else ""
-            print(f"{self.desc}: {self.finished}/{self.total} {label} ({took:.1f} s; {_duration(elapsed)} in all{eta})", file=sys.stderr, flush=True)
+            eta = f", about {duration(elapsed / self.finished * left)} left" if left else ""
+            print(f"{self.desc}: {self.finished}/{self.total} {label} ({took:.1f} s; {duration(elapsed)} in all{eta})", file=sys.stderr, flush=True)
 
     def __enter__(self) -> TaskProgress:
         return self
