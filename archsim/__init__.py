@@ -5,13 +5,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from archsim.version import __version__
 
 # The public names load on first use (PEP 562): importing them here would pull in torch
 # and timm (5 s on a small machine) for every `archsim --help` and every bad-input error.
 _LAZY = {
-    "run_sat": "archsim.api",
-    "SatRun": "archsim.api",
+    "run_sat": "archsim.runs",
+    "SatRun": "archsim.runs",
     "load_data": "archsim.data",
     "create_model": "archsim.models",
 }
@@ -19,9 +19,9 @@ _LAZY = {
 __all__ = ["run_sat", "SatRun", "load_data", "create_model", "__version__"]
 
 if TYPE_CHECKING:
-    from archsim.api import SatRun, run_sat
     from archsim.data import load_data
     from archsim.models import create_model
+    from archsim.runs import SatRun, run_sat
 
 
 def __getattr__(name: str) -> Any:

@@ -67,7 +67,9 @@ class CountOrAuto(click.ParamType):
     name = "N|auto"
 
     def convert(self, value, param, ctx):
-        from archsim.specs import check_batch_size  # the rule of every count-or-auto option
+        from archsim.specs import (
+            check_batch_size,  # the rule of every count-or-auto option
+        )
 
         try:
             return check_batch_size(value)
@@ -137,7 +139,7 @@ def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed
     if models and not specs:
         raise ArchsimError("--models is empty; list model specs, or leave --models out for the embedded zoo")
     quick_check_run(specs, data, eps)  # before torch is imported: a typo is answered in a fraction of a second
-    from archsim.api import run_sat
+    from archsim.runs import run_sat
     made, out = out is None, out or _new_run_dir()
     started = time.perf_counter()
     try:
@@ -153,7 +155,7 @@ def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed
             out.rmdir()
         raise
     _print_summary(result, out, time.perf_counter() - started)
-    from archsim.analysis.run import analyze_run
+    from archsim.report.analyze import analyze_run
 
     try:
         analysis = analyze_run(out, seed=seed)
@@ -173,8 +175,8 @@ def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed
 @click.option("--out", type=PATH, default=None, help="Output folder [required with --matrix; default with --run: the run folder].")
 def analyze(matrix, run_dir, cards, k, seed, out) -> None:
     """Clusters (and their stability), component importance, keywords and report.html of a SAT matrix."""
-    from archsim.analysis.run import analyze as analyze_files
-    from archsim.analysis.run import analyze_run
+    from archsim.report.analyze import analyze as analyze_files
+    from archsim.report.analyze import analyze_run
 
     if (matrix is None) == (run_dir is None):
         raise ArchsimError("give exactly one of --matrix FILE or --run DIR")
@@ -198,7 +200,7 @@ def analyze(matrix, run_dir, cards, k, seed, out) -> None:
 @click.option("--seed", type=SEED, default=0, show_default=True)
 def report(run_dir, cards, k, seed) -> None:
     """(Re)write RUN/report.html and the analysis tables of a finished run."""
-    from archsim.analysis.run import analyze_run
+    from archsim.report.analyze import analyze_run
 
     _print_analysis(analyze_run(run_dir, cards=cards, out=run_dir, k=k, seed=seed), run_dir)
 
@@ -245,7 +247,7 @@ def rerun_options(command):
 @engine_options
 def compare_attacks(run_dir, attacks, out, device, batch_size, cache, engine, address, cpus_per_task) -> None:
     """SAT of a run's models under several attacks, and how the matrices correlate (SPEC §1)."""
-    from archsim.api import compare_attacks as compare
+    from archsim.applications.attacks import compare_attacks as compare
 
     specs = [part for chunk in attacks for part in chunk.split()]
     with engine_for(engine, device, address, cpus_per_task) as runner:
@@ -276,7 +278,7 @@ def compare_attacks(run_dir, attacks, out, device, batch_size, cache, engine, ad
 def measures(run_dir, measures, out, device, batch_size, cache, pair) -> None:
     """Similarity measures beside SAT (SPEC §3) for a run's models, one CSV each in the sat.csv layout,
     and their comparison with SAT (spread at matched compute, cost, correlation with SAT and ensemble gains)."""
-    from archsim.api import compute_measures
+    from archsim.applications.measures import compute_measures
 
     names = [part for chunk in measures for part in chunk.split()]
     result = compute_measures(run_dir, names, out=out, cache=cache, device=device, batch_size=batch_size, pair=pair)
@@ -357,7 +359,7 @@ def select(run_dir, matrix, k, method, power, draws, seed, out, device, batch_si
         raise ArchsimError(f"--draws must be positive, got {draws}")
     score = None
     if run_dir is not None:
-        from archsim.api import load_run
+        from archsim.runs import load_run
 
         run = load_run(run_dir, cache, device, batch_size)
         similarity, t = run.sat, run.transfer
@@ -391,8 +393,8 @@ def select(run_dir, matrix, k, method, power, draws, seed, out, device, batch_si
 def add(run_dir, spec, out, one_sided, device, batch_size, cache, engine, address, cpus_per_task) -> None:
     """Add a model to a finished run (SPEC §2.8): attack only it, reuse every cached set,
     write its SAT row (symmetric and one-sided) and the existing cluster it joins."""
-    from archsim.analysis.run import analyze_run
     from archsim.applications.newcomer import add_model
+    from archsim.report.analyze import analyze_run
 
     started = time.perf_counter()
     with engine_for(engine, device, address, cpus_per_task) as runner:
@@ -575,9 +577,9 @@ def knowledge_transfer(architectures, overlaps, epochs, eps, steps, seed, run_di
     except ValueError:
         raise ArchsimError(f"--overlaps {overlaps!r} must be whole percentages separated by commas, e.g. 0,50,100") from None
     if run_dir is not None:
-        from archsim.api import _run_settings
+        from archsim.runs import RunFolder
 
-        settings = _run_settings(run_dir)
+        settings = RunFolder(run_dir).settings
         if settings["data"].split(",")[0] != "digits":
             raise ArchsimError(f"the run {run_dir} is on {settings['data']}; the data-overlap experiment is on digits: give a digits run or no --run")
         eps, seed, cache = settings["attack"]["eps"], settings["seed"], cache or settings.get("cache")
@@ -610,7 +612,7 @@ def liang_synthetic(data_dir, out) -> None:
 
 def _refresh_report(run_dir: Path) -> None:
     """Rewrite the run's report so it shows what was just added to the run folder."""
-    from archsim.analysis.run import analyze_run
+    from archsim.report.analyze import analyze_run
 
     try:
         analyze_run(run_dir)

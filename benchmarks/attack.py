@@ -36,7 +36,13 @@ from common import interleaved_best, machine
 
 from archsim.attacks import PGD
 from archsim.cache import CacheStore
-from archsim.models import SimModel, convolutional, create_model, precision_context, prepare
+from archsim.models import (
+    SimModel,
+    convolutional,
+    create_model,
+    precision_context,
+    prepare,
+)
 from archsim.transfer import predict
 
 DEFAULT_MODELS = ["zoo:resnet-s0", "zoo:vit", "zoo:convnext", "zoo:mobilevit"]

@@ -51,7 +51,7 @@ CHILD = """
 import json, sys, threading, time
 from pathlib import Path
 from archsim import run_sat
-from archsim.api import compute_measures, write_run
+from archsim.api import RunFolder, compute_measures
 from archsim.cache import CacheStore
 
 def status(field):
@@ -67,7 +67,7 @@ threading.Thread(target=sample, daemon=True).start()
 specs, data, cache, measures = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 run = run_sat(specs, data=data, steps=2, n_boot=0, device="cpu", batch_size=128, cache=CacheStore(cache))
 if measures:
-    write_run(Path(cache) / "run", run)
+    RunFolder(Path(cache) / "run").write(run)
     compute_measures(Path(cache) / "run", measures, device="cpu", batch_size=128, cache=CacheStore(cache))
 # VmHWM, not ru_maxrss: a child started by vfork + exec inherits the parent's peak in ru_maxrss.
 print(json.dumps({"peak_kib": status("VmHWM"), "anon_peak_kib": max(anon_peak[0], status("RssAnon"))}))

@@ -26,7 +26,14 @@ from attack import bare_attack_loop
 from common import best_of, machine
 
 from archsim.attacks import PGD
-from archsim.attacks.base import NoiseSource, _noise_workers, _uniform_into, copy_to_host, to_device, to_uint8
+from archsim.attacks.base import (
+    NoiseSource,
+    copy_to_host,
+    noise_workers,
+    to_device,
+    to_uint8,
+    uniform_into,
+)
 from archsim.cache import CacheStore
 from archsim.models import create_model, prepare
 
@@ -65,7 +72,7 @@ def main() -> None:
     first = images[: args.batch_size]
     clean = to_device(first, model.device)
     adv = clean.float() / 255
-    workers = _noise_workers()
+    workers = noise_workers()
     with ThreadPoolExecutor(workers) as pool:
 
         def drawn_ahead() -> torch.Tensor:
@@ -74,7 +81,7 @@ def main() -> None:
             return noise.draw()
 
         pieces = {
-            "random start drawn on one thread": lambda: _uniform_into(torch.empty(first.shape), 0, range(len(first)), ()),
+            "random start drawn on one thread": lambda: uniform_into(torch.empty(first.shape), 0, range(len(first)), ()),
             f"random start drawn as archsim does ({workers} threads on CUDA) and copied in": drawn_ahead,
             "uint8 batch copied in": lambda: to_device(first, model.device),
             "rounded and copied back": lambda: copy_to_host(to_uint8(adv, clean, attack.eps))(),

@@ -27,8 +27,9 @@ import torchvision.transforms.v2 as T
 from common import machine
 
 from archsim.cache import CacheStore
-from archsim.models import ZOO, create_model, train_zoo, usable_cores
-from archsim.models.parallel import _context, _worker_setup
+from archsim.hardware import usable_cores
+from archsim.models import ZOO, create_model, train_zoo
+from archsim.models.parallel import worker_context, worker_setup
 from archsim.models.train import affine_augmentation
 from archsim.models.zoo import zoo_weights
 
@@ -52,10 +53,10 @@ def augmentation(repeats: int) -> None:
 def worker_start(processes: int, repeats: int) -> None:
     """Seconds to start and stop a pool of ``processes`` workers (each runs archsim's initializer, so imports archsim)."""
     timings = {}
-    for name, context in (("spawned", get_context("spawn")), ("from the fork server", _context())):
+    for name, context in (("spawned", get_context("spawn")), ("from the fork server", worker_context())):
         started = time.perf_counter()
         for _ in range(repeats):
-            with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_setup, initargs=(os.getpid(), dict(os.environ))) as pool:
+            with ProcessPoolExecutor(processes, mp_context=context, initializer=worker_setup, initargs=(os.getpid(), dict(os.environ))) as pool:
                 list(pool.map(abs, range(processes)))  # the pool joins every worker, started or not, on leaving
         timings[name] = (time.perf_counter() - started) / repeats
         print(f"start {processes} workers, {name:<22} {timings[name]:6.2f} s")

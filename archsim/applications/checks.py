@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 
 from archsim.analysis.training import relation_groups, summarise
-from archsim.api import _attack_spec, _run_settings, load_run, require_cached, run_precision, run_sat
+from archsim.cache import CacheStore, atomic_write_text
 from archsim.engines import Engine
-from archsim.cache import CacheStore, atomic_write_text, check_cache
 from archsim.errors import ArchsimError
 from archsim.measures.comparison import correlate
+from archsim.runs import RunFolder, load_run, run_sat
 from archsim.transfer import TransferResult
 
 
@@ -56,11 +56,12 @@ def checkpoint_sat(
 
     ``epochs`` default: five epochs spread over training. Each checkpoint is the
     model ``zoo:NAME,epoch=E`` (trained once keeping every epoch, then cached).
-    ``engine`` and ``address`` as in :func:`archsim.api.run_sat`.
+    ``engine`` and ``address`` as in :func:`archsim.runs.run_sat`.
     """
     from archsim.models.zoo import ZOO
 
-    settings = _run_settings(run_dir)
+    folder = RunFolder(run_dir)
+    settings = folder.settings
     name = model.split(":", 1)[1].split(",")[0] if model.startswith("zoo:") else None
     if name not in ZOO or "," in model:
         raise ArchsimError(f"--checkpoints {model!r} must be a zoo model such as zoo:resnet-s0 (archsim retrains it keeping every epoch)")
@@ -69,12 +70,12 @@ def checkpoint_sat(
     bad = [e for e in chosen if not 1 <= e < total]
     if bad:
         raise ArchsimError(f"checkpoint epoch {bad[0]} is outside 1..{total - 1} of zoo:{name} (epoch {total} is the final model)")
-    store = check_cache(cache, settings.get("cache"))
+    store = folder.cache(cache)
     specs = [f"zoo:{name},epoch={e}" for e in chosen] + [f"zoo:{name}"]
     run = run_sat(
-        specs, data=settings["data"], n_images=settings["n_images"], attack=_attack_spec(settings["attack"]),
+        specs, data=settings["data"], n_images=settings["n_images"], attack=folder.attack_spec,
         eps=settings["attack"]["eps"], seed=settings["seed"], eps_s=settings["eps_s"], n_boot=settings["n_boot"],
-        device=device, batch_size=batch_size, cache=store, engine=engine, address=address, precision=run_precision(settings),
+        device=device, batch_size=batch_size, cache=store, engine=engine, address=address, precision=folder.precision,
     )
     final = run.transfer.names[-1]
     pairs = run.pairs.set_index(["source", "target"])
@@ -121,9 +122,9 @@ def adversarially_trained(
     from archsim.models import create_model
 
     run_dir = Path(run_dir)
-    settings = _run_settings(run_dir)
-    store = check_cache(cache, settings.get("cache"))
-    require_cached(run_dir, store)  # before the model is loaded (a zoo model may train first)
+    folder = RunFolder(run_dir)
+    store = folder.cache(cache)
+    folder.require_cached(store)  # before the model is loaded (a zoo model may train first)
     known = pd.read_csv(run_dir / "models.csv")
     loaded = create_model(model, cache=store, device="cpu")  # for its name, weights and architecture only
     same_weights = known.loc[known["fingerprint"] == loaded.fingerprint, "model"]

@@ -18,8 +18,7 @@ import pandas as pd
 import timm
 from tqdm.auto import tqdm
 
-from archsim.api import _run_settings
-from archsim.cache import CacheStore, atomic_write_text, check_cache, digest
+from archsim.cache import CacheStore, atomic_write_text, digest
 from archsim.data import ImageSet, load_data
 from archsim.errors import ArchsimError
 from archsim.measures.comparison import correlate
@@ -28,6 +27,7 @@ from archsim.models.parallel import train_side_by_side
 from archsim.models.train import Recipe, train_classifier
 from archsim.models.wrapper import SimModel
 from archsim.models.zoo import ZOO, ZooEntry
+from archsim.runs import RunFolder
 
 BASE = "Base architecture"
 NO_TEACHER = "(no teacher)"
@@ -89,7 +89,8 @@ def distill(
         Default ``RUN/distill/<student>``: ``distill.csv``, ``distill_correlations.csv``, ``distill.png``.
     """
     run_dir = Path(run_dir)
-    settings = _run_settings(run_dir)
+    folder = RunFolder(run_dir)
+    settings = folder.settings
     models = pd.read_csv(run_dir / "models.csv")
     row = _run_model(models, student, "--student", run_dir)
     if not str(row["spec"]).startswith("zoo:"):
@@ -113,7 +114,7 @@ def distill(
     # Always augmented: on un-augmented digits every teacher's top-1 label is the true label
     # (teachers fit the training set), which would make all students identical.
     recipe = replace(entry.recipe, augment="affine", **({} if epochs is None else {"epochs": epochs}))
-    store = check_cache(cache, settings.get("cache"))
+    store = folder.cache(cache)
     sat = pd.read_csv(run_dir / "sat.csv", index_col=0)
     bases = _bases(run_dir, list(models["model"]))
 
@@ -215,7 +216,7 @@ def recommend_teachers(run_dir: str | Path, student: str) -> pd.DataFrame:
     ``student_accuracy`` holds it and ``accuracy_from`` says which.
     """
     run_dir = Path(run_dir)
-    _run_settings(run_dir)
+    RunFolder(run_dir).settings  # noqa: B018 - a one-line error unless a finished run
     models = pd.read_csv(run_dir / "models.csv")
     row = _run_model(models, student, "--student", run_dir)
     name = str(row["model"])

@@ -230,10 +230,10 @@ def ensembles_on_run(
     can reach K = 5; the run's own eigengap k is often smaller).
     """
     from archsim.analysis import spectral_clusters
-    from archsim.api import _run_settings, load_run
     from archsim.report.figures import ensemble_figure, write_png
+    from archsim.runs import RunFolder, load_run
 
-    settings = _run_settings(run_dir)
+    settings = RunFolder(run_dir).settings
     n = len(settings["models"])
     if not 2 <= k <= n:
         raise ArchsimError(f"--k {k} must lie between 2 and the {n} models of the run")

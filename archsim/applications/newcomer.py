@@ -21,14 +21,14 @@ import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
-from archsim.api import SatRun, _attack_spec, _run_settings, claimed_run_dir, load_run, require_cached, run_precision, write_run
 from archsim.attacks import create_attack
-from archsim.cache import CacheStore, atomic_write_text, check_cache
+from archsim.cache import CacheStore, atomic_write_text
 from archsim.data import load_data
 from archsim.engines import Engine
 from archsim.errors import ArchsimError
 from archsim.measures import sat_value
 from archsim.models import create_model
+from archsim.runs import RunFolder, SatRun, load_run
 
 
 @dataclass
@@ -106,7 +106,7 @@ def add_model(
     models (``sat.csv``, ``pairs.csv``, ... as ``archsim run`` writes them, so it can
     be analysed or extended again) plus ``newcomer.csv`` and
     ``newcomer_clusters.csv``. The original run folder is not modified. ``engine``
-    and ``address`` as in :func:`archsim.api.run_sat`.
+    and ``address`` as in :func:`archsim.runs.run_sat`.
 
     ``one_sided=True`` needs none of the run's adversarial sets: only the newcomer is
     attacked, the run's models are evaluated on its set, and the cluster is assigned from
@@ -114,10 +114,10 @@ def add_model(
     ``one_sided_agreement.csv``, not a run folder.
     """
     run_dir = Path(run_dir)
-    settings = _run_settings(run_dir)
-    store = check_cache(cache, settings.get("cache"))
+    folder = RunFolder(run_dir)
+    settings, store = folder.settings, folder.cache(cache)
     if not one_sided:
-        require_cached(run_dir, store)  # before the newcomer is loaded (a zoo model may train first)
+        folder.require_cached(store)  # before the newcomer is loaded (a zoo model may train first)
     known = pd.read_csv(run_dir / "models.csv")
     if spec in settings["models"]:
         raise ArchsimError(f"{spec} is already in the run {run_dir}; add a model that is not in it")
@@ -134,9 +134,9 @@ def add_model(
     if one_sided:
         return _add_one_sided(run_dir, settings, spec, known, clusters, agreement, out_dir, store, device, batch_size, engine, address)
     new_settings = {**settings, "models": settings["models"] + [spec]}
-    with claimed_run_dir(out_dir, new_settings):  # before any attack: a wrong --out is refused up front
+    with RunFolder(out_dir).claim(new_settings) as added:  # before any attack: a wrong --out is refused up front
         run = load_run(run_dir, store, device, batch_size, models=[spec], engine=engine, address=address)
-        write_run(out_dir, run)
+        added.write(run)
 
     name = run.transfer.names[-1]
     others = run.transfer.names[:-1]
@@ -179,11 +179,19 @@ def _add_one_sided(
 ) -> Newcomer:
     """The newcomer attacked alone; the run's models evaluated on its set (their clean predictions from the cache)."""
     from archsim.engines import engine_for
-    from archsim.transfer.stages import SourceOutcome, attack_source, evaluate_targets, pred_key, predicted_labels, stacked_logits
+    from archsim.labels import predicted_labels
+    from archsim.transfer.stages import (
+        SourceOutcome,
+        attack_source,
+        evaluate_targets,
+        pred_key,
+        stacked_logits,
+    )
 
-    precision = run_precision(settings)
+    folder = RunFolder(run_dir)
+    precision = folder.precision
     images = load_data(settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"], store=store)
-    attack = create_attack(_attack_spec(settings["attack"]), eps=settings["attack"]["eps"])
+    attack = create_attack(folder.attack_spec, eps=settings["attack"]["eps"])
     labels = images.labels.numpy()
     names, specs, fingerprints = list(known["model"]), list(known["spec"]), list(known["fingerprint"])
     out_dir.mkdir(parents=True, exist_ok=True)

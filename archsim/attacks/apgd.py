@@ -6,7 +6,13 @@ from typing import Any
 
 import torch
 
-from archsim.attacks.base import Attack, NoiseSource, check_positive, check_steps, project
+from archsim.attacks.base import (
+    Attack,
+    NoiseSource,
+    check_positive,
+    check_steps,
+    project,
+)
 
 
 def checkpoints(steps: int) -> list[int]:

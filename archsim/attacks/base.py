@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from archsim.errors import ArchsimError
+from archsim.hardware import usable_cores
 from archsim.progress import steps
 from archsim.specs import check_eps
-from archsim.models.fastpath import usable_cores
 
 
 class Attack(ABC):
@@ -105,7 +105,7 @@ class Attack(ABC):
         # drawn in line on one thread the first batch's start idled an H100 for 183 ms (ResNet-50, 256 images).
         # On the CPU threads would only compete with the compute threads (measured 5-10 % slower), so there the
         # start is drawn in line.
-        with ThreadPoolExecutor(max_workers=_noise_workers()) as prefetcher:
+        with ThreadPoolExecutor(max_workers=noise_workers()) as prefetcher:
             ahead = prefetcher if device.type == "cuda" else None
             noises: dict[int, NoiseSource] = {}
             pending: Callable[[], torch.Tensor] | None = None
@@ -159,7 +159,7 @@ def copy_to_host(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
     return wait
 
 
-def _noise_workers() -> int:
+def noise_workers() -> int:
     """Threads drawing random starts on a GPU machine: all cores but the one feeding the device, at most 8."""
     return max(1, min(8, usable_cores() - 1))
 
@@ -193,10 +193,10 @@ def start_noise(seed: int, indices: range, shape: torch.Size, key: tuple[int, ..
 
     Per-image streams keep the result independent of the batch size.
     """
-    return _uniform_into(torch.empty((len(indices), *shape)), seed, indices, key) * 2 - 1
+    return uniform_into(torch.empty((len(indices), *shape)), seed, indices, key) * 2 - 1
 
 
-def _uniform_into(out: torch.Tensor, seed: int, indices: range, key: tuple[int, ...]) -> torch.Tensor:
+def uniform_into(out: torch.Tensor, seed: int, indices: range, key: tuple[int, ...]) -> torch.Tensor:
     """Fill the float32 CPU tensor ``out`` [len(indices), ...] with the per-image uniform [0, 1) draws."""
     draws = out.numpy()
     for row, i in enumerate(indices):
@@ -225,7 +225,7 @@ class NoiseSource:
         if self.executor is not None and self._ahead is None:
             buffer = self._buffer()
             parts = [
-                self.executor.submit(_uniform_into, buffer[first : first + self.PART], self.seed, self.indices[first : first + self.PART], ())
+                self.executor.submit(uniform_into, buffer[first : first + self.PART], self.seed, self.indices[first : first + self.PART], ())
                 for first in range(0, len(self.indices), self.PART)
             ]
             self._ahead = (buffer, parts)
@@ -236,7 +236,7 @@ class NoiseSource:
             for part in parts:
                 part.result()
         else:
-            uniform = _uniform_into(self._buffer(), self.seed, self.indices, key)
+            uniform = uniform_into(self._buffer(), self.seed, self.indices, key)
         # The affine map runs on the device: one pass there instead of two over CPU memory.
         return uniform.to(self.device, non_blocking=True) * 2 - 1
 

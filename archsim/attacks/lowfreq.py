@@ -9,7 +9,13 @@ import numpy as np
 import scipy.fft
 import torch
 
-from archsim.attacks.base import Attack, NoiseSource, check_count, check_positive, check_steps
+from archsim.attacks.base import (
+    Attack,
+    NoiseSource,
+    check_count,
+    check_positive,
+    check_steps,
+)
 
 
 def dct_basis(size: int, keep: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -6,7 +6,13 @@ from typing import Any
 
 import torch
 
-from archsim.attacks.base import Attack, NoiseSource, check_positive, check_steps, project
+from archsim.attacks.base import (
+    Attack,
+    NoiseSource,
+    check_positive,
+    check_steps,
+    project,
+)
 
 
 def l1_normalised(grad: torch.Tensor) -> torch.Tensor:

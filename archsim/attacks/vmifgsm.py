@@ -6,7 +6,14 @@ from typing import Any
 
 import torch
 
-from archsim.attacks.base import Attack, NoiseSource, check_count, check_positive, check_steps, project
+from archsim.attacks.base import (
+    Attack,
+    NoiseSource,
+    check_count,
+    check_positive,
+    check_steps,
+    project,
+)
 from archsim.attacks.mifgsm import l1_normalised
 
 

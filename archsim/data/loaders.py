@@ -27,7 +27,13 @@ from torchvision.io import ImageReadMode, decode_image
 from tqdm.auto import tqdm
 
 from archsim.cache import CacheStore, digest
-from archsim.data.imageset import ImageSet, StoredImages, fingerprint_end, fingerprint_start, stratified_indices
+from archsim.data.imageset import (
+    ImageSet,
+    StoredImages,
+    fingerprint_end,
+    fingerprint_start,
+    stratified_indices,
+)
 from archsim.errors import ArchsimError
 from archsim.specs import DATA_SCHEMES, Spec, parse_spec
 
@@ -372,3 +378,8 @@ _LOADERS: dict[str, Callable[[Spec, str, int | None, int, CacheStore | None], Im
     "imagenet-val": _imagenet_val,
     "npz": _npz,
 }
+
+
+def data_schemes() -> tuple[str, ...]:
+    """The data spec schemes with a loader (``digits``, ``npz``, ...)."""
+    return tuple(_LOADERS)

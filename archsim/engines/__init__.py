@@ -14,6 +14,7 @@ from typing import Iterator
 from archsim.engines.base import Engine, Task
 from archsim.engines.local import LocalEngine
 from archsim.errors import ArchsimError
+from archsim.hardware import resolve_device
 
 ENGINES = ("local", "ray")
 
@@ -38,8 +39,6 @@ def create_engine(name: str = "local", device: str = "auto", address: str | None
     if name == "local":
         if address is not None:
             raise ArchsimError("--address is for --engine ray; drop it or add --engine ray")
-        from archsim.api import resolve_device
-
         return LocalEngine(resolve_device(device))
     if name == "ray":
         from archsim.engines.ray_cluster import RayEngine

@@ -17,14 +17,19 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from archsim.api import _run_settings, load_run, resolve_device
-from archsim.cache import CacheStore, StoredArrays, atomic_write_text, check_cache, digest
+from archsim.cache import (
+    CacheStore,
+    StoredArrays,
+    atomic_write_text,
+    digest,
+)
 from archsim.errors import ArchsimError
-from archsim.knowledge.alphas import unit_rows, alpha_1, alpha_2
+from archsim.hardware import resolve_device
+from archsim.knowledge.alphas import alpha_1, alpha_2, unit_rows
 from archsim.models import create_model
+from archsim.runs import RunFolder, load_run
 from archsim.transfer.batching import batch_size_for
 from archsim.transfer.stages import predict_stream
-
 
 _KERNEL_BLOCK_BYTES = 1 << 26
 
@@ -90,8 +95,8 @@ def alpha_matrices(
     95 % bootstrap intervals) into ``out`` (default ``RUN/alphas``). The target's
     logits on every adversarial set are cached (kind ``advlogits``).
     """
-    settings = _run_settings(run_dir)
-    store = check_cache(cache, settings.get("cache"))
+    folder = RunFolder(run_dir)
+    settings, store = folder.settings, folder.cache(cache)
     run = load_run(run_dir, store, device, batch_size)
     t = run.transfer
     names, n = t.names, len(t.names)

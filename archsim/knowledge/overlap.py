@@ -46,7 +46,12 @@ from archsim.measures import DEFAULT_EPS_S, sat_value
 from archsim.measures.comparison import correlate
 from archsim.models.features import penultimate_features
 from archsim.models.parallel import train_side_by_side
-from archsim.models.train import Recipe, arrays_to_state, state_to_arrays, train_classifier
+from archsim.models.train import (
+    Recipe,
+    arrays_to_state,
+    state_to_arrays,
+    train_classifier,
+)
 from archsim.models.wrapper import SimModel
 from archsim.models.zoo import ZOO, training_cost
 from archsim.transfer import predict

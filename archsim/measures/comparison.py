@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from archsim.transfer.stages import predicted_labels
+from archsim.labels import predicted_labels
 
 
 def ensemble_err(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -2,15 +2,27 @@
 
 from archsim.models import sources, zoo  # noqa: F401  (registers the spec schemes)
 from archsim.models.fastpath import (
-    PRECISIONS, Purpose, channels_last_by_default, check_precision, convolutional, default_precision, precision_context, prepare,
-    to_channels_last, usable_cores,
+    PRECISIONS,
+    Purpose,
+    channels_last_by_default,
+    check_precision,
+    convolutional,
+    default_precision,
+    precision_context,
+    prepare,
+    to_channels_last,
 )
-from archsim.models.registry import check_model_specs, create_model, model_schemes, register_source
+from archsim.models.registry import (
+    check_model_specs,
+    create_model,
+    model_schemes,
+    register_source,
+)
 from archsim.models.wrapper import Preprocess, SimModel
 from archsim.models.zoo import ZOO, train_zoo, zoo_specs
 
 __all__ = [
     "create_model", "check_model_specs", "model_schemes", "register_source", "Preprocess", "SimModel", "ZOO", "train_zoo", "zoo_specs",
     "PRECISIONS", "Purpose", "channels_last_by_default", "check_precision", "convolutional", "default_precision", "precision_context",
-    "prepare", "to_channels_last", "usable_cores",
+    "prepare", "to_channels_last",
 ]

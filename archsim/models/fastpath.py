@@ -7,7 +7,6 @@ the way a different device or batch size does.
 
 from __future__ import annotations
 
-import os
 from contextlib import AbstractContextManager
 from typing import Literal
 
@@ -20,11 +19,6 @@ from archsim.models.wrapper import SimModel
 PRECISIONS = ("fp32", "bf16")
 # What a prepared model will mostly do: its layout and batch size are chosen for it.
 Purpose = Literal["attack", "evaluate"]
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity, e.g. a Ray task's share), else all of the machine's."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def check_precision(precision: str) -> str:

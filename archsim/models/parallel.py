@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from archsim.cache import CacheStore
-from archsim.models.fastpath import usable_cores
+from archsim.hardware import usable_cores
 
 Job = tuple[Callable[..., Any], tuple]
 """``(function, args)``: a module-level function (workers import it by name) called as
@@ -29,7 +29,7 @@ Job = tuple[Callable[..., Any], tuple]
 
 
 def train_side_by_side(jobs: Sequence[Job], cache: CacheStore, desc: str, processes: int | None = None) -> bool:
-    """Run ``jobs`` in worker processes (:func:`_context`), ``processes`` at a time (default: the usable cores).
+    """Run ``jobs`` in worker processes (:func:`worker_context`), ``processes`` at a time (default: the usable cores).
 
     Each job is expected to leave what it trains in ``cache``, where the caller
     then finds it as a hit; the workers' hits, misses and used entries are added to
@@ -42,7 +42,7 @@ def train_side_by_side(jobs: Sequence[Job], cache: CacheStore, desc: str, proces
     workers = min(len(jobs), processes or usable_cores())
     if workers < 2:
         return False
-    pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_worker_setup, initargs=(os.getpid(), dict(os.environ)))
+    pool = ProcessPoolExecutor(workers, mp_context=worker_context(), initializer=worker_setup, initargs=(os.getpid(), dict(os.environ)))
     try:
         futures = [pool.submit(_run_job, function, args, str(cache.root)) for function, args in jobs]
         for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="model", disable=None):
@@ -56,7 +56,7 @@ def train_side_by_side(jobs: Sequence[Job], cache: CacheStore, desc: str, proces
     return True
 
 
-def _context() -> BaseContext:
+def worker_context() -> BaseContext:
     """Workers forked from a server process that has imported archsim (and so torch and timm) once.
 
     Not fork: a child forked from this process would inherit torch's thread pools in
@@ -71,7 +71,7 @@ def _context() -> BaseContext:
     return context
 
 
-def _worker_setup(caller: int, environment: dict[str, str]) -> None:
+def worker_setup(caller: int, environment: dict[str, str]) -> None:
     # The server's environment is the one of the first pool's time; the caller's may have changed since.
     os.environ.clear()
     os.environ.update(environment)

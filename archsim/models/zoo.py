@@ -15,15 +15,20 @@ from typing import Any, Sequence
 import numpy as np
 import timm
 import torch
-from torch import nn
 from timm.models.mlp_mixer import MlpMixer
+from torch import nn
 
 from archsim.cache import CacheStore, digest
 from archsim.data import ImageSet, load_data
 from archsim.errors import ArchsimError
 from archsim.models.parallel import train_side_by_side
 from archsim.models.registry import model_schemes, register_source
-from archsim.models.train import Recipe, arrays_to_state, state_to_arrays, train_classifier
+from archsim.models.train import (
+    Recipe,
+    arrays_to_state,
+    state_to_arrays,
+    train_classifier,
+)
 from archsim.models.wrapper import Preprocess, SimModel
 from archsim.specs import Spec, parse_spec
 
@@ -95,7 +100,7 @@ ZOO: dict[str, ZooEntry] = {
     # 30 epochs: 20 left it at 93.3-96.7 % on the eval digits over seeds 0-2, 30 at 96.9-97.2 %.
     "mobilenetv3": ZooEntry("MobileNet", "mobilenetv3_small_050", {}, 24, Recipe(lr=5e-3, weight_decay=0.01, augment="affine", epochs=30)),
     "mobilevit": ZooEntry("MobileViT (hybrid)", "mobilevit_xxs", {}, 24),
-    # PGD adversarial training at the default attack radius on digits (archsim.api.DIGITS_EPS): the
+    # PGD adversarial training at the default attack radius on digits (archsim.runs.DIGITS_EPS): the
     # SAT paper's third further check (SPEC §2.10, archsim checks --adversarial). Not in the default
     # run, whose matrix is the paper's standard-training zoo.
     "resnet-adv": ZooEntry("ResNet", "resnet18", _RESNET, 16, Recipe(adversarial_eps=0.1), in_default_run=False),

@@ -10,8 +10,8 @@ from html import escape
 import numpy as np
 import pandas as pd
 
-import archsim
 from archsim.report import figures
+from archsim.version import __version__
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #222; background: #fafafa; }
@@ -231,6 +231,6 @@ def render_report(analysis) -> str:
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>archsim report: {escape(analysis.source)}</title><style>{_STYLE}</style></head><body>"
-        f"<header><h1>archsim report</h1><p>{escape(analysis.source)} · archsim {escape(archsim.__version__)} · {stamp}</p></header>"
+        f"<header><h1>archsim report</h1><p>{escape(analysis.source)} · archsim {escape(__version__)} · {stamp}</p></header>"
         f"<nav>{nav}</nav><main>{body}</main></body></html>\n"
     )

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from archsim.cache import CacheStore, digest
 from archsim.errors import ArchsimError
-from archsim.models import Purpose, SimModel, precision_context, usable_cores
+from archsim.hardware import usable_cores
+from archsim.models import Purpose, SimModel, precision_context
 from archsim.specs import AUTO, check_batch_size, check_max_resident
 
 MIN_GAIN = 0.05

@@ -35,7 +35,16 @@ from archsim.attacks.base import copy_to_host, to_device
 from archsim.cache import CacheStore, digest
 from archsim.data import ImageSet, imagenet_wnids
 from archsim.errors import ArchsimError, one_line
-from archsim.models import SimModel, check_model_specs, check_precision, create_model, precision_context, prepare, train_zoo
+from archsim.labels import compact_labels, predicted_labels
+from archsim.models import (
+    SimModel,
+    check_model_specs,
+    check_precision,
+    create_model,
+    precision_context,
+    prepare,
+    train_zoo,
+)
 from archsim.specs import AUTO
 from archsim.transfer.batching import batch_size_for, resident_budget
 
@@ -112,18 +121,6 @@ def pred_key(fingerprint: str, images_key: str, precision: str = "fp32") -> str:
 def _precision_part(precision: str) -> tuple[dict, ...]:
     # fp32 adds nothing, so the keys of runs made before precision was an option stay valid.
     return () if precision == "fp32" else ({"precision": precision},)
-
-
-def compact_labels(labels: np.ndarray) -> np.ndarray:
-    """Class indices in int16 where they fit (up to 32,767 classes), else int32: a quarter of
-    numpy's int64 for results of sources x targets x images."""
-    return labels.astype(np.int16 if labels.size == 0 or labels.max() < 2**15 else np.int32, copy=False)
-
-
-def predicted_labels(logits: np.ndarray) -> np.ndarray:
-    """Compact argmax over the classes of [models, images, classes] logits, a model at a time:
-    numpy's argmax first copies a read-only (memory-mapped) array whole."""
-    return compact_labels(np.stack([rows.argmax(-1) for rows in logits]))
 
 
 def predict(model: SimModel, images: torch.Tensor, batch_size: int, desc: str | None = None) -> torch.Tensor:

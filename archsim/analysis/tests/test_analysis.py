@@ -4,12 +4,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from archsim.analysis import cluster_keywords, component_importance, read_cards, read_matrix, spectral_clusters
+from archsim.analysis import (
+    cluster_keywords,
+    component_importance,
+    read_cards,
+    read_matrix,
+    spectral_clusters,
+)
 from archsim.analysis.cards import cards_for
-from archsim.analysis.run import analyze, analyze_matrix
+from archsim.analysis.run import analyze_matrix
 from archsim.analysis.stability import cluster_stability
 from archsim.analysis.training import training_vs_architecture
 from archsim.errors import ArchsimError
+from archsim.report.analyze import analyze
 
 RELEASE = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "sat_release"
 MATRIX, CARDS = RELEASE / "SAT_release.csv", RELEASE / "Model Feature_release.csv"

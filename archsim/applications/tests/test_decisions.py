@@ -11,8 +11,19 @@ import pytest
 from archsim.analysis.cards import CARD_COLUMNS, NAME_COLUMN
 from archsim.applications import diverse_sample
 from archsim.applications.checks import identical_misclassifications
-from archsim.applications.distill import MEASURED_RULE, PAPER_RULE, distill_correlations, recommend_teachers
-from archsim.applications.ensembles import k_from_l, most_diverse_set, pair_table, set_scores, study_ensembles
+from archsim.applications.distill import (
+    MEASURED_RULE,
+    PAPER_RULE,
+    distill_correlations,
+    recommend_teachers,
+)
+from archsim.applications.ensembles import (
+    k_from_l,
+    most_diverse_set,
+    pair_table,
+    set_scores,
+    study_ensembles,
+)
 from archsim.applications.newcomer import assign_cluster
 from archsim.errors import ArchsimError
 from archsim.measures.comparison import ensemble_err

@@ -9,9 +9,9 @@ import pytest
 from archsim import run_sat
 from archsim.applications.newcomer import add_model
 from archsim.cache import CacheStore
-from archsim.tests.cli_runner import run_cli
 from archsim.measures.comparison import ensemble_err
 from archsim.models import create_model
+from archsim.tests.cli_runner import run_cli
 
 # The settings of the CLI tests, so the session cache serves both.
 FAST = dict(n_images=60, steps=25, rel_step=0.2, n_boot=200)
@@ -147,7 +147,8 @@ def test_a_student_trained_in_a_worker_equals_one_trained_in_process(three_run, 
 
     from archsim.applications.distill import _student_accuracy, _student_key
     from archsim.data import load_data
-    from archsim.models import ZOO, usable_cores
+    from archsim.hardware import usable_cores
+    from archsim.models import ZOO
 
     if usable_cores() < 2:
         pytest.skip("distill trains in worker processes only on two or more cores")

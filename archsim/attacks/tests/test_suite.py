@@ -6,7 +6,15 @@ import scipy.fft
 import torch
 from torch import nn
 
-from archsim.attacks import APGD, ATTACKS, FGSM, MIFGSM, VMIFGSM, LowFrequencyPGD, create_attack
+from archsim.attacks import (
+    APGD,
+    ATTACKS,
+    FGSM,
+    MIFGSM,
+    VMIFGSM,
+    LowFrequencyPGD,
+    create_attack,
+)
 from archsim.attacks.apgd import checkpoints
 from archsim.data import load_data
 from archsim.errors import ArchsimError

@@ -10,7 +10,12 @@ from archsim.cache import CacheStore
 from archsim.data import ImageSet, load_data
 from archsim.errors import ArchsimError
 from archsim.knowledge.overlap import (
-    METRICS, TARGET_CLASSES, knowledge_correlations, pair_transferability, source_classes, transfer_accuracy,
+    METRICS,
+    TARGET_CLASSES,
+    knowledge_correlations,
+    pair_transferability,
+    source_classes,
+    transfer_accuracy,
 )
 from archsim.models import create_model
 from archsim.models.wrapper import Preprocess, SimModel

@@ -114,7 +114,12 @@ def test_ensemble_err_by_hand():
 
 
 def test_region_planes_and_agreement():
-    from archsim.measures.regions import MARGIN, plane_points, plane_triplets, region_agreement
+    from archsim.measures.regions import (
+        MARGIN,
+        plane_points,
+        plane_triplets,
+        region_agreement,
+    )
 
     labels = np.repeat(np.arange(5), 4)
     triplets = plane_triplets(labels, 30, seed=1)
@@ -133,7 +138,11 @@ def test_region_planes_and_agreement():
 
 
 def test_boundary_distance_on_a_linear_model():
-    from archsim.measures.boundary import boundary_distance, boundary_gap, sign_directions
+    from archsim.measures.boundary import (
+        boundary_distance,
+        boundary_gap,
+        sign_directions,
+    )
 
     # Two-class linear model on one pixel: class 1 iff pixel > 0.5 (logits [0.5 - p, p - 0.5] scaled).
     net = nn.Sequential(nn.Flatten(), nn.Linear(1, 2))
@@ -187,8 +196,8 @@ def quadrant_set(path, n_images: int, n_classes: int, side: int, seed: int) -> n
 def saved_run(tmp_path, nets: dict, side: int, steps: int, batch_size: int):
     """``file:`` specs of ``nets`` (reading pixels unnormalised), their store and their run on
     ``tmp_path/set.npz``, written to ``tmp_path/run``."""
-    from archsim.api import run_sat, write_run
     from archsim.cache import CacheStore
+    from archsim.runs import RunFolder, run_sat
 
     specs = []
     for name, net in nets.items():
@@ -196,7 +205,7 @@ def saved_run(tmp_path, nets: dict, side: int, steps: int, batch_size: int):
         specs.append(f"file:{tmp_path / f'{name}.pt'},input_size=3:{side}:{side},mean=0:0:0,std=1:1:1,name={name}")
     store = CacheStore(tmp_path / "cache")
     run = run_sat(specs, data=f"npz:{tmp_path / 'set.npz'}", steps=steps, n_boot=0, device="cpu", batch_size=batch_size, cache=store)
-    write_run(tmp_path / "run", run)
+    RunFolder(tmp_path / "run").write(run)
     return specs, store, run
 
 
@@ -206,7 +215,11 @@ def test_measures_read_a_set_in_the_cache_as_one_in_memory(tmp_path):
     from archsim.cache import CacheStore
     from archsim.data import load_data
     from archsim.data.imageset import StoredImages
-    from archsim.measures.boundary import boundary_distance, boundary_distances, sign_directions
+    from archsim.measures.boundary import (
+        boundary_distance,
+        boundary_distances,
+        sign_directions,
+    )
     from archsim.measures.regions import plane_triplets, region_labels
 
     rng = np.random.default_rng(0)
@@ -236,7 +249,11 @@ def test_boundary_of_a_run_on_a_set_in_the_cache(tmp_path):
     from archsim.api import compute_measures
     from archsim.cache import CacheStore
     from archsim.data import load_data
-    from archsim.measures.boundary import boundary_distance, boundary_gap, sign_directions
+    from archsim.measures.boundary import (
+        boundary_distance,
+        boundary_gap,
+        sign_directions,
+    )
 
     # Three noisy linear readers of the quadrants classify every image with margins that sign steps
     # within the boundary measure's reach can overcome.
@@ -276,8 +293,8 @@ def test_boundary_of_a_run_on_a_set_in_the_cache(tmp_path):
 def test_cka_of_a_run_streams_its_features_into_the_cache(tmp_path, monkeypatch):
     """``archsim measures --measures cka``: each model's features are written to the cache a batch at a time
     (their width taken from the first batch) and read back mapped, a few rows at a time."""
-    from archsim import measures
     from archsim.api import compute_measures
+    from archsim.applications import measures as on_run
     from archsim.cache import CacheStore
     from archsim.data import load_data
     from archsim.measures import cka
@@ -297,7 +314,7 @@ def test_cka_of_a_run_streams_its_features_into_the_cache(tmp_path, monkeypatch)
     specs, store, run = saved_run(tmp_path, nets, side=8, steps=1, batch_size=4)
     monkeypatch.setattr(cka, "CHUNK_BYTES", 8 * 11 * 4)  # 4 rows at a time
     given = []
-    monkeypatch.setattr(measures, "cka_matrix", lambda features: given.extend(features) or cka.cka_matrix(features))
+    monkeypatch.setattr(on_run, "cka_matrix", lambda features: given.extend(features) or cka.cka_matrix(features))
     with pytest.warns(UserWarning, match="sat and cka: 3 model pairs .* constant in one"):  # every net is fooled alike
         matrix = compute_measures(tmp_path / "run", ["cka"], device="cpu", batch_size=4, cache=store)["cka"]
 

@@ -10,7 +10,14 @@ from torch import nn
 from archsim.attacks import PGD, NoiseSource
 from archsim.attacks.tests.test_pgd import small_model
 from archsim.errors import ArchsimError
-from archsim.models import Preprocess, SimModel, channels_last_by_default, check_precision, precision_context, prepare
+from archsim.models import (
+    Preprocess,
+    SimModel,
+    channels_last_by_default,
+    check_precision,
+    precision_context,
+    prepare,
+)
 from archsim.transfer import predict
 
 

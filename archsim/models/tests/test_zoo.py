@@ -82,8 +82,8 @@ def test_a_zoo_regime_is_read_off_its_recipe():
 
 def test_the_torch_free_lists_of_schemes_and_zoo_names_match_the_registries():
     """archsim.specs keeps the scheme and zoo names, so the CLI refuses a typo before torch loads: they must stay equal."""
-    from archsim.data.loaders import _LOADERS
+    from archsim.data.loaders import data_schemes
     from archsim.models import ZOO, model_schemes
     from archsim.specs import DATA_SCHEMES, MODEL_SCHEMES, ZOO_NAMES
 
-    assert ZOO_NAMES == tuple(ZOO) and set(MODEL_SCHEMES) == set(model_schemes()) and set(DATA_SCHEMES) == set(_LOADERS)
+    assert ZOO_NAMES == tuple(ZOO) and set(MODEL_SCHEMES) == set(model_schemes()) and set(DATA_SCHEMES) == set(data_schemes())

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from archsim.analysis.cards import CARD_COLUMNS
-from archsim.analysis.run import analyze_matrix, write_analysis
+from archsim.analysis.run import analyze_matrix
 from archsim.report import render_report
+from archsim.report.analyze import write_analysis
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Flags for a machine without a display or network; console messages go to stderr.

@@ -15,9 +15,15 @@ from archsim.data import load_data
 from archsim.errors import ArchsimError
 from archsim.models import create_model
 from archsim.transfer import batching
-from archsim.transfer.batching import OutOfMemory, Trial, batch_size_for, check_batch_size, search_batch_size
+from archsim.transfer.batching import (
+    OutOfMemory,
+    Trial,
+    batch_size_for,
+    check_batch_size,
+    search_batch_size,
+)
 from archsim.transfer.stages import run_transfer
-from archsim.transfer.tests.test_streaming import SPECS, _store
+from archsim.transfer.tests.test_streaming import SPECS, store_in
 
 
 def test_batch_size_is_a_positive_number_or_auto():
@@ -163,7 +169,7 @@ def test_cuda_search_backs_off_at_out_of_memory_and_the_device_stays_usable():
 
 
 def test_auto_is_searched_on_the_model_once_and_cached(tmp_path, cache_dir, monkeypatch):
-    store = _store(tmp_path / "results", cache_dir)
+    store = store_in(tmp_path / "results", cache_dir)
     model = create_model("zoo:resnet-s0", cache=store)
     shape = tuple(load_data("digits", n_images=10).images.shape[1:])
     counters = store.hits, store.misses
@@ -204,8 +210,8 @@ def _choices(store: CacheStore) -> int:
 def test_a_run_with_auto_equals_one_with_a_fixed_batch(tmp_path, cache_dir):
     data = load_data("digits", n_images=45)
     attack = create_attack("pgd", eps=0.1, steps=3)
-    fixed = run_transfer(SPECS, data, attack, _store(tmp_path / "fixed", cache_dir), seed=2, batch_size=7)
-    auto_store = _store(tmp_path / "auto", cache_dir)
+    fixed = run_transfer(SPECS, data, attack, store_in(tmp_path / "fixed", cache_dir), seed=2, batch_size=7)
+    auto_store = store_in(tmp_path / "auto", cache_dir)
     auto = run_transfer(SPECS, data, attack, auto_store, seed=2, batch_size="auto")
     assert np.array_equal(fixed.adv_pred, auto.adv_pred)
     assert np.allclose(fixed.clean_logits, auto.clean_logits, atol=1e-5)

@@ -3,9 +3,10 @@
 import numpy as np
 import torch
 
+from archsim.labels import compact_labels, predicted_labels
 from archsim.models import create_model
 from archsim.transfer import predict
-from archsim.transfer.stages import compact_labels, predict_stream, predicted_labels
+from archsim.transfer.stages import predict_stream
 
 
 def _linear_model(tmp_path, classes=5):

@@ -13,7 +13,7 @@ from archsim.transfer.stages import run_transfer
 SPECS = ["zoo:resnet-s0", "zoo:convnext"]  # trained for the CLI tests as well
 
 
-def _store(folder, cache_dir):
+def store_in(folder, cache_dir):
     # Fresh results, shared trained weights: the zoo is trained once per test session.
     folder.mkdir()
     (cache_dir / "zoo").mkdir(exist_ok=True)
@@ -24,7 +24,7 @@ def _store(folder, cache_dir):
 def test_streamed_run_equals_in_memory_run(tmp_path, cache_dir):
     digits = load_data("digits", n_images=50)
     np.savez(tmp_path / "d.npz", images=digits.images.numpy(), labels=digits.labels.numpy())
-    memory_store, stream_store = _store(tmp_path / "memory", cache_dir), _store(tmp_path / "stream", cache_dir)
+    memory_store, stream_store = store_in(tmp_path / "memory", cache_dir), store_in(tmp_path / "stream", cache_dir)
     memory = load_data(f"npz:{tmp_path / 'd.npz'}")
     stored = load_data(f"npz:{tmp_path / 'd.npz'}", store=stream_store)
     assert isinstance(stored.images, StoredImages) and not isinstance(memory.images, StoredImages)
@@ -43,7 +43,7 @@ def test_streamed_run_equals_in_memory_run(tmp_path, cache_dir):
 
 
 def test_results_that_grow_with_the_data_are_mapped_or_compact(tmp_path, cache_dir):
-    store = _store(tmp_path / "results", cache_dir)
+    store = store_in(tmp_path / "results", cache_dir)
     data = load_data("digits", n_images=40)
     result = run_transfer(SPECS, data, create_attack("pgd", eps=0.1, steps=2), store, seed=0, batch_size=16)
     # The clean logits are one read-only map of a cache entry, equal to each model's own logits.

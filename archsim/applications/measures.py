@@ -1,0 +1,210 @@
+"""Other similarity measures on a finished run's models and images, and how they compare with SAT at equal compute."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from archsim.analysis.agreement import matrix_correlations
+from archsim.cache import CacheStore, atomic_write_text, digest
+from archsim.data import load_data
+from archsim.errors import ArchsimError
+from archsim.hardware import resolve_device
+from archsim.measures import (
+    MEASURES,
+    boundary,
+    cka_matrix,
+    error_consistency,
+    linear_cka,
+    regions,
+    sat_value,
+)
+from archsim.measures.comparison import compare_measures, ensemble_err
+from archsim.models import Purpose, create_model
+from archsim.models.features import feature_batches
+from archsim.report.figures import matrix_scatter, write_png
+from archsim.runs import RunFolder, SatRun, load_run
+from archsim.transfer.batching import batch_size_for
+
+
+def compute_measures(
+    run_dir: str | Path,
+    measures: list[str],
+    out: str | Path | None = None,
+    cache: CacheStore | str | Path | None = None,
+    device: str = "auto",
+    batch_size: int | str = "auto",
+    pair: tuple[str, str] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Other similarity measures (SPEC §3) of a finished run's models on its images.
+
+    Writes ``measure_<name>.csv`` in the ``sat.csv`` layout,
+    ``measure_correlations.csv`` (each measure against the run's SAT, off-diagonal
+    Pearson and Spearman) and, with 3 models or more, ``measure_comparison.csv``
+    (SPEC §3: passes per item, spread over 200 resamples for ``pair`` at the compute
+    of SAT on the run's images, rank correlation with SAT, correlation with the
+    2-ensemble error reduction rate) with ``measure_comparison.png``, into ``out``
+    (default ``RUN/measures``).
+    """
+    unknown = [m for m in measures if m not in MEASURES]
+    if unknown or not measures:
+        raise ArchsimError(f"unknown measure {unknown[0]!r}; choose from {', '.join(MEASURES)}" if unknown else "give --measures")
+    folder = RunFolder(run_dir)
+    settings, store = folder.settings, folder.cache(cache)
+    run = load_run(run_dir, store, device, batch_size)
+    transfer, names = run.transfer, run.transfer.names
+    missing = [p for p in pair or () if p not in names]
+    if missing:  # before any measure is computed
+        raise ArchsimError(f"--pair names {missing[0]!r}, not a model of this run ({', '.join(names)})")
+    if pair is not None and pair[0] == pair[1]:
+        raise ArchsimError(f"--pair names {pair[0]!r} twice; the spread is of a measure between two different models")
+    # As in the run: folder and npz data are read from the cache a batch at a time, never held whole.
+    images = load_data(settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"], store=store)
+    loaded: dict[str, Any] = {}
+
+    def model_of(spec: str):
+        if spec not in loaded:
+            loaded[spec] = create_model(spec, cache=store, device=resolve_device(device))
+        return loaded[spec]
+
+    per_item = measure_items(
+        list(dict.fromkeys(measures)), transfer, images, model_of, store, settings["attack"]["eps"], settings["seed"], batch_size
+    )
+    matrices: dict[str, pd.DataFrame] = {}
+    for measure, items in per_item.items():
+        matrices[measure] = pd.DataFrame(measure_matrix(measure, items), index=names, columns=names)
+    out = Path(out) if out is not None else Path(run_dir) / "measures"
+    out.mkdir(parents=True, exist_ok=True)
+    for measure, matrix in matrices.items():
+        atomic_write_text(out / f"measure_{measure}.csv", matrix.to_csv(float_format="%.9f"))
+    if len(names) >= 3:
+        every_pair = matrix_correlations({"sat": run.sat, **matrices})  # the scatter shows them all; the CSV those with SAT
+        correlations = every_pair[every_pair.a == "sat"].reset_index(drop=True)
+        atomic_write_text(out / "measure_correlations.csv", correlations.to_csv(index=False, float_format="%.6g"))
+        comparison = comparison_table(run, per_item, {m: matrix.to_numpy() for m, matrix in matrices.items()}, settings, pair)
+        atomic_write_text(out / "measure_comparison.csv", comparison.to_csv(index=False, float_format="%.6g"))
+        scatter = matrix_scatter({"sat": run.sat, **matrices}, every_pair, same_scale=False, axis_label="{}")
+        write_png(scatter, out / "measure_comparison.png")
+        matrices["correlations"] = correlations
+        matrices["comparison"] = comparison
+    return matrices
+
+
+def comparison_table(
+    run: SatRun, per_item: dict[str, Any], matrices: dict[str, np.ndarray], settings: dict[str, Any], pair: tuple[str, str] | None
+) -> pd.DataFrame:
+    """SPEC §3 table for the measures of one run (their per-item values and matrices): spread at the compute of SAT on the run's images."""
+    transfer, names = run.transfer, run.transfer.names
+    if pair is None:  # the pair of median SAT: neither near-copies nor strangers
+        i, j = np.triu_indices(len(names), k=1)
+        values = run.sat.to_numpy()[i, j]
+        k = int(np.argsort(values)[len(values) // 2])
+        a, b = int(i[k]), int(j[k])
+    else:
+        a, b = names.index(pair[0]), names.index(pair[1])
+    correct, wrong = transfer.clean_correct, transfer.adv_wrong
+    both = correct[a] & correct[b]
+    fooled = (wrong[a, b].astype(int) + wrong[b, a].astype(int)) * both
+    eps_s = settings["eps_s"]
+    resample = {"sat": lambda idx: float(sat_value(fooled[idx].sum(), both[idx].sum(), eps_s))}
+    attack = settings["attack"]
+    attack_passes = 2 * attack.get("steps", 1) * (1 + attack.get("samples", 0))
+    costs = {"sat": 2 * attack_passes + 4}
+    pools = {"sat": len(both)}
+    for measure, items in per_item.items():
+        if measure == "cka":
+            # A draw's counts weight the rows: the drawn features (budget/2 rows, often many times the set) are never built.
+            resample[measure] = lambda idx, f=items: linear_cka(f[a], f[b], weights=np.bincount(idx, minlength=len(f[a])))
+            costs[measure], pools[measure] = 2, len(items[a])
+        elif measure == "error-consistency":
+            resample[measure] = lambda idx, c=items: float(error_consistency(c[[a, b]][:, idx])[0, 1])
+            costs[measure], pools[measure] = 2, items.shape[-1]
+        else:
+            resample[measure] = lambda idx, v=items[a, b]: float(np.nanmean(v[idx])) if np.isfinite(v[idx]).any() else np.nan
+            pools[measure] = items.shape[-1]
+            costs[measure] = {"disagreement": 2, "regions": 2 * regions.DEFAULT_RESOLUTION**2, "boundary": 4 + 4 * boundary.DEFAULT_POINTS}[measure]
+    table = compare_measures(
+        {"sat": run.sat.to_numpy(), **matrices}, resample, pools, costs, ensemble_err(transfer.clean_logits, transfer.labels),
+        budget=costs["sat"] * pools["sat"], seed=settings["seed"],
+    )
+    table.insert(1, "pair", f"{names[a]} ~ {names[b]}")
+    return table
+
+
+def measure_matrix(measure: str, items: Any) -> np.ndarray:
+    """The N x N matrix of a measure from its per-item values."""
+    if measure == "cka":
+        return cka_matrix(items)
+    if measure == "error-consistency":
+        return error_consistency(items)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pairs stay NaN
+        return np.nanmean(items, axis=-1)
+
+
+def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_size) -> dict[str, Any]:
+    """Per-item values of each measure, the raw material of its matrix and of its spread.
+
+    [N, N, items] arrays (images, or planes for ``regions``) whose mean over items is
+    the matrix; for ``cka`` the per-model feature matrices instead, memory-mapped from the cache.
+    """
+    def sized(spec: str, purpose: Purpose = "evaluate") -> int:
+        return batch_size_for(model_of(spec), batch_size, purpose, tuple(images.images.shape[1:]), len(images), store)
+
+    specs, fingerprints = transfer.specs, transfer.fingerprints
+    labels = torch.as_tensor(transfer.labels)
+    correct = transfer.clean_correct
+    both = correct[:, None, :] & correct[None, :, :]
+    out: dict[str, Any] = {}
+    for measure in measures:
+        if measure == "disagreement":
+            pred = transfer.clean_pred
+            out[measure] = pred[:, None, :] != pred[None, :, :]  # bool: 69 models x 50,000 images would be 1.9 GB as floats
+        elif measure == "error-consistency":
+            out[measure] = correct  # kappa is not a mean over images; see measure_matrix
+        elif measure == "cka":
+            # Memory maps of the cached features: cka_matrix reads them a chunk of rows at a time.
+            out[measure] = [
+                store.get_or_stream(
+                    "feat", digest("features", fp, images.fingerprint), "features", (len(images), -1), np.float32,
+                    lambda spec=spec: feature_batches(model_of(spec), images.images, sized(spec)),
+                ).mapped("features")
+                for spec, fp in zip(specs, fingerprints)
+            ]
+        elif measure == "regions":
+            triplets = regions.plane_triplets(images.labels.numpy(), regions.DEFAULT_TRIPLETS, seed)
+            setting = (regions.DEFAULT_TRIPLETS, regions.DEFAULT_RESOLUTION, regions.MARGIN, seed)
+            planes = [
+                store.get_or_compute(
+                    "regions", digest("regions", fp, images.fingerprint, setting),
+                    lambda spec=spec: {"labels": regions.region_labels(model_of(spec), images.images, triplets, batch_size=sized(spec))},
+                )["labels"]
+                for spec, fp in zip(specs, fingerprints)
+            ]
+            out[measure] = regions.region_agreement(planes)
+        else:  # boundary
+            reach, points = 4 * eps, boundary.DEFAULT_POINTS
+            distances = np.empty((len(specs), len(specs), len(images)))
+            for s, (source, fp_s) in enumerate(zip(specs, fingerprints)):
+                keys = [digest("boundary", fp_s, fp_t, images.fingerprint, reach, points) for fp_t in fingerprints]
+                computed: dict[int, np.ndarray] = {}
+
+                def compute(t: int, source: str = source, keys: list[str] = keys, computed: dict = computed) -> dict:
+                    if t not in computed:  # one streamed pass along the source's directions serves every target still missing
+                        todo = [u for u in range(len(specs)) if u == t or not store.contains("boundary", keys[u])]
+                        found = boundary.boundary_distances(
+                            model_of(source), [model_of(specs[u]) for u in todo], images.images, labels, reach, points,
+                            sized(source, "attack"), [sized(specs[u]) for u in todo],
+                        )
+                        computed.update(zip(todo, found))
+                    return {"distance": computed.pop(t)}
+
+                for t in range(len(specs)):
+                    distances[s, t] = store.get_or_compute("boundary", keys[t], lambda t=t: compute(t))["distance"]
+            out[measure] = boundary.boundary_gap(distances, both)
+    return out

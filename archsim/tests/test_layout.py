@@ -1,0 +1,60 @@
+"""The code's layout keeps its promises: no module imports another's private names, and the layering holds."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def private_imports(path: Path) -> list[str]:
+    """``module: from X import _name`` for each private name ``path`` takes from another module.
+
+    A package's tests may reach into the modules of that package (they test them); nothing else may."""
+    importer = module_name(path)
+    tested = importer.split(".tests")[0] if ".tests" in importer else None
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("archsim"):
+            continue
+        for alias in node.names:
+            if alias.name.startswith("_") and not alias.name.startswith("__") and node.module != importer:
+                if tested is not None and (node.module == tested or node.module.startswith(tested + ".")):
+                    continue
+                found.append(f"{importer}: from {node.module} import {alias.name}")
+    return found
+
+
+def test_no_module_imports_another_modules_private_names():
+    files = sorted((ROOT / "archsim").rglob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py"))
+    assert files
+    assert [line for path in files for line in private_imports(path)] == []
+
+
+def test_private_import_check_finds_one(tmp_path):
+    fake = ROOT / "archsim" / "analysis" / "probe_layout_tmp.py"
+    fake.write_text("from archsim.transfer.stages import _Rebatcher\nfrom archsim.analysis.run import Analysis\n")
+    try:
+        assert private_imports(fake) == ["archsim.analysis.probe_layout_tmp: from archsim.transfer.stages import _Rebatcher"]
+    finally:
+        fake.unlink()
+
+
+def test_layering_contracts_hold():
+    """import-linter's contracts in pyproject.toml: the layers and no cycles (also `make lint`)."""
+    lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    if lint is None:
+        pytest.skip("import-linter is not installed (pip install -e '.[lint]')")
+    result = subprocess.run([lint, "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
