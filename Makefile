@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast test-scale docs clean
+.PHONY: demo test test-fast test-scale lint docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[test,ray,lint]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -20,6 +20,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not scale"
+
+# ruff (pyflakes, pycodestyle, isort; 120 columns) and import-linter's contracts (the layers, no import cycles).
+lint: $(STAMP)
+	$(BIN)/ruff check archsim benchmarks
+	$(BIN)/ruff format --check archsim benchmarks
+	$(BIN)/lint-imports --no-cache
 
 # The SAT paper's 68 architectures through `archsim run` (random weights, 2 images, PGD-1), with a per-model time table.
 test-scale: $(STAMP)

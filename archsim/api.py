@@ -25,6 +25,17 @@ from archsim.runs import (
 )
 
 __all__ = [
-    "AttackComparison", "DIGITS_EPS", "IMAGENET_EPS", "RunFolder", "SatRun", "analyze", "analyze_run", "compare_attacks",
-    "compute_measures", "default_eps", "load_run", "resolve_device", "run_sat",
+    "AttackComparison",
+    "DIGITS_EPS",
+    "IMAGENET_EPS",
+    "RunFolder",
+    "SatRun",
+    "analyze",
+    "analyze_run",
+    "compare_attacks",
+    "compute_measures",
+    "default_eps",
+    "load_run",
+    "resolve_device",
+    "run_sat",
 ]

@@ -121,7 +121,9 @@ class CacheStore:
         existing = next(p for p in (self.root, *self.root.parents) if p.exists())
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             why = "is a file" if not existing.is_dir() else "is not writable"
-            raise ArchsimError(f"cache path {self.root} cannot be made: {existing} {why}; pass --cache a folder you can write to")
+            raise ArchsimError(
+                f"cache path {self.root} cannot be made: {existing} {why}; pass --cache a folder you can write to"
+            )
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:2] / f"{key}.bin"
@@ -160,13 +162,22 @@ class CacheStore:
 
     def put(self, kind: str, key: str, arrays: Mapping[str, np.ndarray]) -> None:
         # The archive goes straight to the file: an in-memory archive would hold a second copy of every array.
-        self._write(kind, key, lambda handle: np.savez(handle, **{name: np.asarray(value) for name, value in arrays.items()}))
+        self._write(
+            kind, key, lambda handle: np.savez(handle, **{name: np.asarray(value) for name, value in arrays.items()})
+        )
 
     def put_stream(
-        self, kind: str, key: str, name: str, shape: tuple[int, ...], dtype: np.dtype | type, batches: Iterable[np.ndarray],
+        self,
+        kind: str,
+        key: str,
+        name: str,
+        shape: tuple[int, ...],
+        dtype: np.dtype | type,
+        batches: Iterable[np.ndarray],
         finish: Callable[[], Mapping[str, np.ndarray]] | None = None,
     ) -> None:
-        """Write array ``name`` of ``shape`` from ``batches`` of rows as they come, then the arrays ``finish()`` returns.
+        """Write array ``name`` of ``shape`` from ``batches`` of rows as they come, then the arrays ``finish()``
+        returns.
 
         Only one batch is in memory at a time. A -1 after the first dimension of
         ``shape`` is taken from the first batch (a width known once computed). Nothing
@@ -183,15 +194,24 @@ class CacheStore:
                         first = next(pending, None)
                         if first is None:
                             raise ValueError(f"no batch to take the shape {tuple(shape)} of {name} from")
-                        shape = (shape[0], *(np.shape(first)[i] if size == -1 else size for i, size in enumerate(shape[1:], 1)))
+                        shape = (
+                            shape[0],
+                            *(np.shape(first)[i] if size == -1 else size for i, size in enumerate(shape[1:], 1)),
+                        )
                         pending = itertools.chain([first], pending)
                         del first  # the chain alone keeps it, until it is written
-                    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+                    header = {
+                        "descr": np.lib.format.dtype_to_descr(dtype),
+                        "fortran_order": False,
+                        "shape": tuple(shape),
+                    }
                     np.lib.format.write_array_header_1_0(member, header)
                     for batch in pending:
                         batch = np.ascontiguousarray(batch, dtype=dtype)
                         if batch.shape[1:] != tuple(shape[1:]):
-                            raise ValueError(f"a batch of shape {batch.shape} does not fit {name} of shape {tuple(shape)}")
+                            raise ValueError(
+                                f"a batch of shape {batch.shape} does not fit {name} of shape {tuple(shape)}"
+                            )
                         member.write(memoryview(batch).cast("B"))
                         rows += len(batch)
                         del batch  # else the loop variable keeps this batch alive while the next one is produced
@@ -270,8 +290,14 @@ class CacheStore:
             return arrays
 
     def get_or_stream(
-        self, kind: str, key: str, name: str, shape: tuple[int, ...], dtype: np.dtype | type,
-        produce: Callable[[], Iterable[np.ndarray]], finish: Callable[[], Mapping[str, np.ndarray]] | None = None,
+        self,
+        kind: str,
+        key: str,
+        name: str,
+        shape: tuple[int, ...],
+        dtype: np.dtype | type,
+        produce: Callable[[], Iterable[np.ndarray]],
+        finish: Callable[[], Mapping[str, np.ndarray]] | None = None,
     ) -> StoredArrays:
         """The entry, checked but not loaded; if missing, written from ``produce()`` as in :meth:`put_stream`."""
         if self._intact(kind, key):
@@ -323,7 +349,15 @@ class CacheStore:
                 stat = path.stat()
             except FileNotFoundError:
                 continue
-            rows.append({"kind": path.parent.parent.name, "key": path.stem, "bytes": stat.st_size, "last_used": stat.st_mtime, "path": path})
+            rows.append(
+                {
+                    "kind": path.parent.parent.name,
+                    "key": path.stem,
+                    "bytes": stat.st_size,
+                    "last_used": stat.st_mtime,
+                    "path": path,
+                }
+            )
         return rows
 
     def remove(self, kind: str, key: str) -> int:
@@ -468,7 +502,9 @@ class StoredArrays:
         try:
             return archive.getinfo(f"{name}.npy")
         except KeyError:
-            raise ArchsimError(f"cache entry {self.path} holds no array {name!r}; it was written by other code, remove it") from None
+            raise ArchsimError(
+                f"cache entry {self.path} holds no array {name!r}; it was written by other code, remove it"
+            ) from None
 
     def _header(self, member: BinaryIO, rows: bool = True) -> tuple[tuple[int, ...], np.dtype]:
         try:

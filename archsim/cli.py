@@ -22,8 +22,12 @@ class OnceCommand(click.Command):
     a word, and a user who repeats an option by mistake gets a result of settings they did not mean."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        single = {opt: param for param in self.params if isinstance(param, click.Option) and not param.multiple
-                  for opt in (*param.opts, *param.secondary_opts)}
+        single = {
+            opt: param
+            for param in self.params
+            if isinstance(param, click.Option) and not param.multiple
+            for opt in (*param.opts, *param.secondary_opts)
+        }
         seen: dict[str, str] = {}
         for arg in args:
             if arg == "--":
@@ -77,62 +81,171 @@ class CountOrAuto(click.ParamType):
             self.fail(f"{value!r} is not a positive whole number or 'auto'", param, ctx)
 
 
-BATCH_SIZE_HELP = ("Images per batch, or auto: measured per model and device (fastest batch within the free memory), "
-                   "searched once per machine and cached.")
+BATCH_SIZE_HELP = (
+    "Images per batch, or auto: measured per model and device (fastest batch within the free memory), "
+    "searched once per machine and cached."
+)
 
 
 def engine_options(command):
     """--engine, --address and --cpus-per-task of the commands that attack or evaluate."""
-    command = click.option("--cpus-per-task", type=float, default=1, show_default=True,
-                           help="With --engine ray: CPUs each task asks for (its torch threads on CPU-only clusters).")(command)
-    command = click.option("--address", default=None, metavar="ADDR",
-                           help="With --engine ray: auto, HOST:PORT of the head node or ray://HOST:PORT [default: start Ray on this machine].")(command)
-    return click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                        help="Where the per-model attack and evaluation tasks run: here, or on a Ray cluster (needs archsim[ray]; "
-                             "--cache must be on a file system every node mounts).")(command)
+    command = click.option(
+        "--cpus-per-task",
+        type=float,
+        default=1,
+        show_default=True,
+        help="With --engine ray: CPUs each task asks for (its torch threads on CPU-only clusters).",
+    )(command)
+    command = click.option(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="With --engine ray: auto, HOST:PORT of the head node or ray://HOST:PORT [default: start Ray on this "
+        "machine].",
+    )(command)
+    return click.option(
+        "--engine",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="Where the per-model attack and evaluation tasks run: here, or on a Ray cluster (needs archsim[ray]; "
+        "--cache must be on a file system every node mounts).",
+    )(command)
 
 
 @cli.command()
-@click.option("--models", "models", multiple=True, metavar="SPEC",
-              help="Model spec, repeatable or space-separated: zoo:NAME, timm:NAME[,pretrained=false][,checkpoint=PATH][,init_seed=S], "
-                   "torchvision:NAME (same options), file:PATH[,input_size=C:H:W,mean=..,std=..]; any spec takes ,name=DISPLAY, "
-                   "and all but zoo: ,regime=LABEL,seed=N (how your weights were trained, for the training-vs-architecture table). "
-                   "@FILE: the specs in FILE, one per line (# comments). Default: the embedded zoo.")
-@click.option("--data", default="digits", show_default=True,
-              help="digits | imagefolder:PATH[,classes=imagenet] | imagenet-val:PATH[,labels=FILE] | npz:PATH (folders take ,size=224).")
+@click.option(
+    "--models",
+    "models",
+    multiple=True,
+    metavar="SPEC",
+    help="Model spec, repeatable or space-separated: zoo:NAME, "
+    "timm:NAME[,pretrained=false][,checkpoint=PATH][,init_seed=S], "
+    "torchvision:NAME (same options), file:PATH[,input_size=C:H:W,mean=..,std=..]; any spec takes ,name=DISPLAY, "
+    "and all but zoo: ,regime=LABEL,seed=N (how your weights were trained, for the training-vs-architecture table). "
+    "@FILE: the specs in FILE, one per line (# comments). Default: the embedded zoo.",
+)
+@click.option(
+    "--data",
+    default="digits",
+    show_default=True,
+    help="digits | imagefolder:PATH[,classes=imagenet] | imagenet-val:PATH[,labels=FILE] | npz:PATH (folders take "
+    ",size=224).",
+)
 @click.option("--n-images", type=int, default=None, help="Seeded, class-stratified subset of this many images.")
-@click.option("--attack", default="pgd", show_default=True, metavar="NAME[,key=value...]",
-              help="pgd | fgsm | mifgsm | vmifgsm | apgd-ce | lowfreq-pgd, with options, e.g. "
-                   "'vmifgsm,samples=20,beta=1.5', 'lowfreq-pgd,ratio=0.25', 'apgd-ce,rho=0.75'; or any torchattacks "
-                   "attack as torchattacks:NAME[,option=value...], e.g. 'torchattacks:TIFGSM,decay=1.0'.")
-@click.option("--eps", type=float, default=None, help="L-inf radius in [0,1] pixel units [default: 0.1 on digits, 4/255 otherwise].")
-@click.option("--steps", type=int, default=None, help="Attack iterations [default: the attack's; pgd 50, apgd-ce 100, (v)mifgsm 10].")
-@click.option("--rel-step", type=float, default=None, help="Step size as a fraction of eps [default: pgd 0.1, (v)mifgsm 1/steps].")
-@click.option("--random-start/--no-random-start", default=None, help="Random start in the ball [default: on for pgd, apgd-ce, lowfreq-pgd].")
+@click.option(
+    "--attack",
+    default="pgd",
+    show_default=True,
+    metavar="NAME[,key=value...]",
+    help="pgd | fgsm | mifgsm | vmifgsm | apgd-ce | lowfreq-pgd, with options, e.g. "
+    "'vmifgsm,samples=20,beta=1.5', 'lowfreq-pgd,ratio=0.25', 'apgd-ce,rho=0.75'; or any torchattacks "
+    "attack as torchattacks:NAME[,option=value...], e.g. 'torchattacks:TIFGSM,decay=1.0'.",
+)
+@click.option(
+    "--eps",
+    type=float,
+    default=None,
+    help="L-inf radius in [0,1] pixel units [default: 0.1 on digits, 4/255 otherwise].",
+)
+@click.option(
+    "--steps",
+    type=int,
+    default=None,
+    help="Attack iterations [default: the attack's; pgd 50, apgd-ce 100, (v)mifgsm 10].",
+)
+@click.option(
+    "--rel-step", type=float, default=None, help="Step size as a fraction of eps [default: pgd 0.1, (v)mifgsm 1/steps]."
+)
+@click.option(
+    "--random-start/--no-random-start",
+    default=None,
+    help="Random start in the ball [default: on for pgd, apgd-ce, lowfreq-pgd].",
+)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the subset, random start and bootstrap.")
-@click.option("--eps-s", type=float, default=1.0, show_default=True, help="Floor of the fooling percentage in SAT (1 keeps SAT >= 0).")
-@click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Bootstrap replicates for 95% intervals (0: none, the interval columns stay empty).")
+@click.option(
+    "--eps-s",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Floor of the fooling percentage in SAT (1 keeps SAT >= 0).",
+)
+@click.option(
+    "--n-boot",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Bootstrap replicates for 95% intervals (0: none, the interval columns stay empty).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--batch-size", type=CountOrAuto(), default="auto", show_default=True, help=BATCH_SIZE_HELP)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="auto: bf16 on CUDA, fp32 on the CPU. bf16 (autocast) attacks 1.3-3.6x faster on recent GPUs; its SAT keeps a rank "
-                   "correlation of 0.982-0.991 with fp32, as close as fp32 at another attack seed (0.974-0.984). fp32 reproduces exactly.")
-@click.option("--attack-seeds", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Attack with this many seeds (random starts) to measure the attack's own noise: pairs.csv gains the "
-                   "per-pair mean and spread, config.json the rank correlation between seeds. Costs K times the run.")
-@click.option("--keep-going", is_flag=True, default=False,
-              help="Leave out models that fail the check every model gets first (one forward and backward pass), instead of stopping.")
-@click.option("--max-resident", type=CountOrAuto(), default="auto", show_default=True,
-              help="Targets kept loaded at once while evaluating; each adversarial set is read once per group of them. "
-                   "auto: as many as fit a quarter of the free memory.")
-@click.option("--compile/--no-compile", default=False, show_default=True,
-              help="Run the models through torch.compile (pays off on a GPU over many batches).")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 on CUDA, fp32 on the CPU. bf16 (autocast) attacks 1.3-3.6x faster on recent GPUs; its SAT keeps "
+    "a rank "
+    "correlation of 0.982-0.991 with fp32, as close as fp32 at another attack seed (0.974-0.984). fp32 reproduces "
+    "exactly.",
+)
+@click.option(
+    "--attack-seeds",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Attack with this many seeds (random starts) to measure the attack's own noise: pairs.csv gains the "
+    "per-pair mean and spread, config.json the rank correlation between seeds. Costs K times the run.",
+)
+@click.option(
+    "--keep-going",
+    is_flag=True,
+    default=False,
+    help="Leave out models that fail the check every model gets first (one forward and backward pass), instead of "
+    "stopping.",
+)
+@click.option(
+    "--max-resident",
+    type=CountOrAuto(),
+    default="auto",
+    show_default=True,
+    help="Targets kept loaded at once while evaluating; each adversarial set is read once per group of them. "
+    "auto: as many as fit a quarter of the free memory.",
+)
+@click.option(
+    "--compile/--no-compile",
+    default=False,
+    show_default=True,
+    help="Run the models through torch.compile (pays off on a GPU over many batches).",
+)
 @click.option("--cache", type=PATH, default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim].")
 @click.option("--out", type=PATH, default=None, help="Run folder [default: runs/<timestamp>].")
 @engine_options
-def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed, eps_s, n_boot, device, batch_size, precision,
-        attack_seeds, keep_going, max_resident, compile, cache, out, engine, address, cpus_per_task) -> None:
+def run(
+    models,
+    data,
+    n_images,
+    attack,
+    eps,
+    steps,
+    rel_step,
+    random_start,
+    seed,
+    eps_s,
+    n_boot,
+    device,
+    batch_size,
+    precision,
+    attack_seeds,
+    keep_going,
+    max_resident,
+    compile,
+    cache,
+    out,
+    engine,
+    address,
+    cpus_per_task,
+) -> None:
     """Compute the SAT matrix of MODELS on DATA; write sat.csv, pairs.csv, models.csv, cards.csv, config.json,
     the analysis tables and report.html."""
     specs = model_list(models)
@@ -140,15 +253,33 @@ def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed
         raise ArchsimError("--models is empty; list model specs, or leave --models out for the embedded zoo")
     quick_check_run(specs, data, eps)  # before torch is imported: a typo is answered in a fraction of a second
     from archsim.runs import run_sat
+
     made, out = out is None, out or _new_run_dir()
     started = time.perf_counter()
     try:
         with engine_for(engine, device, address, cpus_per_task) as runner:
             result = run_sat(
-                models=specs or None, data=data, n_images=n_images, attack=attack, eps=eps, steps=steps, rel_step=rel_step,
-                random_start=random_start, seed=seed, eps_s=eps_s, n_boot=n_boot, device=device, batch_size=batch_size,
-                cache=cache, out=out, engine=runner, precision=precision, compile=compile, keep_going=keep_going,
-                max_resident=max_resident, attack_seeds=attack_seeds,
+                models=specs or None,
+                data=data,
+                n_images=n_images,
+                attack=attack,
+                eps=eps,
+                steps=steps,
+                rel_step=rel_step,
+                random_start=random_start,
+                seed=seed,
+                eps_s=eps_s,
+                n_boot=n_boot,
+                device=device,
+                batch_size=batch_size,
+                cache=cache,
+                out=out,
+                engine=runner,
+                precision=precision,
+                compile=compile,
+                keep_going=keep_going,
+                max_resident=max_resident,
+                attack_seeds=attack_seeds,
             )
     except BaseException:
         if made and not any(out.iterdir()):  # refused before it claimed the folder: leave no empty runs/<timestamp>
@@ -167,12 +298,21 @@ def run(models, data, n_images, attack, eps, steps, rel_step, random_start, seed
 
 @cli.command()
 @click.option("--matrix", type=PATH, default=None, help="A SAT matrix in the sat.csv layout.")
-@click.option("--run", "run_dir", type=PATH, default=None, help="A finished run folder (its sat.csv, models.csv, cards.csv).")
-@click.option("--cards", type=PATH, default=None,
-              help="Model cards CSV in the layout of 'Model Feature_release.csv' [required with --matrix; default with --run: its cards.csv].")
+@click.option(
+    "--run", "run_dir", type=PATH, default=None, help="A finished run folder (its sat.csv, models.csv, cards.csv)."
+)
+@click.option(
+    "--cards",
+    type=PATH,
+    default=None,
+    help="Model cards CSV in the layout of 'Model Feature_release.csv' [required with --matrix; default with --run: "
+    "its cards.csv].",
+)
 @click.option("--clusters", "k", type=int, default=None, help="Number of spectral clusters [default: by eigengap].")
 @click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--out", type=PATH, default=None, help="Output folder [required with --matrix; default with --run: the run folder].")
+@click.option(
+    "--out", type=PATH, default=None, help="Output folder [required with --matrix; default with --run: the run folder]."
+)
 def analyze(matrix, run_dir, cards, k, seed, out) -> None:
     """Clusters (and their stability), component importance, keywords and report.html of a SAT matrix."""
     from archsim.report.analyze import analyze as analyze_files
@@ -189,8 +329,10 @@ def analyze(matrix, run_dir, cards, k, seed, out) -> None:
         result = analyze_run(run_dir, cards=cards, out=out, k=k, seed=seed)
     _print_analysis(result, out)
     if k is None:
-        click.echo(f"k = {result.clusters.cluster.nunique()} by the largest eigengap; give --clusters K for another "
-                   "(the SAT paper clusters its 69 models into 10: --clusters 10)")
+        click.echo(
+            f"k = {result.clusters.cluster.nunique()} by the largest eigengap; give --clusters K for another "
+            "(the SAT paper clusters its 69 models into 10: --clusters 10)"
+        )
 
 
 @cli.command()
@@ -234,14 +376,21 @@ def cards(specs, out, cache) -> None:
 def rerun_options(command):
     """--device, --batch-size and --cache of the commands that recompute on a finished run."""
     command = click.option("--cache", type=PATH, default=None, help="Cache folder [default: the run's].")(command)
-    command = click.option("--batch-size", type=CountOrAuto(), default="auto", show_default=True, help=BATCH_SIZE_HELP)(command)
+    command = click.option("--batch-size", type=CountOrAuto(), default="auto", show_default=True, help=BATCH_SIZE_HELP)(
+        command
+    )
     return click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")(command)
 
 
 @cli.command("compare-attacks")
 @click.option("--run", "run_dir", type=PATH, required=True, help="A finished run folder.")
-@click.option("--attacks", multiple=True, required=True, metavar="NAME[,key=value...]",
-              help="Two or more attacks, repeatable or space-separated, e.g. \"pgd apgd-ce mifgsm vmifgsm lowfreq-pgd\".")
+@click.option(
+    "--attacks",
+    multiple=True,
+    required=True,
+    metavar="NAME[,key=value...]",
+    help='Two or more attacks, repeatable or space-separated, e.g. "pgd apgd-ce mifgsm vmifgsm lowfreq-pgd".',
+)
 @click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/attacks].")
 @rerun_options
 @engine_options
@@ -255,26 +404,49 @@ def compare_attacks(run_dir, attacks, out, device, batch_size, cache, engine, ad
     click.echo("white-box success (%):")
     click.echo(result.white_box.to_string(float_format=lambda v: f"{v:.1f}"))
     click.echo("\ncorrelation of off-diagonal SAT entries:")
-    click.echo(result.correlations[["a", "b", "pairs", "pearson", "spearman", "spearman_p"]].to_string(
-        index=False, float_format=lambda v: f"{v:.3g}"))
+    click.echo(
+        result.correlations[["a", "b", "pairs", "pearson", "spearman", "spearman_p"]].to_string(
+            index=False, float_format=lambda v: f"{v:.3g}"
+        )
+    )
     if result.noise_floor is not None:
         noise = result.noise_floor
-        click.echo(f"noise floor: the run's own attack at {noise['seeds']} seeds agrees with itself at Spearman {noise['spearman_mean']:.3f} "
-                   f"(min {noise['spearman_min']:.3f}); attacks that correlate above it differ by no more than the attack's noise")
+        click.echo(
+            f"noise floor: the run's own attack at {noise['seeds']} seeds agrees with itself at Spearman "
+            f"{noise['spearman_mean']:.3f} "
+            f"(min {noise['spearman_min']:.3f}); attacks that correlate above it differ by no more than the attack's "
+            f"noise"
+        )
     else:
-        click.echo("noise floor unknown: rerun the run with --attack-seeds 3 to measure how well the attack agrees with itself")
-    click.echo(f"wrote sat_<attack>.csv, attack_correlations.csv, attack_white_box.csv, attack_comparison.png to {out or run_dir / 'attacks'}")
+        click.echo(
+            "noise floor unknown: rerun the run with --attack-seeds 3 to measure how well the attack agrees with itself"
+        )
+    click.echo(
+        f"wrote sat_<attack>.csv, attack_correlations.csv, attack_white_box.csv, attack_comparison.png to "
+        f"{out or run_dir / 'attacks'}"
+    )
     if out is None:
         _refresh_report(run_dir)
 
 
 @cli.command()
 @click.option("--run", "run_dir", type=PATH, required=True, help="A finished run folder.")
-@click.option("--measures", multiple=True, required=True, metavar="NAME",
-              help="Repeatable or space-separated: disagreement, error-consistency, cka, regions, boundary.")
+@click.option(
+    "--measures",
+    multiple=True,
+    required=True,
+    metavar="NAME",
+    help="Repeatable or space-separated: disagreement, error-consistency, cka, regions, boundary.",
+)
 @click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/measures].")
 @rerun_options
-@click.option("--pair", nargs=2, default=None, metavar="A B", help="Model pair for the spread column [default: the pair of median SAT].")
+@click.option(
+    "--pair",
+    nargs=2,
+    default=None,
+    metavar="A B",
+    help="Model pair for the spread column [default: the pair of median SAT].",
+)
 def measures(run_dir, measures, out, device, batch_size, cache, pair) -> None:
     """Similarity measures beside SAT (SPEC §3) for a run's models, one CSV each in the sat.csv layout,
     and their comparison with SAT (spread at matched compute, cost, correlation with SAT and ensemble gains)."""
@@ -284,11 +456,22 @@ def measures(run_dir, measures, out, device, batch_size, cache, pair) -> None:
     result = compute_measures(run_dir, names, out=out, cache=cache, device=device, batch_size=batch_size, pair=pair)
     if "correlations" in result:
         click.echo("correlation with SAT (off-diagonal entries):")
-        click.echo(result["correlations"][["b", "pairs", "pearson", "spearman", "spearman_p"]].rename(columns={"b": "measure"}).to_string(
-            index=False, float_format=lambda v: f"{v:.3g}"))
+        click.echo(
+            result["correlations"][["b", "pairs", "pearson", "spearman", "spearman_p"]]
+            .rename(columns={"b": "measure"})
+            .to_string(index=False, float_format=lambda v: f"{v:.3g}")
+        )
     if "comparison" in result:
         click.echo("\ncomparison (SPEC §3):")
-        columns = ["measure", "passes_per_item", "items_at_budget", "noise_to_signal", "spearman_vs_sat", "spearman_vs_err", "pearson_vs_err"]
+        columns = [
+            "measure",
+            "passes_per_item",
+            "items_at_budget",
+            "noise_to_signal",
+            "spearman_vs_sat",
+            "spearman_vs_err",
+            "pearson_vs_err",
+        ]
         with pd.option_context("display.width", 200):
             click.echo(result["comparison"][columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     written = [f"measure_{n}.csv" for n in dict.fromkeys(names)]
@@ -301,14 +484,27 @@ def measures(run_dir, measures, out, device, batch_size, cache, pair) -> None:
 
 def _show(table: pd.DataFrame, columns: list[str] | None = None) -> None:
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
-        click.echo((table if columns is None else table[columns]).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        click.echo(
+            (table if columns is None else table[columns]).to_string(index=False, float_format=lambda v: f"{v:.3g}")
+        )
 
 
 @cli.command()
 @click.option("--run", "run_dir", type=PATH, required=True, help="A finished run folder.")
 @click.option("--k", "k", type=int, default=3, show_default=True, help="Size of the recommended ensemble.")
-@click.option("--clusters", type=click.IntRange(min=2), default=None, help="Spectral clusters for the K-from-L table [default: min(5, N)].")
-@click.option("--random-sets", type=click.IntRange(min=1), default=1000, show_default=True, help="Random k-sets the diverse choice is compared with.")
+@click.option(
+    "--clusters",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Spectral clusters for the K-from-L table [default: min(5, N)].",
+)
+@click.option(
+    "--random-sets",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Random k-sets the diverse choice is compared with.",
+)
 @click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/ensembles].")
 @rerun_options
 def ensemble(run_dir, k, clusters, random_sets, out, device, batch_size, cache) -> None:
@@ -322,13 +518,20 @@ def ensemble(run_dir, k, clusters, random_sets, out, device, batch_size, cache) 
     click.echo("\nK models from L clusters (means over the sets):")
     _show(study.k_table)
     click.echo("\nselection:")
-    _show(study.selection, ["selection", "members", "mean_sat", "error", "err_reduction", "all_wrong", "random_sets_not_better"])
+    _show(
+        study.selection,
+        ["selection", "members", "mean_sat", "error", "err_reduction", "all_wrong", "random_sets_not_better"],
+    )
     best = study.recommended
     click.echo(
         f"\nrecommended {k}-ensemble: {' + '.join(best['members'])} (mean SAT {best['mean_sat']:.2f}): "
-        f"top-1 error {best['error']:.2f}% on the run's images, random {k}-sets {best['random_mean_error']:.2f}% on average"
+        f"top-1 error {best['error']:.2f}% on the run's images, random {k}-sets {best['random_mean_error']:.2f}% on "
+        f"average"
     )
-    click.echo(f"wrote ensemble_pairs.csv, ensemble_k.csv, ensemble_selection.csv, ensemble_correlations.csv, ensembles.png to {out or run_dir / 'ensembles'}")
+    click.echo(
+        f"wrote ensemble_pairs.csv, ensemble_k.csv, ensemble_selection.csv, ensemble_correlations.csv, ensembles.png "
+        f"to {out or run_dir / 'ensembles'}"
+    )
     if out is None:
         _refresh_report(run_dir)
 
@@ -337,14 +540,26 @@ def ensemble(run_dir, k, clusters, random_sets, out, device, batch_size, cache) 
 @click.option("--run", "run_dir", type=PATH, default=None, help="A finished run folder (also scores ensembles).")
 @click.option("--matrix", type=PATH, default=None, help="Any similarity matrix in the sat.csv layout.")
 @click.option("--k", "k", type=int, required=True, help="How many models to pick.")
-@click.option("--method", type=click.Choice(["inverse", "proportional", "uniform"]), default="inverse", show_default=True,
-              help="inverse: k-means++ style, diverse; proportional and uniform: the baselines.")
-@click.option("--power", type=float, default=1.0, show_default=True,
-              help="Exponent of the sampling weights (1 / SAT)^power: 1 is the SPEC's sampler, near uniform on SAT's "
-                   "narrow range; higher is more diverse.")
+@click.option(
+    "--method",
+    type=click.Choice(["inverse", "proportional", "uniform"]),
+    default="inverse",
+    show_default=True,
+    help="inverse: k-means++ style, diverse; proportional and uniform: the baselines.",
+)
+@click.option(
+    "--power",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Exponent of the sampling weights (1 / SAT)^power: 1 is the SPEC's sampler, near uniform on SAT's "
+    "narrow range; higher is more diverse.",
+)
 @click.option("--draws", type=int, default=1000, show_default=True, help="Draws per method for the comparison table.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--out", type=PATH, default=None, help="Folder for selection.csv [default: RUN/selection; none with --matrix].")
+@click.option(
+    "--out", type=PATH, default=None, help="Folder for selection.csv [default: RUN/selection; none with --matrix]."
+)
 @rerun_options
 def select(run_dir, matrix, k, method, power, draws, seed, out, device, batch_size, cache) -> None:
     """Draw a diverse set of k models (SPEC §2.9) and compare the three samplers."""
@@ -363,7 +578,11 @@ def select(run_dir, matrix, k, method, power, draws, seed, out, device, batch_si
 
         run = load_run(run_dir, cache, device, batch_size)
         similarity, t = run.sat, run.transfer
-        score = lambda members: {c: v for c, v in set_scores(t.clean_logits, t.labels, similarity.to_numpy(), members).items() if c != "mean_sat"}  # noqa: E731
+
+        def score(members: list[str]) -> dict[str, float]:
+            scores = set_scores(t.clean_logits, t.labels, similarity.to_numpy(), members)
+            return {c: v for c, v in scores.items() if c != "mean_sat"}
+
     else:
         similarity = read_matrix(matrix)
     picked = diverse_sample(similarity, k, method, seed, power)
@@ -385,9 +604,13 @@ def select(run_dir, matrix, k, method, power, draws, seed, out, device, batch_si
 @click.option("--run", "run_dir", type=PATH, required=True, help="A finished run folder.")
 @click.argument("spec", metavar="MODEL_SPEC")
 @click.option("--out", type=PATH, default=None, help="Folder of the N+1-model run [default: RUN/added/<name>].")
-@click.option("--one-sided", is_flag=True, default=False,
-              help="The paper's approximation, without the run's adversarial sets: attack only the newcomer, evaluate the run's "
-                   "models on its set, assign the cluster from one-sided SAT.")
+@click.option(
+    "--one-sided",
+    is_flag=True,
+    default=False,
+    help="The paper's approximation, without the run's adversarial sets: attack only the newcomer, evaluate the run's "
+    "models on its set, assign the cluster from one-sided SAT.",
+)
 @rerun_options
 @engine_options
 def add(run_dir, spec, out, one_sided, device, batch_size, cache, engine, address, cpus_per_task) -> None:
@@ -403,26 +626,51 @@ def add(run_dir, spec, out, one_sided, device, batch_size, cache, engine, addres
     _show(result.row.sort_values("one_sided_sat" if one_sided else "sat", ascending=False))
     joined = result.clusters[result.clusters["assigned"]].iloc[0]
     by = "one-sided SAT" if one_sided else "SAT"
-    click.echo(f"\njoins cluster {int(joined['cluster'])} (mean {by} {joined['mean_sat']:.2f} with its {int(joined['members'])} members)")
+    click.echo(
+        f"\njoins cluster {int(joined['cluster'])} (mean {by} {joined['mean_sat']:.2f} with its "
+        f"{int(joined['members'])} members)"
+    )
     agreement = result.agreement
-    click.echo(f"one-sided against symmetric SAT on the run: Pearson {agreement['pearson']:.2f}, Spearman {agreement['spearman']:.2f} "
-               f"over {agreement['pairs']} pairs (the paper: 0.82); {100 * agreement['same_cluster_share']:.0f}% of the run's "
-               f"{agreement['models_checked']} models join the same cluster either way")
+    click.echo(
+        f"one-sided against symmetric SAT on the run: Pearson {agreement['pearson']:.2f}, Spearman "
+        f"{agreement['spearman']:.2f} "
+        f"over {agreement['pairs']} pairs (the paper: 0.82); {100 * agreement['same_cluster_share']:.0f}% of the run's "
+        f"{agreement['models_checked']} models join the same cluster either way"
+    )
     if "newcomer_same_cluster" in agreement:
-        click.echo(f"this newcomer: Pearson {agreement['newcomer_pearson']:.2f}; same cluster either way: {agreement['newcomer_same_cluster']}")
-    click.echo(f"cache: {result.cache_hits} hits, {result.cache_misses} computed; {time.perf_counter() - started:.1f} s")
+        click.echo(
+            f"this newcomer: Pearson {agreement['newcomer_pearson']:.2f}; same cluster either way: "
+            f"{agreement['newcomer_same_cluster']}"
+        )
+    click.echo(
+        f"cache: {result.cache_hits} hits, {result.cache_misses} computed; {time.perf_counter() - started:.1f} s"
+    )
     if one_sided:
         click.echo(f"wrote newcomer.csv, newcomer_clusters.csv and one_sided_agreement.csv to {result.out}")
         return
     analyze_run(result.out)
-    click.echo(f"wrote the {len(result.row) + 1}-model run (sat.csv, ..., report.html), newcomer.csv, newcomer_clusters.csv and "
-               f"one_sided_agreement.csv to {result.out}")
+    click.echo(
+        f"wrote the {len(result.row) + 1}-model run (sat.csv, ..., report.html), newcomer.csv, newcomer_clusters.csv "
+        f"and "
+        f"one_sided_agreement.csv to {result.out}"
+    )
 
 
 @cli.command()
-@click.option("--run", "run_dir", type=PATH, required=True, help="A finished run on digits (students train on its training split).")
+@click.option(
+    "--run",
+    "run_dir",
+    type=PATH,
+    required=True,
+    help="A finished run on digits (students train on its training split).",
+)
 @click.option("--student", required=True, help="A zoo: model of the run (name or spec); retrained once per teacher.")
-@click.option("--teachers", multiple=True, metavar="MODEL", help="Models of the run, repeatable or space-separated [default: all but the student].")
+@click.option(
+    "--teachers",
+    multiple=True,
+    metavar="MODEL",
+    help="Models of the run, repeatable or space-separated [default: all but the student].",
+)
 @click.option("--epochs", type=int, default=None, help="Training epochs per student [default: the student's recipe].")
 @click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/distill/<student>].")
 @click.option("--cache", type=PATH, default=None, help="Cache folder [default: the run's].")
@@ -443,8 +691,12 @@ def distill(run_dir, student, teachers, epochs, out, cache) -> None:
 
 @cli.command("compare-matrices")
 @click.argument("matrices", nargs=-1, required=True, type=PATH, metavar="MATRIX MATRIX...")
-@click.option("--out", type=PATH, default=None,
-              help="Folder for matrix_correlations.csv and matrix_comparison.png [default: print only].")
+@click.option(
+    "--out",
+    type=PATH,
+    default=None,
+    help="Folder for matrix_correlations.csv and matrix_comparison.png [default: print only].",
+)
 def compare_matrices_command(matrices, out) -> None:
     """How far SAT matrices agree (e.g. your run against the SAT paper's SAT_release.csv): Pearson and
     Spearman correlation of the off-diagonal entries and their mean difference, on the models all of them
@@ -468,7 +720,9 @@ def compare_matrices_command(matrices, out) -> None:
     click.echo(f"{len(next(iter(aligned.values())))} models in common, {len(table)} comparison(s)")
     for label, missing in left_out.items():
         if missing:
-            click.echo(f"left out of {label}: {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''} ({len(missing)})")
+            click.echo(
+                f"left out of {label}: {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''} ({len(missing)})"
+            )
     _show(table)
     if out is not None:
         from archsim.cache import atomic_write_text
@@ -496,16 +750,29 @@ def recommend_teacher(run_dir, student) -> None:
 
 @cli.command()
 @click.option("--run", "run_dir", type=PATH, required=True, help="A finished run folder.")
-@click.option("--checkpoints", "checkpoints_of", default=None, metavar="zoo:NAME",
-              help="Also SAT of this zoo model's training checkpoints against its final weights.")
-@click.option("--epochs", default=None, metavar="E,E,...", help="Checkpoint epochs [default: five spread over training].")
-@click.option("--adversarial", default=None, metavar="SPEC",
-              help="Also an adversarially trained model (e.g. zoo:resnet-adv): its SAT with the run's models of its "
-                   "architecture against the run's SAT between seeds, regimes and architectures. The run stays as it is.")
+@click.option(
+    "--checkpoints",
+    "checkpoints_of",
+    default=None,
+    metavar="zoo:NAME",
+    help="Also SAT of this zoo model's training checkpoints against its final weights.",
+)
+@click.option(
+    "--epochs", default=None, metavar="E,E,...", help="Checkpoint epochs [default: five spread over training]."
+)
+@click.option(
+    "--adversarial",
+    default=None,
+    metavar="SPEC",
+    help="Also an adversarially trained model (e.g. zoo:resnet-adv): its SAT with the run's models of its "
+    "architecture against the run's SAT between seeds, regimes and architectures. The run stays as it is.",
+)
 @click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/checks].")
 @rerun_options
 @engine_options
-def checks(run_dir, checkpoints_of, epochs, adversarial, out, device, batch_size, cache, engine, address, cpus_per_task) -> None:
+def checks(
+    run_dir, checkpoints_of, epochs, adversarial, out, device, batch_size, cache, engine, address, cpus_per_task
+) -> None:
     """The SAT paper's further checks (SPEC §2.10): SAT against identical misclassifications under
     attack, SAT of training checkpoints against the final model, and whether adversarial training
     acts like a change of training regime."""
@@ -516,7 +783,9 @@ def checks(run_dir, checkpoints_of, epochs, adversarial, out, device, batch_size
     except ValueError:
         raise ArchsimError(f"--epochs {epochs!r} must be whole numbers separated by commas, e.g. 1,5,10") from None
     with engine_for(engine, device, address, cpus_per_task) as runner:
-        tables = checks_on_run(run_dir, checkpoints_of, chosen, adversarial, out, cache, device, batch_size, engine=runner)
+        tables = checks_on_run(
+            run_dir, checkpoints_of, chosen, adversarial, out, cache, device, batch_size, engine=runner
+        )
     if "checkpoints.csv" in tables:
         _show(tables["checkpoints.csv"])
     if "adversarial.csv" in tables:
@@ -525,8 +794,10 @@ def checks(run_dir, checkpoints_of, epochs, adversarial, out, device, batch_size
         _show(summary.drop(columns="nearest"))
         own, nearest = summary.iloc[0], summary[summary["nearest"]]
         if len(nearest):
-            click.echo(f"{own['comparison']}: mean SAT {own['mean_sat']:.2f}, nearest {nearest['comparison'].iloc[0]} "
-                       f"({nearest['mean_sat'].iloc[0]:.2f})")
+            click.echo(
+                f"{own['comparison']}: mean SAT {own['mean_sat']:.2f}, nearest {nearest['comparison'].iloc[0]} "
+                f"({nearest['mean_sat'].iloc[0]:.2f})"
+            )
     _show(tables["checks_summary.csv"])
     click.echo(f"wrote {', '.join(tables)}, checks.png to {out or run_dir / 'checks'}")
     if out is None:
@@ -535,7 +806,13 @@ def checks(run_dir, checkpoints_of, epochs, adversarial, out, device, batch_size
 
 @cli.command()
 @click.option("--run", "run_dir", type=PATH, required=True, help="A finished run folder.")
-@click.option("--n-boot", type=click.IntRange(min=0), default=200, show_default=True, help="Bootstrap replicates for 95% intervals (0: none).")
+@click.option(
+    "--n-boot",
+    type=click.IntRange(min=0),
+    default=200,
+    show_default=True,
+    help="Bootstrap replicates for 95% intervals (0: none).",
+)
 @click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/alphas].")
 @rerun_options
 def alphas(run_dir, n_boot, out, device, batch_size, cache) -> None:
@@ -554,17 +831,35 @@ def alphas(run_dir, n_boot, out, device, batch_size, cache) -> None:
 
 
 @cli.command("knowledge-transfer")
-@click.option("--architectures", default=",".join(("resnet-s0", "mixer", "convnext")), show_default=True, metavar="NAME,...",
-              help="Zoo architectures of the sources (the target is a resnet-s0 trained on the target task).")
-@click.option("--overlaps", default="0,25,50,75,100", show_default=True, metavar="P,...",
-              help="Shares (%) of the target task's 4 classes in each source's 4 classes.")
+@click.option(
+    "--architectures",
+    default=",".join(("resnet-s0", "mixer", "convnext")),
+    show_default=True,
+    metavar="NAME,...",
+    help="Zoo architectures of the sources (the target is a resnet-s0 trained on the target task).",
+)
+@click.option(
+    "--overlaps",
+    default="0,25,50,75,100",
+    show_default=True,
+    metavar="P,...",
+    help="Shares (%) of the target task's 4 classes in each source's 4 classes.",
+)
 @click.option("--epochs", type=int, default=None, help="Training epochs of every model [default: each zoo recipe's].")
 @click.option("--eps", type=float, default=0.1, show_default=True, help="L-inf radius of the PGD attacks.")
 @click.option("--steps", type=int, default=50, show_default=True, help="PGD steps.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--run", "run_dir", type=PATH, default=None,
-              help="A finished run on digits: write into RUN/knowledge and add the section to its report (its eps and seed are used).")
-@click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/knowledge, or runs/knowledge-transfer].")
+@click.option(
+    "--run",
+    "run_dir",
+    type=PATH,
+    default=None,
+    help="A finished run on digits: write into RUN/knowledge and add the section to its report (its eps and seed are "
+    "used).",
+)
+@click.option(
+    "--out", type=PATH, default=None, help="Output folder [default: RUN/knowledge, or runs/knowledge-transfer]."
+)
 @click.option("--cache", type=PATH, default=None, help="Cache folder [default: the run's, or $ARCHSIM_CACHE].")
 def knowledge_transfer(architectures, overlaps, epochs, eps, steps, seed, run_dir, out, cache) -> None:
     """Does adversarial transferability indicate knowledge transferability (SPEC §4)? Liang et al.'s
@@ -575,18 +870,37 @@ def knowledge_transfer(architectures, overlaps, epochs, eps, steps, seed, run_di
     try:
         shares = tuple(int(v) for v in overlaps.split(","))
     except ValueError:
-        raise ArchsimError(f"--overlaps {overlaps!r} must be whole percentages separated by commas, e.g. 0,50,100") from None
+        raise ArchsimError(
+            f"--overlaps {overlaps!r} must be whole percentages separated by commas, e.g. 0,50,100"
+        ) from None
     if run_dir is not None:
         from archsim.runs import RunFolder
 
         settings = RunFolder(run_dir).settings
         if settings["data"].split(",")[0] != "digits":
-            raise ArchsimError(f"the run {run_dir} is on {settings['data']}; the data-overlap experiment is on digits: give a digits run or no --run")
+            raise ArchsimError(
+                f"the run {run_dir} is on {settings['data']}; the data-overlap experiment is on digits: give a digits "
+                f"run or no --run"
+            )
         eps, seed, cache = settings["attack"]["eps"], settings["seed"], cache or settings.get("cache")
     target = out or (run_dir / "knowledge" if run_dir is not None else Path("runs") / "knowledge-transfer")
-    study = overlap_experiment(tuple(a for a in architectures.split(",") if a), shares, eps, steps, seed, epochs, cache, target)
-    _show(study.table, ["architecture", "overlap", "classes", "alpha_1_S_T", "alpha_2_S_T", "alpha_combined_S_T", "sat",
-                        "target_adv_loss", "transfer_accuracy"])
+    study = overlap_experiment(
+        tuple(a for a in architectures.split(",") if a), shares, eps, steps, seed, epochs, cache, target
+    )
+    _show(
+        study.table,
+        [
+            "architecture",
+            "overlap",
+            "classes",
+            "alpha_1_S_T",
+            "alpha_2_S_T",
+            "alpha_combined_S_T",
+            "sat",
+            "target_adv_loss",
+            "transfer_accuracy",
+        ],
+    )
     click.echo("\ncorrelation with transfer accuracy:")
     _show(study.correlations)
     click.echo(f"wrote knowledge_sources.csv, knowledge_correlations.csv, knowledge_transfer.png to {target}")
@@ -595,8 +909,12 @@ def knowledge_transfer(architectures, overlaps, epochs, eps, steps, seed, run_di
 
 
 @cli.command("liang-synthetic")
-@click.option("--data-dir", type=PATH, required=True,
-              help="Folder with the synthetic data and weights (e.g. ../shared/data/liang_synthetic).")
+@click.option(
+    "--data-dir",
+    type=PATH,
+    required=True,
+    help="Folder with the synthetic data and weights (e.g. ../shared/data/liang_synthetic).",
+)
 @click.option("--out", type=PATH, required=True, help="Folder for the six CSVs and liang_synthetic.png.")
 def liang_synthetic(data_dir, out) -> None:
     """Liang et al.'s synthetic experiment (SPEC §4): alpha_1, alpha_2 (gamma), their combination, the gradient
@@ -630,17 +948,27 @@ def zoo() -> None:
 
     def compact(value) -> str:
         if isinstance(value, dict):
-            return " ".join(f"{k}={compact(v) if not isinstance(v, dict) else '(' + compact(v) + ')'}" for k, v in value.items())
+            return " ".join(
+                f"{k}={compact(v) if not isinstance(v, dict) else '(' + compact(v) + ')'}" for k, v in value.items()
+            )
         return "-".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
     default = Recipe().describe()
-    rows = pd.DataFrame([
-        {"spec": f"zoo:{name}", "family": e.family, "timm architecture": e.architecture,
-         "shrunk to": compact(e.kwargs) or "(as registered)", "input": f"{e.input_side}px",
-         "recipe": compact({k: v for k, v in e.recipe.describe().items() if v != default.get(k)}) or "default",
-         "regime": e.regime, "seed": e.seed}
-        for name, e in ZOO.items()
-    ]).astype(str)
+    rows = pd.DataFrame(
+        [
+            {
+                "spec": f"zoo:{name}",
+                "family": e.family,
+                "timm architecture": e.architecture,
+                "shrunk to": compact(e.kwargs) or "(as registered)",
+                "input": f"{e.input_side}px",
+                "recipe": compact({k: v for k, v in e.recipe.describe().items() if v != default.get(k)}) or "default",
+                "regime": e.regime,
+                "seed": e.seed,
+            }
+            for name, e in ZOO.items()
+        ]
+    ).astype(str)
     left = {column: f"{{:<{rows[column].str.len().max()}}}".format for column in rows}  # text reads best left-aligned
     click.echo(rows.to_string(index=False, justify="left", formatters=left))
     extra = [f"zoo:{name}" for name, e in ZOO.items() if not e.in_default_run]
@@ -655,7 +983,9 @@ def cache() -> None:
 
 
 @cache.command("list")
-@click.option("--cache", "root", type=PATH, default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim].")
+@click.option(
+    "--cache", "root", type=PATH, default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim]."
+)
 @click.option("--entries", is_flag=True, help="One line per entry instead of a summary per kind.")
 def cache_list(root, entries) -> None:
     """Entries per kind (zoo weights, adversarial sets, predictions, ...) with their sizes."""
@@ -670,16 +1000,26 @@ def cache_list(root, entries) -> None:
     if entries:
         click.echo(rows[["kind", "key", "bytes", "last_used"]].to_string(index=False))
     else:
-        summary = rows.groupby("kind").agg(entries=("key", "size"), MiB=("bytes", lambda b: b.sum() / 2**20),
-                                           oldest_use=("last_used", "min"), newest_use=("last_used", "max"))
+        summary = rows.groupby("kind").agg(
+            entries=("key", "size"),
+            MiB=("bytes", lambda b: b.sum() / 2**20),
+            oldest_use=("last_used", "min"),
+            newest_use=("last_used", "max"),
+        )
         click.echo(summary.reset_index().to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     click.echo(f"{store.root}: {len(rows)} entries, {rows['bytes'].sum() / 2**20:.1f} MiB")
 
 
 @cache.command("prune")
-@click.option("--cache", "root", type=PATH, default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim].")
-@click.option("--older-than", type=float, default=None, metavar="DAYS", help="Remove entries not used for this many days.")
-@click.option("--run", "run_dir", type=PATH, default=None, help="Remove the entries a run folder used (its cache_entries.txt).")
+@click.option(
+    "--cache", "root", type=PATH, default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim]."
+)
+@click.option(
+    "--older-than", type=float, default=None, metavar="DAYS", help="Remove entries not used for this many days."
+)
+@click.option(
+    "--run", "run_dir", type=PATH, default=None, help="Remove the entries a run folder used (its cache_entries.txt)."
+)
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 def cache_prune(root, older_than, run_dir, dry_run) -> None:
     """Remove entries by age or by run; anything removed is recomputed when next needed."""
@@ -713,7 +1053,10 @@ def _print_analysis(result, out: Path) -> None:
     clusters = result.clusters
     click.echo(f"{len(clusters)} models in {clusters.cluster.nunique()} clusters")
     if result.stability is not None:
-        click.echo(f"cluster stability (ARI over {len(result.stability)} subsamples): {result.stability.ari.mean():.2f} ± {result.stability.ari.std():.2f}")
+        click.echo(
+            f"cluster stability (ARI over {len(result.stability)} subsamples): {result.stability.ari.mean():.2f} ± "
+            f"{result.stability.ari.std():.2f}"
+        )
     if result.importance is not None:
         click.echo("top components:")
         click.echo(result.importance.head(5).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -725,7 +1068,8 @@ def _print_analysis(result, out: Path) -> None:
 
 
 def _new_run_dir() -> Path:
-    """``runs/<timestamp>``, made here so that runs started in the same second (a job array) get one each: ``-2``, ``-3``..."""
+    """``runs/<timestamp>``, made here so that runs started in the same second (a job array) get one each: ``-2``,
+    ``-3``..."""
     stamp, n = datetime.now().strftime("%Y%m%d-%H%M%S"), 1
     while True:
         folder = Path("runs") / (stamp if n == 1 else f"{stamp}-{n}")
@@ -737,7 +1081,8 @@ def _new_run_dir() -> Path:
 
 
 MATRIX_SHOWN_UP_TO = 16
-"""Models up to which the run's summary prints the whole SAT matrix; a larger one is only in sat.csv (and the report)."""
+"""Models up to which the run's summary prints the whole SAT matrix; a larger one is only in sat.csv (and the
+report)."""
 
 
 def _print_summary(result, out: Path, seconds: float) -> None:
@@ -747,7 +1092,10 @@ def _print_summary(result, out: Path, seconds: float) -> None:
         with pd.option_context("display.width", 250, "display.max_columns", 100):
             click.echo(sat.to_string(float_format=lambda v: f"{v:.2f}"))
     else:
-        click.echo(f"\nSAT matrix: {len(sat)} x {len(sat)} in {out}/sat.csv (ln % fooled; ln 100 = 4.61 is a perfect, fully transferable attack)")
+        click.echo(
+            f"\nSAT matrix: {len(sat)} x {len(sat)} in {out}/sat.csv (ln % fooled; ln 100 = 4.61 is a perfect, fully "
+            f"transferable attack)"
+        )
     names = list(sat.index)
     iu = np.triu_indices(len(names), k=1)
     pairs = pd.DataFrame({"a": np.array(names)[iu[0]], "b": np.array(names)[iu[1]], "sat": sat.values[iu]}).dropna()
@@ -774,23 +1122,29 @@ def _print_summary(result, out: Path, seconds: float) -> None:
     table = result.models[["model", "clean_accuracy", "white_box_success", "family", "regime"]]
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     click.echo(
-        f"\n{len(names)} models, {result.config['n_images_used']} images, attack {result.config['settings']['attack']}; "
+        f"\n{len(names)} models, {result.config['n_images_used']} images, attack "
+        f"{result.config['settings']['attack']}; "
         f"cache: {result.cache_hits} hits, {result.cache_misses} computed; {seconds:.1f} s"
     )
     cost = result.config.get("cost")
     if cost is not None:
         skipped, total = cost["stage2_images_skipped"], len(names) ** 2 * result.config["n_images_used"]
         click.echo(
-            f"evaluation: {cost['stage2_images_evaluated']} predictions computed; {skipped} of {total} not needed (outside X_st, "
+            f"evaluation: {cost['stage2_images_evaluated']} predictions computed; {skipped} of {total} not needed "
+            f"(outside X_st, "
             f"{100 * skipped / max(total, 1):.0f}%); adversarial sets read {cost['stage2_read_ratio']:.2f}x "
-            f"({cost['stage2_adversarial_bytes_read'] / 2**20:.1f} of {cost['adversarial_bytes'] / 2**20:.1f} MiB) in {cost['stage2_groups']} group(s)"
+            f"({cost['stage2_adversarial_bytes_read'] / 2**20:.1f} of {cost['adversarial_bytes'] / 2**20:.1f} MiB) in "
+            f"{cost['stage2_groups']} group(s)"
         )
     for spec, problem in result.config.get("left_out", {}).items():
         click.echo(f"left out {spec}: {problem}")
     noise = result.config.get("attack_seed_noise")
     if noise is not None:
-        click.echo(f"attack noise: {noise['seeds']} attack seeds, SAT rank correlation between seeds {noise['spearman_mean']:.3f} "
-                   f"(min {noise['spearman_min']:.3f}, max {noise['spearman_max']:.3f}); per-pair spread in pairs.csv")
+        click.echo(
+            f"attack noise: {noise['seeds']} attack seeds, SAT rank correlation between seeds "
+            f"{noise['spearman_mean']:.3f} "
+            f"(min {noise['spearman_min']:.3f}, max {noise['spearman_max']:.3f}); per-pair spread in pairs.csv"
+        )
     click.echo(f"wrote {out}/sat.csv, pairs.csv, models.csv, cards.csv, timings.csv, config.json")
 
 
@@ -798,18 +1152,29 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one line and exit 2; no traceback."""
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     # A warning is a line for the user, like an error: the source line that raised it means nothing to them.
-    formatwarning, warnings.formatwarning = warnings.formatwarning, lambda message, category, *_: f"warning: {message}\n"
+    formatwarning, warnings.formatwarning = (
+        warnings.formatwarning,
+        lambda message, category, *_: f"warning: {message}\n",
+    )
     try:
         cli.main(args=argv, standalone_mode=False)
     except ArchsimError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
-    except OSError as error:  # the machine's answer on a path (cannot be made, disk full, mount gone), not a bug to trace
+    except (
+        OSError
+    ) as error:  # the machine's answer on a path (cannot be made, disk full, mount gone), not a bug to trace
         where = f": {error.filename}" if error.filename else ""
-        click.echo(f"error: {error.strerror or error}{where}; check that the path exists or can be made, is writable and has space", err=True)
+        click.echo(
+            f"error: {error.strerror or error}{where}; check that the path exists or can be made, is writable and has "
+            f"space",
+            err=True,
+        )
         sys.exit(2)
     except click.exceptions.Abort:  # click's form of Ctrl-C
-        click.echo("interrupted; what was computed is in the cache: rerun the same command to go on from there", err=True)
+        click.echo(
+            "interrupted; what was computed is in the cache: rerun the same command to go on from there", err=True
+        )
         sys.exit(130)
     except click.ClickException as error:
         click.echo(f"error: {error.format_message()} (see --help)", err=True)

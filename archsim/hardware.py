@@ -13,7 +13,8 @@ def usable_cores() -> int:
 
 
 def resolve_device(device: str) -> str:
-    """``cuda`` for ``auto`` where a CUDA GPU is visible, else ``cpu``; ``cpu`` and ``cuda[:N]`` as given, once checked."""
+    """``cuda`` for ``auto`` where a CUDA GPU is visible, else ``cpu``; ``cpu`` and ``cuda[:N]`` as given, once
+    checked."""
     import torch  # here, not at the top: the CLI validates its flags before torch is loaded
 
     if device == "auto":

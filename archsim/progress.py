@@ -38,4 +38,8 @@ def steps(items: Iterable[T], desc: str, total: int, per_step: int = 1, per_unit
             last = now
             rate = done * per_step / (now - start)
             left = (now - start) / done * (total - done)
-            print(f"{desc}: {done}/{total} batches, {rate:.1f} {per_unit}/s, about {duration(left)} left", file=sys.stderr, flush=True)
+            print(
+                f"{desc}: {done}/{total} batches, {rate:.1f} {per_unit}/s, about {duration(left)} left",
+                file=sys.stderr,
+                flush=True,
+            )

@@ -55,7 +55,10 @@ class Spec:
         except ValueError:
             raise ArchsimError(f"option {key}={value!r} in {self.text!r} is not a whole number") from None
         if number < minimum:
-            raise ArchsimError(f"option {key}={value!r} in {self.text!r} must be {'positive' if minimum == 1 else f'at least {minimum}'}")
+            raise ArchsimError(
+                f"option {key}={value!r} in {self.text!r} must be "
+                f"{'positive' if minimum == 1 else f'at least {minimum}'}"
+            )
         return number
 
     def take_floats(self, key: str) -> tuple[float, ...] | None:
@@ -72,7 +75,9 @@ class Spec:
         """Reject options nobody consumed."""
         if self.options:
             names = ", ".join(sorted(self.options))
-            raise ArchsimError(f"unknown option(s) {names} in {self.text!r}; see `archsim run --help` for the spec options")
+            raise ArchsimError(
+                f"unknown option(s) {names} in {self.text!r}; see `archsim run --help` for the spec options"
+            )
 
 
 def parse_spec(text: str, schemes: tuple[str, ...], bare: tuple[str, ...] = ()) -> Spec:
@@ -115,8 +120,12 @@ def model_list(chunks: tuple[str, ...] | list[str]) -> list[str]:
         try:
             lines = path.read_text().splitlines()
         except (OSError, UnicodeDecodeError) as error:
-            reason = "does not exist" if isinstance(error, FileNotFoundError) else f"cannot be read ({type(error).__name__})"
-            raise ArchsimError(f"model list {path} (from --models {token}) {reason}; give a text file of specs, one per line") from None
+            reason = (
+                "does not exist" if isinstance(error, FileNotFoundError) else f"cannot be read ({type(error).__name__})"
+            )
+            raise ArchsimError(
+                f"model list {path} (from --models {token}) {reason}; give a text file of specs, one per line"
+            ) from None
         specs.extend(line for line in (raw.split("#", 1)[0].strip() for raw in lines) if line)
     return specs
 
@@ -130,8 +139,18 @@ DATA_SCHEMES = ("digits", "imagefolder", "imagenet-val", "npz")
 MODEL_SCHEMES = ("zoo", "timm", "torchvision", "file")
 """The schemes of the registry (:mod:`archsim.models.registry`); here too, so that a spec is checked without torch."""
 ZOO_NAMES = (
-    "resnet-s0", "resnet-s1", "resnet-s2", "resnet-ls", "resnet-aug", "seresnet", "vit", "mixer", "convnext", "mobilenetv3",
-    "mobilevit", "resnet-adv",
+    "resnet-s0",
+    "resnet-s1",
+    "resnet-s2",
+    "resnet-ls",
+    "resnet-aug",
+    "seresnet",
+    "vit",
+    "mixer",
+    "convnext",
+    "mobilenetv3",
+    "mobilevit",
+    "resnet-adv",
 )
 """The embedded zoo's models (:data:`archsim.models.ZOO`, whose module imports timm; a test keeps the two equal)."""
 

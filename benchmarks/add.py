@@ -51,7 +51,10 @@ def main() -> None:
         full_seconds = time.perf_counter() - started
 
     difference = float(np.nanmax(np.abs(added.run.sat.to_numpy() - full.sat.to_numpy())))
-    print(f"add:            {add_seconds:7.1f} s  ({added.run.cache_misses} computed, {added.run.cache_hits} from the cache)")
+    print(
+        f"add:            {add_seconds:7.1f} s  ({added.run.cache_misses} computed, {added.run.cache_hits} from the "
+        f"cache)"
+    )
     print(f"full recompute: {full_seconds:7.1f} s  ({full.cache_misses} computed)")
     print(f"ratio:          {full_seconds / add_seconds:7.1f}x faster; largest SAT difference {difference:.2e}")
 

@@ -20,7 +20,8 @@ are timed in interleaved rounds, so that a slow moment of the machine falls on a
 Random weights are fine for timm models: throughput does not depend on the weights.
 
     python benchmarks/attack.py --n-images 256 --batch-size 128  # zoo models at 32 px (CPU)
-    python benchmarks/attack.py --models timm:resnet50,pretrained=false --n-images 16 --batch-size 8 --steps 3 --repeats 2
+    python benchmarks/attack.py --models timm:resnet50,pretrained=false --n-images 16 --batch-size 8 --steps 3 --repeats
+    2
     python benchmarks/attack.py --models timm:resnet50,pretrained=false timm:vit_small_patch16_224,pretrained=false \\
         --n-images 512 --batch-size 256 --steps 10 --device cuda --compile
 """
@@ -69,12 +70,19 @@ def main() -> None:
     parser.add_argument("--n-images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--side", type=int, default=None, help="image side [default: 32 for zoo models, 224 for others]")
+    parser.add_argument(
+        "--side", type=int, default=None, help="image side [default: 32 for zoo models, 224 for others]"
+    )
     parser.add_argument("--eps", type=float, default=4 / 255)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=None,
-                        help="[default: fp32 on the CPU, fp32 and bf16 on CUDA]")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["fp32", "bf16"],
+        default=None,
+        help="[default: fp32 on the CPU, fp32 and bf16 on CUDA]",
+    )
     parser.add_argument("--compile", action="store_true", help="also time archsim with torch.compile, per precision")
     parser.add_argument("--cache", default=None, help="cache holding the zoo weights [default: the user's]")
     args = parser.parse_args()
@@ -85,14 +93,19 @@ def main() -> None:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     # For every variant, the baseline included: archsim's prepare() turns it on, and the ratios should show the loops.
     torch.backends.cudnn.benchmark = cuda
-    print(f"{machine()}, device {args.device}{' ' + torch.cuda.get_device_name() if cuda else ''}; "
-          f"{args.n_images} images, batch {args.batch_size}, PGD {args.steps} steps, eps {args.eps:.4f}, best of {args.repeats}")
+    print(
+        f"{machine()}, device {args.device}{' ' + torch.cuda.get_device_name() if cuda else ''}; "
+        f"{args.n_images} images, batch {args.batch_size}, PGD {args.steps} steps, eps {args.eps:.4f}, best of "
+        f"{args.repeats}"
+    )
     rows = []
     generator = torch.Generator().manual_seed(0)
     for spec in args.models:
         model = create_model(spec, cache=CacheStore(args.cache), device=args.device)
         side = args.side or (32 if spec.startswith("zoo:") else 224)
-        images = torch.randint(0, 256, (args.n_images, model.preprocess.channels, side, side), dtype=torch.uint8, generator=generator)
+        images = torch.randint(
+            0, 256, (args.n_images, model.preprocess.channels, side, side), dtype=torch.uint8, generator=generator
+        )
         labels = torch.randint(0, model.num_outputs, (args.n_images,), generator=generator)
         x, y = images.to(args.device).float() / 255, labels.to(args.device)
         work = args.n_images * args.steps
@@ -107,6 +120,7 @@ def main() -> None:
             def run() -> object:
                 with precision_context(args.device, precision):
                     return fn()
+
             return run
 
         def fresh() -> SimModel:
@@ -122,18 +136,36 @@ def main() -> None:
                 flipped = prepare(fresh(), precision, channels_last=not prepared.channels_last)
                 layout = "channels-last" if flipped.channels_last else "contiguous"
                 variants.append((f"archsim {precision} {layout}", flipped))
-                evaluations[f"eval {precision} {layout}"] = (lambda m=flipped: predict(m, images, args.batch_size), precision)
+                evaluations[f"eval {precision} {layout}"] = (
+                    lambda m=flipped: predict(m, images, args.batch_size),
+                    precision,
+                )
             if args.compile:
                 compiled = prepare(fresh(), precision, compile=True)
-                variants.append((f"archsim {precision} compiled{' channels-last' if compiled.channels_last else ''}", compiled))
+                variants.append(
+                    (f"archsim {precision} compiled{' channels-last' if compiled.channels_last else ''}", compiled)
+                )
                 if compiled.channels_last:
-                    variants.append((f"archsim {precision} compiled contiguous", prepare(fresh(), precision, compile=True, channels_last=False)))
+                    variants.append(
+                        (
+                            f"archsim {precision} compiled contiguous",
+                            prepare(fresh(), precision, compile=True, channels_last=False),
+                        )
+                    )
             for label, variant in variants:
                 attacks[label] = (lambda m=variant: ours(m, images, labels, 0, args.batch_size), precision)
-            attacks[f"bare loop {precision}"] = (lambda m=prepared: bare_attack_loop(m, x, y, args.steps, args.batch_size), precision)
+            attacks[f"bare loop {precision}"] = (
+                lambda m=prepared: bare_attack_loop(m, x, y, args.steps, args.batch_size),
+                precision,
+            )
             evaluations[f"eval {precision}"] = (lambda m=prepared: predict(m, images, args.batch_size), precision)
-            evaluations[f"bare eval {precision}"] = (lambda m=prepared: bare_eval_loop(m, images, args.batch_size), precision)
-        contestants = {label: in_precision(precision, fn) for label, (fn, precision) in {**attacks, **evaluations}.items()}
+            evaluations[f"bare eval {precision}"] = (
+                lambda m=prepared: bare_eval_loop(m, images, args.batch_size),
+                precision,
+            )
+        contestants = {
+            label: in_precision(precision, fn) for label, (fn, precision) in {**attacks, **evaluations}.items()
+        }
         best = interleaved_best(args.repeats, contestants, sync)
         name = model.name[:30]
         theirs_rate = work / best["torchattacks fp32"]
@@ -150,8 +182,10 @@ def main() -> None:
     print(f"{'model':<31}{'variant':<30}{'rate':>11}{'vs torchattacks':>17}{'vs bare':>9}")
     for name, variant, rate, vs_theirs, vs_bare in rows:
         print(f"{name:<31}{variant:<30}{rate:>11.1f}{vs_theirs:>16.2f}x{vs_bare:>8.2f}x")
-    print("rate: image-steps/s for attacks, images/s for eval; vs bare: against the bare loop of the same precision "
-          "(for eval, the bare inference loop)")
+    print(
+        "rate: image-steps/s for attacks, images/s for eval; vs bare: against the bare loop of the same precision "
+        "(for eval, the bare inference loop)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: the machine line they print, the timing, and a cache holding trained weights only."""
+"""What the benchmark scripts share: the machine line they print, the timing, and a cache holding trained weights
+only."""
 
 from __future__ import annotations
 
@@ -16,10 +17,15 @@ from archsim.models import create_model, train_zoo
 
 
 def machine() -> str:
-    return f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return (
+        f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
 
 
-def interleaved_best(repeats: int, contestants: dict[str, Callable[[], object]], sync: Callable[[], None]) -> dict[str, float]:
+def interleaved_best(
+    repeats: int, contestants: dict[str, Callable[[], object]], sync: Callable[[], None]
+) -> dict[str, float]:
     """The best of ``repeats`` timings of each contestant, timed in rounds that run each once.
 
     Interleaved, not one after the other: a slow moment of a shared machine (this VM
@@ -32,7 +38,9 @@ def interleaved_best(repeats: int, contestants: dict[str, Callable[[], object]],
     times: dict[str, list[float]] = {label: [] for label in contestants}
     labels = list(contestants)
     for round_ in range(repeats):
-        for label in labels[round_ % len(labels):] + labels[: round_ % len(labels)]:  # a different one first each round
+        for label in (
+            labels[round_ % len(labels) :] + labels[: round_ % len(labels)]
+        ):  # a different one first each round
             started = time.perf_counter()
             contestants[label]()
             sync()

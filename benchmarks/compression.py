@@ -45,7 +45,10 @@ def codecs() -> dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], byte
         import zstandard
 
         for level in (1, 3, 9):
-            found[f"zstd-{level}"] = (zstandard.ZstdCompressor(level=level).compress, zstandard.ZstdDecompressor().decompress)
+            found[f"zstd-{level}"] = (
+                zstandard.ZstdCompressor(level=level).compress,
+                zstandard.ZstdDecompressor().decompress,
+            )
     except ImportError:
         print("zstandard not installed: pip install zstandard to include it")
     try:
@@ -91,8 +94,10 @@ def main() -> None:
     perturbation = (adversarial.to(torch.int16) - clean.to(torch.int16)).to(torch.int8)
     levels = np.bincount(perturbation.numpy().ravel().astype(np.int64) + 128, minlength=256)
     share_at_eps = levels[[128 - round(args.eps * 255), 128 + round(args.eps * 255)]].sum() / perturbation.numel()
-    print(f"{args.n_images} images at 224 px, PGD-{args.steps} eps {args.eps:.4f}: {adversarial.numel() / 1e6:.1f} MB; "
-          f"{100 * share_at_eps:.0f}% of the pixels' perturbation at +-eps")
+    print(
+        f"{args.n_images} images at 224 px, PGD-{args.steps} eps {args.eps:.4f}: {adversarial.numel() / 1e6:.1f} MB; "
+        f"{100 * share_at_eps:.0f}% of the pixels' perturbation at +-eps"
+    )
     raw = {"images": adversarial.numpy().tobytes(), "perturbation": perturbation.numpy().tobytes()}
     read = disk_read_rate(len(raw["images"]), False)
     print(f"read back uncompressed (page cache): {read:.0f} MB/s")
@@ -107,7 +112,10 @@ def main() -> None:
             started = time.perf_counter()
             assert decode(packed) == data
             decoded = time.perf_counter() - started
-            print(f"{name:<10}{what:>14}{len(data) / len(packed):>8.2f}{len(data) / encoded / 1e6:>13.0f}{len(data) / decoded / 1e6:>13.0f}")
+            print(
+                f"{name:<10}{what:>14}{len(data) / len(packed):>8.2f}"
+                f"{len(data) / encoded / 1e6:>13.0f}{len(data) / decoded / 1e6:>13.0f}"
+            )
 
 
 if __name__ == "__main__":

@@ -62,13 +62,18 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=30, help="models of the boundary gap")
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--width", type=int, default=512, help="feature width of the CKA pair")
-    parser.add_argument("--draw-factor", type=int, default=102, help="rows drawn per image (102 at the default PGD-50 settings)")
+    parser.add_argument(
+        "--draw-factor", type=int, default=102, help="rows drawn per image (102 at the default PGD-50 settings)"
+    )
     parser.add_argument("--resamples", type=int, default=3, help="CKA draws timed")
     parser.add_argument("--sat-models", type=int, default=69, help="models of the SAT bootstrap (1,000 replicates)")
     parser.add_argument("--sat-images", type=int, default=10000)
     args = parser.parse_args()
-    print(f"{machine()}; gap: {args.models} models x {args.images} images; CKA features {args.images} x {args.width}, "
-          f"{args.resamples} draws of {args.draw_factor} x {args.images} rows; SAT: {args.sat_models} models x {args.sat_images} images")
+    print(
+        f"{machine()}; gap: {args.models} models x {args.images} images; CKA features {args.images} x {args.width}, "
+        f"{args.resamples} draws of {args.draw_factor} x {args.images} rows; SAT: {args.sat_models} models x "
+        f"{args.sat_images} images"
+    )
     rng = np.random.default_rng(0)
 
     distances = rng.random((args.models, args.models, args.images))
@@ -79,7 +84,10 @@ def main() -> None:
     report("boundary gap", fast, direct, bool(np.array_equal(fast[0], direct[0], equal_nan=True)))
 
     x = rng.normal(size=(args.images, args.width)).astype(np.float32)
-    y = (x[:, : args.width // 2] @ rng.normal(size=(args.width // 2, args.width)) + rng.normal(size=(args.images, args.width))).astype(np.float32)
+    y = (
+        x[:, : args.width // 2] @ rng.normal(size=(args.width // 2, args.width))
+        + rng.normal(size=(args.images, args.width))
+    ).astype(np.float32)
     draws = [rng.integers(0, args.images, size=args.draw_factor * args.images) for _ in range(args.resamples)]
     fast = measured(lambda: [linear_cka(x, y, weights=np.bincount(d, minlength=args.images)) for d in draws])
     direct = measured(lambda: [linear_cka(x[d], y[d]) for d in draws])

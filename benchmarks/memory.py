@@ -84,6 +84,7 @@ def linear_models(folder: Path, n: int, classes: int, side: int) -> list[str]:
         specs.append(f"file:{path},input_size=3:{side}:{side},name=linear-{seed}")
     return specs
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["zoo:resnet-s0", "zoo:convnext", "zoo:mixer"])
@@ -91,7 +92,9 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=128)
     parser.add_argument("--classes", type=int, help="linear models with this many outputs instead of --models")
     parser.add_argument("--n-models", type=int, default=8, help="how many linear models with --classes")
-    parser.add_argument("--measures", nargs="+", default=[], help="also run these measures on the run (archsim measures)")
+    parser.add_argument(
+        "--measures", nargs="+", default=[], help="also run these measures on the run (archsim measures)"
+    )
     args = parser.parse_args()
     per_image = 3 * args.side * args.side
     allocators = {"default": {}, "fixed 1 MiB threshold": {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}}
@@ -107,21 +110,36 @@ def main() -> None:
             weights = weights_only_cache(Path(tmp) / "weights", models)
         logits_per_image = 4 * len(models) * classes
         print(
-            f"{machine()}; {len(models)} models, {classes} classes, images 3x{args.side}x{args.side} ({per_image / 1024:.1f} KiB each; "
+            f"{machine()}; {len(models)} models, {classes} classes, images 3x{args.side}x{args.side} "
+            f"({per_image / 1024:.1f} KiB each; "
             f"clean logits of all models {logits_per_image / 1024:.1f} KiB per image), PGD 2 steps"
             + (f", then measures {' '.join(args.measures)}" if args.measures else "")
         )
         rng = np.random.default_rng(0)
         for n in args.sizes:
             data = Path(tmp) / f"images_{n}.npz"
-            np.savez(data, images=rng.integers(0, 256, (n, 3, args.side, args.side), dtype=np.uint8), labels=np.arange(n) % classes)
+            np.savez(
+                data,
+                images=rng.integers(0, 256, (n, 3, args.side, args.side), dtype=np.uint8),
+                labels=np.arange(n) % classes,
+            )
             for k, (name, env) in enumerate(allocators.items()):
                 cache = Path(tmp) / f"cache_{n}_{k}"
                 cache.mkdir()
                 (cache / "zoo").symlink_to(weights / "zoo")
                 done = subprocess.run(
-                    [sys.executable, "-c", CHILD, json.dumps(models), f"npz:{data}", str(cache), json.dumps(args.measures)],
-                    capture_output=True, text=True, env={**os.environ, **env},
+                    [
+                        sys.executable,
+                        "-c",
+                        CHILD,
+                        json.dumps(models),
+                        f"npz:{data}",
+                        str(cache),
+                        json.dumps(args.measures),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, **env},
                 )
                 if done.returncode:
                     sys.exit(f"the run at N = {n} failed:\n{done.stderr[-3000:]}")
@@ -129,8 +147,10 @@ def main() -> None:
                 peaks[name].append(found["peak_kib"] * 1024)
                 anon_peaks[name].append(found["anon_peak_kib"] * 1024)
                 print(
-                    f"N = {n:>6}: image set {n * per_image / 2**20:8.1f} MiB, clean logits {n * logits_per_image / 2**20:8.1f} MiB, "
-                    f"allocator {name:>22}: peak RSS {peaks[name][-1] / 2**20:8.1f} MiB, anonymous {anon_peaks[name][-1] / 2**20:8.1f} MiB",
+                    f"N = {n:>6}: image set {n * per_image / 2**20:8.1f} MiB, clean logits "
+                    f"{n * logits_per_image / 2**20:8.1f} MiB, "
+                    f"allocator {name:>22}: peak RSS {peaks[name][-1] / 2**20:8.1f} MiB, anonymous "
+                    f"{anon_peaks[name][-1] / 2**20:8.1f} MiB",
                     flush=True,
                 )
             data.unlink()
@@ -138,9 +158,11 @@ def main() -> None:
         for label, values in (("peak RSS", peaks[name]), ("anonymous", anon_peaks[name])):
             slope = np.polyfit(args.sizes, values, 1)[0]
             print(
-                f"growth of {label}, allocator {name}: {slope / 1024:.1f} KiB per image = {slope / per_image:.2f} image sets "
+                f"growth of {label}, allocator {name}: {slope / 1024:.1f} KiB per image = {slope / per_image:.2f} "
+                f"image sets "
                 f"= {slope / logits_per_image:.2f} sets of clean logits held at the peak"
             )
+
 
 if __name__ == "__main__":
     main()

@@ -58,8 +58,10 @@ def main() -> None:
         parser.error("--seeds above 1 needs all images (no --n-images): the seed draws the subset too")
     specs = zoo_specs()[: args.n_models]
     seeds = range(args.seed, args.seed + args.seeds)
-    print(f"{machine()}; device {args.device}; {len(specs)} zoo models, digits ({args.n_images or 'all'} images), "
-          f"PGD 50 steps, seeds {list(seeds)}")
+    print(
+        f"{machine()}; device {args.device}; {len(specs)} zoo models, digits ({args.n_images or 'all'} images), "
+        f"PGD 50 steps, seeds {list(seeds)}"
+    )
     runs: dict[tuple[str, int], SatRun] = {}
     seconds: dict[tuple[str, int], float] = {}
     stores: dict[str, CacheStore] = {}
@@ -72,15 +74,26 @@ def main() -> None:
             for seed in seeds:
                 started = time.perf_counter()
                 runs[precision, seed] = run_sat(
-                    specs, n_images=args.n_images, n_boot=0, device=args.device, batch_size=args.batch_size, cache=store,
-                    precision=precision, compile=args.compile, seed=seed,
+                    specs,
+                    n_images=args.n_images,
+                    n_boot=0,
+                    device=args.device,
+                    batch_size=args.batch_size,
+                    cache=store,
+                    precision=precision,
+                    compile=args.compile,
+                    seed=seed,
                 )
                 seconds[precision, seed] = time.perf_counter() - started
         first = args.seed
         # The adversarial sets of one precision judged by the models under the other.
         crossed = {
-            "bf16 attack, fp32 evaluation": evaluated(runs["bf16", first], "fp32", runs["fp32", first], stores["bf16"], args),
-            "fp32 attack, bf16 evaluation": evaluated(runs["fp32", first], "bf16", runs["bf16", first], stores["fp32"], args),
+            "bf16 attack, fp32 evaluation": evaluated(
+                runs["bf16", first], "fp32", runs["fp32", first], stores["bf16"], args
+            ),
+            "fp32 attack, bf16 evaluation": evaluated(
+                runs["fp32", first], "bf16", runs["bf16", first], stores["fp32"], args
+            ),
         }
     if args.save:
         Path(args.save).mkdir(parents=True, exist_ok=True)
@@ -94,7 +107,10 @@ def main() -> None:
 
     sat = {key: run.sat.to_numpy() for key, run in runs.items()}
     off = ~np.eye(len(specs), dtype=bool)
-    print(f"off-diagonal SAT entries ({sat['fp32', first][off].min():.2f}..{sat['fp32', first][off].max():.2f}), one pair of runs a line:")
+    print(
+        f"off-diagonal SAT entries ({sat['fp32', first][off].min():.2f}..{sat['fp32', first][off].max():.2f}), one "
+        f"pair of runs a line:"
+    )
     print(f"{'':<52}{'Spearman':>9}{'Pearson':>9}{'largest difference':>20}")
     groups: dict[str, list[float]] = {}
 
@@ -108,7 +124,12 @@ def main() -> None:
     for name, matrix in crossed.items():
         compare(f"{name} vs fp32", f"{name} vs fp32, seed {first}", matrix, sat["fp32", first])
     for a, b in itertools.combinations(seeds, 2):
-        compare("fp32 vs fp32, other seed (the attack's noise)", f"fp32 seed {a} vs fp32 seed {b}", sat["fp32", a], sat["fp32", b])
+        compare(
+            "fp32 vs fp32, other seed (the attack's noise)",
+            f"fp32 seed {a} vs fp32 seed {b}",
+            sat["fp32", a],
+            sat["fp32", b],
+        )
         compare("bf16 vs bf16, other seed", f"bf16 seed {a} vs bf16 seed {b}", sat["bf16", a], sat["bf16", b])
     for a, b in itertools.permutations(seeds, 2):
         compare("bf16 vs fp32, other seed", f"bf16 seed {a} vs fp32 seed {b}", sat["bf16", a], sat["fp32", b])
@@ -120,15 +141,24 @@ def main() -> None:
         print(f"time, seed {seed}: fp32 {fp32_s:.1f} s, bf16 {bf16_s:.1f} s ({fp32_s / bf16_s:.2f}x)")
 
 
-def evaluated(attacked: SatRun, precision: str, clean: SatRun, store: CacheStore, args: argparse.Namespace) -> np.ndarray:
-    """The SAT matrix of ``attacked``'s adversarial sets predicted in ``precision``, with ``clean``'s clean predictions."""
+def evaluated(
+    attacked: SatRun, precision: str, clean: SatRun, store: CacheStore, args: argparse.Namespace
+) -> np.ndarray:
+    """The SAT matrix of ``attacked``'s adversarial sets predicted in ``precision``, with ``clean``'s clean
+    predictions."""
     transfer = attacked.transfer
     # Every image: the clean predictions that decide X_st come from another precision's run.
     everything = np.ones((len(transfer.adv_keys), len(transfer.labels)), dtype=bool)
     outcome = evaluate_targets(
-        args.device, store, list(zip(transfer.specs, transfer.fingerprints)), transfer.adv_keys, [everything] * len(transfer.specs),
+        args.device,
+        store,
+        list(zip(transfer.specs, transfer.fingerprints)),
+        transfer.adv_keys,
+        [everything] * len(transfer.specs),
         _image_shape(store, transfer.adv_keys[0]),
-        args.batch_size, precision, args.compile,
+        args.batch_size,
+        precision,
+        args.compile,
     )
     adv_pred = np.stack(outcome.predictions, axis=1)
     mixed = replace(transfer, clean_logits=clean.transfer.clean_logits, adv_pred=adv_pred)

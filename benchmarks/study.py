@@ -1,4 +1,5 @@
-"""What the SAT paper's whole study costs with archsim: measured on its architectures, extrapolated to 5,000 images and PGD-50.
+"""What the SAT paper's whole study costs with archsim: measured on its architectures, extrapolated to 5,000 images and
+PGD-50.
 
 The real pipeline (``run_sat``: preflight, attack stage, evaluation stage) runs on the
 paper's timm architectures with random weights and seeded synthetic 224-px images, from an
@@ -43,7 +44,9 @@ PAPER_MODELS = Path(__file__).resolve().parents[1] / "zoos" / "sat-paper.txt"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="*", default=[f"@{PAPER_MODELS}"], help="specs or @FILE [default: the paper's 68]")
+    parser.add_argument(
+        "--models", nargs="*", default=[f"@{PAPER_MODELS}"], help="specs or @FILE [default: the paper's 68]"
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first K models")
     parser.add_argument("--n-images", type=int, default=8)
     parser.add_argument("--steps", type=int, default=2)
@@ -53,39 +56,61 @@ def main() -> None:
     parser.add_argument("--full-images", type=int, default=5000)
     parser.add_argument("--full-steps", type=int, default=50)
     parser.add_argument("--full-models", type=int, default=69, help="models of the full study (the paper: 69)")
-    parser.add_argument("--accuracy", type=float, default=0.8, help="clean accuracy assumed for X_st (ImageNet models: ~0.8)")
+    parser.add_argument(
+        "--accuracy", type=float, default=0.8, help="clean accuracy assumed for X_st (ImageNet models: ~0.8)"
+    )
     parser.add_argument("--gpus", type=int, default=8, help="devices of the node the Ray extrapolation assumes")
-    parser.add_argument("--naive-models", type=int, default=None, help="models to time torchattacks PGD on [default: all]")
+    parser.add_argument(
+        "--naive-models", type=int, default=None, help="models to time torchattacks PGD on [default: all]"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the per-model table and the totals as CSVs here")
     args = parser.parse_args()
 
-    specs = [s if "pretrained=" in s or not s.startswith(("timm:", "torchvision:")) else f"{s},pretrained=false" for s in model_list(args.models)]
+    specs = [
+        s if "pretrained=" in s or not s.startswith(("timm:", "torchvision:")) else f"{s},pretrained=false"
+        for s in model_list(args.models)
+    ]
     specs = specs[: args.limit] if args.limit else specs
     print(machine())
     with tempfile.TemporaryDirectory() as folder:
         rng = np.random.default_rng(0)
         np.savez(
-            Path(folder) / "set.npz", images=rng.integers(0, 256, (args.n_images, 3, 224, 224), dtype=np.uint8),
-            labels=rng.integers(0, 1000, args.n_images), classes=np.array([str(i) for i in range(1000)]),
+            Path(folder) / "set.npz",
+            images=rng.integers(0, 256, (args.n_images, 3, 224, 224), dtype=np.uint8),
+            labels=rng.integers(0, 1000, args.n_images),
+            classes=np.array([str(i) for i in range(1000)]),
         )
         store = CacheStore(Path(folder) / "cache")
         started = time.perf_counter()
         run = run_sat(
-            specs, data=f"npz:{Path(folder) / 'set.npz'}", steps=args.steps, n_boot=0, device=args.device,
-            batch_size=int(args.batch_size) if args.batch_size.isdigit() else args.batch_size, cache=store, precision=args.precision,
+            specs,
+            data=f"npz:{Path(folder) / 'set.npz'}",
+            steps=args.steps,
+            n_boot=0,
+            device=args.device,
+            batch_size=int(args.batch_size) if args.batch_size.isdigit() else args.batch_size,
+            cache=store,
+            precision=args.precision,
         )
         wall = time.perf_counter() - started
         device = run.config["device"]
-        naive_rates = torchattacks_rates(run.transfer.specs[: args.naive_models], store, device, args, run.config["precision"])
+        naive_rates = torchattacks_rates(
+            run.transfer.specs[: args.naive_models], store, device, args, run.config["precision"]
+        )
     table = run.timings.copy()
     table["clean_images_per_s"] = args.n_images / table.clean_s
     table["torchattacks_image_steps_per_s"] = pd.Series(naive_rates, dtype=float).reindex(range(len(table))).to_numpy()
     ratio = float(np.nanmean(table.torchattacks_image_steps_per_s / table.attack_image_steps_per_s))
-    table["torchattacks_image_steps_per_s"] = table.torchattacks_image_steps_per_s.fillna(table.attack_image_steps_per_s * ratio)
+    table["torchattacks_image_steps_per_s"] = table.torchattacks_image_steps_per_s.fillna(
+        table.attack_image_steps_per_s * ratio
+    )
     cost = run.config["cost"]
-    print(f"measured: {len(specs)} models, {args.n_images} images, PGD-{args.steps} on {device} ({run.config['precision']}): "
-          f"{wall:.0f} s (preflight {cost['preflight_s']:.0f} s, attack stage {cost['attack_stage_s']:.0f} s, "
-          f"evaluation stage {cost['evaluate_stage_s']:.0f} s)")
+    print(
+        f"measured: {len(specs)} models, {args.n_images} images, PGD-{args.steps} on {device} "
+        f"({run.config['precision']}): "
+        f"{wall:.0f} s (preflight {cost['preflight_s']:.0f} s, attack stage {cost['attack_stage_s']:.0f} s, "
+        f"evaluation stage {cost['evaluate_stage_s']:.0f} s)"
+    )
     with pd.option_context("display.width", 200, "display.max_rows", 200):
         shown = ["model", "load_s", "attack_image_steps_per_s", "clean_images_per_s", "torchattacks_image_steps_per_s"]
         print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
@@ -95,7 +120,9 @@ def main() -> None:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out / "study_models.csv", index=False, float_format="%.4g")
-        pd.Series(totals, name="hours").rename_axis("estimate").to_csv(args.out / "study_totals.csv", float_format="%.4g")
+        pd.Series(totals, name="hours").rename_axis("estimate").to_csv(
+            args.out / "study_totals.csv", float_format="%.4g"
+        )
 
 
 def extrapolate(table: pd.DataFrame, args: argparse.Namespace) -> dict[str, float]:
@@ -112,7 +139,9 @@ def extrapolate(table: pd.DataFrame, args: argparse.Namespace) -> dict[str, floa
     stage1 = max((loads / 3 * 2 + clean + attack).sum() * scale / args.gpus, (loads / 3 * 2 + clean + attack).max())
     stage2 = max((loads / 3 + evaluate).sum() * scale / args.gpus, (loads / 3 + evaluate).max())
     naive_attack = images * steps / table.torchattacks_image_steps_per_s
-    naive = n_full * (naive_attack.sum() + (images / table.clean_images_per_s).sum()) * scale / 3600  # N^2 attacks and evaluations
+    naive = (
+        n_full * (naive_attack.sum() + (images / table.clean_images_per_s).sum()) * scale / 3600
+    )  # N^2 attacks and evaluations
     return {
         f"archsim, {n_full} models, one device": one_device,
         "  of which attacks": attack.sum() * scale / 3600,
@@ -123,7 +152,9 @@ def extrapolate(table: pd.DataFrame, args: argparse.Namespace) -> dict[str, floa
     }
 
 
-def torchattacks_rates(specs: list[str], store: CacheStore, device: str, args: argparse.Namespace, precision: str) -> list[float]:
+def torchattacks_rates(
+    specs: list[str], store: CacheStore, device: str, args: argparse.Namespace, precision: str
+) -> list[float]:
     """torchattacks PGD image-steps per second on each model, same images, steps and batch as the run."""
     import torchattacks
 

@@ -39,8 +39,10 @@ def augmentation(repeats: int) -> None:
     per_image = T.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))
     batched = affine_augmentation()
     timings = {}
-    for name, call in (("torchvision, image by image", lambda: torch.stack([per_image(image) for image in batch])),
-                       ("kornia, whole batch", lambda: batched(batch))):
+    for name, call in (
+        ("torchvision, image by image", lambda: torch.stack([per_image(image) for image in batch])),
+        ("kornia, whole batch", lambda: batched(batch)),
+    ):
         call()
         started = time.perf_counter()
         for _ in range(repeats):
@@ -51,16 +53,22 @@ def augmentation(repeats: int) -> None:
 
 
 def worker_start(processes: int, repeats: int) -> None:
-    """Seconds to start and stop a pool of ``processes`` workers (each runs archsim's initializer, so imports archsim)."""
+    """Seconds to start and stop a pool of ``processes`` workers (each runs archsim's initializer, so imports
+    archsim)."""
     timings = {}
     for name, context in (("spawned", get_context("spawn")), ("from the fork server", worker_context())):
         started = time.perf_counter()
         for _ in range(repeats):
-            with ProcessPoolExecutor(processes, mp_context=context, initializer=worker_setup, initargs=(os.getpid(), dict(os.environ))) as pool:
+            with ProcessPoolExecutor(
+                processes, mp_context=context, initializer=worker_setup, initargs=(os.getpid(), dict(os.environ))
+            ) as pool:
                 list(pool.map(abs, range(processes)))  # the pool joins every worker, started or not, on leaving
         timings[name] = (time.perf_counter() - started) / repeats
         print(f"start {processes} workers, {name:<22} {timings[name]:6.2f} s")
-    print(f"fork server {timings['spawned'] / timings['from the fork server']:.0f}x faster (its own start, once per process, not counted)")
+    print(
+        f"fork server {timings['spawned'] / timings['from the fork server']:.0f}x faster (its own start, once per "
+        f"process, not counted)"
+    )
 
 
 def main() -> None:
@@ -80,9 +88,14 @@ def main() -> None:
         started = time.perf_counter()
         train_zoo([f"zoo:{name}" for name in args.models], side, processes=args.processes)
         t_side = time.perf_counter() - started
-        same = all(create_model(f"zoo:{n}", cache=alone).fingerprint == create_model(f"zoo:{n}", cache=side).fingerprint for n in args.models)
-    print(f"one after another {t_alone:6.1f} s; side by side {t_side:6.1f} s (fork server start included): "
-          f"{t_alone / t_side:.2f}x; same weights: {same}")
+        same = all(
+            create_model(f"zoo:{n}", cache=alone).fingerprint == create_model(f"zoo:{n}", cache=side).fingerprint
+            for n in args.models
+        )
+    print(
+        f"one after another {t_alone:6.1f} s; side by side {t_side:6.1f} s (fork server start included): "
+        f"{t_alone / t_side:.2f}x; same weights: {same}"
+    )
     worker_start(args.processes, 3)
 
 

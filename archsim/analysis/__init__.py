@@ -8,4 +8,12 @@ from archsim.analysis.importance import component_importance
 from archsim.analysis.keywords import cluster_keywords
 from archsim.analysis.matrix import read_matrix
 
-__all__ = ["CARD_COLUMNS", "compare_matrices", "read_cards", "read_matrix", "spectral_clusters", "component_importance", "cluster_keywords"]
+__all__ = [
+    "CARD_COLUMNS",
+    "compare_matrices",
+    "read_cards",
+    "read_matrix",
+    "spectral_clusters",
+    "component_importance",
+    "cluster_keywords",
+]

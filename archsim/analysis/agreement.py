@@ -29,7 +29,9 @@ def matrix_correlations(matrices: dict[str, pd.DataFrame]) -> pd.DataFrame:
     first = matrices[names[0]]
     for name in names[1:]:
         if list(matrices[name].index) != list(first.index):
-            raise ArchsimError(f"matrix {name!r} lists other models than {names[0]!r}; compare matrices of the same models")
+            raise ArchsimError(
+                f"matrix {name!r} lists other models than {names[0]!r}; compare matrices of the same models"
+            )
     if len(first) < 3:
         raise ArchsimError(f"{len(first)} models give fewer than 3 model pairs to correlate; compare at least 3 models")
     rows = []
@@ -40,16 +42,21 @@ def matrix_correlations(matrices: dict[str, pd.DataFrame]) -> pd.DataFrame:
         if keep.sum() < 3 or np.ptp(x[keep]) == 0 or np.ptp(y[keep]) == 0:
             warnings.warn(
                 f"{a} and {b}: {int(keep.sum())} model pairs with finite values in both, "
-                f"{'constant in one' if keep.sum() >= 3 else 'fewer than 3'}; their correlation is NaN", stacklevel=2,
+                f"{'constant in one' if keep.sum() >= 3 else 'fewer than 3'}; their correlation is NaN",
+                stacklevel=2,
             )
             rows.append({**row, **dict.fromkeys(("pearson", "pearson_p", "spearman", "spearman_p"), np.nan)})
             continue
         pearson, spearman = stats.pearsonr(x[keep], y[keep]), stats.spearmanr(x[keep], y[keep])
-        rows.append({
-            **row,
-            "pearson": float(pearson.statistic), "pearson_p": float(pearson.pvalue),
-            "spearman": float(spearman.statistic), "spearman_p": float(spearman.pvalue),
-        })
+        rows.append(
+            {
+                **row,
+                "pearson": float(pearson.statistic),
+                "pearson_p": float(pearson.pvalue),
+                "spearman": float(spearman.statistic),
+                "spearman_p": float(spearman.pvalue),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -67,7 +74,9 @@ def common_models(matrices: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataF
     return {n: matrices[n].loc[shared, shared] for n in names}, left_out
 
 
-def compare_matrices(matrices: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict[str, list[str]]]:
+def compare_matrices(
+    matrices: dict[str, pd.DataFrame],
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict[str, list[str]]]:
     """:func:`matrix_correlations` of the matrices on their :func:`common_models`, with the mean
     difference (b minus a) and mean absolute difference of the off-diagonal entries, which the
     correlations do not see: two matrices can rank pairs alike on shifted scales (another eps)."""

@@ -30,16 +30,23 @@ def read_cards(path: str | Path) -> pd.DataFrame:
     """Cards indexed by model name, one column per component (``~`` = does not apply)."""
     path = Path(path)
     if not path.is_file():
-        raise ArchsimError(f"cards file {path} {'is a folder' if path.is_dir() else 'does not exist'}; pass --cards a CSV like 'Model Feature_release.csv'")
+        raise ArchsimError(
+            f"cards file {path} {'is a folder' if path.is_dir() else 'does not exist'}; pass --cards a CSV like "
+            f"'Model Feature_release.csv'"
+        )
     try:
         cards = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
         raise ArchsimError(f"cannot read cards file {path} ({type(error).__name__}); it must be a CSV") from None
     missing = [c for c in (NAME_COLUMN, *CARD_COLUMNS) if c not in cards.columns]
     if missing:
-        raise ArchsimError(f"cards file {path} lacks column(s) {', '.join(missing)}; use the layout of 'Model Feature_release.csv'")
+        raise ArchsimError(
+            f"cards file {path} lacks column(s) {', '.join(missing)}; use the layout of 'Model Feature_release.csv'"
+        )
     if cards[NAME_COLUMN].duplicated().any():
-        raise ArchsimError(f"cards file {path} lists {cards[NAME_COLUMN][cards[NAME_COLUMN].duplicated()].iloc[0]!r} twice")
+        raise ArchsimError(
+            f"cards file {path} lists {cards[NAME_COLUMN][cards[NAME_COLUMN].duplicated()].iloc[0]!r} twice"
+        )
     return cards.set_index(NAME_COLUMN)[list(CARD_COLUMNS)].apply(lambda col: col.str.strip())
 
 
@@ -64,7 +71,14 @@ def card_agreement(reference: pd.DataFrame, extracted: pd.DataFrame) -> pd.DataF
     for component in CARD_COLUMNS:
         ref, got = reference.loc[names, component], extracted.loc[names, component]
         wrong = [f"{n}: {ref[n]} -> {got[n]}" for n in names if ref[n] != got[n]]
-        rows.append({"component": component, "agree": 1 - len(wrong) / len(names), "models": len(names), "mismatches": "; ".join(wrong)})
+        rows.append(
+            {
+                "component": component,
+                "agree": 1 - len(wrong) / len(names),
+                "models": len(names),
+                "mismatches": "; ".join(wrong),
+            }
+        )
     return pd.DataFrame(rows)
 
 

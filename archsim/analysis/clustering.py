@@ -46,7 +46,9 @@ def spectral_clusters(sat: pd.DataFrame, k: int | None = None, n_init: int = 100
     n = len(w)
     np.fill_diagonal(w, 0.0)
     if (w < 0).any():
-        raise ArchsimError("the SAT matrix has negative entries; affinities must be >= 0 (use eps_s >= 1, i.e. SAT >= 0)")
+        raise ArchsimError(
+            "the SAT matrix has negative entries; affinities must be >= 0 (use eps_s >= 1, i.e. SAT >= 0)"
+        )
     if k is not None and not 2 <= k <= n:
         raise ArchsimError(f"--clusters {k} must lie between 2 and the {n} models")
     degree = w.sum(1)

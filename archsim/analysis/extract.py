@@ -31,20 +31,44 @@ NAS_FAMILIES = ("timm.models.efficientnet", "timm.models.mobilenetv3", "timm.mod
 _NORM_OPS = {"batch_norm": "BN", "layer_norm": "LN", "group_norm": "GN", "rms_norm": "RMSNorm"}
 _NORM_ORDER = ("LN", "BN", "GN", "EvoNorm", "Affine transform", "RMSNorm")
 _ACT_OPS = {
-    "gelu": "GeLU", "relu": "ReLU", "leaky_relu": "Leaky ReLU", "silu": "SiLU", "hardtanh": "ReLU6",
-    "hardswish": "HardSwish", "mish": "Mish", "elu": "ELU", "prelu": "PReLU", "selu": "SELU", "celu": "CELU",
+    "gelu": "GeLU",
+    "relu": "ReLU",
+    "leaky_relu": "Leaky ReLU",
+    "silu": "SiLU",
+    "hardtanh": "ReLU6",
+    "hardswish": "HardSwish",
+    "mish": "Mish",
+    "elu": "ELU",
+    "prelu": "PReLU",
+    "selu": "SELU",
+    "celu": "CELU",
 }
 _ACT_ORDER = ("GeLU", "ReLU", "Leaky ReLU", "SiLU", "ReLU6", "HardSwish", "Mish", "ELU", "PReLU", "SELU", "CELU")
 _GATE_OPS = ("sigmoid", "softmax")  # substrings: hardsigmoid, _softmax, _safe_softmax
 _POOL_OPS = {
-    "mean": "GAP", "sum": "GAP", "avg_pool2d": "GAP", "_adaptive_avg_pool2d": "GAP", "adaptive_avg_pool2d": "GAP",
-    "select": "CLS token", "slice": "CLS token",
-    "amax": "GMP", "max": "GMP", "max_pool2d_with_indices": "GMP", "adaptive_max_pool2d": "GMP",
+    "mean": "GAP",
+    "sum": "GAP",
+    "avg_pool2d": "GAP",
+    "_adaptive_avg_pool2d": "GAP",
+    "adaptive_avg_pool2d": "GAP",
+    "select": "CLS token",
+    "slice": "CLS token",
+    "amax": "GMP",
+    "max": "GMP",
+    "max_pool2d_with_indices": "GMP",
+    "adaptive_max_pool2d": "GMP",
 }
 _WINDOW_POOL_OPS = ("max_pool2d", "max_pool2d_with_indices", "avg_pool2d")
 # Labels for the attention kinds the published table names; others keep their class name.
 _SA_LABELS = {"BottleneckAttn": "BoT", "HaloAttn": "Halo", "LambdaLayer": "Lambda"}
-_CW_LABELS = (("EffectiveSE", "ESE"), ("Eca", "ECA"), ("GlobalContext", "GCA"), ("Cbam", "CBAM"), ("SqueezeExcit", "SE"), ("SE", "SE"))
+_CW_LABELS = (
+    ("EffectiveSE", "ESE"),
+    ("Eca", "ECA"),
+    ("GlobalContext", "GCA"),
+    ("Cbam", "CBAM"),
+    ("SqueezeExcit", "SE"),
+    ("SE", "SE"),
+)
 # A stem container holds at most this share of the network's parameterised layers.
 _STEM_SHARE = 0.2
 
@@ -80,7 +104,9 @@ class CardExtractor:
         self.classifier = self._classifier()
         self.stem, self.stem_pooling = self._stem()
         self.attention = self._attention_calls()
-        self.gates = [g for g in self._channel_gates() if not any(a.inside(g.path) or g.inside(a.path) for a in self.attention)]
+        self.gates = [
+            g for g in self._channel_gates() if not any(a.inside(g.path) or g.inside(a.path) for a in self.attention)
+        ]
 
     # -- structure -------------------------------------------------------------------
     def _classifier(self) -> Call | None:
@@ -94,7 +120,9 @@ class CardExtractor:
             return [], False
         first = self.convs[0]
         modules = self.trace.modules
-        layers = [n for n, m in modules.items() if not list(m.children()) and any(True for _ in m.parameters(recurse=False))]
+        layers = [
+            n for n, m in modules.items() if not list(m.children()) and any(True for _ in m.parameters(recurse=False))
+        ]
         container = None
         parts = first.path.split(".")
         for depth in range(1, len(parts)):
@@ -121,19 +149,24 @@ class CardExtractor:
                     break
                 stem.append(call)
         after_stem = stem[-1].end
-        next_layer = min((c.start for c in self.convs + self.linears if c.start > after_stem), default=len(self.trace.ops) + 10**9)
+        next_layer = min(
+            (c.start for c in self.convs + self.linears if c.start > after_stem), default=len(self.trace.ops) + 10**9
+        )
         out_positions = _positions(stem[-1].out_shape)
         # A pooling that opens a block (e.g. an average-pool shortcut) belongs to that block, not the stem.
         blocks = [c for c in self.trace.calls if after_stem < c.start and c.end > next_layer]
         pooling = any(
-            op.name in _WINDOW_POOL_OPS and _positions(op.out_shapes[0]) < _positions(op.in_shapes[0]) and _positions(op.out_shapes[0]) > 1
+            op.name in _WINDOW_POOL_OPS
+            and _positions(op.out_shapes[0]) < _positions(op.in_shapes[0])
+            and _positions(op.out_shapes[0]) > 1
             and not any(b.start < op.index < b.end for b in blocks)
             for op in self.trace.ops
             if after_stem < op.index < next_layer and op.out_shapes and op.in_shapes
         ) or any(
             # parameter-free downsampling modules, e.g. anti-aliased (blur) pooling
             not any(True for _ in c.module.parameters())
-            and c.in_shape is not None and c.out_shape is not None
+            and c.in_shape is not None
+            and c.out_shape is not None
             and 1 < _positions(c.out_shape) < _positions(c.in_shape) <= out_positions
             for c in self.trace.calls
             if after_stem < c.start < next_layer and not any(b.start < c.start < b.end for b in blocks)
@@ -168,7 +201,9 @@ class CardExtractor:
                 continue
             channels = shape[1]
             if any(
-                any(g in op.name for g in _GATE_OPS) and op.in_shapes and op.in_shapes[0][0] == TRACE_BATCH
+                any(g in op.name for g in _GATE_OPS)
+                and op.in_shapes
+                and op.in_shapes[0][0] == TRACE_BATCH
                 and _per_sample(op.in_shapes[0]) <= 4 * channels
                 for op in self.trace.ops_within(call)
             ):
@@ -182,9 +217,12 @@ class CardExtractor:
     def base_architecture(self) -> str:
         stem_ids = {id(c) for c in self.stem}
         body_convs = [
-            c for c in self.convs
+            c
+            for c in self.convs
             # convolutions of the raw image (multi-scale patch embeddings) are stems, not body
-            if id(c) not in stem_ids and c.module.in_channels != self.input_size[0] and not self._inside_any(c, self.gates)
+            if id(c) not in stem_ids
+            and c.module.in_channels != self.input_size[0]
+            and not self._inside_any(c, self.gates)
         ]
         body_linears = [c for c in self.linears if c is not self.classifier and not self._inside_any(c, self.gates)]
         if self.attention:
@@ -257,7 +295,12 @@ class CardExtractor:
         for op in reversed([op for op in self.trace.ops if op.index < end]):
             # The nearest pooling-kind operation before the classifier, even one over a single
             # position (a 1 x 1 final map at small input sizes is still global average pooling).
-            if op.name in _POOL_OPS and op.in_shapes and op.out_shapes and op.in_shapes[0][0] == TRACE_BATCH == op.out_shapes[0][0]:
+            if (
+                op.name in _POOL_OPS
+                and op.in_shapes
+                and op.out_shapes
+                and op.in_shapes[0][0] == TRACE_BATCH == op.out_shapes[0][0]
+            ):
                 before, after = _per_sample(op.in_shapes[0]), _per_sample(op.out_shapes[0])
                 if after:
                     return _POOL_OPS[op.name], max(before // after, 1), op.index
@@ -270,7 +313,9 @@ class CardExtractor:
     def self_attention_2d(self) -> str:
         if not self.attention or self.base_architecture() not in ("CNN", "NAS (CNN)"):
             return "No"
-        labels = list(dict.fromkeys(_SA_LABELS.get(type(c.module).__name__, type(c.module).__name__) for c in self.attention))
+        labels = list(
+            dict.fromkeys(_SA_LABELS.get(type(c.module).__name__, type(c.module).__name__) for c in self.attention)
+        )
         return f"Yes ({', '.join(labels)})"
 
     def channel_attention(self) -> str:
@@ -295,7 +340,11 @@ class CardExtractor:
             if parent is None:
                 continue
             # a convolution (or a module of convolutions) taking the gated map, not the block input as a shortcut does
-            takers = [c for c in self.trace.calls if gate.end < c.start < parent.end and c.inside(parent.path) and c.in_shape == gate.out_shape]
+            takers = [
+                c
+                for c in self.trace.calls
+                if gate.end < c.start < parent.end and c.inside(parent.path) and c.in_shape == gate.out_shape
+            ]
             later_conv = any(conv.inside(t.path) for t in takers for conv in self.convs)
             places["Middle" if later_conv else "End"] += 1
         return places.most_common(1)[0][0] if places else NOT_APPLICABLE
@@ -335,5 +384,7 @@ def extract_card(model) -> dict[str, str]:
     """The card of a wrapped :class:`~archsim.models.SimModel`, at its own input resolution."""
     size = model.preprocess.input_size
     if size is None:
-        raise ArchsimError(f"model {model.name!r} declares no input size; give its spec input_size=C:H:W or write its card by hand")
+        raise ArchsimError(
+            f"model {model.name!r} declares no input size; give its spec input_size=C:H:W or write its card by hand"
+        )
     return extract_card_from_module(model.net, size)

@@ -29,9 +29,18 @@ def component_importance(
     """Permutation importance of each component for predicting SAT, sorted (paper's settings by default)."""
     features, target = pair_features(sat, cards)
     model = GradientBoostingRegressor(
-        n_estimators=n_estimators, max_depth=max_depth, min_samples_split=min_samples_split,
-        learning_rate=learning_rate, random_state=seed,
+        n_estimators=n_estimators,
+        max_depth=max_depth,
+        min_samples_split=min_samples_split,
+        learning_rate=learning_rate,
+        random_state=seed,
     ).fit(features, target)
     result = permutation_importance(model, features, target, n_repeats=n_repeats, random_state=seed)
-    table = pd.DataFrame({"component": features.columns, "importance_mean": result.importances_mean, "importance_std": result.importances_std})
+    table = pd.DataFrame(
+        {
+            "component": features.columns,
+            "importance_mean": result.importances_mean,
+            "importance_std": result.importances_std,
+        }
+    )
     return table.sort_values("importance_mean", ascending=False, kind="stable").reset_index(drop=True)

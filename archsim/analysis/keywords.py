@@ -21,5 +21,8 @@ def cluster_keywords(cards: pd.DataFrame, clusters: pd.Series, top: int = 5) -> 
     for cluster in sorted(clusters.unique()):
         mean = matrix[(clusters == cluster).to_numpy()].mean(0)
         order = np.lexsort((vocabulary, -mean))[:top]
-        rows += [{"cluster": int(cluster), "rank": r + 1, "word": vocabulary[o], "score": float(mean[o])} for r, o in enumerate(order)]
+        rows += [
+            {"cluster": int(cluster), "rank": r + 1, "word": vocabulary[o], "score": float(mean[o])}
+            for r, o in enumerate(order)
+        ]
     return pd.DataFrame(rows)

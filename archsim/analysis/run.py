@@ -44,8 +44,10 @@ class Analysis:
     def tables(self) -> dict[str, pd.DataFrame]:
         tables = {"clusters.csv": self.clusters, "spectral_distances.csv": self.spectral.ordered_distances()}
         for name, table in (
-            ("importance.csv", self.importance), ("keywords.csv", self.keywords),
-            ("stability.csv", self.stability), ("training_vs_architecture.csv", self.training),
+            ("importance.csv", self.importance),
+            ("keywords.csv", self.keywords),
+            ("stability.csv", self.stability),
+            ("training_vs_architecture.csv", self.training),
         ):
             if table is not None:
                 tables[name] = table
@@ -66,7 +68,9 @@ def analyze_matrix(
     spectral = spectral_clusters(sat, k=k, seed=check_seed(seed))
     analysis = Analysis(sat, spectral, spectral.labels.rename_axis("model").reset_index(), models=models)
     if len(sat) >= MIN_MODELS_STABILITY and spectral.k < len(sat) - 1:
-        analysis.stability, per_model = cluster_stability(sat, spectral.labels, spectral.k, n_resamples=n_resamples, seed=seed)
+        analysis.stability, per_model = cluster_stability(
+            sat, spectral.labels, spectral.k, n_resamples=n_resamples, seed=seed
+        )
         analysis.clusters["stability"] = per_model.to_numpy()
     else:
         analysis.notes.append(f"cluster stability needs at least {MIN_MODELS_STABILITY} models and k below N-1")

@@ -10,7 +10,13 @@ from archsim.analysis.clustering import spectral_clusters
 
 
 def cluster_stability(
-    sat: pd.DataFrame, labels: pd.Series, k: int, n_resamples: int = 30, keep: float = 0.8, n_init: int = 100, seed: int = 0
+    sat: pd.DataFrame,
+    labels: pd.Series,
+    k: int,
+    n_resamples: int = 30,
+    keep: float = 0.8,
+    n_init: int = 100,
+    seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Recluster random ``keep`` shares of the models with the same k.
 
@@ -35,5 +41,7 @@ def cluster_stability(
         jaccard = (same_full & same_sub).sum(1) / (same_full | same_sub).sum(1)
         overlap_sum[kept] += jaccard
         overlap_count[kept] += 1
-    per_model = pd.Series(np.where(overlap_count > 0, overlap_sum / np.maximum(overlap_count, 1), np.nan), index=names, name="stability")
+    per_model = pd.Series(
+        np.where(overlap_count > 0, overlap_sum / np.maximum(overlap_count, 1), np.nan), index=names, name="stability"
+    )
     return pd.DataFrame(rows), per_model

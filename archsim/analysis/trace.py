@@ -120,7 +120,9 @@ def _run(net: nn.Module, shape: tuple[int, ...], device: torch.device) -> Trace:
         counter[0] += 1
         first = _first_tensor(args)
         call = Call(
-            names.get(id(module), "?"), module, counter[0],
+            names.get(id(module), "?"),
+            module,
+            counter[0],
             in_shape=tuple(first.shape) if first is not None else None,
             in_strides=tuple(first.stride()) if first is not None else None,
         )

@@ -15,7 +15,13 @@ def pair_relation(a: pd.Series, b: pd.Series) -> str:
         return "different architectures"
     if a["regime"] and b["regime"] and a["regime"] != b["regime"]:
         return "different training regimes"
-    if a["regime"] == b["regime"] and a["regime"] and pd.notna(a["seed"]) and pd.notna(b["seed"]) and a["seed"] != b["seed"]:
+    if (
+        a["regime"] == b["regime"]
+        and a["regime"]
+        and pd.notna(a["seed"])
+        and pd.notna(b["seed"])
+        and a["seed"] != b["seed"]
+    ):
         return "different seeds"
     return "same architecture, other differences"
 
@@ -38,11 +44,19 @@ def relation_groups(sat: pd.DataFrame, models: pd.DataFrame) -> dict[str, list[f
 def summarise(groups: dict[str, list[float]]) -> pd.DataFrame:
     """Pairs, mean and spread of SAT per relation, the paper's relations first."""
     order = [*PAPER_MEANS, *(name for name in groups if name not in PAPER_MEANS)]
-    return pd.DataFrame([
-        {"comparison": name, "pairs": len(groups[name]), "mean_sat": float(np.nanmean(groups[name])),
-         "std_sat": float(np.nanstd(groups[name])), "paper_mean_sat": PAPER_MEANS.get(name, np.nan)}
-        for name in order if name in groups
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "comparison": name,
+                "pairs": len(groups[name]),
+                "mean_sat": float(np.nanmean(groups[name])),
+                "std_sat": float(np.nanstd(groups[name])),
+                "paper_mean_sat": PAPER_MEANS.get(name, np.nan),
+            }
+            for name in order
+            if name in groups
+        ]
+    )
 
 
 def training_vs_architecture(sat: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame | None:

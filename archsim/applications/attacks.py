@@ -62,14 +62,26 @@ def compare_attacks(
     with engine_for(engine, device, address) as runner:
         for spec in attacks:
             result = run_sat(
-                settings["models"], data=settings["data"], n_images=settings["n_images"], attack=spec, eps=eps,
-                seed=settings["seed"], eps_s=settings["eps_s"], n_boot=0, device=device, batch_size=batch_size, cache=store, engine=runner,
+                settings["models"],
+                data=settings["data"],
+                n_images=settings["n_images"],
+                attack=spec,
+                eps=eps,
+                seed=settings["seed"],
+                eps_s=settings["eps_s"],
+                n_boot=0,
+                device=device,
+                batch_size=batch_size,
+                cache=store,
+                engine=runner,
                 precision=folder.precision,
             )
             matrices[spec] = result.sat
             white_box[spec] = result.models.set_index("model")["white_box_success"]
     noise = folder.config.get("attack_seed_noise")
-    comparison = AttackComparison(matrices, matrix_correlations(matrices), pd.DataFrame(white_box).rename_axis("model"), noise)
+    comparison = AttackComparison(
+        matrices, matrix_correlations(matrices), pd.DataFrame(white_box).rename_axis("model"), noise
+    )
     out = Path(out) if out is not None else run_dir / "attacks"
     out.mkdir(parents=True, exist_ok=True)
     for spec, matrix in matrices.items():

@@ -35,10 +35,15 @@ def identical_misclassifications(transfer: TransferResult, sat: pd.DataFrame) ->
         for b in range(a + 1, len(names)):
             both = correct[a] & correct[b]
             count = int((same_mistake[a, b] & both).sum() + (same_mistake[b, a] & both).sum())
-            rows.append({
-                "a": names[a], "b": names[b], "sat": float(sat.iloc[a, b]), "identical": count,
-                "identical_rate": 100 * count / (2 * both.sum()) if both.any() else np.nan,
-            })
+            rows.append(
+                {
+                    "a": names[a],
+                    "b": names[b],
+                    "sat": float(sat.iloc[a, b]),
+                    "identical": count,
+                    "identical_rate": 100 * count / (2 * both.sum()) if both.any() else np.nan,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -64,18 +69,34 @@ def checkpoint_sat(
     settings = folder.settings
     name = model.split(":", 1)[1].split(",")[0] if model.startswith("zoo:") else None
     if name not in ZOO or "," in model:
-        raise ArchsimError(f"--checkpoints {model!r} must be a zoo model such as zoo:resnet-s0 (archsim retrains it keeping every epoch)")
+        raise ArchsimError(
+            f"--checkpoints {model!r} must be a zoo model such as zoo:resnet-s0 (archsim retrains it keeping every "
+            f"epoch)"
+        )
     total = ZOO[name].recipe.epochs
     chosen = sorted(set(epochs)) if epochs else sorted({int(round(e)) for e in np.linspace(1, total - 1, 5)})
     bad = [e for e in chosen if not 1 <= e < total]
     if bad:
-        raise ArchsimError(f"checkpoint epoch {bad[0]} is outside 1..{total - 1} of zoo:{name} (epoch {total} is the final model)")
+        raise ArchsimError(
+            f"checkpoint epoch {bad[0]} is outside 1..{total - 1} of zoo:{name} (epoch {total} is the final model)"
+        )
     store = folder.cache(cache)
     specs = [f"zoo:{name},epoch={e}" for e in chosen] + [f"zoo:{name}"]
     run = run_sat(
-        specs, data=settings["data"], n_images=settings["n_images"], attack=folder.attack_spec,
-        eps=settings["attack"]["eps"], seed=settings["seed"], eps_s=settings["eps_s"], n_boot=settings["n_boot"],
-        device=device, batch_size=batch_size, cache=store, engine=engine, address=address, precision=folder.precision,
+        specs,
+        data=settings["data"],
+        n_images=settings["n_images"],
+        attack=folder.attack_spec,
+        eps=settings["attack"]["eps"],
+        seed=settings["seed"],
+        eps_s=settings["eps_s"],
+        n_boot=settings["n_boot"],
+        device=device,
+        batch_size=batch_size,
+        cache=store,
+        engine=engine,
+        address=address,
+        precision=folder.precision,
     )
     final = run.transfer.names[-1]
     pairs = run.pairs.set_index(["source", "target"])
@@ -130,7 +151,10 @@ def adversarially_trained(
     same_weights = known.loc[known["fingerprint"] == loaded.fingerprint, "model"]
     name = same_weights.iloc[0] if len(same_weights) else loaded.name
     if not len(same_weights) and name in set(known["model"]):
-        raise ArchsimError(f"the run {run_dir} already has another model named {name!r}; give --adversarial another name with ,name=OTHER")
+        raise ArchsimError(
+            f"the run {run_dir} already has another model named {name!r}; give --adversarial another name with "
+            f",name=OTHER"
+        )
     peers = known.loc[(known["architecture"] == loaded.architecture_id) & (known["model"] != name), "model"]
     del loaded
     if not len(peers):
@@ -138,25 +162,38 @@ def adversarially_trained(
             f"--adversarial {model} has the architecture of no other model in {run_dir}; "
             "run it beside the same architecture trained normally (e.g. zoo:resnet-adv with zoo:resnet-s0)"
         )
-    run = load_run(run_dir, store, device, batch_size, models=[] if len(same_weights) else [model], engine=engine, address=address)
+    run = load_run(
+        run_dir, store, device, batch_size, models=[] if len(same_weights) else [model], engine=engine, address=address
+    )
     models = run.models
     others = [m for m in run.transfer.names if m != name]
     pairs = run.pairs.set_index(["source", "target"])
     info = models.set_index("model")
     listed = [name, *others]
-    table = pd.DataFrame({
-        "model": listed,
-        "relation": ["itself"] + ["same architecture" if m in set(peers) else "different architecture" for m in others],
-        "regime": [info.loc[m, "regime"] for m in listed],
-        "clean_accuracy": [float(info.loc[m, "clean_accuracy"]) for m in listed],
-        "white_box_success": [float(info.loc[m, "white_box_success"]) for m in listed],
-        "sat": [float(run.sat.loc[name, m]) for m in listed],
-        "sat_low": [float(pairs.loc[(name, m), "sat_low"]) for m in listed],
-        "sat_high": [float(pairs.loc[(name, m), "sat_high"]) for m in listed],
-    })
+    table = pd.DataFrame(
+        {
+            "model": listed,
+            "relation": ["itself"]
+            + ["same architecture" if m in set(peers) else "different architecture" for m in others],
+            "regime": [info.loc[m, "regime"] for m in listed],
+            "clean_accuracy": [float(info.loc[m, "clean_accuracy"]) for m in listed],
+            "white_box_success": [float(info.loc[m, "white_box_success"]) for m in listed],
+            "sat": [float(run.sat.loc[name, m]) for m in listed],
+            "sat_low": [float(pairs.loc[(name, m), "sat_low"]) for m in listed],
+            "sat_high": [float(pairs.loc[(name, m), "sat_high"]) for m in listed],
+        }
+    )
     rows = [
-        {"comparison": f"{name} vs {relation}", "pairs": len(part), "mean_sat": float(part["sat"].mean()), "std_sat": float(part["sat"].std(ddof=0))}
-        for relation, part in ((r, table[table["relation"] == r]) for r in ("same architecture", "different architecture")) if len(part)
+        {
+            "comparison": f"{name} vs {relation}",
+            "pairs": len(part),
+            "mean_sat": float(part["sat"].mean()),
+            "std_sat": float(part["sat"].std(ddof=0)),
+        }
+        for relation, part in (
+            (r, table[table["relation"] == r]) for r in ("same architecture", "different architecture")
+        )
+        if len(part)
     ]
     own = summarise(relation_groups(run.sat.loc[others, others], models))
     own["comparison"] = "run: " + own["comparison"]
@@ -202,7 +239,9 @@ def checks_on_run(
         checkpoints = checkpoint_sat(run_dir, checkpoints_of, epochs, cache, device, batch_size, engine, address)
         tables["checkpoints.csv"] = checkpoints
         trend = correlate(checkpoints["epoch"].to_numpy(float), checkpoints["sat_vs_final"].to_numpy(float))
-        summary = pd.concat([summary, pd.DataFrame([{"check": "checkpoint epoch vs sat_vs_final", "pairs": len(checkpoints), **trend}])])
+        summary = pd.concat(
+            [summary, pd.DataFrame([{"check": "checkpoint epoch vs sat_vs_final", "pairs": len(checkpoints), **trend}])]
+        )
     tables["checks_summary.csv"] = summary
     robust = None
     if adversarial is not None:

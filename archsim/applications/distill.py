@@ -46,7 +46,9 @@ class Distillation:
 def _run_model(models: pd.DataFrame, given: str, role: str, run_dir: Path) -> pd.Series:
     found = models[(models["model"] == given) | (models["spec"] == given)]
     if found.empty:
-        raise ArchsimError(f"{role} {given!r} is not a model of the run {run_dir} ({', '.join(models['model'])}); name one of them")
+        raise ArchsimError(
+            f"{role} {given!r} is not a model of the run {run_dir} ({', '.join(models['model'])}); name one of them"
+        )
     return found.iloc[0]
 
 
@@ -94,7 +96,10 @@ def distill(
     models = pd.read_csv(run_dir / "models.csv")
     row = _run_model(models, student, "--student", run_dir)
     if not str(row["spec"]).startswith("zoo:"):
-        raise ArchsimError(f"--student {student!r} must be a zoo: model of the run (archsim needs its architecture and recipe to train it again)")
+        raise ArchsimError(
+            f"--student {student!r} must be a zoo: model of the run (archsim needs its architecture and recipe to "
+            f"train it again)"
+        )
     entry_name = str(row["spec"]).split(":", 1)[1].split(",")[0]
     entry = ZOO[entry_name]
     if "epoch=" in str(row["spec"]):
@@ -102,9 +107,15 @@ def distill(
     try:
         train = load_data(settings["data"], split="train")
     except ArchsimError:
-        raise ArchsimError(f"distillation trains students on the run's training data, and {settings['data']!r} has none; use a digits run") from None
+        raise ArchsimError(
+            f"distillation trains students on the run's training data, and {settings['data']!r} has none; use a "
+            f"digits run"
+        ) from None
     evaluation = load_data(settings["data"], split="eval")
-    chosen = [_run_model(models, t, "teacher", run_dir) for t in (teachers or [m for m in models["model"] if m != row["model"]])]
+    chosen = [
+        _run_model(models, t, "teacher", run_dir)
+        for t in (teachers or [m for m in models["model"] if m != row["model"]])
+    ]
     if any(t["model"] == row["model"] for t in chosen):
         raise ArchsimError(f"the student {row['model']!r} cannot be its own teacher; leave it out of --teachers")
     if not chosen:
@@ -125,21 +136,37 @@ def distill(
     keys[NO_TEACHER] = _student_key(entry, recipe, None, train)
     # The missing students train one per core (each is a cache hit below); a worker loads its teacher by spec.
     specs = {keys[NO_TEACHER]: None} | {keys[t["model"]]: str(t["spec"]) for t, _ in loaded}
-    jobs = [(_student_accuracy, (entry_name, recipe, train, evaluation, spec, key, name)) for key, spec in specs.items() if not store.contains("distill", key)]
+    jobs = [
+        (_student_accuracy, (entry_name, recipe, train, evaluation, spec, key, name))
+        for key, spec in specs.items()
+        if not store.contains("distill", key)
+    ]
     train_side_by_side(jobs, store, f"distill {name}")
-    rows = [{
-        "teacher": NO_TEACHER, "teacher_accuracy": np.nan, "teacher_base": "", "same_base": False, "sat": np.nan,
-        "student_accuracy": _student_accuracy(entry_name, recipe, train, evaluation, None, keys[NO_TEACHER], name, store),
-    }]
+    rows = [
+        {
+            "teacher": NO_TEACHER,
+            "teacher_accuracy": np.nan,
+            "teacher_base": "",
+            "same_base": False,
+            "sat": np.nan,
+            "student_accuracy": _student_accuracy(
+                entry_name, recipe, train, evaluation, None, keys[NO_TEACHER], name, store
+            ),
+        }
+    ]
     for teacher_row, teacher in tqdm(loaded, desc=f"distill {name}", unit="teacher", disable=None):
-        rows.append({
-            "teacher": teacher_row["model"],
-            "teacher_accuracy": _accuracy(teacher, evaluation.images, evaluation.labels),
-            "teacher_base": bases[teacher_row["model"]],
-            "same_base": bases[teacher_row["model"]] == bases[name] != "unknown",
-            "sat": float(sat.loc[teacher_row["model"], name]),
-            "student_accuracy": _student_accuracy(entry_name, recipe, train, evaluation, teacher, keys[teacher_row["model"]], name, store),
-        })
+        rows.append(
+            {
+                "teacher": teacher_row["model"],
+                "teacher_accuracy": _accuracy(teacher, evaluation.images, evaluation.labels),
+                "teacher_base": bases[teacher_row["model"]],
+                "same_base": bases[teacher_row["model"]] == bases[name] != "unknown",
+                "sat": float(sat.loc[teacher_row["model"], name]),
+                "student_accuracy": _student_accuracy(
+                    entry_name, recipe, train, evaluation, teacher, keys[teacher_row["model"]], name, store
+                ),
+            }
+        )
     table = pd.DataFrame(rows)
     correlations = distill_correlations(table)
     out_dir = Path(out) if out is not None else run_dir / "distill" / name
@@ -153,11 +180,24 @@ def distill(
 
 
 def _student_key(entry: ZooEntry, recipe: Recipe, teacher: SimModel | None, train: ImageSet) -> str:
-    return digest("distill", entry.describe(), recipe.describe(), teacher.fingerprint if teacher else None, train.fingerprint, timm.__version__)
+    return digest(
+        "distill",
+        entry.describe(),
+        recipe.describe(),
+        teacher.fingerprint if teacher else None,
+        train.fingerprint,
+        timm.__version__,
+    )
 
 
 def _student_accuracy(
-    entry_name: str, recipe: Recipe, train: ImageSet, evaluation: ImageSet, teacher: SimModel | str | None, key: str, student: str,
+    entry_name: str,
+    recipe: Recipe,
+    train: ImageSet,
+    evaluation: ImageSet,
+    teacher: SimModel | str | None,
+    key: str,
+    student: str,
     store: CacheStore,
 ) -> float:
     """Accuracy (%) on ``evaluation`` of the zoo architecture trained from scratch with ``teacher``
@@ -167,14 +207,26 @@ def _student_accuracy(
     def fit() -> dict:
         model = create_model(teacher, cache=store, device="cpu") if isinstance(teacher, str) else teacher
         if _student_key(entry, recipe, model, train) != key:
-            raise ArchsimError(f"the teacher {teacher} gave other weights than when distill started (a file changed?); run distill again")
+            raise ArchsimError(
+                f"the teacher {teacher} gave other weights than when distill started (a file changed?); run distill "
+                f"again"
+            )
         state, _ = train_classifier(
-            entry.build, entry.preprocess(), train, recipe, entry.seed,
-            f"distill {student} from {model.name if model else 'labels only'}", teacher=model,
+            entry.build,
+            entry.preprocess(),
+            train,
+            recipe,
+            entry.seed,
+            f"distill {student} from {model.name if model else 'labels only'}",
+            teacher=model,
         )
         net = entry.build()
         net.load_state_dict(state)
-        return {"eval_accuracy": _accuracy(SimModel(net, entry.preprocess(), student, "distilled"), evaluation.images, evaluation.labels)}
+        return {
+            "eval_accuracy": _accuracy(
+                SimModel(net, entry.preprocess(), student, "distilled"), evaluation.images, evaluation.labels
+            )
+        }
 
     return float(store.get_or_compute("distill", key, fit)["eval_accuracy"])
 
@@ -188,10 +240,17 @@ def distill_correlations(table: pd.DataFrame) -> pd.DataFrame:
         ("sat", "different base architecture", taught[~taught["same_base"]]),
         ("teacher_accuracy", "all teachers (control)", taught),
     ]
-    return pd.DataFrame([
-        {"x": x, "group": name, "teachers": len(part), **correlate(part[x].to_numpy(float), part["student_accuracy"].to_numpy(float))}
-        for x, name, part in groups
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "x": x,
+                "group": name,
+                "teachers": len(part),
+                **correlate(part[x].to_numpy(float), part["student_accuracy"].to_numpy(float)),
+            }
+            for x, name, part in groups
+        ]
+    )
 
 
 PAPER_RULE = "paper: different base architecture first, least similar first; then same base, most similar first"
@@ -239,7 +298,11 @@ def recommend_teachers(run_dir: str | Path, student: str) -> pd.DataFrame:
                 continue
             group = taught[taught["same_base"] == same]
             group = group if group["sat"].nunique() >= 2 else taught
-            slope, intercept = np.polyfit(group["sat"], group["student_accuracy"], 1) if group["sat"].nunique() >= 2 else (0.0, group["student_accuracy"].mean())
+            slope, intercept = (
+                np.polyfit(group["sat"], group["student_accuracy"], 1)
+                if group["sat"].nunique() >= 2
+                else (0.0, group["student_accuracy"].mean())
+            )
             predicted.append(float(slope * value + intercept))
             sources.append("predicted")
         table["student_accuracy"], table["accuracy_from"] = predicted, sources

@@ -66,7 +66,9 @@ def _sets_of_size(n: int, k: int, n_sets: int, rng: np.random.Generator) -> list
     return sorted(found)
 
 
-def _sets_from_clusters(clusters: np.ndarray, k: int, n_clusters: int, n_sets: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
+def _sets_from_clusters(
+    clusters: np.ndarray, k: int, n_clusters: int, n_sets: int, rng: np.random.Generator
+) -> list[tuple[int, ...]]:
     """Up to ``n_sets`` distinct k-sets whose members come from exactly ``n_clusters`` clusters."""
     ids = np.unique(clusters)
     members = {c: np.flatnonzero(clusters == c) for c in ids}
@@ -118,10 +120,17 @@ def k_from_l(
             if not sets:
                 continue
             scores = _scored(names, logits, labels, sat, sets)
-            rows.append({
-                "k": k, "l": level, "sets": len(sets),
-                **{f"mean_{c}": scores[c].mean() for c in ("err_reduction", "error", "mean_member_error", "all_wrong", "mean_sat")},
-            })
+            rows.append(
+                {
+                    "k": k,
+                    "l": level,
+                    "sets": len(sets),
+                    **{
+                        f"mean_{c}": scores[c].mean()
+                        for c in ("err_reduction", "error", "mean_member_error", "all_wrong", "mean_sat")
+                    },
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -194,21 +203,42 @@ def study_ensembles(
     chosen.insert(0, "selection", ["most diverse by SAT", "least diverse by SAT"])
     summary = random_scores.drop(columns="members").mean().to_dict()
     selection = pd.concat(
-        [chosen, pd.DataFrame([{"selection": f"random (mean of {len(random_sets)})", "members": "", **summary}])], ignore_index=True
+        [chosen, pd.DataFrame([{"selection": f"random (mean of {len(random_sets)})", "members": "", **summary}])],
+        ignore_index=True,
     )
     # Share of random sets the SAT-diverse choice beats or ties: its percentile among them.
-    selection["random_sets_not_better"] = [float((random_scores["error"] >= e).mean()) for e in chosen["error"]] + [np.nan]
+    selection["random_sets_not_better"] = [float((random_scores["error"] >= e).mean()) for e in chosen["error"]] + [
+        np.nan
+    ]
     selection.insert(1, "k", k)
 
-    rows = [{"x": "sat", "y": "err_reduction", "over": "2-ensembles", "n": len(pairs), **correlate(pairs["sat"].to_numpy(), pairs["err_reduction"].to_numpy())}]
+    rows = [
+        {
+            "x": "sat",
+            "y": "err_reduction",
+            "over": "2-ensembles",
+            "n": len(pairs),
+            **correlate(pairs["sat"].to_numpy(), pairs["err_reduction"].to_numpy()),
+        }
+    ]
     for column in ("all_wrong", "error", "err_reduction"):
-        rows.append({
-            "x": "mean_sat", "y": column, "over": f"{len(random_sets)} random {k}-ensembles", "n": len(random_sets),
-            **correlate(random_scores["mean_sat"].to_numpy(), random_scores[column].to_numpy().astype(float)),
-        })
+        rows.append(
+            {
+                "x": "mean_sat",
+                "y": column,
+                "over": f"{len(random_sets)} random {k}-ensembles",
+                "n": len(random_sets),
+                **correlate(random_scores["mean_sat"].to_numpy(), random_scores[column].to_numpy().astype(float)),
+            }
+        )
     best = chosen.iloc[0]
-    recommended = {"members": best["members"].split(" + "), "error": best["error"], "err_reduction": best["err_reduction"],
-                   "mean_sat": best["mean_sat"], "random_mean_error": summary["error"]}
+    recommended = {
+        "members": best["members"].split(" + "),
+        "error": best["error"],
+        "err_reduction": best["err_reduction"],
+        "mean_sat": best["mean_sat"],
+        "random_mean_error": summary["error"],
+    }
     return EnsembleStudy(pairs, k_table, selection, pd.DataFrame(rows), recommended)
 
 
@@ -244,12 +274,25 @@ def ensembles_on_run(
     run = load_run(run_dir, cache, device, batch_size)
     labels = spectral_clusters(run.sat, k=min(clusters if clusters is not None else 5, n)).labels
     transfer = run.transfer
-    study = study_ensembles(transfer.names, transfer.clean_logits, transfer.labels, run.sat.to_numpy(), labels.to_numpy(), k, n_random, settings["seed"])
+    study = study_ensembles(
+        transfer.names,
+        transfer.clean_logits,
+        transfer.labels,
+        run.sat.to_numpy(),
+        labels.to_numpy(),
+        k,
+        n_random,
+        settings["seed"],
+    )
     study.k_table.insert(0, "clusters", labels.nunique())
     out = Path(out) if out is not None else Path(run_dir) / "ensembles"
     out.mkdir(parents=True, exist_ok=True)
-    for name, table in (("ensemble_pairs.csv", study.pairs), ("ensemble_k.csv", study.k_table),
-                        ("ensemble_selection.csv", study.selection), ("ensemble_correlations.csv", study.correlations)):
+    for name, table in (
+        ("ensemble_pairs.csv", study.pairs),
+        ("ensemble_k.csv", study.k_table),
+        ("ensemble_selection.csv", study.selection),
+        ("ensemble_correlations.csv", study.correlations),
+    ):
         atomic_write_text(out / name, table.to_csv(index=False, float_format="%.6g"))
     write_png(ensemble_figure(study.pairs, study.k_table), out / "ensembles.png")
     return study

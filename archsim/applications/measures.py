@@ -53,7 +53,9 @@ def compute_measures(
     """
     unknown = [m for m in measures if m not in MEASURES]
     if unknown or not measures:
-        raise ArchsimError(f"unknown measure {unknown[0]!r}; choose from {', '.join(MEASURES)}" if unknown else "give --measures")
+        raise ArchsimError(
+            f"unknown measure {unknown[0]!r}; choose from {', '.join(MEASURES)}" if unknown else "give --measures"
+        )
     folder = RunFolder(run_dir)
     settings, store = folder.settings, folder.cache(cache)
     run = load_run(run_dir, store, device, batch_size)
@@ -64,7 +66,9 @@ def compute_measures(
     if pair is not None and pair[0] == pair[1]:
         raise ArchsimError(f"--pair names {pair[0]!r} twice; the spread is of a measure between two different models")
     # As in the run: folder and npz data are read from the cache a batch at a time, never held whole.
-    images = load_data(settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"], store=store)
+    images = load_data(
+        settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"], store=store
+    )
     loaded: dict[str, Any] = {}
 
     def model_of(spec: str):
@@ -73,7 +77,14 @@ def compute_measures(
         return loaded[spec]
 
     per_item = measure_items(
-        list(dict.fromkeys(measures)), transfer, images, model_of, store, settings["attack"]["eps"], settings["seed"], batch_size
+        list(dict.fromkeys(measures)),
+        transfer,
+        images,
+        model_of,
+        store,
+        settings["attack"]["eps"],
+        settings["seed"],
+        batch_size,
     )
     matrices: dict[str, pd.DataFrame] = {}
     for measure, items in per_item.items():
@@ -83,10 +94,14 @@ def compute_measures(
     for measure, matrix in matrices.items():
         atomic_write_text(out / f"measure_{measure}.csv", matrix.to_csv(float_format="%.9f"))
     if len(names) >= 3:
-        every_pair = matrix_correlations({"sat": run.sat, **matrices})  # the scatter shows them all; the CSV those with SAT
+        every_pair = matrix_correlations(
+            {"sat": run.sat, **matrices}
+        )  # the scatter shows them all; the CSV those with SAT
         correlations = every_pair[every_pair.a == "sat"].reset_index(drop=True)
         atomic_write_text(out / "measure_correlations.csv", correlations.to_csv(index=False, float_format="%.6g"))
-        comparison = comparison_table(run, per_item, {m: matrix.to_numpy() for m, matrix in matrices.items()}, settings, pair)
+        comparison = comparison_table(
+            run, per_item, {m: matrix.to_numpy() for m, matrix in matrices.items()}, settings, pair
+        )
         atomic_write_text(out / "measure_comparison.csv", comparison.to_csv(index=False, float_format="%.6g"))
         scatter = matrix_scatter({"sat": run.sat, **matrices}, every_pair, same_scale=False, axis_label="{}")
         write_png(scatter, out / "measure_comparison.png")
@@ -96,9 +111,14 @@ def compute_measures(
 
 
 def comparison_table(
-    run: SatRun, per_item: dict[str, Any], matrices: dict[str, np.ndarray], settings: dict[str, Any], pair: tuple[str, str] | None
+    run: SatRun,
+    per_item: dict[str, Any],
+    matrices: dict[str, np.ndarray],
+    settings: dict[str, Any],
+    pair: tuple[str, str] | None,
 ) -> pd.DataFrame:
-    """SPEC §3 table for the measures of one run (their per-item values and matrices): spread at the compute of SAT on the run's images."""
+    """SPEC §3 table for the measures of one run (their per-item values and matrices): spread at the compute of SAT on
+    the run's images."""
     transfer, names = run.transfer, run.transfer.names
     if pair is None:  # the pair of median SAT: neither near-copies nor strangers
         i, j = np.triu_indices(len(names), k=1)
@@ -118,19 +138,33 @@ def comparison_table(
     pools = {"sat": len(both)}
     for measure, items in per_item.items():
         if measure == "cka":
-            # A draw's counts weight the rows: the drawn features (budget/2 rows, often many times the set) are never built.
-            resample[measure] = lambda idx, f=items: linear_cka(f[a], f[b], weights=np.bincount(idx, minlength=len(f[a])))
+            # A draw's counts weight the rows: the drawn features (budget/2 rows, often many times the set) are never
+            # built.
+            resample[measure] = lambda idx, f=items: linear_cka(
+                f[a], f[b], weights=np.bincount(idx, minlength=len(f[a]))
+            )
             costs[measure], pools[measure] = 2, len(items[a])
         elif measure == "error-consistency":
             resample[measure] = lambda idx, c=items: float(error_consistency(c[[a, b]][:, idx])[0, 1])
             costs[measure], pools[measure] = 2, items.shape[-1]
         else:
-            resample[measure] = lambda idx, v=items[a, b]: float(np.nanmean(v[idx])) if np.isfinite(v[idx]).any() else np.nan
+            resample[measure] = lambda idx, v=items[a, b]: (
+                float(np.nanmean(v[idx])) if np.isfinite(v[idx]).any() else np.nan
+            )
             pools[measure] = items.shape[-1]
-            costs[measure] = {"disagreement": 2, "regions": 2 * regions.DEFAULT_RESOLUTION**2, "boundary": 4 + 4 * boundary.DEFAULT_POINTS}[measure]
+            costs[measure] = {
+                "disagreement": 2,
+                "regions": 2 * regions.DEFAULT_RESOLUTION**2,
+                "boundary": 4 + 4 * boundary.DEFAULT_POINTS,
+            }[measure]
     table = compare_measures(
-        {"sat": run.sat.to_numpy(), **matrices}, resample, pools, costs, ensemble_err(transfer.clean_logits, transfer.labels),
-        budget=costs["sat"] * pools["sat"], seed=settings["seed"],
+        {"sat": run.sat.to_numpy(), **matrices},
+        resample,
+        pools,
+        costs,
+        ensemble_err(transfer.clean_logits, transfer.labels),
+        budget=costs["sat"] * pools["sat"],
+        seed=settings["seed"],
     )
     table.insert(1, "pair", f"{names[a]} ~ {names[b]}")
     return table
@@ -153,6 +187,7 @@ def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_
     [N, N, items] arrays (images, or planes for ``regions``) whose mean over items is
     the matrix; for ``cka`` the per-model feature matrices instead, memory-mapped from the cache.
     """
+
     def sized(spec: str, purpose: Purpose = "evaluate") -> int:
         return batch_size_for(model_of(spec), batch_size, purpose, tuple(images.images.shape[1:]), len(images), store)
 
@@ -164,14 +199,20 @@ def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_
     for measure in measures:
         if measure == "disagreement":
             pred = transfer.clean_pred
-            out[measure] = pred[:, None, :] != pred[None, :, :]  # bool: 69 models x 50,000 images would be 1.9 GB as floats
+            out[measure] = (
+                pred[:, None, :] != pred[None, :, :]
+            )  # bool: 69 models x 50,000 images would be 1.9 GB as floats
         elif measure == "error-consistency":
             out[measure] = correct  # kappa is not a mean over images; see measure_matrix
         elif measure == "cka":
             # Memory maps of the cached features: cka_matrix reads them a chunk of rows at a time.
             out[measure] = [
                 store.get_or_stream(
-                    "feat", digest("features", fp, images.fingerprint), "features", (len(images), -1), np.float32,
+                    "feat",
+                    digest("features", fp, images.fingerprint),
+                    "features",
+                    (len(images), -1),
+                    np.float32,
                     lambda spec=spec: feature_batches(model_of(spec), images.images, sized(spec)),
                 ).mapped("features")
                 for spec, fp in zip(specs, fingerprints)
@@ -181,8 +222,11 @@ def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_
             setting = (regions.DEFAULT_TRIPLETS, regions.DEFAULT_RESOLUTION, regions.MARGIN, seed)
             planes = [
                 store.get_or_compute(
-                    "regions", digest("regions", fp, images.fingerprint, setting),
-                    lambda spec=spec: {"labels": regions.region_labels(model_of(spec), images.images, triplets, batch_size=sized(spec))},
+                    "regions",
+                    digest("regions", fp, images.fingerprint, setting),
+                    lambda spec=spec: {
+                        "labels": regions.region_labels(model_of(spec), images.images, triplets, batch_size=sized(spec))
+                    },
                 )["labels"]
                 for spec, fp in zip(specs, fingerprints)
             ]
@@ -195,11 +239,19 @@ def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_
                 computed: dict[int, np.ndarray] = {}
 
                 def compute(t: int, source: str = source, keys: list[str] = keys, computed: dict = computed) -> dict:
-                    if t not in computed:  # one streamed pass along the source's directions serves every target still missing
+                    if (
+                        t not in computed
+                    ):  # one streamed pass along the source's directions serves every target still missing
                         todo = [u for u in range(len(specs)) if u == t or not store.contains("boundary", keys[u])]
                         found = boundary.boundary_distances(
-                            model_of(source), [model_of(specs[u]) for u in todo], images.images, labels, reach, points,
-                            sized(source, "attack"), [sized(specs[u]) for u in todo],
+                            model_of(source),
+                            [model_of(specs[u]) for u in todo],
+                            images.images,
+                            labels,
+                            reach,
+                            points,
+                            sized(source, "attack"),
+                            [sized(specs[u]) for u in todo],
                         )
                         computed.update(zip(todo, found))
                     return {"distance": computed.pop(t)}

@@ -123,16 +123,23 @@ def add_model(
         raise ArchsimError(f"{spec} is already in the run {run_dir}; add a model that is not in it")
     model = create_model(spec, cache=store, device="cpu")  # for its name and fingerprint only
     if model.name in set(known["model"]):
-        raise ArchsimError(f"the run {run_dir} already has a model named {model.name!r}; give the newcomer another name with ,name=OTHER")
+        raise ArchsimError(
+            f"the run {run_dir} already has a model named {model.name!r}; give the newcomer another name with "
+            f",name=OTHER"
+        )
     same = known.loc[known["fingerprint"] == model.fingerprint, "model"]
     if len(same):
-        raise ArchsimError(f"{spec} has the same weights and preprocessing as {same.iloc[0]!r}, already in the run {run_dir}")
+        raise ArchsimError(
+            f"{spec} has the same weights and preprocessing as {same.iloc[0]!r}, already in the run {run_dir}"
+        )
     out_dir = Path(out) if out is not None else run_dir / "added" / model.name
     del model
     clusters = _run_clusters(run_dir)
     agreement = one_sided_agreement(*_run_matrices(run_dir), clusters)
     if one_sided:
-        return _add_one_sided(run_dir, settings, spec, known, clusters, agreement, out_dir, store, device, batch_size, engine, address)
+        return _add_one_sided(
+            run_dir, settings, spec, known, clusters, agreement, out_dir, store, device, batch_size, engine, address
+        )
     new_settings = {**settings, "models": settings["models"] + [spec]}
     with RunFolder(out_dir).claim(new_settings) as added:  # before any attack: a wrong --out is refused up front
         run = load_run(run_dir, store, device, batch_size, models=[spec], engine=engine, address=address)
@@ -140,18 +147,25 @@ def add_model(
 
     name = run.transfer.names[-1]
     others = run.transfer.names[:-1]
-    row = pd.DataFrame({
-        "model": others,
-        "sat": run.sat.loc[name, others].to_numpy(),
-        "one_sided_sat": run.one_sided.loc[name, others].to_numpy(),
-        "cluster": clusters.reindex(others).to_numpy(),
-    })
+    row = pd.DataFrame(
+        {
+            "model": others,
+            "sat": run.sat.loc[name, others].to_numpy(),
+            "one_sided_sat": run.one_sided.loc[name, others].to_numpy(),
+            "cluster": clusters.reindex(others).to_numpy(),
+        }
+    )
     assignment = assign_cluster(run.sat.loc[name, others], clusters)
     atomic_write_text(out_dir / "newcomer.csv", row.to_csv(index=False, float_format="%.9f"))
     atomic_write_text(out_dir / "newcomer_clusters.csv", assignment.to_csv(index=False, float_format="%.6f"))
     by_one = assign_cluster(run.one_sided.loc[name, others], clusters)
-    agreement = {**agreement, "newcomer_pearson": float(pearsonr(row.one_sided_sat, row.sat)[0]) if row.sat.nunique() > 1 else float("nan"),
-                 "newcomer_same_cluster": bool(by_one.loc[by_one.assigned, "cluster"].iloc[0] == assignment.loc[assignment.assigned, "cluster"].iloc[0])}
+    agreement = {
+        **agreement,
+        "newcomer_pearson": float(pearsonr(row.one_sided_sat, row.sat)[0]) if row.sat.nunique() > 1 else float("nan"),
+        "newcomer_same_cluster": bool(
+            by_one.loc[by_one.assigned, "cluster"].iloc[0] == assignment.loc[assignment.assigned, "cluster"].iloc[0]
+        ),
+    }
     atomic_write_text(out_dir / "one_sided_agreement.csv", pd.Series(agreement).to_frame("value").to_csv())
     return Newcomer(name, run, row, assignment, out_dir, agreement, run.cache_hits, run.cache_misses)
 
@@ -174,8 +188,18 @@ def _run_clusters(run_dir: Path) -> pd.Series:
 
 
 def _add_one_sided(
-    run_dir: Path, settings: dict, spec: str, known: pd.DataFrame, clusters: pd.Series, agreement: dict, out_dir: Path,
-    store: CacheStore, device: str, batch_size: int | str, engine: str | Engine, address: str | None,
+    run_dir: Path,
+    settings: dict,
+    spec: str,
+    known: pd.DataFrame,
+    clusters: pd.Series,
+    agreement: dict,
+    out_dir: Path,
+    store: CacheStore,
+    device: str,
+    batch_size: int | str,
+    engine: str | Engine,
+    address: str | None,
 ) -> Newcomer:
     """The newcomer attacked alone; the run's models evaluated on its set (their clean predictions from the cache)."""
     from archsim.engines import engine_for
@@ -190,33 +214,63 @@ def _add_one_sided(
 
     folder = RunFolder(run_dir)
     precision = folder.precision
-    images = load_data(settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"], store=store)
+    images = load_data(
+        settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"], store=store
+    )
     attack = create_attack(folder.attack_spec, eps=settings["attack"]["eps"])
     labels = images.labels.numpy()
     names, specs, fingerprints = list(known["model"]), list(known["spec"]), list(known["fingerprint"])
     out_dir.mkdir(parents=True, exist_ok=True)
     with engine_for(engine, device, address) as runner:
         newcomer: SourceOutcome = runner.map(
-            attack_source, [(spec, images, attack, settings["seed"], batch_size, None, precision, False)], store, "attack newcomer", [spec],
+            attack_source,
+            [(spec, images, attack, settings["seed"], batch_size, None, precision, False)],
+            store,
+            "attack newcomer",
+            [spec],
         )[0]
         # The run's models' clean predictions: from the run's cache entries where present, else one forward pass each.
         keys = [pred_key(fp, images.fingerprint, precision) for fp in fingerprints]
         missing = [i for i, key in enumerate(keys) if not store.contains("pred", key)]
         if missing:
-            runner.map(_clean_logits, [(specs[i], fingerprints[i], images, batch_size, precision) for i in missing], store,
-                       "clean predictions", [names[i] for i in missing])
+            runner.map(
+                _clean_logits,
+                [(specs[i], fingerprints[i], images, batch_size, precision) for i in missing],
+                store,
+                "clean predictions",
+                [names[i] for i in missing],
+            )
         correct = predicted_labels(stacked_logits(store, [newcomer.clean_key, *keys])) == labels[None, :]
         outcome = runner.map(
             evaluate_targets,
-            [(list(zip(specs, fingerprints)), [newcomer.adv_key], [(correct[0] & correct[1 + t])[None, :] for t in range(len(names))],
-              tuple(images.images.shape[1:]), batch_size, precision, False)],
-            store, "evaluate the run's models", ["run models"],
+            [
+                (
+                    list(zip(specs, fingerprints)),
+                    [newcomer.adv_key],
+                    [(correct[0] & correct[1 + t])[None, :] for t in range(len(names))],
+                    tuple(images.images.shape[1:]),
+                    batch_size,
+                    precision,
+                    False,
+                )
+            ],
+            store,
+            "evaluate the run's models",
+            ["run models"],
         )[0]
-    fooled = np.array([((outcome.predictions[t][0] != labels) & (outcome.predictions[t][0] >= 0)).sum() for t in range(len(names))])
+    fooled = np.array(
+        [((outcome.predictions[t][0] != labels) & (outcome.predictions[t][0] >= 0)).sum() for t in range(len(names))]
+    )
     both = np.array([(correct[0] & correct[1 + t]).sum() for t in range(len(names))])
     one_sided = pd.Series(sat_value(fooled, both, settings["eps_s"], sides=1), index=names)
-    row = pd.DataFrame({"model": names, "one_sided_sat": one_sided.to_numpy(), "n_both_correct": both,
-                        "cluster": clusters.reindex(names).to_numpy()})
+    row = pd.DataFrame(
+        {
+            "model": names,
+            "one_sided_sat": one_sided.to_numpy(),
+            "n_both_correct": both,
+            "cluster": clusters.reindex(names).to_numpy(),
+        }
+    )
     assignment = assign_cluster(one_sided, clusters)
     atomic_write_text(out_dir / "newcomer.csv", row.to_csv(index=False, float_format="%.9f"))
     atomic_write_text(out_dir / "newcomer_clusters.csv", assignment.to_csv(index=False, float_format="%.6f"))
@@ -224,13 +278,16 @@ def _add_one_sided(
     return Newcomer(newcomer.name, None, row, assignment, out_dir, agreement, store.hits, store.misses)
 
 
-def _clean_logits(device: str, store: CacheStore, spec: str, fingerprint: str, images, batch_size: int | str, precision: str) -> None:
+def _clean_logits(
+    device: str, store: CacheStore, spec: str, fingerprint: str, images, batch_size: int | str, precision: str
+) -> None:
     """Engine task: cache one run model's clean logits (as its attack task would) without attacking it."""
     from archsim.models import prepare
     from archsim.transfer.stages import cache_clean_logits
 
-    model = prepare(create_model(spec, cache=store, device=device), precision)  # prepared as its attack task prepares it
+    model = prepare(
+        create_model(spec, cache=store, device=device), precision
+    )  # prepared as its attack task prepares it
     if model.fingerprint != fingerprint:
         raise ArchsimError(f"model {spec} has other weights than when the run was made; rerun the run")
     cache_clean_logits(model, images, store, batch_size, precision)
-

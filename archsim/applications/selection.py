@@ -22,7 +22,10 @@ FLOOR = 1e-3
 
 
 def diverse_sample(
-    similarity: np.ndarray | pd.DataFrame, k: int, method: str = "inverse", seed: int | np.random.Generator | None = None,
+    similarity: np.ndarray | pd.DataFrame,
+    k: int,
+    method: str = "inverse",
+    seed: int | np.random.Generator | None = None,
     power: float = 1.0,
 ) -> list[int] | list[str]:
     """Draw ``k`` distinct models.
@@ -65,14 +68,22 @@ def diverse_sample(
         raise ArchsimError(f"--k {k} must lie between 1 and the {n} models")
     if not (np.isfinite(power) and power >= 0):
         raise ArchsimError(f"--power must be a finite number >= 0 (1: the SPEC's sampler), got {power}")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(None if seed is None else check_seed(seed))
+    rng = (
+        seed
+        if isinstance(seed, np.random.Generator)
+        else np.random.default_rng(None if seed is None else check_seed(seed))
+    )
     chosen = [int(rng.integers(n))]
     while len(chosen) < k:
         rest = np.setdiff1d(np.arange(n), chosen)
         closest = np.maximum(s[np.ix_(rest, chosen)].max(1), FLOOR)
         # In logs, shifted by the largest: closest**-power overflows (to inf, then NaN weights) at large powers, where
         # the draw tends to the least similar model; the shift changes no weight's share.
-        log_weights = {"inverse": -power * np.log(closest), "proportional": power * np.log(closest), "uniform": np.zeros(len(rest))}[method]
+        log_weights = {
+            "inverse": -power * np.log(closest),
+            "proportional": power * np.log(closest),
+            "uniform": np.zeros(len(rest)),
+        }[method]
         weights = np.exp(log_weights - log_weights.max())
         chosen.append(int(rng.choice(rest, p=weights / weights.sum())))
     return [names[i] for i in chosen] if names is not None else chosen
@@ -92,8 +103,13 @@ def compare_samplers(
     rows = []
     for method in METHODS:
         draws = [sorted(diverse_sample(values, k, method, rng, power)) for _ in range(n_draws)]
-        row = {"method": method, "k": k, "power": power if method != "uniform" else np.nan, "draws": n_draws,
-               "mean_similarity": float(np.mean([values[np.ix_(d, d)][i, j].mean() for d in draws]))}
+        row = {
+            "method": method,
+            "k": k,
+            "power": power if method != "uniform" else np.nan,
+            "draws": n_draws,
+            "mean_similarity": float(np.mean([values[np.ix_(d, d)][i, j].mean() for d in draws])),
+        }
         if score is not None:
             scores = pd.DataFrame([score(tuple(d)) for d in draws])
             row.update({f"mean_{c}": float(scores[c].mean()) for c in scores.columns})

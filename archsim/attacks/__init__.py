@@ -44,8 +44,9 @@ def _convert(name: str, key: str, value: str, parameter: inspect.Parameter):
 
 def _external(name: str, pairs: list[str], spec: str, options: dict) -> Attack:
     """``torchattacks:NAME``: options converted by the types of torchattacks' defaults; archsim's ``steps``,
-    ``rel_step`` and ``random_start`` map to torchattacks' ``steps``, ``alpha`` (= rel_step * eps) and ``random_start``."""
-    attack = name[len(PREFIX):]
+    ``rel_step`` and ``random_start`` map to torchattacks' ``steps``, ``alpha`` (= rel_step * eps) and
+    ``random_start``."""
+    attack = name[len(PREFIX) :]
     accepted = torchattacks_options(attack)
     given: dict = {}
     version = None
@@ -58,7 +59,9 @@ def _external(name: str, pairs: list[str], spec: str, options: dict) -> Attack:
             version = value
             continue
         if key not in accepted:
-            raise ArchsimError(f"torchattacks.{attack} has no option {key!r}; it takes: {', '.join(accepted) or 'eps only'}")
+            raise ArchsimError(
+                f"torchattacks.{attack} has no option {key!r}; it takes: {', '.join(accepted) or 'eps only'}"
+            )
         default = accepted[key].default
         kind = type(default) if default is not inspect.Parameter.empty and default is not None else str
         try:
@@ -68,14 +71,24 @@ def _external(name: str, pairs: list[str], spec: str, options: dict) -> Attack:
         except ValueError:
             raise ArchsimError(f"option {key}={value!r} of torchattacks.{attack} must be a {kind.__name__}") from None
     eps = options.pop("eps")
-    for ours, theirs, convert in (("steps", "steps", int), ("random_start", "random_start", bool), ("rel_step", "alpha", lambda r: r * eps)):
+    for ours, theirs, convert in (
+        ("steps", "steps", int),
+        ("random_start", "random_start", bool),
+        ("rel_step", "alpha", lambda r: r * eps),
+    ):
         if ours in options:
             if theirs not in accepted:
-                raise ArchsimError(f"torchattacks.{attack} takes no --{ours.replace('_', '-')}; its options: {', '.join(accepted) or 'eps only'}")
+                raise ArchsimError(
+                    f"torchattacks.{attack} takes no --{ours.replace('_', '-')}; its options: "
+                    f"{', '.join(accepted) or 'eps only'}"
+                )
             given.setdefault(theirs, convert(options.pop(ours)))
     made = TorchattacksAttack(eps, attack, **given)
     if version is not None and version != made.version:
-        raise ArchsimError(f"the run attacked with torchattacks {version} and {made.version} is installed; install torchattacks=={version}")
+        raise ArchsimError(
+            f"the run attacked with torchattacks {version} and {made.version} is installed; install "
+            f"torchattacks=={version}"
+        )
     return made
 
 
@@ -109,6 +122,18 @@ def create_attack(spec: str, **options) -> Attack:
 
 
 __all__ = [
-    "Attack", "APGD", "FGSM", "LowFrequencyPGD", "MIFGSM", "PGD", "VMIFGSM", "TorchattacksAttack", "ATTACKS", "NoiseSource",
-    "attack_options", "create_attack", "start_noise", "to_uint8",
+    "Attack",
+    "APGD",
+    "FGSM",
+    "LowFrequencyPGD",
+    "MIFGSM",
+    "PGD",
+    "VMIFGSM",
+    "TorchattacksAttack",
+    "ATTACKS",
+    "NoiseSource",
+    "attack_options",
+    "create_attack",
+    "start_noise",
+    "to_uint8",
 ]

@@ -69,7 +69,9 @@ class APGD(Attack):
     def uses_noise(self) -> bool:
         return self.random_start
 
-    def perturb(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: NoiseSource | None) -> torch.Tensor:
+    def perturb(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: NoiseSource | None
+    ) -> torch.Tensor:
         view = (-1,) + (1,) * (x.dim() - 1)
         with torch.no_grad():
             clean_right = model(x).argmax(1) == y  # AutoAttack attacks only these; the others come back clean

@@ -44,7 +44,9 @@ class Attack(ABC):
         return {"name": self.name, "eps": self.eps}
 
     @abstractmethod
-    def perturb(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: "NoiseSource | None") -> torch.Tensor:
+    def perturb(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: "NoiseSource | None"
+    ) -> torch.Tensor:
         """Float adversarial images in [0, 1] for float images ``x`` and labels ``y``.
 
         ``noise.draw(*key)`` gives uniform [-1, 1) draws of ``x``'s shape, the same
@@ -56,7 +58,9 @@ class Attack(ABC):
         return False
 
     @staticmethod
-    def input_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def input_gradient(
+        model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(per-image cross-entropy, its gradient w.r.t. ``x``, logits) in one forward and backward.
 
         The loss is summed, so each image's gradient is independent of the batch size.
@@ -109,7 +113,9 @@ class Attack(ABC):
             ahead = prefetcher if device.type == "cuda" else None
             noises: dict[int, NoiseSource] = {}
             pending: Callable[[], torch.Tensor] | None = None
-            for start, images in zip(steps(starts, desc or f"attack {self.name}", len(starts), per_step=batch_size), batches):
+            for start, images in zip(
+                steps(starts, desc or f"attack {self.name}", len(starts), per_step=batch_size), batches
+            ):
                 stop = min(start + batch_size, len(labels))
                 if len(images) != stop - start:
                     raise ValueError(f"a batch of {len(images)} images where images {start}..{stop - 1} were due")
@@ -121,9 +127,12 @@ class Attack(ABC):
                             noises[first].prefetch()
                 clean = to_device(images, device)
                 # clone(): labels made under inference_mode cannot enter autograd otherwise.
-                adv = self.perturb(model, clean.float() / 255.0, labels[start:stop].to(device).clone(), noises.pop(start, None))
+                adv = self.perturb(
+                    model, clean.float() / 255.0, labels[start:stop].to(device).clone(), noises.pop(start, None)
+                )
                 # Each batch is handed back one batch late, so the device attacks the next batch while this one is
-                # copied back and stored: waited for in line, rounding and copying back took 25-30 ms a batch on an H100.
+                # copied back and stored: waited for in line, rounding and copying back took 25-30 ms a batch on an
+                # H100.
                 copied = copy_to_host(to_uint8(adv, clean, self.eps))
                 if pending is not None:
                     yield pending()
@@ -150,7 +159,9 @@ def copy_to_host(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
     host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
     host.copy_(tensor, non_blocking=True)
     copied = torch.cuda.Event()
-    copied.record(torch.cuda.current_stream(tensor.device))  # the copy's stream, also where the tensor is not on the current GPU
+    copied.record(
+        torch.cuda.current_stream(tensor.device)
+    )  # the copy's stream, also where the tensor is not on the current GPU
 
     def wait() -> torch.Tensor:
         copied.synchronize()
@@ -177,7 +188,13 @@ def check_steps(steps: int) -> int:
 
 def check_positive(name: str, value: float, upper: float | None = None) -> float:
     """A finite number in (0, upper]; ``name`` is how the user spells the option."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0 or (upper is not None and value > upper):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+        or (upper is not None and value > upper)
+    ):
         bound = f"(0, {upper:g}]" if upper is not None else "(0, inf)"
         raise ArchsimError(f"{name} must lie in {bound}, got {value}")
     return float(value)
@@ -216,16 +233,33 @@ class NoiseSource:
     """Images per task drawn ahead."""
 
     def __init__(
-        self, seed: int, indices: range, shape: torch.Size, device: torch.device | str = "cpu", executor: Executor | None = None
+        self,
+        seed: int,
+        indices: range,
+        shape: torch.Size,
+        device: torch.device | str = "cpu",
+        executor: Executor | None = None,
     ) -> None:
-        self.seed, self.indices, self.shape, self.device, self.executor = seed, indices, tuple(shape), torch.device(device), executor
+        self.seed, self.indices, self.shape, self.device, self.executor = (
+            seed,
+            indices,
+            tuple(shape),
+            torch.device(device),
+            executor,
+        )
         self._ahead: tuple[torch.Tensor, list[Future]] | None = None
 
     def prefetch(self) -> None:
         if self.executor is not None and self._ahead is None:
             buffer = self._buffer()
             parts = [
-                self.executor.submit(uniform_into, buffer[first : first + self.PART], self.seed, self.indices[first : first + self.PART], ())
+                self.executor.submit(
+                    uniform_into,
+                    buffer[first : first + self.PART],
+                    self.seed,
+                    self.indices[first : first + self.PART],
+                    (),
+                )
                 for first in range(0, len(self.indices), self.PART)
             ]
             self._ahead = (buffer, parts)

@@ -20,7 +20,9 @@ def _library() -> Any:
     try:
         import torchattacks
     except ImportError:
-        raise ArchsimError("--attack torchattacks:... needs torchattacks, which is not installed; pip install torchattacks") from None
+        raise ArchsimError(
+            "--attack torchattacks:... needs torchattacks, which is not installed; pip install torchattacks"
+        ) from None
     return torchattacks
 
 
@@ -29,7 +31,11 @@ def torchattacks_options(name: str) -> dict[str, inspect.Parameter]:
     library = _library()
     cls = getattr(library, name, None)
     if not (inspect.isclass(cls) and issubclass(cls, library.attack.Attack)):
-        known = sorted(n for n, c in vars(library).items() if inspect.isclass(c) and issubclass(c, library.attack.Attack) and n != "Attack")
+        known = sorted(
+            n
+            for n, c in vars(library).items()
+            if inspect.isclass(c) and issubclass(c, library.attack.Attack) and n != "Attack"
+        )
         raise ArchsimError(f"torchattacks has no attack {name!r}; it has {', '.join(known)}")
     return {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k not in _NOT_OPTIONS}
 
@@ -51,7 +57,9 @@ class TorchattacksAttack(Attack):
         accepted = torchattacks_options(attack)
         unknown = sorted(set(options) - set(accepted))
         if unknown:
-            raise ArchsimError(f"torchattacks.{attack} has no option {unknown[0]!r}; it takes: {', '.join(accepted) or 'eps only'}")
+            raise ArchsimError(
+                f"torchattacks.{attack} has no option {unknown[0]!r}; it takes: {', '.join(accepted) or 'eps only'}"
+            )
         self.attack, self.options = attack, dict(sorted(options.items()))
         self.name = PREFIX + attack
         self.version = _library().__version__
@@ -63,8 +71,14 @@ class TorchattacksAttack(Attack):
     def uses_noise(self) -> bool:
         return True  # not archsim's draws: the seed of the batch (NoiseSource.seed and the batch's first image)
 
-    def perturb(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: NoiseSource | None) -> torch.Tensor:
-        seed = 0 if noise is None else int.from_bytes(hashlib.sha256(f"{noise.seed}/{noise.indices.start}".encode()).digest()[:8], "little")
+    def perturb(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: NoiseSource | None
+    ) -> torch.Tensor:
+        seed = (
+            0
+            if noise is None
+            else int.from_bytes(hashlib.sha256(f"{noise.seed}/{noise.indices.start}".encode()).digest()[:8], "little")
+        )
         library = _library()
         attack = getattr(library, self.attack)(model, eps=self.eps, **self.options)
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):

@@ -18,6 +18,8 @@ class FGSM(Attack):
 
     name = "fgsm"
 
-    def perturb(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: NoiseSource | None) -> torch.Tensor:
+    def perturb(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: NoiseSource | None
+    ) -> torch.Tensor:
         _, grad, _ = self.input_gradient(model, x, y)
         return project(x + self.eps * grad.sign(), x, self.eps)

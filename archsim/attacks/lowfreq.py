@@ -57,7 +57,13 @@ class LowFrequencyPGD(Attack):
     revision = 2  # 2: projected onto the band and the box together; 1 clipped the band-limited step per pixel
 
     def __init__(
-        self, eps: float, steps: int = 50, rel_step: float = 0.1, random_start: bool = True, ratio: float = 0.25, projections: int = 10,
+        self,
+        eps: float,
+        steps: int = 50,
+        rel_step: float = 0.1,
+        random_start: bool = True,
+        ratio: float = 0.25,
+        projections: int = 10,
     ) -> None:
         super().__init__(eps)
         self.steps = check_steps(steps)
@@ -68,7 +74,11 @@ class LowFrequencyPGD(Attack):
 
     def config(self) -> dict[str, Any]:
         return {
-            **super().config(), "steps": self.steps, "rel_step": self.rel_step, "random_start": self.random_start, "ratio": self.ratio,
+            **super().config(),
+            "steps": self.steps,
+            "rel_step": self.rel_step,
+            "random_start": self.random_start,
+            "ratio": self.ratio,
             "projections": self.projections,
         }
 
@@ -93,10 +103,16 @@ class LowFrequencyPGD(Attack):
             q = in_band + q - point
         return point
 
-    def perturb(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: NoiseSource | None) -> torch.Tensor:
+    def perturb(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: NoiseSource | None
+    ) -> torch.Tensor:
         alpha = self.rel_step * self.eps
         low, high = (-x).clamp(min=-self.eps), (1 - x).clamp(max=self.eps)
-        delta = self.into_band(self.lowpass(self.eps * noise.draw()), low, high) if self.random_start else torch.zeros_like(x)
+        delta = (
+            self.into_band(self.lowpass(self.eps * noise.draw()), low, high)
+            if self.random_start
+            else torch.zeros_like(x)
+        )
         for _ in range(self.steps):
             _, grad, _ = self.input_gradient(model, x + delta, y)
             delta = self.into_band(delta + alpha * grad.sign(), low, high)

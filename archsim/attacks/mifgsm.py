@@ -46,7 +46,9 @@ class MIFGSM(Attack):
     def config(self) -> dict[str, Any]:
         return {**super().config(), "steps": self.steps, "rel_step": self.rel_step, "decay": self.decay}
 
-    def perturb(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: NoiseSource | None) -> torch.Tensor:
+    def perturb(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: NoiseSource | None
+    ) -> torch.Tensor:
         alpha = self.rel_step * self.eps
         adv, momentum = x.clone(), torch.zeros_like(x)
         for _ in range(self.steps):

@@ -45,7 +45,9 @@ class PGD(Attack):
     def uses_noise(self) -> bool:
         return self.random_start
 
-    def perturb(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: NoiseSource | None) -> torch.Tensor:
+    def perturb(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: NoiseSource | None
+    ) -> torch.Tensor:
         alpha = self.rel_step * self.eps
         adv = x.clone()
         if self.random_start:

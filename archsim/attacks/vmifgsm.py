@@ -43,7 +43,13 @@ class VMIFGSM(Attack):
     name = "vmifgsm"
 
     def __init__(
-        self, eps: float, steps: int = 10, rel_step: float | None = None, decay: float = 1.0, samples: int = 20, beta: float = 1.5
+        self,
+        eps: float,
+        steps: int = 10,
+        rel_step: float | None = None,
+        decay: float = 1.0,
+        samples: int = 20,
+        beta: float = 1.5,
     ) -> None:
         super().__init__(eps)
         self.steps = check_steps(steps)
@@ -53,13 +59,22 @@ class VMIFGSM(Attack):
         self.beta = check_positive("beta", beta)
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "steps": self.steps, "rel_step": self.rel_step, "decay": self.decay, "samples": self.samples, "beta": self.beta}
+        return {
+            **super().config(),
+            "steps": self.steps,
+            "rel_step": self.rel_step,
+            "decay": self.decay,
+            "samples": self.samples,
+            "beta": self.beta,
+        }
 
     @property
     def uses_noise(self) -> bool:
         return True
 
-    def perturb(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: NoiseSource | None) -> torch.Tensor:
+    def perturb(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: NoiseSource | None
+    ) -> torch.Tensor:
         alpha = self.rel_step * self.eps
         adv, momentum, variance = x.clone(), torch.zeros_like(x), torch.zeros_like(x)
         for step in range(self.steps):

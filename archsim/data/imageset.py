@@ -58,7 +58,10 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ArchsimError(f"data {self.name}: images must be uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ArchsimError(
+                f"data {self.name}: images must be uint8 [N, C, H, W], got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
         if self.images.shape[1] not in (1, 3):
             raise ArchsimError(f"data {self.name}: images need 1 or 3 channels, got {self.images.shape[1]}")
         if len(self.images) != len(self.labels):
@@ -89,7 +92,12 @@ class ImageSet:
     def subset(self, indices: np.ndarray) -> "ImageSet":
         """The images at ``indices``, in memory."""
         indices = np.asarray(indices)
-        return ImageSet(image_rows(self.images, indices), self.labels[torch.as_tensor(indices, dtype=torch.long)], self.classes, self.name)
+        return ImageSet(
+            image_rows(self.images, indices),
+            self.labels[torch.as_tensor(indices, dtype=torch.long)],
+            self.classes,
+            self.name,
+        )
 
 
 def image_batches(images: torch.Tensor | StoredImages, batch_size: int) -> Iterator[torch.Tensor]:
@@ -124,14 +132,18 @@ def stratified_indices(labels: np.ndarray, n: int | None, seed: int) -> np.ndarr
     """Sorted indices of a seeded, class-stratified subset of size ``n`` (all if None)."""
     labels = np.asarray(labels)
     if n is not None and n > len(labels):
-        warnings.warn(f"--n-images {n} is more than the {len(labels)} images there are; all of them are used", stacklevel=2)
+        warnings.warn(
+            f"--n-images {n} is more than the {len(labels)} images there are; all of them are used", stacklevel=2
+        )
     if n is None or n >= len(labels):
         return np.arange(len(labels))
     if n <= 0:
         raise ArchsimError(f"--n-images must be positive, got {n}")
     n_classes = len(np.unique(labels))
     if n < n_classes:
-        raise ArchsimError(f"--n-images {n} is smaller than the {n_classes} classes present; ask for at least {n_classes}")
+        raise ArchsimError(
+            f"--n-images {n} is smaller than the {n_classes} classes present; ask for at least {n_classes}"
+        )
     try:
         chosen, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
     except ValueError:

@@ -173,7 +173,8 @@ def _imagenet_val(spec: Spec, split: str, n_images: int | None, seed: int, store
         unknown = sorted(set(v for v in raw if isinstance(v, str)) - lookup.keys())
         if unknown:
             raise ArchsimError(
-                f"labels file {labels_file} names {len(unknown)} WordNet ids outside ImageNet-1k (e.g. {unknown[0]!r}); "
+                f"labels file {labels_file} names {len(unknown)} WordNet ids outside ImageNet-1k (e.g. "
+                f"{unknown[0]!r}); "
                 "use ImageNet-1k wnids or integer labels 0..999"
             )
         classes = wnids
@@ -195,12 +196,19 @@ def _read_val_labels(path: Path) -> dict[str, int | str]:
         raise ArchsimError(f"labels file {path} has no 'filename label' rows")
     bad = [v for v in out.values() if isinstance(v, str) and not re.fullmatch(r"n\d{8}", v)]
     if bad:
-        raise ArchsimError(f"labels file {path} has label {bad[0]!r}; labels must be class indices or WordNet ids like n01440764")
+        raise ArchsimError(
+            f"labels file {path} has label {bad[0]!r}; labels must be class indices or WordNet ids like n01440764"
+        )
     return out
 
 
 def _decode_subset(
-    spec: Spec, files: list[Path], labels: np.ndarray, classes: tuple[str, ...], n_images: int | None, seed: int,
+    spec: Spec,
+    files: list[Path],
+    labels: np.ndarray,
+    classes: tuple[str, ...],
+    n_images: int | None,
+    seed: int,
     store: CacheStore | None,
 ) -> ImageSet:
     size = spec.take_int("size", 224)
@@ -212,7 +220,9 @@ def _decode_subset(
     def decoded() -> Iterator[np.ndarray]:
         with tqdm(total=len(chosen), desc=f"decode {spec.target}", unit="img", leave=False, disable=None) as progress:
             for start in range(0, len(chosen), _ROWS_PER_READ):
-                batch = np.stack([_storage_image(files[i], size, crop_pct).numpy() for i in chosen[start : start + _ROWS_PER_READ]])
+                batch = np.stack(
+                    [_storage_image(files[i], size, crop_pct).numpy() for i in chosen[start : start + _ROWS_PER_READ]]
+                )
                 progress.update(len(batch))
                 yield batch
 
@@ -222,8 +232,13 @@ def _decode_subset(
 
 
 def _image_set(
-    shape: tuple[int, ...], batches: Callable[[], Iterator[np.ndarray]], labels: np.ndarray, classes: tuple[str, ...], name: str,
-    store: CacheStore | None, key: Callable[[], tuple],
+    shape: tuple[int, ...],
+    batches: Callable[[], Iterator[np.ndarray]],
+    labels: np.ndarray,
+    classes: tuple[str, ...],
+    name: str,
+    store: CacheStore | None,
+    key: Callable[[], tuple],
 ) -> ImageSet:
     """The set ``batches()`` yields, in memory, or through ``store`` under ``key()`` (plus the labels) if given."""
     labels = np.asarray(labels, dtype=np.int64)
@@ -242,7 +257,12 @@ def _image_set(
             yield batch
 
     entry = store.get_or_stream(
-        "data", digest("data", *key(), hashlib.sha256(labels.tobytes()).hexdigest()), "images", shape, np.uint8, hashed,
+        "data",
+        digest("data", *key(), hashlib.sha256(labels.tobytes()).hexdigest()),
+        "images",
+        shape,
+        np.uint8,
+        hashed,
         lambda: {"labels": labels, "fingerprint": np.array(fingerprint_end(fingerprint, labels))},
     )
     return ImageSet(StoredImages(entry), torch.from_numpy(entry.array("labels")), classes, name)
@@ -257,10 +277,15 @@ def _contents_digest(files: list[Path], what: str) -> str:
 
 
 def decoder_message(error: Exception) -> str:
-    """torchvision's decoder error without the source location of its build ("decode_jpeg, /__w/vision/...cpp:171, Image is
+    """torchvision's decoder error without the source location of its build ("decode_jpeg, /__w/vision/...cpp:171, Image
+    is
     incomplete or truncated" -> "Image is incomplete or truncated")."""
     parts = [part.strip() for part in str(error).split(",")]
-    meaningful = [part for part in parts if part and not re.search(r"\.(cpp|h|c):\d+$", part) and not re.fullmatch(r"decode_\w+", part)]
+    meaningful = [
+        part
+        for part in parts
+        if part and not re.search(r"\.(cpp|h|c):\d+$", part) and not re.fullmatch(r"decode_\w+", part)
+    ]
     return ", ".join(meaningful) or type(error).__name__
 
 
@@ -309,7 +334,13 @@ def _npz(spec: Spec, split: str, n_images: int | None, seed: int, store: CacheSt
         try:
             with zipfile.ZipFile(path) as archive, archive.open("images.npy") as member:
                 _npy_header(member)
-                for start in tqdm(range(0, shape[0], _ROWS_PER_READ), desc=f"read {path.name}", unit="batch", leave=False, disable=None):
+                for start in tqdm(
+                    range(0, shape[0], _ROWS_PER_READ),
+                    desc=f"read {path.name}",
+                    unit="batch",
+                    leave=False,
+                    disable=None,
+                ):
                     count = min(_ROWS_PER_READ, shape[0] - start)
                     raw = member.read(count * row_bytes)
                     if len(raw) != count * row_bytes:
@@ -322,12 +353,16 @@ def _npz(spec: Spec, split: str, n_images: int | None, seed: int, store: CacheSt
             raise ArchsimError(f"cannot read npz file {path}: {error}") from None
 
     stored_shape = (len(chosen), *to_nchw(np.empty((0, *shape[1:]), np.uint8)).shape[1:])
-    key = lambda: ("npz", _contents_digest([path], path.name), hashlib.sha256(chosen.astype(np.int64).tobytes()).hexdigest())  # noqa: E731
+
+    def key() -> tuple[str, str, str]:
+        return "npz", _contents_digest([path], path.name), hashlib.sha256(chosen.astype(np.int64).tobytes()).hexdigest()
+
     return _image_set(stored_shape, rows, labels[chosen], classes, spec.text, store, key)
 
 
 MAX_CLASSES = 1_000_000
-"""Most classes a data set may have (ImageNet-21k has 21,843): class names are made for every index up to the largest."""
+"""Most classes a data set may have (ImageNet-21k has 21,843): class names are made for every index up to the
+largest."""
 
 
 def check_labels(labels: np.ndarray, source: str, classes: tuple[str, ...] | None = None) -> np.ndarray:
@@ -335,10 +370,14 @@ def check_labels(labels: np.ndarray, source: str, classes: tuple[str, ...] | Non
     ``len(classes)`` where the classes are named, else below :data:`MAX_CLASSES`; a one-line error otherwise."""
     if labels.dtype.kind == "f":
         if not np.isfinite(labels).all() or (labels != np.round(labels)).any():
-            raise ArchsimError(f"{source}: labels must be whole class indices; some are fractional or not finite (store integers)")
+            raise ArchsimError(
+                f"{source}: labels must be whole class indices; some are fractional or not finite (store integers)"
+            )
     elif labels.dtype.kind not in "iu":
-        raise ArchsimError(f"{source}: labels are {labels.dtype} ({labels.dtype.kind!r} kind); store integer class indices 0..C-1 "
-                           "and the class names, if any, as an array 'classes'")
+        raise ArchsimError(
+            f"{source}: labels are {labels.dtype} ({labels.dtype.kind!r} kind); store integer class indices 0..C-1 "
+            "and the class names, if any, as an array 'classes'"
+        )
     if not len(labels):
         return labels.astype(np.int64)
     if labels.min() < 0:
@@ -369,7 +408,9 @@ def _to_nchw(shape: tuple[int, ...], path: Path) -> Callable[[np.ndarray], np.nd
         return lambda rows: rows
     if len(shape) == 4 and shape[3] in (1, 3):
         return lambda rows: np.ascontiguousarray(rows.transpose(0, 3, 1, 2))
-    raise ArchsimError(f"npz file {path}: images of shape {shape} are not [N,H,W], [N,C,H,W] or [N,H,W,C] with 1 or 3 channels")
+    raise ArchsimError(
+        f"npz file {path}: images of shape {shape} are not [N,H,W], [N,C,H,W] or [N,H,W,C] with 1 or 3 channels"
+    )
 
 
 _LOADERS: dict[str, Callable[[Spec, str, int | None, int, CacheStore | None], ImageSet]] = {

@@ -19,7 +19,9 @@ from archsim.hardware import resolve_device
 ENGINES = ("local", "ray")
 
 
-def create_engine(name: str = "local", device: str = "auto", address: str | None = None, cpus_per_task: float = 1) -> Engine:
+def create_engine(
+    name: str = "local", device: str = "auto", address: str | None = None, cpus_per_task: float = 1
+) -> Engine:
     """The engine ``name`` (``local`` or ``ray``).
 
     Parameters
@@ -48,7 +50,9 @@ def create_engine(name: str = "local", device: str = "auto", address: str | None
 
 
 @contextmanager
-def engine_for(engine: str | Engine, device: str = "auto", address: str | None = None, cpus_per_task: float = 1) -> Iterator[Engine]:
+def engine_for(
+    engine: str | Engine, device: str = "auto", address: str | None = None, cpus_per_task: float = 1
+) -> Iterator[Engine]:
     """``engine`` itself if it is an engine (its owner closes it), else a new one closed on exit."""
     if not isinstance(engine, str):
         yield engine

@@ -23,7 +23,13 @@ class Engine(Protocol):
     """How many tasks run at once (GPUs of a Ray cluster); a stage splits its work into this many groups."""
 
     def map(
-        self, task: Task, jobs: Sequence[tuple], store: CacheStore, desc: str, labels: Sequence[str], report_all: bool = False,
+        self,
+        task: Task,
+        jobs: Sequence[tuple],
+        store: CacheStore,
+        desc: str,
+        labels: Sequence[str],
+        report_all: bool = False,
     ) -> list[Any]:
         """``task(device, store, *job)`` for every job; results in the order of ``jobs``.
 
@@ -61,7 +67,11 @@ class TaskProgress:
             elapsed = now - self.start
             left = self.total - self.finished
             eta = f", about {duration(elapsed / self.finished * left)} left" if left else ""
-            print(f"{self.desc}: {self.finished}/{self.total} {label} ({took:.1f} s; {duration(elapsed)} in all{eta})", file=sys.stderr, flush=True)
+            print(
+                f"{self.desc}: {self.finished}/{self.total} {label} ({took:.1f} s; {duration(elapsed)} in all{eta})",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def __enter__(self) -> TaskProgress:
         return self

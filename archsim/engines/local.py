@@ -19,7 +19,13 @@ class LocalEngine:
         self.device = device
 
     def map(
-        self, task: Task, jobs: Sequence[tuple], store: CacheStore, desc: str, labels: Sequence[str], report_all: bool = False,
+        self,
+        task: Task,
+        jobs: Sequence[tuple],
+        store: CacheStore,
+        desc: str,
+        labels: Sequence[str],
+        report_all: bool = False,
     ) -> list[Any]:
         results = []
         with TaskProgress(len(jobs), desc) as progress:

@@ -40,7 +40,9 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ArchsimError("--engine ray needs Ray, which is not installed; pip install 'archsim[ray]', or use --engine local") from None
+        raise ArchsimError(
+            "--engine ray needs Ray, which is not installed; pip install 'archsim[ray]', or use --engine local"
+        ) from None
     return ray
 
 
@@ -74,24 +76,41 @@ def _run_task(task: Task, store_root: str, probe: str, use_gpu: bool, label: str
     started = time.time()
     node_ip = ray.util.get_node_ip_address()
     if not (Path(store_root) / probe).is_file():
-        return _Failure(f"the cache {store_root} is not visible on Ray node {node_ip}; put --cache on a file system that every node mounts")
+        return _Failure(
+            f"the cache {store_root} is not visible on Ray node {node_ip}; put --cache on a file system that every "
+            f"node mounts"
+        )
     gpu_ids = tuple(str(i) for i in ray.get_gpu_ids())
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if use_gpu and (visible or "").split(",") != list(gpu_ids):
-        # Ray pins a GPU task to its own devices; one that sees other devices would share their memory with another task.
+        # Ray pins a GPU task to its own devices; one that sees other devices would share their memory with another
+        # task.
         raise RuntimeError(f"task {label} holds GPUs {gpu_ids} but sees CUDA_VISIBLE_DEVICES={visible!r}")
     device = "cpu"
     if use_gpu:
         if torch.cuda.is_available():
             device = "cuda"
         else:
-            warnings.warn(f"Ray gave task {label} GPU {','.join(gpu_ids)} but torch sees no CUDA device on {node_ip}; running it on the CPU")
+            warnings.warn(
+                f"Ray gave task {label} GPU {','.join(gpu_ids)} but torch sees no CUDA device on {node_ip}; running "
+                f"it on the CPU"
+            )
     store = CacheStore(store_root)
     try:
         result = task(device, store, *job)
     except ArchsimError as error:
         return _Failure(str(error))
-    report = TaskReport(label, node_ip, ray.get_runtime_context().get_node_id(), os.getpid(), gpu_ids, visible, device, started, time.time())
+    report = TaskReport(
+        label,
+        node_ip,
+        ray.get_runtime_context().get_node_id(),
+        os.getpid(),
+        gpu_ids,
+        visible,
+        device,
+        started,
+        time.time(),
+    )
     return result, store.hits, store.misses, store.bytes_read, sorted(store.used), report
 
 
@@ -100,13 +119,17 @@ def _check_reachable(address: str) -> None:
     host_port = address.removeprefix("ray://")
     host, _, port = host_port.rpartition(":")
     if not host or not port.isdigit():
-        raise ArchsimError(f"--address {address!r} is not HOST:PORT (or ray://HOST:PORT, or auto); give the head node's address, e.g. 10.0.0.1:6379")
+        raise ArchsimError(
+            f"--address {address!r} is not HOST:PORT (or ray://HOST:PORT, or auto); give the head node's address, "
+            f"e.g. 10.0.0.1:6379"
+        )
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise ArchsimError(
-            f"no Ray cluster reachable at {address} ({reason}); start one there with `ray start --head --port={port}` or fix --address"
+            f"no Ray cluster reachable at {address} ({reason}); start one there with `ray start --head --port={port}` "
+            f"or fix --address"
         ) from None
 
 
@@ -133,10 +156,14 @@ class RayEngine:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, device: str = "auto", cpus_per_task: float = 1, max_retries: int = 3) -> None:
+    def __init__(
+        self, address: str | None = None, device: str = "auto", cpus_per_task: float = 1, max_retries: int = 3
+    ) -> None:
         ray = import_ray()
         if device not in DEVICES:
-            raise ArchsimError(f"--device {device} with --engine ray: Ray gives each task its own GPU; use {', '.join(DEVICES)}")
+            raise ArchsimError(
+                f"--device {device} with --engine ray: Ray gives each task its own GPU; use {', '.join(DEVICES)}"
+            )
         if not cpus_per_task > 0:
             raise ArchsimError(f"--cpus-per-task must be positive, got {cpus_per_task}")
         self._opened = False
@@ -147,12 +174,17 @@ class RayEngine:
                 ray.init(address=address, logging_level=logging.WARNING)
             except ConnectionError as error:
                 reason = str(error).split(". ")[0]
-                raise ArchsimError(f"cannot connect to Ray at {address}: {reason}; start a cluster (`ray start --head`) or fix --address") from None
+                raise ArchsimError(
+                    f"cannot connect to Ray at {address}: {reason}; start a cluster (`ray start --head`) or fix "
+                    f"--address"
+                ) from None
             self._opened = True
         gpus = ray.cluster_resources().get("GPU", 0)
         if device == "cuda" and not gpus:
             self.close()
-            raise ArchsimError("--device cuda with --engine ray, but the Ray cluster has no GPUs; use --device auto or cpu")
+            raise ArchsimError(
+                "--device cuda with --engine ray, but the Ray cluster has no GPUs; use --device auto or cpu"
+            )
         self.use_gpu = device != "cpu" and gpus > 0
         self.device = "cuda" if self.use_gpu else "cpu"
         self.cpus_per_task = cpus_per_task
@@ -164,15 +196,23 @@ class RayEngine:
         self._remote = ray.remote(_run_task)
 
     def map(
-        self, task: Task, jobs: Sequence[tuple], store: CacheStore, desc: str, labels: Sequence[str], report_all: bool = False,
+        self,
+        task: Task,
+        jobs: Sequence[tuple],
+        store: CacheStore,
+        desc: str,
+        labels: Sequence[str],
+        report_all: bool = False,
     ) -> list[Any]:
         ray = import_ray()
         store.root.mkdir(parents=True, exist_ok=True)
         probe = f".ray-probe-{uuid.uuid4().hex}"
         atomic_write_text(store.root / probe, "archsim: the cache must be visible on every Ray node\n")
         options = dict(
-            num_cpus=self.cpus_per_task, num_gpus=1 if self.use_gpu else 0,
-            max_retries=self.max_retries, retry_exceptions=True,
+            num_cpus=self.cpus_per_task,
+            num_gpus=1 if self.use_gpu else 0,
+            max_retries=self.max_retries,
+            retry_exceptions=True,
             scheduling_strategy="SPREAD",  # tasks are few and heavy: one per node before two on one
         )
         # Large arguments shared by every job (the images, the attack) go to the object store once, not once per task.
@@ -186,7 +226,9 @@ class RayEngine:
             return shared[id(arg)]
 
         pending = {
-            self._remote.options(**options, name=f"{desc}: {label}").remote(task, str(store.root), probe, self.use_gpu, label, *map(by_ref, job)): i
+            self._remote.options(**options, name=f"{desc}: {label}").remote(
+                task, str(store.root), probe, self.use_gpu, label, *map(by_ref, job)
+            ): i
             for i, (label, job) in enumerate(zip(labels, jobs))
         }
         results: list[Any] = [None] * len(jobs)
@@ -198,7 +240,10 @@ class RayEngine:
                     try:
                         value = ray.get(done[0])
                     except ray.exceptions.RayError as error:
-                        raise ArchsimError(f"{desc}: the task of {labels[i]} failed {self.max_retries + 1} times, last with {_one_line(error)}") from None
+                        raise ArchsimError(
+                            f"{desc}: the task of {labels[i]} failed {self.max_retries + 1} times, last with "
+                            f"{_one_line(error)}"
+                        ) from None
                     if isinstance(value, _Failure):
                         raise ArchsimError(value.message)
                     results[i], hits, misses, bytes_read, used, report = value

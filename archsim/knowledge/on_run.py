@@ -34,7 +34,9 @@ from archsim.transfer.stages import predict_stream
 _KERNEL_BLOCK_BYTES = 1 << 26
 
 
-def _bootstrap_alpha_2(u: np.ndarray, v: np.ndarray, weights: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+def _bootstrap_alpha_2(
+    u: np.ndarray, v: np.ndarray, weights: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
     """alpha_2 over image resamples without forming one outer product per resample:
     with resample counts c, |sum_k c_k w_k u_k v_k^T|_F^2 = c^T K c, K = (U U^T) * (V V^T) * (w w^T).
 
@@ -51,7 +53,9 @@ def _bootstrap_alpha_2(u: np.ndarray, v: np.ndarray, weights: np.ndarray, n_boot
     return np.sqrt(np.maximum(quadratic, 0)) / m
 
 
-def pair_alphas(d_ss: np.ndarray, d_st: np.ndarray, d_tt: np.ndarray, n_boot: int, rng: np.random.Generator) -> dict[str, float]:
+def pair_alphas(
+    d_ss: np.ndarray, d_st: np.ndarray, d_tt: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> dict[str, float]:
     """alpha_1, alpha_2 and the combined score of one ordered pair, with 95 % bootstrap intervals over its images.
 
     An image whose target's own attack moves nothing (|Delta_T->T| = 0) has no alpha_1,
@@ -110,7 +114,10 @@ def alpha_matrices(
                 loaded.append(create_model(t.specs[target], cache=store, device=resolve_device(device)))
             found = store.open("adv", t.adv_keys[s])
             if found is None:
-                raise ArchsimError(f"the adversarial set of {names[s]} vanished from {store.root} during the run; rerun to recompute it")
+                raise ArchsimError(
+                    f"the adversarial set of {names[s]} vanished from {store.root} during the run; rerun to recompute "
+                    f"it"
+                )
             shape = found.shape("images")
             size = batch_size_for(loaded[0], batch_size, "evaluate", shape[1:], shape[0], store)
             batches = (torch.from_numpy(rows) for rows in found.batches("images", size))
@@ -118,7 +125,9 @@ def alpha_matrices(
 
         for s in range(n):
             key = digest("advlogits", t.fingerprints[target], t.adv_keys[s])
-            entries[s, target] = store.get_or_stream("advlogits", key, "logits", t.clean_logits.shape[1:], np.float32, lambda s=s: on_set(s))
+            entries[s, target] = store.get_or_stream(
+                "advlogits", key, "logits", t.clean_logits.shape[1:], np.float32, lambda s=s: on_set(s)
+            )
     # Each map holds a file descriptor: the diagonal stays mapped, the other pairs are mapped one at a time.
     own = [entries[m, m].mapped("logits") for m in range(n)]
 
@@ -136,7 +145,12 @@ def alpha_matrices(
             a1[s, target], a2[s, target], combined[s, target] = row["alpha_1"], row["alpha_2"], row["alpha_combined"]
             rows.append(row)
     frame = lambda values: pd.DataFrame(values, index=names, columns=names)  # noqa: E731
-    result = {"alpha_1": frame(a1), "alpha_2": frame(a2), "alpha_combined": frame(combined), "pairs": pd.DataFrame(rows)}
+    result = {
+        "alpha_1": frame(a1),
+        "alpha_2": frame(a2),
+        "alpha_combined": frame(combined),
+        "pairs": pd.DataFrame(rows),
+    }
     out = Path(out) if out is not None else Path(run_dir) / "alphas"
     out.mkdir(parents=True, exist_ok=True)
     for name in ("alpha_1", "alpha_2", "alpha_combined"):

@@ -75,7 +75,8 @@ def check_same_input(source: SimModel, target: SimModel, images: torch.Tensor) -
         wanted = model.preprocess.channels
         if wanted != channels and {wanted, channels} != {1, 3}:
             raise ArchsimError(
-                f"models {source.name} and {target.name} have incompatible input spaces: {model.name} takes {wanted}-channel images, "
+                f"models {source.name} and {target.name} have incompatible input spaces: {model.name} takes "
+                f"{wanted}-channel images, "
                 f"the data has {channels}; compare models that take the same images"
             )
 
@@ -99,8 +100,14 @@ def transfer_accuracy(source: SimModel, train: ImageSet, test: ImageSet, seed: i
 
 
 def pair_transferability(
-    source: SimModel, target: SimModel, images: torch.Tensor, labels: torch.Tensor, attack: Attack,
-    seed: int = 0, batch_size: int = 128, eps_s: float = DEFAULT_EPS_S,
+    source: SimModel,
+    target: SimModel,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    attack: Attack,
+    seed: int = 0,
+    batch_size: int = 128,
+    eps_s: float = DEFAULT_EPS_S,
 ) -> dict[str, float]:
     """alpha_1, alpha_2, combined and product (S->T and T->S), the target's adversarial loss and
     SAT, on the ``images`` the target classifies correctly (``labels``: the target task's).
@@ -127,7 +134,9 @@ def pair_transferability(
         per_image = alpha_1(cross, own_b)
         row[f"alpha_1_{direction}"] = float(np.nanmean(per_image))
         row[f"alpha_2_{direction}"] = alpha_2(own_a, cross)
-        row[f"alpha_combined_{direction}"] = alpha_2(own_a, cross, per_image)  # images without an alpha_1 left out, as in its mean
+        row[f"alpha_combined_{direction}"] = alpha_2(
+            own_a, cross, per_image
+        )  # images without an alpha_1 left out, as in its mean
         row[f"alpha_product_{direction}"] = row[f"alpha_1_{direction}"] * row[f"alpha_2_{direction}"]
     row["target_adv_loss"] = float(torch.nn.functional.cross_entropy(t_on_s, y))
     fooled_t = (t_on_s.argmax(-1) != y).numpy()
@@ -150,8 +159,10 @@ def _restrict(data: ImageSet, classes: tuple[int, ...]) -> ImageSet:
     keep = np.flatnonzero(np.isin(labels, classes))
     relabel = {c: i for i, c in enumerate(classes)}
     return ImageSet(
-        data.images[keep], torch.as_tensor([relabel[int(v)] for v in labels[keep]]),
-        tuple(data.classes[c] for c in classes), f"{data.name}[{','.join(map(str, classes))}]",
+        data.images[keep],
+        torch.as_tensor([relabel[int(v)] for v in labels[keep]]),
+        tuple(data.classes[c] for c in classes),
+        f"{data.name}[{','.join(map(str, classes))}]",
     )
 
 
@@ -167,7 +178,14 @@ def _recipe(architecture: str, epochs: int | None) -> Recipe:
 
 
 def _model_key(architecture: str, data: ImageSet, seed: int, epochs: int | None) -> str:
-    return digest("overlap-model", ZOO[architecture].describe(), _recipe(architecture, epochs).describe(), seed, data.fingerprint, timm.__version__)
+    return digest(
+        "overlap-model",
+        ZOO[architecture].describe(),
+        _recipe(architecture, epochs).describe(),
+        seed,
+        data.fingerprint,
+        timm.__version__,
+    )
 
 
 def _trained(architecture: str, data: ImageSet, seed: int, epochs: int | None, store: CacheStore) -> SimModel:
@@ -176,8 +194,11 @@ def _trained(architecture: str, data: ImageSet, seed: int, epochs: int | None, s
     classes = data.num_classes
     build = lambda: entry.build(num_classes=classes)  # noqa: E731
     arrays = store.get_or_compute(
-        "knowledge", _model_key(architecture, data, seed, epochs),
-        lambda: state_to_arrays(train_classifier(build, entry.preprocess(), data, recipe, seed, f"train {architecture} on {data.name}")[0]),
+        "knowledge",
+        _model_key(architecture, data, seed, epochs),
+        lambda: state_to_arrays(
+            train_classifier(build, entry.preprocess(), data, recipe, seed, f"train {architecture} on {data.name}")[0]
+        ),
     )
     net = build()
     net.load_state_dict(arrays_to_state(arrays))
@@ -204,11 +225,18 @@ def knowledge_correlations(table: pd.DataFrame) -> pd.DataFrame:
         if architectures > 2:
             groups.append(("between architectures", means.mean()))
         groups += list(table.groupby("architecture", sort=False))
-    return pd.DataFrame([
-        {"group": group, "metric": metric, "sources": len(part),
-         **correlate(part[metric].to_numpy(float), part["transfer_accuracy"].to_numpy(float))}
-        for group, part in groups for metric in METRICS
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "group": group,
+                "metric": metric,
+                "sources": len(part),
+                **correlate(part[metric].to_numpy(float), part["transfer_accuracy"].to_numpy(float)),
+            }
+            for group, part in groups
+            for metric in METRICS
+        ]
+    )
 
 
 @dataclass
@@ -237,7 +265,11 @@ def overlap_experiment(
     """
     unknown = [a for a in architectures if a not in ZOO]
     if unknown or not architectures:
-        raise ArchsimError(f"unknown architecture {unknown[0]!r}; choose zoo entries such as {', '.join(ARCHITECTURES)}" if unknown else "give architectures")
+        raise ArchsimError(
+            f"unknown architecture {unknown[0]!r}; choose zoo entries such as {', '.join(ARCHITECTURES)}"
+            if unknown
+            else "give architectures"
+        )
     chosen = [source_classes(o) for o in overlaps]
     if len(overlaps) < 3:
         raise ArchsimError("give at least 3 overlaps for a correlation, e.g. 0,50,100")
@@ -250,13 +282,27 @@ def overlap_experiment(
     trainings = [(TARGET_ARCHITECTURE, task_train, TARGET_SEED)] + [(a, data, ZOO[a].seed) for a, _, _, data in sources]
     # All models train first, one per core, longest first; each is then a cache hit below.
     trainings.sort(key=lambda job: -training_cost(ZOO[job[0]], len(job[1])))
-    jobs = [(_trained, (a, data, seed, epochs)) for a, data, seed in trainings if not store.contains("knowledge", _model_key(a, data, seed, epochs))]
+    jobs = [
+        (_trained, (a, data, seed, epochs))
+        for a, data, seed in trainings
+        if not store.contains("knowledge", _model_key(a, data, seed, epochs))
+    ]
     train_side_by_side(jobs, store, "knowledge transfer: train")
     target = _trained(TARGET_ARCHITECTURE, task_train, TARGET_SEED, epochs, store)
     rows = []
-    for architecture, overlap, classes, data in tqdm(sources, desc="knowledge transfer: sources", unit="source", disable=None):
+    for architecture, overlap, classes, data in tqdm(
+        sources, desc="knowledge transfer: sources", unit="source", disable=None
+    ):
         source = _trained(architecture, data, ZOO[architecture].seed, epochs, store)
-        key = digest("overlap-row", source.fingerprint, target.fingerprint, task_train.fingerprint, task_test.fingerprint, attack.config(), seed)
+        key = digest(
+            "overlap-row",
+            source.fingerprint,
+            target.fingerprint,
+            task_train.fingerprint,
+            task_test.fingerprint,
+            attack.config(),
+            seed,
+        )
 
         def measure() -> dict:
             row = pair_transferability(source, target, task_test.images, task_test.labels, attack, seed)
@@ -264,8 +310,14 @@ def overlap_experiment(
             return {name: np.float64(value) for name, value in row.items()}
 
         measured = store.get_or_compute("knowledge", key, measure)
-        rows.append({"architecture": architecture, "overlap": overlap, "classes": "".join(map(str, classes)),
-                     **{name: float(value) for name, value in measured.items()}})
+        rows.append(
+            {
+                "architecture": architecture,
+                "overlap": overlap,
+                "classes": "".join(map(str, classes)),
+                **{name: float(value) for name, value in measured.items()},
+            }
+        )
     table = pd.DataFrame(rows)
     table["test_images"] = table["test_images"].astype(int)
     correlations = knowledge_correlations(table)

@@ -33,8 +33,18 @@ LEVELS = (0, 1)
 SEED = 233
 STEPS = 10
 SCALE_STEP = 0.1
-COLUMNS = ["scale", "alpha_S_T", "alpha_T_S", "gamma_S_T", "gamma_T_S", "alpha_gamma_combined_S_T",
-           "alpha_gamma_combined_T_S", "loss_f_S", "loss_f_T", "gradient_loss"]
+COLUMNS = [
+    "scale",
+    "alpha_S_T",
+    "alpha_T_S",
+    "gamma_S_T",
+    "gamma_T_S",
+    "alpha_gamma_combined_S_T",
+    "alpha_gamma_combined_T_S",
+    "loss_f_S",
+    "loss_f_T",
+    "gradient_loss",
+]
 
 
 @dataclass
@@ -76,7 +86,10 @@ def _random_like(width: int, n: int, d: int) -> list[torch.Tensor]:
 def _load_network(data_dir: Path, width: int) -> Network:
     path = data_dir / weights_file(width)
     if not path.is_file():
-        raise ArchsimError(f"{path} is missing; pass --data-dir the folder of the synthetic experiment (e.g. ../shared/data/liang_synthetic)")
+        raise ArchsimError(
+            f"{path} is missing; pass --data-dir the folder of the synthetic experiment (e.g. "
+            f"../shared/data/liang_synthetic)"
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
     try:
         return Network(*(state[k].to(torch.float64) for k in ("W1", "b1", "W2", "b2")))
@@ -110,9 +123,12 @@ def transfer_metrics(j_s: torch.Tensor, j_t: torch.Tensor, level: int) -> dict[s
     a = p @ torch.linalg.pinv(s)
     residual = j_t - torch.einsum("ab,Nbn->Nan", a, j_s)
     return {
-        "alpha_S_T": float(a_st.mean()), "alpha_T_S": float(a_ts.mean()),
-        "gamma_S_T": alpha_2(d_ss, d_st), "gamma_T_S": alpha_2(d_tt, d_ts),
-        "alpha_gamma_combined_S_T": alpha_2(d_ss, d_st, a_st), "alpha_gamma_combined_T_S": alpha_2(d_tt, d_ts, a_ts),
+        "alpha_S_T": float(a_st.mean()),
+        "alpha_T_S": float(a_ts.mean()),
+        "gamma_S_T": alpha_2(d_ss, d_st),
+        "gamma_T_S": alpha_2(d_tt, d_ts),
+        "alpha_gamma_combined_S_T": alpha_2(d_ss, d_st, a_st),
+        "alpha_gamma_combined_T_S": alpha_2(d_tt, d_ts, a_ts),
         "gradient_loss": float(residual.pow(2).sum((1, 2)).mean().sqrt()),
     }
 
@@ -151,8 +167,14 @@ def run_configuration(data_dir: Path, source_width: int, level: int) -> pd.DataF
         for w, dev in zip(weights, deviations):
             w += scale * dev  # cumulative: the source drifts further at every step
         drifted = Network(*weights)
-        rows.append({"scale": scale, **transfer_metrics(drifted.jacobians(x), j_t, level),
-                     "loss_f_S": refit_loss(drifted, x, y), "loss_f_T": loss_t})
+        rows.append(
+            {
+                "scale": scale,
+                **transfer_metrics(drifted.jacobians(x), j_t, level),
+                "loss_f_S": refit_loss(drifted, x, y),
+                "loss_f_T": loss_t,
+            }
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -160,7 +182,10 @@ def liang_synthetic(data_dir: str | Path, out: str | Path) -> dict[str, pd.DataF
     """All six configurations (source width 100, 50, 200; attack level 0, 1), one CSV each, and a figure."""
     data_dir, out = Path(data_dir), Path(out)
     if not (data_dir / DATA_FILE).is_file():
-        raise ArchsimError(f"{data_dir / DATA_FILE} is missing; pass --data-dir the folder of the synthetic experiment (e.g. ../shared/data/liang_synthetic)")
+        raise ArchsimError(
+            f"{data_dir / DATA_FILE} is missing; pass --data-dir the folder of the synthetic experiment (e.g. "
+            f"../shared/data/liang_synthetic)"
+        )
     if out.exists() and not out.is_dir():
         raise ArchsimError(f"--out {out} is a file; choose a folder")
     results = {}

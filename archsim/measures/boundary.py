@@ -27,8 +27,13 @@ def sign_directions(model, images: torch.Tensor, labels: torch.Tensor, batch_siz
 
 
 def boundary_distance(
-    model, images: torch.Tensor, labels: torch.Tensor, directions: torch.Tensor, max_distance: float,
-    n_points: int = DEFAULT_POINTS, batch_size: int = 128,
+    model,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    directions: torch.Tensor,
+    max_distance: float,
+    n_points: int = DEFAULT_POINTS,
+    batch_size: int = 128,
 ) -> np.ndarray:
     """[M] smallest t on a grid of ``n_points`` in (0, max_distance] with model(x + t d) != y,
     in [0, 1] pixel units; ``max_distance * (1 + 1/n_points)`` where the label never changes
@@ -43,14 +48,22 @@ def boundary_distance(
             wrong = torch.zeros(len(x), n_points, dtype=torch.bool)
             for k, t in enumerate(ts):
                 wrong[:, k] = model((x + t * d).clamp(0, 1).to(model.device)).argmax(-1).cpu() != y
-            first = torch.where(wrong.any(1), ts[wrong.float().argmax(1)], torch.tensor(max_distance * (1 + 1 / n_points)))
+            first = torch.where(
+                wrong.any(1), ts[wrong.float().argmax(1)], torch.tensor(max_distance * (1 + 1 / n_points))
+            )
             result[s : s + len(x)] = torch.where(clean_wrong, torch.zeros(()), first).numpy()
     return result
 
 
 def boundary_distances(
-    source, targets: Sequence, images: torch.Tensor | StoredImages, labels: torch.Tensor, max_distance: float,
-    n_points: int = DEFAULT_POINTS, source_batch: int = 128, target_batches: Sequence[int] | None = None,
+    source,
+    targets: Sequence,
+    images: torch.Tensor | StoredImages,
+    labels: torch.Tensor,
+    max_distance: float,
+    n_points: int = DEFAULT_POINTS,
+    source_batch: int = 128,
+    target_batches: Sequence[int] | None = None,
 ) -> np.ndarray:
     """[len(targets), M] :func:`boundary_distance` of each target along ``source``'s :func:`sign_directions`,
     in one pass over ``images`` a batch of ``source_batch`` at a time: neither the set nor its
@@ -59,13 +72,19 @@ def boundary_distances(
     out = np.empty((len(targets), len(labels)))
     start = 0
     for batch in tqdm(
-        image_batches(images, source_batch), total=-(-len(labels) // source_batch), desc=f"boundary along {source.name}",
-        unit="batch", leave=False, disable=None,
+        image_batches(images, source_batch),
+        total=-(-len(labels) // source_batch),
+        desc=f"boundary along {source.name}",
+        unit="batch",
+        leave=False,
+        disable=None,
     ):
         y = labels[start : start + len(batch)]
         directions = sign_directions(source, batch, y, source_batch)
         for t, (target, size) in enumerate(zip(targets, target_batches)):
-            out[t, start : start + len(batch)] = boundary_distance(target, batch, y, directions, max_distance, n_points, size)
+            out[t, start : start + len(batch)] = boundary_distance(
+                target, batch, y, directions, max_distance, n_points, size
+            )
         start += len(batch)
     return out
 
@@ -76,7 +95,9 @@ def boundary_gap(distances: np.ndarray, valid: np.ndarray) -> np.ndarray:
     the images both classify correctly (NaN elsewhere)."""
     # Only the gaps along a pair's own directions enter, so [N, N, M] arrays suffice; the gaps along every
     # source ([N, N, N, M]) would be 131 GB for 69 models on 50,000 images.
-    own = distances[np.arange(len(distances)), np.arange(len(distances))]  # [a, M]: a's distance along its own directions
+    own = distances[
+        np.arange(len(distances)), np.arange(len(distances))
+    ]  # [a, M]: a's distance along its own directions
     along_a = np.abs(own[:, None, :] - distances)  # [a, b, M]: |d_a - d_b| along a's directions
     gap = along_a + along_a.transpose(1, 0, 2)  # the transpose is the gap along b's
     del along_a

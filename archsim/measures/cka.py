@@ -51,7 +51,9 @@ def _mean(features: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
     return total / (len(features) if weights is None else weights.sum())
 
 
-def _centred_cross(x: np.ndarray, y: np.ndarray, mean_x: np.ndarray, mean_y: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+def _centred_cross(
+    x: np.ndarray, y: np.ndarray, mean_x: np.ndarray, mean_y: np.ndarray, weights: np.ndarray | None
+) -> np.ndarray:
     """(X - mean_x)^T W (Y - mean_y), W the diagonal of ``weights`` (the identity if None).
 
     Centred chunk by chunk with the means found first, as the in-memory formula
@@ -88,7 +90,13 @@ def linear_cka(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) 
     _check_rows(y, len(x), w)
     mean_x, mean_y = _mean(x, w), _mean(y, w)
     cross = np.linalg.norm(_centred_cross(x, y, mean_x, mean_y, w)) ** 2
-    return float(cross / (np.linalg.norm(_centred_cross(x, x, mean_x, mean_x, w)) * np.linalg.norm(_centred_cross(y, y, mean_y, mean_y, w))))
+    return float(
+        cross
+        / (
+            np.linalg.norm(_centred_cross(x, x, mean_x, mean_x, w))
+            * np.linalg.norm(_centred_cross(y, y, mean_y, mean_y, w))
+        )
+    )
 
 
 def cka_matrix(features: list[np.ndarray]) -> np.ndarray:

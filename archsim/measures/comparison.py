@@ -36,7 +36,12 @@ def correlate(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     if keep.sum() < 3 or np.ptp(x[keep]) == 0 or np.ptp(y[keep]) == 0:
         return {"spearman": np.nan, "spearman_p": np.nan, "pearson": np.nan, "pearson_p": np.nan}
     s, p = stats.spearmanr(x[keep], y[keep]), stats.pearsonr(x[keep], y[keep])
-    return {"spearman": float(s.statistic), "spearman_p": float(s.pvalue), "pearson": float(p.statistic), "pearson_p": float(p.pvalue)}
+    return {
+        "spearman": float(s.statistic),
+        "spearman_p": float(s.pvalue),
+        "pearson": float(p.statistic),
+        "pearson_p": float(p.pvalue),
+    }
 
 
 def compare_measures(
@@ -68,8 +73,12 @@ def compare_measures(
         spread = float(np.nanstd(draws))
         signal = float(np.nanstd(values))
         row: dict[str, Any] = {
-            "measure": name, "passes_per_item": costs[name], "items_at_budget": items, "spread_sd": spread,
-            "across_pairs_sd": signal, "noise_to_signal": spread / signal if signal > 0 else np.nan,
+            "measure": name,
+            "passes_per_item": costs[name],
+            "items_at_budget": items,
+            "spread_sd": spread,
+            "across_pairs_sd": signal,
+            "noise_to_signal": spread / signal if signal > 0 else np.nan,
         }
         row.update({f"{k}_vs_sat": v for k, v in correlate(values, sat).items() if k.startswith("spearman")})
         row.update({f"{k}_vs_err": v for k, v in correlate(values, _upper(err)).items()})

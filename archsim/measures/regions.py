@@ -36,7 +36,11 @@ def plane_points(triplet_images: torch.Tensor, resolution: int = DEFAULT_RESOLUT
 
 
 def region_labels(
-    model, images: torch.Tensor | StoredImages, triplets: np.ndarray, resolution: int = DEFAULT_RESOLUTION, batch_size: int = 256
+    model,
+    images: torch.Tensor | StoredImages,
+    triplets: np.ndarray,
+    resolution: int = DEFAULT_RESOLUTION,
+    batch_size: int = 256,
 ) -> np.ndarray:
     """[T, R*R] the model's label at every grid point of every triplet plane (uint8 ``images``,
     in memory or in the cache: only the triplets' images are read)."""
@@ -44,9 +48,20 @@ def region_labels(
     picked = image_rows(images, chosen)
     out = np.empty((len(triplets), resolution * resolution), dtype=np.int64)
     with torch.inference_mode():
-        for t, triplet in enumerate(tqdm(positions.reshape(len(triplets), 3), desc=f"regions {model.name}", unit="plane", leave=False, disable=None)):
+        for t, triplet in enumerate(
+            tqdm(
+                positions.reshape(len(triplets), 3),
+                desc=f"regions {model.name}",
+                unit="plane",
+                leave=False,
+                disable=None,
+            )
+        ):
             points = plane_points(picked[torch.as_tensor(triplet)].float() / 255, resolution)
-            labels = [model(points[s : s + batch_size].to(model.device)).argmax(-1).cpu() for s in range(0, len(points), batch_size)]
+            labels = [
+                model(points[s : s + batch_size].to(model.device)).argmax(-1).cpu()
+                for s in range(0, len(points), batch_size)
+            ]
             out[t] = torch.cat(labels).numpy()
     return out
 

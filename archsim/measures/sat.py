@@ -15,7 +15,9 @@ BOOTSTRAP_CHUNK_BYTES = 1 << 24
 """Float64 bytes of the pair masks cast at a time by the bootstrap."""
 
 
-def sat_value(fooled: float | np.ndarray, both_correct: float | np.ndarray, eps_s: float = DEFAULT_EPS_S, sides: int = 2) -> np.ndarray:
+def sat_value(
+    fooled: float | np.ndarray, both_correct: float | np.ndarray, eps_s: float = DEFAULT_EPS_S, sides: int = 2
+) -> np.ndarray:
     """``ln(max(eps_s, 100 * fooled / (sides * |X_AB|)))``; NaN where ``|X_AB|`` is 0.
 
     ``fooled`` counts fooled decisions over X_AB: both directions for the

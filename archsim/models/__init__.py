@@ -22,7 +22,22 @@ from archsim.models.wrapper import Preprocess, SimModel
 from archsim.models.zoo import ZOO, train_zoo, zoo_specs
 
 __all__ = [
-    "create_model", "check_model_specs", "model_schemes", "register_source", "Preprocess", "SimModel", "ZOO", "train_zoo", "zoo_specs",
-    "PRECISIONS", "Purpose", "channels_last_by_default", "check_precision", "convolutional", "default_precision", "precision_context",
-    "prepare", "to_channels_last",
+    "create_model",
+    "check_model_specs",
+    "model_schemes",
+    "register_source",
+    "Preprocess",
+    "SimModel",
+    "ZOO",
+    "train_zoo",
+    "zoo_specs",
+    "PRECISIONS",
+    "Purpose",
+    "channels_last_by_default",
+    "check_precision",
+    "convolutional",
+    "default_precision",
+    "precision_context",
+    "prepare",
+    "to_channels_last",
 ]

@@ -93,7 +93,10 @@ def to_channels_last(net: nn.Module) -> None:
 
 
 def prepare(
-    model: SimModel, precision: str = "fp32", compile: bool = False, channels_last: bool | None = None,
+    model: SimModel,
+    precision: str = "fp32",
+    compile: bool = False,
+    channels_last: bool | None = None,
     purpose: Purpose = "attack",
 ) -> SimModel:
     """Ready a loaded model for many batches on its device.

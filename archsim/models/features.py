@@ -34,10 +34,14 @@ def classifier_layer(model: SimModel) -> nn.Module:
     for layer, shape in reversed(runs):
         if shape[1:].numel() == width:
             return layer
-    raise ArchsimError(f"model {model.name} has no Linear/Conv2d layer producing its {width} outputs; features need one")
+    raise ArchsimError(
+        f"model {model.name} has no Linear/Conv2d layer producing its {width} outputs; features need one"
+    )
 
 
-def feature_batches(model: SimModel, images: torch.Tensor | StoredImages, batch_size: int = 128) -> Iterator[np.ndarray]:
+def feature_batches(
+    model: SimModel, images: torch.Tensor | StoredImages, batch_size: int = 128
+) -> Iterator[np.ndarray]:
     """[b, d] float32 inputs of the classifier layer, a batch of uint8 ``images`` (in memory or read
     from the cache) at a time: a consumer that writes them away holds one batch, never the set's."""
     layer = classifier_layer(model)
@@ -46,7 +50,14 @@ def feature_batches(model: SimModel, images: torch.Tensor | StoredImages, batch_
     batches = image_batches(images, batch_size)
     try:
         with torch.inference_mode():
-            for batch in tqdm(batches, total=-(-len(images) // batch_size), desc=f"features {model.name}", unit="batch", leave=False, disable=None):
+            for batch in tqdm(
+                batches,
+                total=-(-len(images) // batch_size),
+                desc=f"features {model.name}",
+                unit="batch",
+                leave=False,
+                disable=None,
+            ):
                 model(batch.to(model.device).float().div_(255.0))
                 yield captured.pop().numpy()
     finally:

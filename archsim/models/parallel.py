@@ -42,7 +42,9 @@ def train_side_by_side(jobs: Sequence[Job], cache: CacheStore, desc: str, proces
     workers = min(len(jobs), processes or usable_cores())
     if workers < 2:
         return False
-    pool = ProcessPoolExecutor(workers, mp_context=worker_context(), initializer=worker_setup, initargs=(os.getpid(), dict(os.environ)))
+    pool = ProcessPoolExecutor(
+        workers, mp_context=worker_context(), initializer=worker_setup, initargs=(os.getpid(), dict(os.environ))
+    )
     try:
         futures = [pool.submit(_run_job, function, args, str(cache.root)) for function, args in jobs]
         for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="model", disable=None):

@@ -68,15 +68,24 @@ def take_name(spec: Spec) -> str | None:
     if value is None:
         return None
     why = (
-        "it is empty" if not value.strip() else
-        "it starts or ends with a space" if value != value.strip() else
-        "it holds a path separator" if "/" in value or "\\" in value else
-        "it is . or .." if value in (".", "..") else
-        "it holds a control character" if any(ord(c) < 32 for c in value) else
-        "it is longer than 120 characters" if len(value) > 120 else None
+        "it is empty"
+        if not value.strip()
+        else "it starts or ends with a space"
+        if value != value.strip()
+        else "it holds a path separator"
+        if "/" in value or "\\" in value
+        else "it is . or .."
+        if value in (".", "..")
+        else "it holds a control character"
+        if any(ord(c) < 32 for c in value)
+        else "it is longer than 120 characters"
+        if len(value) > 120
+        else None
     )
     if why:
-        raise ArchsimError(f"name={value!r} in {spec.text!r} cannot name a model ({why}); give a plain name, e.g. name=my-model")
+        raise ArchsimError(
+            f"name={value!r} in {spec.text!r} cannot name a model ({why}); give a plain name, e.g. name=my-model"
+        )
     return value
 
 
@@ -84,9 +93,16 @@ def training_labels(spec: Spec) -> dict[str, str | int]:
     """``regime=LABEL`` and ``seed=N``, taken from ``spec``: how the user's weights were trained, for the
     training-vs-architecture table (SPEC §2.5), where a checkpoint's training is otherwise unknown.
     They change no weights (``init_seed`` draws random ones); zoo models know their own."""
-    labels = {key: value for key, value in (("regime", spec.take("regime")), ("seed", spec.take_int("seed", minimum=0))) if value is not None}
+    labels = {
+        key: value
+        for key, value in (("regime", spec.take("regime")), ("seed", spec.take_int("seed", minimum=0)))
+        if value is not None
+    }
     if labels and spec.scheme == "zoo":
-        raise ArchsimError(f"{' and '.join(f'{k}=' for k in labels)} in {spec.text!r}: a zoo model's regime and seed are its own (see archsim zoo)")
+        raise ArchsimError(
+            f"{' and '.join(f'{k}=' for k in labels)} in {spec.text!r}: a zoo model's regime and seed are its own "
+            f"(see archsim zoo)"
+        )
     return labels
 
 
@@ -110,7 +126,9 @@ def check_model_specs(specs: list[str]) -> None:
         if name.casefold() in names:
             other, other_text = names[name.casefold()]
             alike = f"{other!r} and {name!r}" if other != name else repr(name)
-            raise ArchsimError(f"two models are named {alike} ({other_text} and {text}); give one a name with ,name=OTHER in its spec")
+            raise ArchsimError(
+                f"two models are named {alike} ({other_text} and {text}); give one a name with ,name=OTHER in its spec"
+            )
         names[name.casefold()] = (name, text)
 
 

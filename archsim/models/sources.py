@@ -38,7 +38,12 @@ def timm_preprocess(net: torch.nn.Module) -> Preprocess:
     """Preprocessing from timm's resolved data config of ``net``."""
     cfg = timm.data.resolve_data_config(model=net)
     interpolation = cfg.get("interpolation", "bicubic")
-    return Preprocess(cfg["input_size"], cfg["mean"], cfg["std"], interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bicubic")
+    return Preprocess(
+        cfg["input_size"],
+        cfg["mean"],
+        cfg["std"],
+        interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bicubic",
+    )
 
 
 def _weights_options(spec: Spec, *sizes: str) -> dict[str, Any]:
@@ -75,7 +80,9 @@ def unreachable(url: str) -> str | None:
     host = parts.hostname or ""
     if host not in _UNREACHABLE:
         try:
-            socket.create_connection((host, parts.port or (443 if parts.scheme == "https" else 80)), timeout=HUB_TIMEOUT_S).close()
+            socket.create_connection(
+                (host, parts.port or (443 if parts.scheme == "https" else 80)), timeout=HUB_TIMEOUT_S
+            ).close()
             _UNREACHABLE[host] = None
         except OSError as error:
             _UNREACHABLE[host] = error.strerror or type(error).__name__
@@ -94,7 +101,11 @@ def _check_timm_weights_at_hand(spec: Spec) -> None:
     import huggingface_hub
 
     config = timm.models.get_pretrained_cfg(spec.target)
-    if config is None or not config.hf_hub_id or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    if (
+        config is None
+        or not config.hf_hub_id
+        or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    ):
         return  # no hub weights, or offline mode, in which the client fails at once by itself
     filenames = (config.hf_hub_filename,) if config.hf_hub_filename else ("model.safetensors", "pytorch_model.bin")
     if any(isinstance(huggingface_hub.try_to_load_from_cache(config.hf_hub_id, name), str) for name in filenames):
@@ -123,7 +134,13 @@ def timm_model(spec: Spec, cache: CacheStore) -> SimModel:
     if options["checkpoint"] is not None:
         _load_state(net, options["checkpoint"], spec)
     # timm's pretrained tag names the recipe the hub weights were trained with (a1_in1k, tv_in1k, tf_adv_in1k).
-    return SimModel(net, timm_preprocess(net), options["name"], spec.text, {"source": "timm", **_training(options, net.pretrained_cfg.get("tag"))})
+    return SimModel(
+        net,
+        timm_preprocess(net),
+        options["name"],
+        spec.text,
+        {"source": "timm", **_training(options, net.pretrained_cfg.get("tag"))},
+    )
 
 
 def torchvision_options(spec: Spec) -> dict[str, Any]:
@@ -135,7 +152,8 @@ def torchvision_options(spec: Spec) -> dict[str, Any]:
 
 @register_source("torchvision", check=lambda spec: torchvision_options(spec)["name"])
 def torchvision_model(spec: Spec, cache: CacheStore) -> SimModel:
-    """``torchvision:NAME``: default weights, or ``checkpoint=PATH``, or ``pretrained=false`` (random weights from ``init_seed``)."""
+    """``torchvision:NAME``: default weights, or ``checkpoint=PATH``, or ``pretrained=false`` (random weights from
+    ``init_seed``)."""
     options = torchvision_options(spec)
     weights = torchvision.models.get_model_weights(spec.target).DEFAULT
     if options["pretrained"]:
@@ -145,7 +163,9 @@ def torchvision_model(spec: Spec, cache: CacheStore) -> SimModel:
             raise _offline_error(spec, urllib.parse.urlsplit(weights.url).hostname or weights.url, why)
     try:
         with seeded_init(options["init_seed"]):
-            net = torchvision.models.get_model(spec.target, weights=weights if options["pretrained"] else None, **options["kwargs"])
+            net = torchvision.models.get_model(
+                spec.target, weights=weights if options["pretrained"] else None, **options["kwargs"]
+            )
     except (OSError, ConnectionError, RuntimeError) as error:
         raise ArchsimError(
             f"cannot fetch pretrained weights for torchvision:{spec.target} ({type(error).__name__}); "
@@ -160,7 +180,9 @@ def torchvision_model(spec: Spec, cache: CacheStore) -> SimModel:
         preset.std,
         preset.interpolation.value,
     )
-    return SimModel(net, preprocess, options["name"], spec.text, {"source": "torchvision", **_training(options, weights.name)})
+    return SimModel(
+        net, preprocess, options["name"], spec.text, {"source": "torchvision", **_training(options, weights.name)}
+    )
 
 
 def _training(options: dict[str, Any], hub_recipe: str | None) -> dict[str, Any]:
@@ -187,7 +209,9 @@ def file_options(spec: Spec) -> dict[str, Any]:
         raise ArchsimError(f"input_size in {spec.text!r} must be C:H:W, e.g. 3:224:224")
     channels = int(size[0]) if size else max(len(mean), len(std))
     try:
-        preprocess = Preprocess(size, mean if len(mean) > 1 else mean * channels, std if len(std) > 1 else std * channels, interpolation)
+        preprocess = Preprocess(
+            size, mean if len(mean) > 1 else mean * channels, std if len(std) > 1 else std * channels, interpolation
+        )
     except ValueError as error:
         raise ArchsimError(f"bad preprocessing options in {spec.text!r}: {error}") from None
     return {"path": path, "preprocess": preprocess, "name": path.stem}
@@ -210,14 +234,21 @@ def file_model(spec: Spec, cache: CacheStore) -> SimModel:
             # Only the user's own files come here; a pickled module cannot load with weights_only.
             net = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - any loading failure is the file's fault
-        raise ArchsimError(f"cannot load model file {path} ({_why_unreadable(path, error)}); save it with torch.save(model) or torch.jit.save") from None
+        raise ArchsimError(
+            f"cannot load model file {path} ({_why_unreadable(path, error)}); save it with torch.save(model) or "
+            f"torch.jit.save"
+        ) from None
     if not isinstance(net, torch.nn.Module):
-        raise ArchsimError(f"model file {path} holds a {type(net).__name__}, not a module; for a state dict use timm:NAME,checkpoint={path}")
+        raise ArchsimError(
+            f"model file {path} holds a {type(net).__name__}, not a module; for a state dict use "
+            f"timm:NAME,checkpoint={path}"
+        )
     return SimModel(net, options["preprocess"], options["name"], spec.text, {"source": "file"})
 
 
 def _why_unreadable(path: Path, error: Exception) -> str:
-    """What is wrong with a file torch could not load, in words: a cut-short archive gave torch's "[Errno 22] Invalid argument"."""
+    """What is wrong with a file torch could not load, in words: a cut-short archive gave torch's "[Errno 22] Invalid
+    argument"."""
     try:
         with Path(path).expanduser().open("rb") as handle:
             magic = handle.read(2)
@@ -240,7 +271,10 @@ def _load_state(net: torch.nn.Module, checkpoint: str, spec: Spec) -> None:
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ArchsimError(f"cannot read checkpoint {checkpoint} ({_why_unreadable(Path(checkpoint), error)}); it must be a torch.save'd state dict") from None
+        raise ArchsimError(
+            f"cannot read checkpoint {checkpoint} ({_why_unreadable(Path(checkpoint), error)}); it must be a "
+            f"torch.save'd state dict"
+        ) from None
     if isinstance(state, dict):
         for key in ("state_dict", "model", "state_dict_ema"):
             if key in state and isinstance(state[key], dict):
@@ -252,4 +286,7 @@ def _load_state(net: torch.nn.Module, checkpoint: str, spec: Spec) -> None:
     except (RuntimeError, TypeError, AttributeError) as error:
         first = str(error).strip().splitlines()
         detail = next((line.strip() for line in first[1:] if line.strip()), first[0] if first else "")
-        raise ArchsimError(f"checkpoint {checkpoint} does not fit {spec.text.split(',')[0]} ({detail}); check the model name and num_classes=") from None
+        raise ArchsimError(
+            f"checkpoint {checkpoint} does not fit {spec.text.split(',')[0]} ({detail}); check the model name and "
+            f"num_classes="
+        ) from None

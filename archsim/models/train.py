@@ -111,8 +111,14 @@ def train_classifier(
 
 
 def _train(
-    build: Callable[[], nn.Module], preprocess: nn.Module, train: ImageSet, recipe: Recipe, seed: int, desc: str,
-    keep_checkpoints: bool, teacher: nn.Module | None,
+    build: Callable[[], nn.Module],
+    preprocess: nn.Module,
+    train: ImageSet,
+    recipe: Recipe,
+    seed: int,
+    desc: str,
+    keep_checkpoints: bool,
+    teacher: nn.Module | None,
 ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
     torch.manual_seed(seed)
     net = build()
@@ -126,14 +132,22 @@ def _train(
     warmup = recipe.warmup_epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))),
+        lambda step: (
+            (step + 1) / warmup
+            if step < warmup
+            else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+        ),
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     augment = affine_augmentation() if recipe.augment == "affine" else None
     # Imported here: archsim.attacks imports archsim.models, which imports this module.
     from archsim.attacks import PGD, NoiseSource
 
-    attack = PGD(recipe.adversarial_eps, recipe.adversarial_steps, rel_step=2.5 / recipe.adversarial_steps) if recipe.adversarial_eps else None
+    attack = (
+        PGD(recipe.adversarial_eps, recipe.adversarial_steps, rel_step=2.5 / recipe.adversarial_steps)
+        if recipe.adversarial_eps
+        else None
+    )
     shuffler = torch.Generator().manual_seed(seed)
     images = train.images.float() / 255.0
     checkpoints = []
@@ -148,7 +162,9 @@ def _train(
                 x = augment(x)
             if attack is not None:
                 # The random start is drawn per (seed, step of training, image): the same on every machine.
-                noise = NoiseSource(seed, range(epoch * len(train) + start, epoch * len(train) + start + len(idx)), x.shape[1:])
+                noise = NoiseSource(
+                    seed, range(epoch * len(train) + start, epoch * len(train) + start + len(idx)), x.shape[1:]
+                )
                 x = adversarial_batch(model, net, attack, x, train.labels[idx], noise)
             logits = model(x)
             loss = loss_fn(logits, train.labels[idx])
@@ -167,7 +183,9 @@ def _train(
     return _state(net), checkpoints
 
 
-def adversarial_batch(model: nn.Module, net: nn.Module, attack: PGD, x: torch.Tensor, y: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
+def adversarial_batch(
+    model: nn.Module, net: nn.Module, attack: PGD, x: torch.Tensor, y: torch.Tensor, noise: NoiseSource
+) -> torch.Tensor:
     """``attack``'s images of ``x`` against ``model`` as it stands, with ``net``'s weights frozen
     for the attack (only the input gradient is needed) and training mode restored after."""
     model.eval()

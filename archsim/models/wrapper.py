@@ -54,7 +54,9 @@ class Preprocess(nn.Module):
             else:
                 raise ValueError(f"cannot feed {x.shape[1]}-channel images to a {self.channels}-channel model")
         if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size[1:]:
-            x = TF.resize(x, list(self.input_size[1:]), interpolation=_INTERPOLATIONS[self.interpolation], antialias=True)
+            x = TF.resize(
+                x, list(self.input_size[1:]), interpolation=_INTERPOLATIONS[self.interpolation], antialias=True
+            )
         return (x - self.mean) / self.std
 
     def describe(self) -> dict[str, Any]:

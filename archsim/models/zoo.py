@@ -54,7 +54,14 @@ class ZooEntry:
         the recipe so the label cannot disagree with how the model was trained."""
         if self.recipe.adversarial_eps:
             return "adversarial"
-        parts = [name for name, on in (("label-smoothing", self.recipe.label_smoothing), ("augmentation", self.recipe.augment != "none")) if on]
+        parts = [
+            name
+            for name, on in (
+                ("label-smoothing", self.recipe.label_smoothing),
+                ("augmentation", self.recipe.augment != "none"),
+            )
+            if on
+        ]
         return "+".join(parts) or "standard"
 
     def build(self, num_classes: int = 10) -> nn.Module:
@@ -88,17 +95,24 @@ ZOO: dict[str, ZooEntry] = {
     "resnet-aug": ZooEntry("ResNet", "resnet18", _RESNET, 16, _AUGMENTED),
     "seresnet": ZooEntry("ResNet", "resnet18", dict(_RESNET, block_args=dict(attn_layer="se")), 16),
     "vit": ZooEntry(
-        "ViT", "vit_tiny_patch16_224",
-        dict(img_size=24, patch_size=4, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0), 24,
+        "ViT",
+        "vit_tiny_patch16_224",
+        dict(img_size=24, patch_size=4, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0),
+        24,
         Recipe(augment="affine", epochs=40),
     ),
     "mixer": ZooEntry(
-        "MLP-Mixer", "mlp_mixer",
-        dict(img_size=16, patch_size=2, num_blocks=4, embed_dim=64, mlp_ratio=(0.5, 2.0)), 16, _AUGMENTED,
+        "MLP-Mixer",
+        "mlp_mixer",
+        dict(img_size=16, patch_size=2, num_blocks=4, embed_dim=64, mlp_ratio=(0.5, 2.0)),
+        16,
+        _AUGMENTED,
     ),
     "convnext": ZooEntry("ConvNeXt", "convnext_atto", dict(depths=(1, 1, 2, 1), dims=(16, 32, 64, 128)), 32),
     # 30 epochs: 20 left it at 93.3-96.7 % on the eval digits over seeds 0-2, 30 at 96.9-97.2 %.
-    "mobilenetv3": ZooEntry("MobileNet", "mobilenetv3_small_050", {}, 24, Recipe(lr=5e-3, weight_decay=0.01, augment="affine", epochs=30)),
+    "mobilenetv3": ZooEntry(
+        "MobileNet", "mobilenetv3_small_050", {}, 24, Recipe(lr=5e-3, weight_decay=0.01, augment="affine", epochs=30)
+    ),
     "mobilevit": ZooEntry("MobileViT (hybrid)", "mobilevit_xxs", {}, 24),
     # PGD adversarial training at the default attack radius on digits (archsim.runs.DIGITS_EPS): the
     # SAT paper's third further check (SPEC §2.10, archsim checks --adversarial). Not in the default
@@ -131,13 +145,17 @@ def zoo_weights(name: str, cache: CacheStore, epoch: int | None = None) -> tuple
     train = load_data("digits", split="train")
     evaluation = load_data("digits", split="eval")
     if epoch is not None and not 1 <= epoch <= entry.recipe.epochs:
-        raise ArchsimError(f"zoo:{name} trains for {entry.recipe.epochs} epochs; choose epoch= between 1 and {entry.recipe.epochs}")
+        raise ArchsimError(
+            f"zoo:{name} trains for {entry.recipe.epochs} epochs; choose epoch= between 1 and {entry.recipe.epochs}"
+        )
     if epoch is not None and epoch < entry.recipe.epochs:
         return _checkpoint_weights(name, entry, train, evaluation, epoch, cache)
 
     def fit() -> dict:
         started = time.perf_counter()
-        state, _ = train_classifier(entry.build, entry.preprocess(), train, entry.recipe, entry.seed, f"train zoo:{name}")
+        state, _ = train_classifier(
+            entry.build, entry.preprocess(), train, entry.recipe, entry.seed, f"train zoo:{name}"
+        )
         seconds = time.perf_counter() - started
         net = entry.build()
         net.load_state_dict(state)
@@ -146,7 +164,10 @@ def zoo_weights(name: str, cache: CacheStore, epoch: int | None = None) -> tuple
         return {**state_to_arrays(state), "eval_accuracy": accuracy, "train_seconds": seconds}
 
     arrays = cache.get_or_compute("zoo", zoo_key(entry, train), fit)
-    return arrays_to_state(arrays), {"eval_accuracy": float(arrays["eval_accuracy"]), "train_seconds": float(arrays["train_seconds"])}
+    return arrays_to_state(arrays), {
+        "eval_accuracy": float(arrays["eval_accuracy"]),
+        "train_seconds": float(arrays["train_seconds"]),
+    }
 
 
 def train_zoo(specs: Sequence[str], cache: CacheStore, processes: int | None = None) -> None:
@@ -180,14 +201,20 @@ def training_cost(entry: ZooEntry, images: int = 1) -> int:
     """
     recipe = entry.recipe
     attack = 1 + recipe.adversarial_steps / 2 if recipe.adversarial_eps else 1
-    return int(images * recipe.epochs * attack * sum(1 for module in entry.build().modules() if not list(module.children())))
+    return int(
+        images * recipe.epochs * attack * sum(1 for module in entry.build().modules() if not list(module.children()))
+    )
 
 
-def _checkpoint_weights(name: str, entry: ZooEntry, train: ImageSet, evaluation: ImageSet, epoch: int, cache: CacheStore):
+def _checkpoint_weights(
+    name: str, entry: ZooEntry, train: ImageSet, evaluation: ImageSet, epoch: int, cache: CacheStore
+):
     key = checkpoint_key(entry, train, epoch)
 
     def fit() -> dict:
-        _, checkpoints = train_classifier(entry.build, entry.preprocess(), train, entry.recipe, entry.seed, f"train zoo:{name} (checkpoints)", True)
+        _, checkpoints = train_classifier(
+            entry.build, entry.preprocess(), train, entry.recipe, entry.seed, f"train zoo:{name} (checkpoints)", True
+        )
         found = {}
         for number, state in enumerate(checkpoints[:-1], start=1):
             net = entry.build()
@@ -227,5 +254,3 @@ def zoo_model(spec: Spec, cache: CacheStore) -> SimModel:
     net.load_state_dict(state)
     info = {"source": "zoo", "family": entry.family, "regime": entry.regime, "seed": entry.seed, **facts}
     return SimModel(net, entry.preprocess(), options["name"], spec.text, info)
-
-

@@ -1,4 +1,5 @@
-"""``archsim analyze`` and ``report``: an analysis of a matrix or a run folder, written as CSVs beside ``report.html``."""
+"""``archsim analyze`` and ``report``: an analysis of a matrix or a run folder, written as CSVs beside
+``report.html``."""
 
 from __future__ import annotations
 
@@ -33,7 +34,12 @@ def write_analysis(analysis: Analysis, out: str | Path, report: bool = True) -> 
 
 
 def analyze(
-    matrix: str | Path, cards: str | Path | None, out: str | Path, k: int | None = None, seed: int = 0, report: bool = True
+    matrix: str | Path,
+    cards: str | Path | None,
+    out: str | Path,
+    k: int | None = None,
+    seed: int = 0,
+    report: bool = True,
 ) -> Analysis:
     """``archsim analyze --matrix``: a SAT matrix file with a cards file, written into ``out``."""
     sat = read_matrix(matrix)
@@ -44,7 +50,11 @@ def analyze(
 
 
 def analyze_run(
-    run_dir: str | Path, cards: str | Path | None = None, out: str | Path | None = None, k: int | None = None, seed: int = 0
+    run_dir: str | Path,
+    cards: str | Path | None = None,
+    out: str | Path | None = None,
+    k: int | None = None,
+    seed: int = 0,
 ) -> Analysis:
     """``archsim analyze/report --run``: a finished run folder, its own cards unless ``cards`` is given."""
     run_dir = Path(run_dir)
@@ -77,7 +87,14 @@ EXTRA_FILES = {
     "selection": ("selection.csv",),
     "distill/*": ("distill.csv", "distill_correlations.csv", "distill.png"),
     "added/*": ("newcomer.csv", "newcomer_clusters.csv"),
-    "checks": ("checks_summary.csv", "checkpoints.csv?", "adversarial_summary.csv?", "adversarial.csv?", "identical_misclassifications.csv", "checks.png"),
+    "checks": (
+        "checks_summary.csv",
+        "checkpoints.csv?",
+        "adversarial_summary.csv?",
+        "adversarial.csv?",
+        "identical_misclassifications.csv",
+        "checks.png",
+    ),
     "knowledge": ("knowledge_correlations.csv", "knowledge_sources.csv", "knowledge_transfer.png"),
 }
 
@@ -91,8 +108,12 @@ def _extras(run_dir: Path) -> dict[str, dict[str, Any]]:
                 continue
             tables = [
                 pd.read_csv(p, index_col=0 if p.name == "attack_white_box.csv" else None) if p.is_file() else None
-                for p in paths if p.suffix == ".csv"
+                for p in paths
+                if p.suffix == ".csv"
             ]
             figures = [p.read_bytes() for p in paths if p.suffix == ".png"]
-            found[folder.relative_to(run_dir).as_posix()] = {"tables": tables, "figure": figures[0] if figures else None}
+            found[folder.relative_to(run_dir).as_posix()] = {
+                "tables": tables,
+                "figure": figures[0] if figures else None,
+            }
     return found

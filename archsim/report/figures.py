@@ -46,7 +46,11 @@ def ordered_heatmap(matrix: pd.DataFrame, labels: pd.Series, title: str, colorba
     ax.set_yticks(range(n), names, fontsize=fontsize)
     start = 0
     for end in [*np.flatnonzero(np.diff(sorted_labels)) + 1, n]:
-        ax.add_patch(plt.Rectangle((start - 0.5, start - 0.5), end - start, end - start, fill=False, edgecolor="black", linewidth=1.4))
+        ax.add_patch(
+            plt.Rectangle(
+                (start - 0.5, start - 0.5), end - start, end - start, fill=False, edgecolor="black", linewidth=1.4
+            )
+        )
         start = end
     ax.set_title(title)
     return to_data_uri(fig)
@@ -56,7 +60,14 @@ def importance_bars(importance: pd.DataFrame) -> str:
     """Permutation importance per component, largest on top, with one standard deviation."""
     table = importance.iloc[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.38 * len(table) + 1.2))
-    ax.barh(table["component"], table["importance_mean"], xerr=table["importance_std"], color="#4C72B0", ecolor="#555", capsize=3)
+    ax.barh(
+        table["component"],
+        table["importance_mean"],
+        xerr=table["importance_std"],
+        color="#4C72B0",
+        ecolor="#555",
+        capsize=3,
+    )
     ax.set_xlabel("permutation importance (drop in R² of the boosted SAT model)")
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_title("Which components make models differ")
@@ -80,9 +91,20 @@ def training_bars(training: pd.DataFrame) -> str:
     """Mean SAT per relation, with the paper's ImageNet means as markers."""
     fig, ax = plt.subplots(figsize=(7, 3.2))
     x = np.arange(len(training))
-    ax.bar(x, training["mean_sat"], yerr=training["std_sat"], color="#55A868", capsize=4, label="this matrix (mean ± sd)")
+    ax.bar(
+        x, training["mean_sat"], yerr=training["std_sat"], color="#55A868", capsize=4, label="this matrix (mean ± sd)"
+    )
     paper = training["paper_mean_sat"].to_numpy(dtype=float)
-    ax.scatter(x[np.isfinite(paper)], paper[np.isfinite(paper)], color="black", marker="_", s=600, linewidths=2, label="SAT paper (ImageNet)", zorder=3)
+    ax.scatter(
+        x[np.isfinite(paper)],
+        paper[np.isfinite(paper)],
+        color="black",
+        marker="_",
+        s=600,
+        linewidths=2,
+        label="SAT paper (ImageNet)",
+        zorder=3,
+    )
     ax.set_xticks(x, [f"{c}\n({p} pairs)" for c, p in zip(training["comparison"], training["pairs"])], fontsize=8)
     ax.set_ylabel("SAT (ln % fooled)")
     ax.set_ylim(0, 4.8)
@@ -92,7 +114,10 @@ def training_bars(training: pd.DataFrame) -> str:
 
 
 def matrix_scatter(
-    matrices: dict[str, pd.DataFrame], correlations: pd.DataFrame, same_scale: bool = True, axis_label: str = "SAT under {}"
+    matrices: dict[str, pd.DataFrame],
+    correlations: pd.DataFrame,
+    same_scale: bool = True,
+    axis_label: str = "SAT under {}",
 ) -> str:
     """Off-diagonal entries of every matrix against the first one's, Spearman rho in each title;
     ``same_scale`` draws the identity line (matrices of one measure, e.g. SAT under two attacks)."""
@@ -115,7 +140,7 @@ def matrix_scatter(
         ax.set_title(f"{name}: Spearman {r.spearman:.2f}, Pearson {r.pearson:.2f}", fontsize=9)
         ax.set_xlabel(axis_label.format(names[0]), fontsize=8)
         ax.set_ylabel(axis_label.format(name), fontsize=8)
-    for ax in list(axes.flat)[len(others):]:
+    for ax in list(axes.flat)[len(others) :]:
         ax.axis("off")
     fig.tight_layout()
     return to_data_uri(fig)
@@ -142,11 +167,16 @@ def distill_scatter(table: pd.DataFrame, student: str) -> str:
     """Student accuracy against teacher-student SAT, same-base and different-base teachers apart."""
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     taught = table[table["teacher"] != "(no teacher)"]
-    for same, color, label in ((True, "#C44E52", "same base architecture"), (False, "#4C72B0", "different base architecture")):
+    for same, color, label in (
+        (True, "#C44E52", "same base architecture"),
+        (False, "#4C72B0", "different base architecture"),
+    ):
         part = taught[taught["same_base"] == same]
         ax.scatter(part["sat"], part["student_accuracy"], color=color, s=22, label=label)
         for row in part.itertuples():
-            ax.annotate(row.teacher, (row.sat, row.student_accuracy), fontsize=6, xytext=(3, 2), textcoords="offset points")
+            ax.annotate(
+                row.teacher, (row.sat, row.student_accuracy), fontsize=6, xytext=(3, 2), textcoords="offset points"
+            )
     alone = table.loc[table["teacher"] == "(no teacher)", "student_accuracy"]
     if len(alone):
         ax.axhline(alone.iloc[0], color="#999", linestyle="--", linewidth=0.8, label="trained on labels only")
@@ -157,7 +187,9 @@ def distill_scatter(table: pd.DataFrame, student: str) -> str:
     return to_data_uri(fig)
 
 
-def checks_figure(checkpoints: pd.DataFrame | None, identical: pd.DataFrame, adversarial: pd.DataFrame | None = None) -> str:
+def checks_figure(
+    checkpoints: pd.DataFrame | None, identical: pd.DataFrame, adversarial: pd.DataFrame | None = None
+) -> str:
     """SAT against identical misclassifications; SAT of checkpoints against the final model; the
     adversarially trained model's mean SAT beside the run's relations (``adversarial_summary.csv``)."""
     panels = 1 + (checkpoints is not None) + (adversarial is not None)
@@ -168,9 +200,17 @@ def checks_figure(checkpoints: pd.DataFrame | None, identical: pd.DataFrame, adv
     ax.set_ylabel("SAT")
     if checkpoints is not None:
         ax = axes[0, 1]
-        ax.errorbar(checkpoints["epoch"], checkpoints["sat_vs_final"], yerr=[
-            checkpoints["sat_vs_final"] - checkpoints["sat_low"], checkpoints["sat_high"] - checkpoints["sat_vs_final"]
-        ], marker="o", capsize=3, color="#55A868")
+        ax.errorbar(
+            checkpoints["epoch"],
+            checkpoints["sat_vs_final"],
+            yerr=[
+                checkpoints["sat_vs_final"] - checkpoints["sat_low"],
+                checkpoints["sat_high"] - checkpoints["sat_vs_final"],
+            ],
+            marker="o",
+            capsize=3,
+            color="#55A868",
+        )
         ax.set_xlabel("training epoch of the checkpoint")
         ax.set_ylabel("SAT with the final model")
         ax.set_title(str(checkpoints["model"].iloc[-1]), fontsize=9)
@@ -178,8 +218,14 @@ def checks_figure(checkpoints: pd.DataFrame | None, identical: pd.DataFrame, adv
         ax = axes[0, -1]
         own = ~adversarial["comparison"].str.startswith("run: ")
         colors = np.where(own, "#C44E52", "#8C8C8C")
-        ax.barh(np.arange(len(adversarial)), adversarial["mean_sat"], xerr=adversarial["std_sat"], color=colors, capsize=3)
-        ax.set_yticks(np.arange(len(adversarial)), [f"{c} ({p})" for c, p in zip(adversarial["comparison"], adversarial["pairs"])], fontsize=7)
+        ax.barh(
+            np.arange(len(adversarial)), adversarial["mean_sat"], xerr=adversarial["std_sat"], color=colors, capsize=3
+        )
+        ax.set_yticks(
+            np.arange(len(adversarial)),
+            [f"{c} ({p})" for c, p in zip(adversarial["comparison"], adversarial["pairs"])],
+            fontsize=7,
+        )
         ax.invert_yaxis()
         ax.set_xlabel("mean SAT (± SD over pairs)")
         ax.set_title("adversarial training against the run's relations", fontsize=9)
@@ -193,12 +239,19 @@ def liang_synthetic_figure(results: dict[str, pd.DataFrame]) -> str:
     fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(4.2 * ((len(names) + 1) // 2), 6.4), squeeze=False)
     for ax, name in zip(axes.T.flat, names):
         table = results[name]
-        for column, color in (("alpha_S_T", "#4C72B0"), ("gamma_S_T", "#55A868"), ("alpha_gamma_combined_S_T", "#8172B2")):
+        for column, color in (
+            ("alpha_S_T", "#4C72B0"),
+            ("gamma_S_T", "#55A868"),
+            ("alpha_gamma_combined_S_T", "#8172B2"),
+        ):
             ax.plot(table["scale"], table[column], marker="o", markersize=3, color=color, label=column)
         twin = ax.twinx()
         twin.plot(table["scale"], table["loss_f_S"], color="#C44E52", linestyle="--", label="loss_f_S (refit RMSE)")
         twin.tick_params(labelsize=7)
-        ax.set_title(name.removeprefix("result_scale-").removesuffix(".csv").replace("rbf-n-50-d-10-m-100-N-5000-", ""), fontsize=8)
+        ax.set_title(
+            name.removeprefix("result_scale-").removesuffix(".csv").replace("rbf-n-50-d-10-m-100-N-5000-", ""),
+            fontsize=8,
+        )
         ax.set_xlabel("scale of the source's drift", fontsize=8)
         ax.tick_params(labelsize=7)
     handles = [h for a in (axes.flat[0], fig.axes[-1]) for h in a.get_legend_handles_labels()[0]]
@@ -218,12 +271,25 @@ def knowledge_transfer_figure(table: pd.DataFrame, correlations: pd.DataFrame) -
     markers = dict(zip(sorted(table["architecture"].unique()), "osD^v<>p"))
     for ax, row in zip(axes.flat, pooled.itertuples()):
         for architecture, part in table.groupby("architecture"):
-            points = ax.scatter(part[row.metric], part["transfer_accuracy"], c=part["overlap"], cmap="viridis", vmin=0, vmax=100,
-                                marker=markers[architecture], s=30, label=architecture)
+            points = ax.scatter(
+                part[row.metric],
+                part["transfer_accuracy"],
+                c=part["overlap"],
+                cmap="viridis",
+                vmin=0,
+                vmax=100,
+                marker=markers[architecture],
+                s=30,
+                label=architecture,
+            )
         ax.set_xlabel(row.metric)
         ax.set_ylabel("transfer accuracy (%)")
-        ax.set_title(f"all sources: Spearman {row.spearman:+.2f} (p {row.spearman_p:.2g})\nPearson {row.pearson:+.2f} (p {row.pearson_p:.2g})", fontsize=8)
-    for ax in axes.flat[len(metrics):]:
+        ax.set_title(
+            f"all sources: Spearman {row.spearman:+.2f} (p {row.spearman_p:.2g})\nPearson {row.pearson:+.2f} (p "
+            f"{row.pearson_p:.2g})",
+            fontsize=8,
+        )
+    for ax in axes.flat[len(metrics) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.colorbar(points, ax=axes, label="target classes shared (%)", shrink=0.8)

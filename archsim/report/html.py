@@ -45,7 +45,9 @@ def _table(frame: pd.DataFrame, digits: int = 3) -> str:
         for value in row:
             if isinstance(value, (float, np.floating)):
                 # p-values and other tiny numbers keep their magnitude instead of showing 0.000
-                text = "" if np.isnan(value) else f"{value:.2g}" if 0 < abs(value) < 10**-digits else f"{value:.{digits}f}"
+                text = (
+                    "" if np.isnan(value) else f"{value:.2g}" if 0 < abs(value) < 10**-digits else f"{value:.{digits}f}"
+                )
                 cells.append(f'<td class="num">{text}</td>')
             elif isinstance(value, (int, np.integer)):
                 cells.append(f'<td class="num">{value}</td>')
@@ -96,7 +98,8 @@ _APPLICATIONS = {
     "distill": (
         "Distillation: student {name}",
         "One student per teacher, hard-label distillation on the training data (archsim distill, SPEC §2.7); "
-        "student accuracy against teacher-student SAT, overall and by shared base architecture, teacher accuracy as control.",
+        "student accuracy against teacher-student SAT, overall and by shared base architecture, teacher accuracy as "
+        "control.",
     ),
     "added": (
         "Newcomer: {name}",
@@ -105,16 +108,20 @@ _APPLICATIONS = {
     ),
     "checks": (
         "Further checks",
-        "SPEC §2.10 (archsim checks): SAT against the share of attacked decisions where the target repeats the source's "
+        "SPEC §2.10 (archsim checks): SAT against the share of attacked decisions where the target repeats the "
+        "source's "
         "own mistake; SAT of training checkpoints with the final model; an adversarially trained model's mean SAT with "
         "its own architecture and with the others, beside the run's mean SAT between seeds, training regimes and "
         "architectures (nearest: the run relation closest to its same-architecture mean).",
     ),
     "knowledge": (
         "Adversarial vs knowledge transferability",
-        "Liang et al.'s data-overlap experiment on digits (archsim knowledge-transfer, SPEC §4): sources trained on 4 classes "
-        "sharing 0-100 % of the target task's (digits 0-3) against a reference target model; per source alpha_1, alpha_2 "
-        "(unsquared), the combined score and the product (S->T), SAT and the target's adversarial loss, set against the "
+        "Liang et al.'s data-overlap experiment on digits (archsim knowledge-transfer, SPEC §4): sources trained on 4 "
+        "classes "
+        "sharing 0-100 % of the target task's (digits 0-3) against a reference target model; per source alpha_1, "
+        "alpha_2 "
+        "(unsquared), the combined score and the product (S->T), SAT and the target's adversarial loss, set against "
+        "the "
         "accuracy of the source with only its last layer retrained on the target task. Correlations pooled, within "
         "architecture (architecture means removed), between architectures (their means, from 3 architectures on) and "
         "per architecture.",
@@ -137,14 +144,17 @@ def render_report(analysis) -> str:
     if analysis.stability is not None:
         ari = analysis.stability["ari"]
         summary += (
-            f"<p>Cluster stability: adjusted Rand index {ari.mean():.2f} ± {ari.std():.2f} over {len(ari)} reclusterings "
+            f"<p>Cluster stability: adjusted Rand index {ari.mean():.2f} ± {ari.std():.2f} over {len(ari)} "
+            f"reclusterings "
             f"of {int(analysis.stability['models'].iloc[0])} randomly kept models (1 = identical clusters).</p>"
         )
     if analysis.importance is not None:
         top = analysis.importance.head(3)
-        summary += "<p>Components that best explain SAT: " + ", ".join(
-            f"<b>{escape(c)}</b> ({v:.3f})" for c, v in zip(top["component"], top["importance_mean"])
-        ) + ".</p>"
+        summary += (
+            "<p>Components that best explain SAT: "
+            + ", ".join(f"<b>{escape(c)}</b> ({v:.3f})" for c, v in zip(top["component"], top["importance_mean"]))
+            + ".</p>"
+        )
     summary += "".join(f'<p class="note">{escape(note)}</p>' for note in analysis.notes)
     sections.append(("summary", "Summary", summary))
 
@@ -153,61 +163,114 @@ def render_report(analysis) -> str:
         "SAT heatmap ordered by cluster",
     ) + _figure(
         figures.ordered_heatmap(
-            spectral.ordered_distances(), spectral.labels, "Distances of spectral features (block-diagonal)", "Euclidean distance", "magma_r"
+            spectral.ordered_distances(),
+            spectral.labels,
+            "Distances of spectral features (block-diagonal)",
+            "Euclidean distance",
+            "magma_r",
         ),
         "spectral distance matrix ordered by cluster",
     )
     sections.append(("matrix", "SAT matrix and clusters", f'<div class="figures">{heatmaps}</div>'))
 
-    cluster_html = _table(_clusters_table(analysis), digits=2) + _figure(figures.eigenvalue_plot(spectral.eigenvalues, spectral.k), "eigenvalues")
-    cluster_html += '<p class="muted">Stability: mean Jaccard overlap of a model\'s cluster-mates between the full clustering and clusterings of random 80 % subsets of the models.</p>'
+    cluster_html = _table(_clusters_table(analysis), digits=2) + _figure(
+        figures.eigenvalue_plot(spectral.eigenvalues, spectral.k), "eigenvalues"
+    )
+    cluster_html += (
+        '<p class="muted">Stability: mean Jaccard overlap of a model\'s cluster-mates between the full clustering '
+        "and clusterings of random 80 % subsets of the models.</p>"
+    )
     sections.append(("clusters", "Clusters and keywords", cluster_html))
 
     if analysis.importance is not None:
-        sections.append((
-            "importance", "Component importance",
-            '<div class="figures">' + _figure(figures.importance_bars(analysis.importance), "component importance")
-            + _table(analysis.importance) + "</div>"
-            + '<p class="muted">Gradient boosting (500 stages, depth 12, min. samples 4, learning rate 0.02) predicts each '
-            "pair's SAT from which of the 13 components differ; permutation importance with 10 repeats (SPEC §2.2).</p>",
-        ))
+        sections.append(
+            (
+                "importance",
+                "Component importance",
+                '<div class="figures">'
+                + _figure(figures.importance_bars(analysis.importance), "component importance")
+                + _table(analysis.importance)
+                + "</div>"
+                + '<p class="muted">Gradient boosting (500 stages, depth 12, min. samples 4, learning rate 0.02) '
+                "predicts each "
+                "pair's SAT from which of the 13 components differ; permutation importance with 10 repeats (SPEC "
+                "§2.2).</p>",
+            )
+        )
 
     if analysis.training is not None:
-        sections.append((
-            "training", "Training strategy vs architecture",
-            '<div class="figures">' + _figure(figures.training_bars(analysis.training), "training vs architecture")
-            + _table(analysis.training, digits=2) + "</div>",
-        ))
+        sections.append(
+            (
+                "training",
+                "Training strategy vs architecture",
+                '<div class="figures">'
+                + _figure(figures.training_bars(analysis.training), "training vs architecture")
+                + _table(analysis.training, digits=2)
+                + "</div>",
+            )
+        )
 
     if analysis.models is not None:
-        columns = [c for c in ("model", "clean_accuracy", "white_box_success", "family", "regime", "seed", "spec") if c in analysis.models]
-        sections.append(("models", "Models and accuracy", _table(analysis.models[columns], digits=1)
-                         + '<p class="muted">clean_accuracy: % of evaluation images classified correctly; '
-                         "white_box_success: % of those the model's own attack fools.</p>"))
+        columns = [
+            c
+            for c in ("model", "clean_accuracy", "white_box_success", "family", "regime", "seed", "spec")
+            if c in analysis.models
+        ]
+        sections.append(
+            (
+                "models",
+                "Models and accuracy",
+                _table(analysis.models[columns], digits=1)
+                + '<p class="muted">clean_accuracy: % of evaluation images classified correctly; '
+                "white_box_success: % of those the model's own attack fools.</p>",
+            )
+        )
 
     attacks = analysis.extras.get("attacks")
     if attacks is not None:
         correlations, white_box = attacks["tables"]
-        sections.append((
-            "attacks", "Attacks compared",
-            "<p>SAT of the same models and images under each attack (archsim compare-attacks); "
-            "correlation of the off-diagonal entries, every pair of attacks.</p>"
-            + _table(correlations[["a", "b", "pairs", "pearson", "spearman", "spearman_p"]])
-            + _figure(_png_uri(attacks["figure"]), "SAT under each attack against the reference")
-            + "<p>White-box success (%) of each attack on each model:</p>" + _table(white_box.reset_index(), digits=1),
-        ))
+        sections.append(
+            (
+                "attacks",
+                "Attacks compared",
+                "<p>SAT of the same models and images under each attack (archsim compare-attacks); "
+                "correlation of the off-diagonal entries, every pair of attacks.</p>"
+                + _table(correlations[["a", "b", "pairs", "pearson", "spearman", "spearman_p"]])
+                + _figure(_png_uri(attacks["figure"]), "SAT under each attack against the reference")
+                + "<p>White-box success (%) of each attack on each model:</p>"
+                + _table(white_box.reset_index(), digits=1),
+            )
+        )
     measures = analysis.extras.get("measures")
     if measures is not None:
         comparison, _ = measures["tables"]
-        columns = [c for c in ("measure", "pair", "passes_per_item", "items_at_budget", "noise_to_signal", "spearman_vs_sat",
-                               "spearman_vs_err", "pearson_vs_err") if c in comparison]
-        sections.append((
-            "measures", "Other similarity measures",
-            "<p>Each measure at the compute SAT spends on the run's images (archsim measures, SPEC §3): passes per item, "
-            "spread over resamples relative to the spread across pairs, rank correlation with SAT, correlation with the "
-            "error reduction of logit-averaged 2-ensembles.</p>"
-            + _table(comparison[columns]) + _figure(_png_uri(measures["figure"]), "each measure against SAT"),
-        ))
+        columns = [
+            c
+            for c in (
+                "measure",
+                "pair",
+                "passes_per_item",
+                "items_at_budget",
+                "noise_to_signal",
+                "spearman_vs_sat",
+                "spearman_vs_err",
+                "pearson_vs_err",
+            )
+            if c in comparison
+        ]
+        sections.append(
+            (
+                "measures",
+                "Other similarity measures",
+                "<p>Each measure at the compute SAT spends on the run's images (archsim measures, SPEC §3): passes "
+                "per item, "
+                "spread over resamples relative to the spread across pairs, rank correlation with SAT, correlation "
+                "with the "
+                "error reduction of logit-averaged 2-ensembles.</p>"
+                + _table(comparison[columns])
+                + _figure(_png_uri(measures["figure"]), "each measure against SAT"),
+            )
+        )
 
     for folder, found in analysis.extras.items():
         kind, _, name = folder.partition("/")
@@ -222,15 +285,20 @@ def render_report(analysis) -> str:
         sections.append(("cards", "Model cards", _table(analysis.cards.reset_index())))
 
     settings = analysis.config if analysis.config is not None else {"matrix": analysis.source}
-    sections.append(("settings", "Settings", f"<pre>{escape(json.dumps(settings, indent=2, sort_keys=True, default=str))}</pre>"))
+    sections.append(
+        ("settings", "Settings", f"<pre>{escape(json.dumps(settings, indent=2, sort_keys=True, default=str))}</pre>")
+    )
 
     nav = "".join(f'<a href="#{anchor}">{escape(title)}</a>' for anchor, title, _ in sections)
-    body = "".join(f'<section id="{anchor}"><h2>{escape(title)}</h2>{content}</section>' for anchor, title, content in sections)
+    body = "".join(
+        f'<section id="{anchor}"><h2>{escape(title)}</h2>{content}</section>' for anchor, title, content in sections
+    )
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>archsim report: {escape(analysis.source)}</title><style>{_STYLE}</style></head><body>"
-        f"<header><h1>archsim report</h1><p>{escape(analysis.source)} · archsim {escape(__version__)} · {stamp}</p></header>"
+        f"<header><h1>archsim report</h1><p>{escape(analysis.source)} · archsim {escape(__version__)} · "
+        f"{stamp}</p></header>"
         f"<nav>{nav}</nav><main>{body}</main></body></html>\n"
     )

@@ -36,9 +36,25 @@ def test_study_runs_reduced_on_the_cpu(monkeypatch, capsys, tmp_path):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     for name in [p.stem for p in BENCHMARKS.glob("*.py")]:
         monkeypatch.delitem(sys.modules, name, raising=False)
-    monkeypatch.setattr(sys, "argv", [
-        "study.py", "--limit", "2", "--n-images", "2", "--steps", "1", "--batch-size", "2", "--device", "cpu", "--out", str(tmp_path),
-    ])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "study.py",
+            "--limit",
+            "2",
+            "--n-images",
+            "2",
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     runpy.run_path(str(BENCHMARKS / "study.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "archsim, 69 models, one device" in out and "naive: torchattacks PGD per pair" in out

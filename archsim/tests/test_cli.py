@@ -41,7 +41,11 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
     # 3 pairs: listed once, most similar first (top and bottom three would be the same pairs).
     lines = stdout.split("pairs, most similar first:\n")[1].split("\n\n")[0].splitlines()
     shown = [(line.split()[0], line.split()[2], float(line.split()[4])) for line in lines]
-    assert [round(sat.loc[a, b], 2) for a, b, _ in shown] == [value for _, _, value in shown] == sorted((v for *_, v in shown), reverse=True)
+    assert (
+        [round(sat.loc[a, b], 2) for a, b, _ in shown]
+        == [value for _, _, value in shown]
+        == sorted((v for *_, v in shown), reverse=True)
+    )
     assert len(shown) == 3 and "least similar" not in stdout
     pairs = pd.read_csv(out / "pairs.csv")
     assert len(pairs) == 9 and {"n_both_correct", "one_sided_sat", "sat_low", "sat_high"} <= set(pairs.columns)
@@ -56,14 +60,20 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
     # Analysis of the run folder with its own cards, into another folder; then the report alone.
     code, stdout, err = run_cli(capsys, "analyze", "--run", str(out), "--clusters", "2", "--out", str(tmp_path / "an"))
     assert code == 0, err
-    assert pd.read_csv(tmp_path / "an" / "clusters.csv").cluster.nunique() == 2 and (tmp_path / "an" / "report.html").is_file()
+    assert (
+        pd.read_csv(tmp_path / "an" / "clusters.csv").cluster.nunique() == 2
+        and (tmp_path / "an" / "report.html").is_file()
+    )
     code, stdout, err = run_cli(capsys, "report", "--run", str(out))
     assert code == 0 and "report.html" in stdout, err
 
     # Other attacks on the same models and images; the run's own PGD is the cached reference.
-    # Two torchattacks attacks archsim does not have among them (TIFGSM's kernel takes 3 channels, not the digits' 1: see below).
+    # Two torchattacks attacks archsim does not have among them (TIFGSM's kernel takes 3 channels, not the digits' 1:
+    # see below).
     others = "fgsm mifgsm,steps=3 torchattacks:Jitter,steps=3,alpha=0.04 torchattacks:DIFGSM,steps=3,alpha=0.04"
-    code, stdout, err = run_cli(capsys, "compare-attacks", "--run", str(out), "--attacks", others, "--cache", str(cache_dir))
+    code, stdout, err = run_cli(
+        capsys, "compare-attacks", "--run", str(out), "--attacks", others, "--cache", str(cache_dir)
+    )
     assert code == 0, err
     reference = pd.read_csv(out / "attacks" / "sat_pgd_random_start_true_rel_step_0.2_steps_25.csv", index_col=0)
     assert np.allclose(reference.to_numpy(), pd.read_csv(out / "sat.csv", index_col=0).to_numpy())
@@ -72,18 +82,53 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
     assert (out / "attacks" / "attack_comparison.png").stat().st_size > 5_000
     white_box = pd.read_csv(out / "attacks" / "attack_white_box.csv", index_col=0)
     assert list(white_box.columns) == [
-        "pgd,random_start=true,rel_step=0.2,steps=25", "fgsm", "mifgsm,steps=3", "torchattacks:Jitter,steps=3,alpha=0.04",
-        "torchattacks:DIFGSM,steps=3,alpha=0.04"]
+        "pgd,random_start=true,rel_step=0.2,steps=25",
+        "fgsm",
+        "mifgsm,steps=3",
+        "torchattacks:Jitter,steps=3,alpha=0.04",
+        "torchattacks:DIFGSM,steps=3,alpha=0.04",
+    ]
     assert (white_box > 20).all().all()  # each attack fools its own model, the torchattacks ones included
     # A bad --pair is refused before any measure is computed (here: before CKA's features are cached).
     features = len(list(cache_dir.glob("feat/*/*")))
-    code, _, err = run_cli(capsys, "measures", "--run", str(out), "--measures", "cka", "--pair", "vit", "convnext", "--cache", str(cache_dir))
+    code, _, err = run_cli(
+        capsys,
+        "measures",
+        "--run",
+        str(out),
+        "--measures",
+        "cka",
+        "--pair",
+        "vit",
+        "convnext",
+        "--cache",
+        str(cache_dir),
+    )
     assert code == 2 and "--pair names 'vit'" in err and err.count("\n") == 1
-    code, _, err = run_cli(capsys, "measures", "--run", str(out), "--measures", "cka", "--pair", "convnext", "convnext", "--cache", str(cache_dir))
+    code, _, err = run_cli(
+        capsys,
+        "measures",
+        "--run",
+        str(out),
+        "--measures",
+        "cka",
+        "--pair",
+        "convnext",
+        "convnext",
+        "--cache",
+        str(cache_dir),
+    )
     assert code == 2 and "--pair names 'convnext' twice" in err and err.count("\n") == 1
     assert len(list(cache_dir.glob("feat/*/*"))) == features
     code, stdout, err = run_cli(
-        capsys, "measures", "--run", str(out), "--measures", "disagreement error-consistency cka regions boundary", "--cache", str(cache_dir)
+        capsys,
+        "measures",
+        "--run",
+        str(out),
+        "--measures",
+        "disagreement error-consistency cka regions boundary",
+        "--cache",
+        str(cache_dir),
     )
     assert code == 0 and "correlation with SAT" in stdout and "SPEC §3" in stdout, err
     comparison = pd.read_csv(out / "measures" / "measure_comparison.csv")
@@ -91,15 +136,29 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
     assert comparison.passes_per_item.iloc[0] == 2 * 2 * 25 + 4 and (comparison.spread_sd >= 0).all()
     for name in ("disagreement", "error-consistency", "cka", "regions", "boundary"):
         matrix = pd.read_csv(out / "measures" / f"measure_{name}.csv", index_col=0)
-        assert list(matrix.index) == ["resnet-s0", "resnet-s1", "convnext"] and np.allclose(matrix, matrix.T, equal_nan=True)
+        assert list(matrix.index) == ["resnet-s0", "resnet-s1", "convnext"] and np.allclose(
+            matrix, matrix.T, equal_nan=True
+        )
     assert np.allclose(np.diag(pd.read_csv(out / "measures" / "measure_cka.csv", index_col=0)), 1.0)
     code, _, err = run_cli(capsys, "measures", "--run", str(out), "--measures", "cosine", "--cache", str(cache_dir))
     assert code == 2 and "unknown measure 'cosine'" in err and err.count("\n") == 1
-    for attacks, message in (("fgsm cw", "unknown attack 'cw'"), ("pgd,steps=25,rel_step=0.2", "other than the run's own")):
-        code, _, err = run_cli(capsys, "compare-attacks", "--run", str(out), "--attacks", attacks, "--cache", str(cache_dir))
+    for attacks, message in (
+        ("fgsm cw", "unknown attack 'cw'"),
+        ("pgd,steps=25,rel_step=0.2", "other than the run's own"),
+    ):
+        code, _, err = run_cli(
+            capsys, "compare-attacks", "--run", str(out), "--attacks", attacks, "--cache", str(cache_dir)
+        )
         assert code == 2 and message in err and err.count("\n") == 1, err
 
-    again = run_sat(["zoo:resnet-s0", "zoo:resnet-s1", "zoo:convnext"], n_images=60, steps=25, rel_step=0.2, n_boot=200, cache=cache_dir)
+    again = run_sat(
+        ["zoo:resnet-s0", "zoo:resnet-s1", "zoo:convnext"],
+        n_images=60,
+        steps=25,
+        rel_step=0.2,
+        n_boot=200,
+        cache=cache_dir,
+    )
     assert again.cache_misses == 0
     assert np.allclose(again.sat.to_numpy(), pd.read_csv(out / "sat.csv", index_col=0).to_numpy(), atol=1e-8)
 
@@ -128,7 +187,10 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
         ([*TWO, "--steps", "0"], "--steps"),
         ([*TWO, "--n-images", "0"], "--n-images"),
         (["--models", "zoo:resnet-s0"], "at least two models"),
-        (["--models", "@/no/such/models.txt"], "model list /no/such/models.txt (from --models @/no/such/models.txt) does not exist"),
+        (
+            ["--models", "@/no/such/models.txt"],
+            "model list /no/such/models.txt (from --models @/no/such/models.txt) does not exist",
+        ),
         ([*TWO, "--steps", "many"], "not a valid integer"),
         ([*TWO, "--attack", "fgsm", "--steps", "5"], "fgsm takes no --steps"),
         ([*TWO, "--attack", "deepfool"], "unknown attack"),
@@ -143,7 +205,11 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
         ([*TWO, "--attack-seeds", "0"], "'--attack-seeds': 0 is not in the range x>=1"),
         ([*TWO, "--seed", "1", "--seed=2"], "--seed is given twice (as --seed before); give each option once"),
         ([*TWO, "--random-start", "--no-random-start"], "--no-random-start is given twice (as --random-start before)"),
-        (["--models", "zoo:resnet-s0,name=../../escaped zoo:resnet-s1"], "name='../../escaped' in 'zoo:resnet-s0,name=../../escaped' cannot name a model (it holds a path separator)"),
+        (
+            ["--models", "zoo:resnet-s0,name=../../escaped zoo:resnet-s1"],
+            "name='../../escaped' in 'zoo:resnet-s0,name=../../escaped' cannot name a model "
+            "(it holds a path separator)",
+        ),
         (["--models", "zoo:resnet-s0,name=a/b zoo:resnet-s1"], "(it holds a path separator)"),
         (["--models", "zoo:resnet-s0,name= zoo:resnet-s1"], "(it is empty)"),
         (["--models", "zoo:resnet-s0,name=.. zoo:resnet-s1"], "cannot name a model (it is . or ..)"),
@@ -152,12 +218,16 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
 )
 def test_bad_input_is_one_line(tmp_path, cache_dir, capsys, args, message):
     """Refused before anything is computed: the error is all stderr says (no task reported progress)."""
-    code, _, err = run_cli(capsys, "run", "--n-images", "30", *args, "--cache", str(cache_dir), "--out", str(tmp_path / "o"))
+    code, _, err = run_cli(
+        capsys, "run", "--n-images", "30", *args, "--cache", str(cache_dir), "--out", str(tmp_path / "o")
+    )
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
 
 
-@pytest.mark.parametrize("command", [["run", *TWO], ["analyze", "--run", "."], ["compare-attacks", "--run", ".", "--attacks", "fgsm"]])
+@pytest.mark.parametrize(
+    "command", [["run", *TWO], ["analyze", "--run", "."], ["compare-attacks", "--run", ".", "--attacks", "fgsm"]]
+)
 def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch, capsys, command):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(capsys, *command, "--out", "")
@@ -165,13 +235,17 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.filterwarnings("ignore:digits-eval's images are 32x32 px, far below")  # resnet18 takes 224 px: said, and meant here
+@pytest.mark.filterwarnings(
+    "ignore:digits-eval's images are 32x32 px, far below"
+)  # resnet18 takes 224 px: said, and meant here
 def test_a_run_that_failed_on_its_input_does_not_keep_its_folder(tmp_path, cache_dir, capsys):
     """The failed run claimed --out (settings.json) but wrote no result: the corrected run may take the folder."""
     out = tmp_path / "o"
     options = ["--n-images", "20", "--steps", "2", "--n-boot", "0", "--cache", str(cache_dir), "--out", str(out)]
     # Whether a model's outputs fit the data is known once it is built: in the check of every model, before any attack.
-    code, _, err = run_cli(capsys, "run", "--models", "zoo:resnet-s0 timm:resnet18,pretrained=false,num_classes=5", *options)
+    code, _, err = run_cli(
+        capsys, "run", "--models", "zoo:resnet-s0 timm:resnet18,pretrained=false,num_classes=5", *options
+    )
     *progress, error = err.splitlines()
     assert code == 2 and error.startswith("error: model resnet18 outputs 5 classes")
     assert sorted(p.name for p in out.iterdir()) == [".archsim.lock", "settings.json"]
@@ -179,8 +253,15 @@ def test_a_run_that_failed_on_its_input_does_not_keep_its_folder(tmp_path, cache
     fixed = ["--models", "zoo:resnet-s0 timm:resnet18,pretrained=false,num_classes=10"]
     # While another run holds the folder, it is not claimed, though it holds no results yet.
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from filelock import FileLock; lock = FileLock({str(out / '.archsim.lock')!r}); lock.acquire(); print('held', flush=True); input()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"from filelock import FileLock; lock = FileLock({str(out / '.archsim.lock')!r}); lock.acquire(); "
+            f"print('held', flush=True); input()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline() == "held\n"
@@ -202,18 +283,45 @@ def test_a_run_that_failed_on_its_input_does_not_keep_its_folder(tmp_path, cache
     assert code == 2 and "sat.csv is a file; choose a folder" in err
     # Paths the system cannot make are refused before anything is computed, without a traceback.
     code, _, err = run_cli(capsys, "run", *fixed, *options[:-1], str(out / "sat.csv" / "run"))
-    assert code == 2 and err == f"error: cannot make --out {out / 'sat.csv' / 'run'} (Not a directory); choose a folder you can write to\n"
-    code, _, err = run_cli(capsys, "run", *fixed, *options[:-3], str(out / "sat.csv" / "cache"), "--out", str(tmp_path / "other"))
-    assert code == 2 and err.startswith(f"error: cache path {out / 'sat.csv' / 'cache'} cannot be made: {out / 'sat.csv'} is a file") and err.count("\n") == 1
+    assert (
+        code == 2
+        and err
+        == f"error: cannot make --out {out / 'sat.csv' / 'run'} (Not a directory); choose a folder you can write to\n"
+    )
+    code, _, err = run_cli(
+        capsys, "run", *fixed, *options[:-3], str(out / "sat.csv" / "cache"), "--out", str(tmp_path / "other")
+    )
+    assert (
+        code == 2
+        and err.startswith(f"error: cache path {out / 'sat.csv' / 'cache'} cannot be made: {out / 'sat.csv'} is a file")
+        and err.count("\n") == 1
+    )
 
 
 def test_a_torchattacks_attack_as_the_sat_attack_is_deterministic_and_cached(tmp_path, cache_dir, capsys):
-    args = ["run", *TWO, "--attack", "torchattacks:DIFGSM,decay=1.0", "--steps", "3", "--n-images", "40", "--n-boot", "0",
-            "--cache", str(cache_dir)]
+    args = [
+        "run",
+        *TWO,
+        "--attack",
+        "torchattacks:DIFGSM,decay=1.0",
+        "--steps",
+        "3",
+        "--n-images",
+        "40",
+        "--n-boot",
+        "0",
+        "--cache",
+        str(cache_dir),
+    ]
     code, stdout, err = run_cli(capsys, *args, "--out", str(tmp_path / "a"))
     assert code == 0, err
     settings = json.loads((tmp_path / "a" / "config.json").read_text())["settings"]["attack"]
-    assert settings["name"] == "torchattacks:DIFGSM" and settings["decay"] == 1.0 and settings["steps"] == 3 and "torchattacks_version" in settings
+    assert (
+        settings["name"] == "torchattacks:DIFGSM"
+        and settings["decay"] == 1.0
+        and settings["steps"] == 3
+        and "torchattacks_version" in settings
+    )
     code, stdout, err = run_cli(capsys, *args, "--out", str(tmp_path / "b"))  # the same settings: all from the cache
     assert code == 0 and re.search(r"cache: \d+ hits, 0 computed", stdout), stdout
     fresh = tmp_path / "fresh"
@@ -224,14 +332,41 @@ def test_a_torchattacks_attack_as_the_sat_attack_is_deterministic_and_cached(tmp
 
 
 def test_a_torchattacks_attack_that_cannot_take_the_images_is_one_line(tmp_path, cache_dir, capsys):
-    code, _, err = run_cli(capsys, "run", *TWO, "--attack", "torchattacks:TIFGSM", "--steps", "2", "--n-images", "20",
-                           "--cache", str(cache_dir), "--out", str(tmp_path / "o"))
-    assert code == 2 and err.splitlines()[-1].startswith("error: torchattacks.TIFGSM failed on images of shape (1, 32, 32) ("), err
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        *TWO,
+        "--attack",
+        "torchattacks:TIFGSM",
+        "--steps",
+        "2",
+        "--n-images",
+        "20",
+        "--cache",
+        str(cache_dir),
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert code == 2 and err.splitlines()[-1].startswith(
+        "error: torchattacks.TIFGSM failed on images of shape (1, 32, 32) ("
+    ), err
 
 
 def test_bf16_run_is_recorded_and_cached_apart_from_fp32(tmp_path, cache_dir, capsys):
     out = tmp_path / "bf16"
-    options = [*TWO, "--n-images", "40", "--steps", "10", "--rel-step", "0.2", "--n-boot", "0", "--cache", str(cache_dir)]
+    options = [
+        *TWO,
+        "--n-images",
+        "40",
+        "--steps",
+        "10",
+        "--rel-step",
+        "0.2",
+        "--n-boot",
+        "0",
+        "--cache",
+        str(cache_dir),
+    ]
     code, _, err = run_cli(capsys, "run", *options, "--precision", "bf16", "--out", str(out))
     assert code == 0, err
     config = json.loads((out / "config.json").read_text())
@@ -239,7 +374,9 @@ def test_bf16_run_is_recorded_and_cached_apart_from_fp32(tmp_path, cache_dir, ca
     bf16_entries = {tuple(line.split("/", 1)) for line in (out / "cache_entries.txt").read_text().split()}
     fp32 = run_sat(["zoo:resnet-s0", "zoo:resnet-s1"], n_images=40, steps=10, rel_step=0.2, n_boot=0, cache=cache_dir)
     computed = {entry for entry in fp32.cache_used if entry[0] in ("adv", "pred")}
-    assert len(computed) == 8 and not computed & bf16_entries  # 2 clean + 2 adversarial sets + 4 predictions, none shared
+    assert (
+        len(computed) == 8 and not computed & bf16_entries
+    )  # 2 clean + 2 adversarial sets + 4 predictions, none shared
     bf16_sat = pd.read_csv(out / "sat.csv", index_col=0).to_numpy()
     assert np.abs(bf16_sat - fp32.sat.to_numpy()).max() < 0.5
 
@@ -278,11 +415,14 @@ def test_analysis_commands_bad_input(tmp_path, monkeypatch, capsys, args, messag
 
 def test_cards_command(tmp_path, cache_dir, capsys):
     out = tmp_path / "cards.csv"
-    # zoo:convnext, trained by the runs above: a zoo model loads with its weights, and vit's would train for a minute here.
+    # zoo:convnext, trained by the runs above: a zoo model loads with its weights, and vit's would train for a minute
+    # here.
     # A model list: one spec per line, comments and blank lines skipped, mixed with specs on the command line.
     listed = tmp_path / "models.txt"
     listed.write_text("# the zoo's ConvNeXt\nzoo:convnext   # trained\n\n  timm:resnet50,pretrained=false,name=r50  \n")
-    code, stdout, err = run_cli(capsys, "cards", f"@{listed}", "timm:resnet10t,pretrained=false", "--cache", str(cache_dir), "--out", str(out))
+    code, stdout, err = run_cli(
+        capsys, "cards", f"@{listed}", "timm:resnet10t,pretrained=false", "--cache", str(cache_dir), "--out", str(out)
+    )
     assert code == 0, err
     cards = pd.read_csv(out, index_col=0)
     assert list(cards.index) == ["convnext", "r50", "resnet10t"]
@@ -290,7 +430,10 @@ def test_cards_command(tmp_path, cache_dir, capsys):
     assert cards.loc["r50", "Stem layer"] == "7s2" and cards.loc["r50", "Normalization"] == "BN"
     # A path the system refuses (here: under a file) is a line naming it, not a traceback.
     code, _, err = run_cli(capsys, "cards", "zoo:convnext", "--cache", str(cache_dir), "--out", str(out / "cards.csv"))
-    assert code == 2 and err == f"error: File exists: {out}; check that the path exists or can be made, is writable and has space\n"
+    assert (
+        code == 2
+        and err == f"error: File exists: {out}; check that the path exists or can be made, is writable and has space\n"
+    )
 
 
 def test_help_lists_options(capsys):
@@ -301,10 +444,17 @@ def test_help_lists_options(capsys):
 def test_help_and_usage_errors_do_not_import_torch():
     """The CLI and the package load their heavy parts on use, so `--help` and usage errors answer at once."""
     # Usage errors: a missing value; a bad --batch-size; one found after every option was converted.
-    calls = [["--help"], ["run", "--eps"], ["run", "--batch-size", "0"], ["select", "--k", "3", "--batch-size", "8", "extra"]]
-    probe = ("import sys; from click.testing import CliRunner; import archsim; from archsim.cli import cli; "
-             f"codes = [CliRunner().invoke(cli, args).exit_code for args in {calls!r}]; "
-             "print(*codes, sorted({'torch', 'timm', 'torchvision'} & set(sys.modules)))")
+    calls = [
+        ["--help"],
+        ["run", "--eps"],
+        ["run", "--batch-size", "0"],
+        ["select", "--k", "3", "--batch-size", "8", "extra"],
+    ]
+    probe = (
+        "import sys; from click.testing import CliRunner; import archsim; from archsim.cli import cli; "
+        f"codes = [CliRunner().invoke(cli, args).exit_code for args in {calls!r}]; "
+        "print(*codes, sorted({'torch', 'timm', 'torchvision'} & set(sys.modules)))"
+    )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["0", "2", "2", "2", "[]"], result.stdout + result.stderr
     import archsim
@@ -329,15 +479,21 @@ def test_default_zoo_run(tmp_path, cache_dir, capsys):
 
 
 def test_summary_of_a_run_without_any_sat(tmp_path, capsys):
-    """Models that classify no image right (random weights on ImageNet classes) leave every SAT NaN: the summary says why."""
+    """Models that classify no image right (random weights on ImageNet classes) leave every SAT NaN: the summary says
+    why."""
     from types import SimpleNamespace
 
     from archsim.cli import _print_summary
 
     names = ["a", "b"]
-    models = pd.DataFrame({"model": names, "clean_accuracy": [0.0, 0.0], "white_box_success": [np.nan] * 2, "family": "", "regime": ""})
+    models = pd.DataFrame(
+        {"model": names, "clean_accuracy": [0.0, 0.0], "white_box_success": [np.nan] * 2, "family": "", "regime": ""}
+    )
     result = SimpleNamespace(
-        sat=pd.DataFrame(np.full((2, 2), np.nan), index=names, columns=names), models=models, cache_hits=0, cache_misses=8,
+        sat=pd.DataFrame(np.full((2, 2), np.nan), index=names, columns=names),
+        models=models,
+        cache_hits=0,
+        cache_misses=8,
         config={"settings": {"eps_s": 1.0, "attack": {"name": "pgd"}}, "n_images_used": 12},
     )
     _print_summary(result, tmp_path, 1.0)
@@ -375,15 +531,22 @@ def test_default_run_folders_are_one_per_run(tmp_path, monkeypatch, capsys):
     assert [_new_run_dir().name for _ in range(3)] == ["20261124-070000", "20261124-070000-2", "20261124-070000-3"]
     code, _, err = run_cli(capsys, "run", "--models", "zoo:resnet-s0 zoo:nope")
     assert code == 2 and "unknown zoo model 'nope'" in err
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["20261124-070000", "20261124-070000-2", "20261124-070000-3"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "20261124-070000",
+        "20261124-070000-2",
+        "20261124-070000-3",
+    ]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--eps", "-1"], "--eps must lie in (0, 1]"),
-    (["--models", "zoo:nope zoo:vit"], "unknown zoo model 'nope'"),
-    (["--data", "nosuch:x"], "unknown scheme 'nosuch'"),
-    (["--models", "zoo:vit bogus:x"], "unknown scheme 'bogus'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--eps", "-1"], "--eps must lie in (0, 1]"),
+        (["--models", "zoo:nope zoo:vit"], "unknown zoo model 'nope'"),
+        (["--data", "nosuch:x"], "unknown scheme 'nosuch'"),
+        (["--models", "zoo:vit bogus:x"], "unknown scheme 'bogus'"),
+    ],
+)
 def test_a_wrong_value_is_answered_before_torch_is_imported(args, message, tmp_path):
     """The same subprocess check as --help's: the run refuses these without importing torch (was 4.2-4.5 s)."""
     code = (

@@ -46,7 +46,9 @@ def test_private_import_check_finds_one(tmp_path):
     fake = ROOT / "archsim" / "analysis" / "probe_layout_tmp.py"
     fake.write_text("from archsim.transfer.stages import _Rebatcher\nfrom archsim.analysis.run import Analysis\n")
     try:
-        assert private_imports(fake) == ["archsim.analysis.probe_layout_tmp: from archsim.transfer.stages import _Rebatcher"]
+        assert private_imports(fake) == [
+            "archsim.analysis.probe_layout_tmp: from archsim.transfer.stages import _Rebatcher"
+        ]
     finally:
         fake.unlink()
 

@@ -20,23 +20,48 @@ PAPER_MODELS = Path(__file__).resolve().parents[2] / "zoos" / "sat-paper.txt"
 
 @pytest.mark.scale
 def test_every_architecture_of_the_paper_runs_end_to_end(tmp_path):
-    specs = [line.strip() + ",pretrained=false" for line in PAPER_MODELS.read_text().splitlines() if line.startswith("timm:")]
+    specs = [
+        line.strip() + ",pretrained=false" for line in PAPER_MODELS.read_text().splitlines() if line.startswith("timm:")
+    ]
     assert len(specs) == 68
     (tmp_path / "models.txt").write_text("\n".join(specs) + "\n")
     rng = np.random.default_rng(0)
     np.savez(
-        tmp_path / "set.npz", images=rng.integers(0, 256, (2, 3, 224, 224), dtype=np.uint8), labels=rng.integers(0, 1000, 2),
+        tmp_path / "set.npz",
+        images=rng.integers(0, 256, (2, 3, 224, 224), dtype=np.uint8),
+        labels=rng.integers(0, 1000, 2),
         classes=np.array([f"class {i}" for i in range(1000)]),
     )
     archsim = Path(sys.executable).parent / "archsim"
     command = [
-        str(archsim), "run", "--models", f"@{tmp_path / 'models.txt'}", "--data", f"npz:{tmp_path / 'set.npz'}", "--steps", "1",
-        "--batch-size", "2", "--n-boot", "0", "--device", "cpu", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
+        str(archsim),
+        "run",
+        "--models",
+        f"@{tmp_path / 'models.txt'}",
+        "--data",
+        f"npz:{tmp_path / 'set.npz'}",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--n-boot",
+        "0",
+        "--device",
+        "cpu",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "run"),
     ]
     # Streamed as it comes (make test-scale runs pytest -s): a CI log shows which model the run is at.
     lines = []
-    with subprocess.Popen(command, env={**os.environ, "PYTHONWARNINGS": "default"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True) as process:
+    with subprocess.Popen(
+        command,
+        env={**os.environ, "PYTHONWARNINGS": "default"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
         for line in process.stdout:
             sys.stdout.write(line)
             lines.append(line)

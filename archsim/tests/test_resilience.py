@@ -28,8 +28,13 @@ SMALL = ["--models", MODELS, "--n-images", "60", "--steps", "10", "--rel-step", 
 def archsim_process(cache: Path, out: Path, *extra: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "archsim.cli", "run", *SMALL, *extra, "--cache", str(cache), "--out", str(out)]
     return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        # A shell's background job ignores Ctrl-C, and so would its children: Python turns SIGINT into KeyboardInterrupt only if not.
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # A shell's background job ignores Ctrl-C, and so would its children: Python turns SIGINT into KeyboardInterrupt
+        # only if not.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
@@ -102,7 +107,10 @@ def test_killed_run_resumes_to_the_same_matrix(tmp_path, cache_dir, capsys):
     # Ctrl-C during the attacks, SIGKILL during the evaluation.
     stages = {
         "attacks": (lambda: entries(cache, "adv") >= 1, signal.SIGINT),
-        "evaluation": (lambda: entries(cache, "pred") >= 3 + 2, signal.SIGKILL),  # 3 clean predictions, then adversarial ones
+        "evaluation": (
+            lambda: entries(cache, "pred") >= 3 + 2,
+            signal.SIGKILL,
+        ),  # 3 clean predictions, then adversarial ones
     }
     killed = []
     for stage, (condition, sig) in stages.items():
@@ -111,12 +119,16 @@ def test_killed_run_resumes_to_the_same_matrix(tmp_path, cache_dir, capsys):
             killed.append(stage)
         if sig == signal.SIGINT:
             said = process.stdout.read().splitlines()
-            assert process.returncode == 130 and said[-1].startswith("interrupted; what was computed is in the cache"), said
+            assert process.returncode == 130 and said[-1].startswith(
+                "interrupted; what was computed is in the cache"
+            ), said
     assert killed == list(stages), killed
     # SIGKILL may fall inside a write (evaluation writes each group's predictions of a set one after another): its
     # temporary file is no entry (readers see whole files or none), and the rerun that writes the entry removes it.
     store = CacheStore(cache)
-    assert all(store.get(e["kind"], e["key"]) is not None for e in store.entries() if e["kind"] == "pred"), "a half-written entry"
+    assert all(store.get(e["kind"], e["key"]) is not None for e in store.entries() if e["kind"] == "pred"), (
+        "a half-written entry"
+    )
     # Killed while writing the outputs: atomic writes leave whole files, config.json (last) missing.
     finished = archsim_process(cache, out)
     assert finished.wait() == 0, finished.stdout.read()
@@ -162,9 +174,22 @@ def test_concurrent_runs_share_one_cache(tmp_path, cache_dir, capsys):
     shutil.copytree(cache_dir / "zoo", shared / "zoo")
     one = archsim_process(shared, tmp_path / "one")
     two = subprocess.Popen(
-        [sys.executable, "-m", "archsim.cli", "run", "--models", "zoo:resnet-s1 zoo:convnext zoo:resnet-s0", *SMALL[2:],
-         "--cache", str(shared), "--out", str(tmp_path / "two")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "archsim.cli",
+            "run",
+            "--models",
+            "zoo:resnet-s1 zoo:convnext zoo:resnet-s0",
+            *SMALL[2:],
+            "--cache",
+            str(shared),
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert one.wait() == 0, one.stdout.read()
     assert two.wait() == 0, two.stdout.read()
@@ -197,11 +222,16 @@ def test_cache_commands(tmp_path, cache_dir, capsys):
     assert code == 0 and f"would remove {len(listed)} entries" in stdout
     code, stdout, _ = run_cli(capsys, "cache", "prune", "--run", str(run_dir), "--cache", str(scratch))
     assert code == 0
-    assert not any((scratch / kind / key[:2] / f"{key}.bin").exists() for kind, key in (line.split("/") for line in listed))
+    assert not any(
+        (scratch / kind / key[:2] / f"{key}.bin").exists() for kind, key in (line.split("/") for line in listed)
+    )
     code, stdout, _ = run_cli(capsys, "cache", "prune", "--older-than", "0", "--cache", str(scratch))
     assert code == 0 and entries(scratch, "adv") == 0 and entries(scratch, "zoo") == 0
-    for args, message in ((["prune", "--cache", str(scratch)], "exactly one of"), (["prune", "--run", str(tmp_path)], "no cache_entries.txt"),
-                          (["prune", "--older-than", "-1", "--cache", str(scratch)], "0 or more days")):
+    for args, message in (
+        (["prune", "--cache", str(scratch)], "exactly one of"),
+        (["prune", "--run", str(tmp_path)], "no cache_entries.txt"),
+        (["prune", "--older-than", "-1", "--cache", str(scratch)], "0 or more days"),
+    ):
         code, _, err = run_cli(capsys, "cache", *args)
         assert code == 2 and message in err and err.count("\n") == 1
 
@@ -210,8 +240,13 @@ OPTION_VALUES = {
     "--eps": st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(str), st.text(max_size=5)),
     "--steps": st.one_of(st.integers(-5, 0).map(str), st.text(max_size=5)),
     "--n-images": st.one_of(st.integers(-3, 0).map(str), st.text(max_size=4)),
-    "--models": st.one_of(st.text(max_size=30), st.sampled_from(["zoo:nope", "timm:", "file:/nonexistent.pt", "bogus:x,y", "zoo:resnet-s0,"])),
-    "--attack": st.one_of(st.text(max_size=12), st.sampled_from(["pgd,steps=", "fgsm,eps", "apgd-ce,rho=x", "lowfreq-pgd,ratio=-1"])),
+    "--models": st.one_of(
+        st.text(max_size=30),
+        st.sampled_from(["zoo:nope", "timm:", "file:/nonexistent.pt", "bogus:x,y", "zoo:resnet-s0,"]),
+    ),
+    "--attack": st.one_of(
+        st.text(max_size=12), st.sampled_from(["pgd,steps=", "fgsm,eps", "apgd-ce,rho=x", "lowfreq-pgd,ratio=-1"])
+    ),
     "--data": st.sampled_from(["imagefolder:/nowhere", "npz:/nope.npz", "imagenet-val:", "mnist", ""]),
 }
 
@@ -231,23 +266,37 @@ def test_fuzzed_run_arguments_never_traceback(option, data, tmp_path_factory, ca
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.one_of(
-    st.text(max_size=200),
-    st.lists(st.lists(st.one_of(st.floats(-1, 5).map(lambda v: f"{v:.3f}"), st.text(max_size=4)), min_size=1, max_size=5),
-             min_size=1, max_size=5).map(lambda rows: "\n".join(",".join(r) for r in rows)),
-))
+@given(
+    text=st.one_of(
+        st.text(max_size=200),
+        st.lists(
+            st.lists(
+                st.one_of(st.floats(-1, 5).map(lambda v: f"{v:.3f}"), st.text(max_size=4)), min_size=1, max_size=5
+            ),
+            min_size=1,
+            max_size=5,
+        ).map(lambda rows: "\n".join(",".join(r) for r in rows)),
+    )
+)
 def test_fuzzed_csv_files_never_traceback(text, tmp_path_factory, capsys):
     folder = tmp_path_factory.mktemp("csv")
     matrix, cards = folder / "m.csv", folder / "c.csv"
     matrix.write_text(text)
     cards.write_text(text)
-    code, _, err = run_cli(capsys, "analyze", "--matrix", str(matrix), "--cards", str(cards), "--out", str(folder / "out"))
+    code, _, err = run_cli(
+        capsys, "analyze", "--matrix", str(matrix), "--cards", str(cards), "--out", str(folder / "out")
+    )
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, (text, err)
 
 
-NUMBERS = st.one_of(st.integers(-2**40, 2**40).map(str), st.floats(allow_nan=True, allow_infinity=True).map(str),
-                    st.sampled_from(["", "0", "-1", "1e309", "nan", "2", "1.5", "auto", "x"]))
-NAMES = st.one_of(st.text(max_size=12), st.sampled_from(["../../escaped", "a/b", "", " ", ".", "..", "a\\b", "NAME", "x" * 200]))
+NUMBERS = st.one_of(
+    st.integers(-(2**40), 2**40).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.sampled_from(["", "0", "-1", "1e309", "nan", "2", "1.5", "auto", "x"]),
+)
+NAMES = st.one_of(
+    st.text(max_size=12), st.sampled_from(["../../escaped", "a/b", "", " ", ".", "..", "a\\b", "NAME", "x" * 200])
+)
 
 
 def _matrix_files(folder: Path) -> tuple[Path, Path]:
@@ -266,12 +315,28 @@ def _files_outside(folder: Path, allowed: set[str]) -> list[str]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=st.sampled_from([
-    ("analyze", "--clusters"), ("analyze", "--seed"), ("select", "--k"), ("select", "--power"), ("select", "--draws"),
-    ("select", "--seed"), ("run", "--n-boot"), ("run", "--max-resident"), ("run", "--attack-seeds"), ("run", "--batch-size"),
-    ("run", "--seed"), ("cache", "--older-than"),
-]), data=st.data())
-def test_fuzzed_numbers_of_every_command_never_traceback_nor_write_elsewhere(case, data, tmp_path_factory, monkeypatch, capsys):
+@given(
+    case=st.sampled_from(
+        [
+            ("analyze", "--clusters"),
+            ("analyze", "--seed"),
+            ("select", "--k"),
+            ("select", "--power"),
+            ("select", "--draws"),
+            ("select", "--seed"),
+            ("run", "--n-boot"),
+            ("run", "--max-resident"),
+            ("run", "--attack-seeds"),
+            ("run", "--batch-size"),
+            ("run", "--seed"),
+            ("cache", "--older-than"),
+        ]
+    ),
+    data=st.data(),
+)
+def test_fuzzed_numbers_of_every_command_never_traceback_nor_write_elsewhere(
+    case, data, tmp_path_factory, monkeypatch, capsys
+):
     """Any value of a numeric option: exit 0 (a value that happens to be valid) or 2 with one line on stderr, never a
     traceback, and nothing written outside --out (the folder the command runs in stays as it was)."""
     command, option = case
@@ -297,20 +362,25 @@ def test_fuzzed_model_names_never_escape_the_output_folder(name, command, tmp_pa
     folder = tmp_path_factory.mktemp("names")
     monkeypatch.chdir(folder)
     spec = f"zoo:nope,name={name}"  # an unknown zoo model: even a valid name starts no work
-    args = {"run": ["run", "--models", f"{spec} zoo:nope2", "--out", "out", "--cache", "cache"],
-            "cards": ["cards", spec, "--out", "out/cards.csv", "--cache", "cache"]}[command]
+    args = {
+        "run": ["run", "--models", f"{spec} zoo:nope2", "--out", "out", "--cache", "cache"],
+        "cards": ["cards", spec, "--out", "out/cards.csv", "--cache", "cache"],
+    }[command]
     code, _, err = run_cli(capsys, *args)
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, (name, err)
     assert _files_outside(folder, {"out", "cache"}) == [] and not (folder.parent / "escaped").exists()
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(labels=st.one_of(
-    st.lists(st.integers(-2**62, 2**62), min_size=3, max_size=3).map(np.array),
-    st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=3, max_size=3).map(np.array),
-    st.lists(st.text(max_size=3), min_size=3, max_size=3).map(np.array),
-    st.lists(st.booleans(), min_size=3, max_size=3).map(np.array),
-), cut=st.integers(0, 400))
+@given(
+    labels=st.one_of(
+        st.lists(st.integers(-(2**62), 2**62), min_size=3, max_size=3).map(np.array),
+        st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=3, max_size=3).map(np.array),
+        st.lists(st.text(max_size=3), min_size=3, max_size=3).map(np.array),
+        st.lists(st.booleans(), min_size=3, max_size=3).map(np.array),
+    ),
+    cut=st.integers(0, 400),
+)
 def test_fuzzed_npz_and_checkpoint_files_never_traceback(labels, cut, tmp_path_factory):
     """The readers of user files: npz labels of any kind, and npz or .pt files cut short anywhere, end in one-line
     errors (or load), never in a traceback from numpy, zipfile or torch."""
@@ -325,8 +395,11 @@ def test_fuzzed_npz_and_checkpoint_files_never_traceback(labels, cut, tmp_path_f
     (folder / "cut.npz").write_bytes(data[:cut])
     torch.save(nn.Linear(2, 2), folder / "m.pt")
     (folder / "cut.pt").write_bytes((folder / "m.pt").read_bytes()[:cut])
-    for load in (lambda: load_data(f"npz:{folder / 'd.npz'}"), lambda: load_data(f"npz:{folder / 'cut.npz'}"),
-                 lambda: create_model(f"file:{folder / 'cut.pt'}")):
+    for load in (
+        lambda: load_data(f"npz:{folder / 'd.npz'}"),
+        lambda: load_data(f"npz:{folder / 'cut.npz'}"),
+        lambda: create_model(f"file:{folder / 'cut.pt'}"),
+    ):
         try:
             load()
         except ArchsimError as error:

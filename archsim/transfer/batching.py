@@ -70,7 +70,11 @@ class OutOfMemory(Exception):
 
 
 def search_batch_size(
-    trial: Callable[[int], Trial], limit: int, budget: int | None, min_gain: float = MIN_GAIN, extra_bytes_per_image: int = 0,
+    trial: Callable[[int], Trial],
+    limit: int,
+    budget: int | None,
+    min_gain: float = MIN_GAIN,
+    extra_bytes_per_image: int = 0,
 ) -> int:
     """The batch size to use, from trials at 1, 2, 4, ... up to ``limit`` images.
 
@@ -125,7 +129,7 @@ def search_batch_size(
 def _predicted_peak(measured: list[tuple[int, int]], size: int, extra_bytes_per_image: int) -> float:
     """Peak memory at ``size``, extrapolated linearly from the last two sizes measured (or the last alone)."""
     if len(measured) == 1:
-        (b, peak), = measured
+        ((b, peak),) = measured
         per_image = peak / b
     else:
         (b0, p0), (b, peak) = measured[-2:]
@@ -134,8 +138,13 @@ def _predicted_peak(measured: list[tuple[int, int]], size: int, extra_bytes_per_
 
 
 def batch_size_for(
-    model: SimModel, batch_size: int | str, purpose: Purpose, image_shape: tuple[int, ...], n_images: int,
-    store: CacheStore | None = None, precision: str = "fp32",
+    model: SimModel,
+    batch_size: int | str,
+    purpose: Purpose,
+    image_shape: tuple[int, ...],
+    n_images: int,
+    store: CacheStore | None = None,
+    precision: str = "fp32",
 ) -> int:
     """``batch_size`` if a number; for ``"auto"`` the size searched on ``model`` (cached in ``store``).
 
@@ -158,10 +167,19 @@ def batch_size_for(
     if store is None:
         return int(search()["batch_size"])
     # The architecture, not the weights: speed and memory do not depend on the values of the weights.
-    # The layout changes which sizes run fastest; named only when channels-last, so earlier contiguous choices stay valid.
+    # The layout changes which sizes run fastest; named only when channels-last, so earlier contiguous choices stay
+    # valid.
     layout = ("channels-last",) if model.channels_last else ()
     key = digest(
-        "batch size", model.architecture_id, purpose, list(image_shape), limit, precision, MIN_GAIN, _device_description(device), *layout
+        "batch size",
+        model.architecture_id,
+        purpose,
+        list(image_shape),
+        limit,
+        precision,
+        MIN_GAIN,
+        _device_description(device),
+        *layout,
     )
     # Read and written around the store's counters and without a lock: a batch size is a way to compute results,
     # not one of them, and two processes that search at once both find a valid size.
@@ -193,7 +211,9 @@ def resident_budget(device: torch.device, max_resident: int | str = AUTO) -> Res
     return ResidentBudget(1 << 30, max(1, int(budget * RESIDENT_SHARE)) if budget is not None else UNKNOWN_MEMORY_BYTES)
 
 
-def _trial_on(model: SimModel, purpose: Purpose, image_shape: tuple[int, ...], precision: str) -> Callable[[int], Trial]:
+def _trial_on(
+    model: SimModel, purpose: Purpose, image_shape: tuple[int, ...], precision: str
+) -> Callable[[int], Trial]:
     device = model.device
 
     def trial(size: int) -> Trial:
@@ -258,7 +278,11 @@ def peak_memory(device: torch.device, run: Callable[[], None]) -> int | None:
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
 _MEMINFO = Path("/proc/meminfo")
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if platform.system() == "Linux" and ctypes.util.find_library("c") else None
+_LIBC = (
+    ctypes.CDLL(ctypes.util.find_library("c"))
+    if platform.system() == "Linux" and ctypes.util.find_library("c")
+    else None
+)
 if _LIBC is not None and not hasattr(_LIBC, "malloc_trim"):  # a C library other than glibc (musl)
     _LIBC = None
 
@@ -294,8 +318,10 @@ def _host_memory_available() -> int | None:
     available = _proc_bytes(_MEMINFO, "MemAvailable")
     if available is None:
         return None
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
         try:
             limit, usage = Path(limit_file).read_text().strip(), int(Path(usage_file).read_text())
         except (OSError, ValueError):

@@ -93,7 +93,12 @@ class TransferResult:
         return (self.adv_pred != self.labels[None, None, :]) & (self.adv_pred >= 0)
 
     def models_table(self) -> pd.DataFrame:
-        diag = np.array([self.adv_wrong[i, i][self.clean_correct[i]].mean() if self.clean_correct[i].any() else np.nan for i in range(len(self.names))])
+        diag = np.array(
+            [
+                self.adv_wrong[i, i][self.clean_correct[i]].mean() if self.clean_correct[i].any() else np.nan
+                for i in range(len(self.names))
+            ]
+        )
         return pd.DataFrame(
             {
                 "model": self.names,
@@ -130,8 +135,11 @@ def predict(model: SimModel, images: torch.Tensor, batch_size: int, desc: str | 
 
 
 def predict_stream(
-    model: SimModel, batches: Iterable[torch.Tensor], reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    desc: str | None = None, total: int | None = None,
+    model: SimModel,
+    batches: Iterable[torch.Tensor],
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    desc: str | None = None,
+    total: int | None = None,
 ) -> Iterator[torch.Tensor]:
     """Logits of ``model`` on each uint8 batch (or ``reduce`` of them, computed on the device), on the CPU.
 
@@ -140,7 +148,8 @@ def predict_stream(
     """
     pending = None
     for batch in tqdm(batches, desc=desc, total=total, unit="batch", leave=False, disable=None if desc else True):
-        # Entered per batch, not around the loop: a mode entered in a generator would leak into its caller at each yield.
+        # Entered per batch, not around the loop: a mode entered in a generator would leak into its caller at each
+        # yield.
         with torch.inference_mode():
             out = model(to_device(batch, model.device).float().div_(255.0)).float()
             out = reduce(out) if reduce is not None else out
@@ -155,10 +164,14 @@ def predict_stream(
 def check_compatible(model: SimModel, data: ImageSet) -> None:
     if model.num_outputs != data.num_classes:
         wnid_folders = data.name.startswith("imagefolder:") and set(data.classes) <= set(imagenet_wnids())
-        fix = ("its class folders are ImageNet-1k WordNet ids: add ,classes=imagenet to the data spec"
-               if wnid_folders and model.num_outputs == len(imagenet_wnids())
-               else "use data with the model's classes or a model built for them (e.g. num_classes=)")
-        raise ArchsimError(f"model {model.name} outputs {model.num_outputs} classes but data {data.name} has {data.num_classes}; {fix}")
+        fix = (
+            "its class folders are ImageNet-1k WordNet ids: add ,classes=imagenet to the data spec"
+            if wnid_folders and model.num_outputs == len(imagenet_wnids())
+            else "use data with the model's classes or a model built for them (e.g. num_classes=)"
+        )
+        raise ArchsimError(
+            f"model {model.name} outputs {model.num_outputs} classes but data {data.name} has {data.num_classes}; {fix}"
+        )
 
 
 @dataclass
@@ -175,7 +188,9 @@ class SourceOutcome:
     """Seconds to load, predict the clean set and attack it (0 where the cache had the result)."""
 
 
-def cache_clean_logits(model: SimModel, data: ImageSet, store: CacheStore, batch_size: int | str, precision: str) -> tuple[str, bool]:
+def cache_clean_logits(
+    model: SimModel, data: ImageSet, store: CacheStore, batch_size: int | str, precision: str
+) -> tuple[str, bool]:
     """Cache ``model``'s logits on the clean ``data``, as a source's attack task does (with the model prepared as
     there); returns their cache key and whether they were computed rather than found."""
     key, misses = pred_key(model.fingerprint, data.fingerprint, precision), store.misses
@@ -191,8 +206,16 @@ def cache_clean_logits(model: SimModel, data: ImageSet, store: CacheStore, batch
 
 
 def attack_source(
-    device: str, store: CacheStore, spec: str, data: ImageSet, attack: Attack, seed: int, batch_size: int | str,
-    describe: Callable[[SimModel], dict | None] | None = None, precision: str = "fp32", compile: bool = False,
+    device: str,
+    store: CacheStore,
+    spec: str,
+    data: ImageSet,
+    attack: Attack,
+    seed: int,
+    batch_size: int | str,
+    describe: Callable[[SimModel], dict | None] | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> SourceOutcome:
     """Stage-1 task: load one model, cache its clean logits and its adversarial set."""
     started = time.perf_counter()
@@ -204,7 +227,10 @@ def attack_source(
     def adversarial_set() -> Iterator[np.ndarray]:
         # Searched only when something is computed: a run found in the cache measures nothing.
         size = batch_size_for(model, batch_size, "attack", tuple(data.images.shape[1:]), len(data), store, precision)
-        return (adv.numpy() for adv in attack.stream(model, data.batches(size), data.labels, seed, size, f"attack {model.name}"))
+        return (
+            adv.numpy()
+            for adv in attack.stream(model, data.batches(size), data.labels, seed, size, f"attack {model.name}")
+        )
 
     began = time.perf_counter()
     clean_key, computed = cache_clean_logits(model, data, store, batch_size, precision)
@@ -234,7 +260,12 @@ class PreflightOutcome:
 
 
 def preflight_model(
-    device: str, store: CacheStore, spec: str, data: ImageSet, precision: str = "fp32", compile: bool = False,
+    device: str,
+    store: CacheStore,
+    spec: str,
+    data: ImageSet,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> PreflightOutcome:
     """Stage-0 task: build one model and run two images forward and backward (as an attack does) and
     forward under inference (as evaluation does), each in the layout, precision and compilation the
@@ -251,7 +282,12 @@ def preflight_model(
 
 
 def _check_model(
-    device: str, store: CacheStore, spec: str, data: ImageSet, precision: str, compile: bool,
+    device: str,
+    store: CacheStore,
+    spec: str,
+    data: ImageSet,
+    precision: str,
+    compile: bool,
 ) -> tuple[str | None, bool, tuple[int, ...] | None]:
     """(the problem in one line, or None; whether it is the user's input rather than the network; its input size)."""
     size = None
@@ -277,21 +313,30 @@ def _check_model(
     return None, False, size
 
 
-def preflight(engine: Engine, specs: list[str], data: ImageSet, store: CacheStore, precision: str, compile: bool, keep_going: bool) -> dict[str, str]:
+def preflight(
+    engine: Engine, specs: list[str], data: ImageSet, store: CacheStore, precision: str, compile: bool, keep_going: bool
+) -> dict[str, str]:
     """Check every model before any heavy work; the models to leave out (spec -> why) under ``keep_going``.
 
     Without ``keep_going`` a model that cannot run is a one-line error naming it, before any attack.
     """
     outcomes: list[PreflightOutcome] = engine.map(
-        preflight_model, [(spec, data, precision, compile) for spec in specs], store, "check models", specs, report_all=True,
+        preflight_model,
+        [(spec, data, precision, compile) for spec in specs],
+        store,
+        "check models",
+        specs,
+        report_all=True,
     )
     side = min(data.images.shape[-2:])
     for o in outcomes:
         if o.input_size is not None and side * UPSAMPLING_WARNED < min(o.input_size[1:]):
             warnings.warn(
                 f"{data.name}'s images are {data.images.shape[-2]}x{data.images.shape[-1]} px, far below the "
-                f"{o.input_size[1]}x{o.input_size[2]} {o.spec} takes: they are upsampled {min(o.input_size[1:]) // side}x, "
-                "and attacks on such images say little about the model; give images near its input size", stacklevel=3,
+                f"{o.input_size[1]}x{o.input_size[2]} {o.spec} takes: they are upsampled "
+                f"{min(o.input_size[1:]) // side}x, "
+                "and attacks on such images say little about the model; give images near its input size",
+                stacklevel=3,
             )
     failed = {o.spec: o.problem for o in outcomes if o.problem is not None}
     usage = next((o.problem for o in outcomes if o.problem is not None and o.usage), None)
@@ -299,7 +344,10 @@ def preflight(engine: Engine, specs: list[str], data: ImageSet, store: CacheStor
         raise ArchsimError(usage)  # already one line that names the model and the fix
     if failed and not keep_going:
         listed = "; ".join(f"{spec}: {problem}" for spec, problem in failed.items())
-        raise ArchsimError(f"{len(failed)} of {len(specs)} models cannot run ({listed}); fix or remove them, or pass --keep-going to leave them out")
+        raise ArchsimError(
+            f"{len(failed)} of {len(specs)} models cannot run ({listed}); fix or remove them, or pass --keep-going to "
+            f"leave them out"
+        )
     return failed
 
 
@@ -316,7 +364,13 @@ def needed_pred_key(fingerprint: str, images_key: str, needed: np.ndarray, preci
         return pred_key(fingerprint, images_key, precision)
     if not needed.any():
         return None
-    return digest("pred", fingerprint, images_key, *_precision_part(precision), {"only": hashlib.sha256(np.packbits(needed).tobytes()).hexdigest()})
+    return digest(
+        "pred",
+        fingerprint,
+        images_key,
+        *_precision_part(precision),
+        {"only": hashlib.sha256(np.packbits(needed).tobytes()).hexdigest()},
+    )
 
 
 @dataclass
@@ -333,8 +387,15 @@ class EvaluationOutcome:
 
 
 def evaluate_targets(
-    device: str, store: CacheStore, targets: list[tuple[str, str]], adv_keys: list[str], needed: list[np.ndarray],
-    image_shape: tuple[int, ...], batch_size: int | str, precision: str = "fp32", compile: bool = False,
+    device: str,
+    store: CacheStore,
+    targets: list[tuple[str, str]],
+    adv_keys: list[str],
+    needed: list[np.ndarray],
+    image_shape: tuple[int, ...],
+    batch_size: int | str,
+    precision: str = "fp32",
+    compile: bool = False,
     max_resident: int | str = AUTO,
 ) -> EvaluationOutcome:
     """Stage-2 task: the predictions of a group of targets (spec, fingerprint) on every source's set.
@@ -386,30 +447,63 @@ def evaluate_targets(
         group.append((t, model))
         held += weight_bytes(model)
         if len(group) >= budget.models or held >= budget.bytes:
-            _evaluate_group(group, adv_keys, needed, todo, predictions, timings, cost, store, device, image_shape, batch_size, precision)
+            _evaluate_group(
+                group,
+                adv_keys,
+                needed,
+                todo,
+                predictions,
+                timings,
+                cost,
+                store,
+                device,
+                image_shape,
+                batch_size,
+                precision,
+            )
             group, held = [], 0
     if group:
-        _evaluate_group(group, adv_keys, needed, todo, predictions, timings, cost, store, device, image_shape, batch_size, precision)
+        _evaluate_group(
+            group, adv_keys, needed, todo, predictions, timings, cost, store, device, image_shape, batch_size, precision
+        )
     return EvaluationOutcome(
-        [compact_labels(p) for p in predictions], cost["bytes"], cost["evaluated"], skipped, timings, cost["groups"],
+        [compact_labels(p) for p in predictions],
+        cost["bytes"],
+        cost["evaluated"],
+        skipped,
+        timings,
+        cost["groups"],
     )
 
 
 def _evaluate_group(
-    group: list[tuple[int, SimModel]], adv_keys: list[str], needed: list[np.ndarray], todo: list[dict[int, str]],
-    predictions: list[np.ndarray], timings: list[dict], cost: dict, store: CacheStore, device: str,
-    image_shape: tuple[int, ...], batch_size: int | str, precision: str,
+    group: list[tuple[int, SimModel]],
+    adv_keys: list[str],
+    needed: list[np.ndarray],
+    todo: list[dict[int, str]],
+    predictions: list[np.ndarray],
+    timings: list[dict],
+    cost: dict,
+    store: CacheStore,
+    device: str,
+    image_shape: tuple[int, ...],
+    batch_size: int | str,
+    precision: str,
 ) -> None:
     """Stream every set that some resident target lacks past those targets, once; store what they predict."""
     cost["groups"] += 1
     n_images = len(predictions[group[0][0]][0])
-    sizes = {t: batch_size_for(model, batch_size, "evaluate", image_shape, n_images, store, precision) for t, model in group}
+    sizes = {
+        t: batch_size_for(model, batch_size, "evaluate", image_shape, n_images, store, precision) for t, model in group
+    }
     read_size = max(sizes.values())
     for s in sorted({s for t, _ in group for s in todo[t]}):
         members = [(t, model) for t, model in group if s in todo[t]]
         adv_images = store.open("adv", adv_keys[s])
         if adv_images is None:
-            raise ArchsimError(f"adversarial set {adv_keys[s][:12]} vanished from the cache during the run; rerun to recompute it")
+            raise ArchsimError(
+                f"adversarial set {adv_keys[s][:12]} vanished from the cache during the run; rerun to recompute it"
+            )
         feeds = {t: _Rebatcher(model, sizes[t]) for t, model in members}
         start = 0
         with precision_context(device, precision):
@@ -461,7 +555,9 @@ class _Rebatcher:
         batch, rest = rows[:size], rows[size:]
         self.waiting, self.count = ([rest] if len(rest) else []), len(rest)
         with torch.inference_mode():
-            logits = self.model(to_device(torch.from_numpy(np.ascontiguousarray(batch)), self.model.device).float().div_(255.0)).float()
+            logits = self.model(
+                to_device(torch.from_numpy(np.ascontiguousarray(batch)), self.model.device).float().div_(255.0)
+            ).float()
             self.outputs.append(logits.argmax(-1))
 
 
@@ -472,7 +568,11 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 def target_groups(n_targets: int, slots: int) -> list[list[int]]:
     """Targets split into ``slots`` contiguous groups of near-equal size (fewer if there are fewer targets)."""
-    return [list(map(int, chunk)) for chunk in np.array_split(np.arange(n_targets), min(max(slots, 1), n_targets)) if len(chunk)]
+    return [
+        list(map(int, chunk))
+        for chunk in np.array_split(np.arange(n_targets), min(max(slots, 1), n_targets))
+        if len(chunk)
+    ]
 
 
 def run_transfer(
@@ -516,12 +616,18 @@ def run_transfer(
     left_out = preflight(engine, specs, data, cache, precision, compile, keep_going) if check_models else {}
     specs = [spec for spec in specs if spec not in left_out]
     if len(specs) < 2:
-        raise ArchsimError(f"only {len(specs)} of the models can run; SAT needs two (left out: {'; '.join(f'{k}: {v}' for k, v in left_out.items())})")
+        raise ArchsimError(
+            f"only {len(specs)} of the models can run; SAT needs two (left out: "
+            f"{'; '.join(f'{k}: {v}' for k, v in left_out.items())})"
+        )
     checked = time.perf_counter()
     read_before = cache.bytes_read
     sources: list[SourceOutcome] = engine.map(
-        attack_source, [(spec, data, attack, seed, batch_size, describe, precision, compile) for spec in specs], cache,
-        "attack sources", specs,
+        attack_source,
+        [(spec, data, attack, seed, batch_size, describe, precision, compile) for spec in specs],
+        cache,
+        "attack sources",
+        specs,
     )
     attacked, stage1_read = time.perf_counter(), cache.bytes_read - read_before
     names = [source.name for source in sources]
@@ -533,9 +639,22 @@ def run_transfer(
     image_shape = tuple(data.images.shape[1:])
     outcomes: list[EvaluationOutcome] = engine.map(
         evaluate_targets,
-        [([(specs[t], sources[t].fingerprint) for t in group], adv_keys, [correct & correct[t] for t in group], image_shape,
-          batch_size, precision, compile, max_resident) for group in groups],
-        cache, "evaluate targets", [", ".join(names[t] for t in group) for group in groups],
+        [
+            (
+                [(specs[t], sources[t].fingerprint) for t in group],
+                adv_keys,
+                [correct & correct[t] for t in group],
+                image_shape,
+                batch_size,
+                precision,
+                compile,
+                max_resident,
+            )
+            for group in groups
+        ],
+        cache,
+        "evaluate targets",
+        [", ".join(names[t] for t in group) for group in groups],
     )
     adv_pred = np.stack([p for outcome in outcomes for p in outcome.predictions], axis=1)  # [source, target, image]
     set_bytes = len(adv_keys) * int(np.prod(data.images.shape))
@@ -554,21 +673,34 @@ def run_transfer(
     }
     timings = [t for o in outcomes for t in o.timings]
     steps = attack.config().get("steps", 1)
-    table = pd.DataFrame({
-        "model": names,
-        "load_s": [s.timing.get("load_s", 0.0) for s in sources],
-        "clean_s": [s.timing.get("clean_s", 0.0) for s in sources],
-        "attack_s": [s.timing.get("attack_s", 0.0) for s in sources],
-        "attack_image_steps_per_s": [len(data) * steps / s.timing["attack_s"] if s.timing.get("attack_s") else np.nan for s in sources],
-        "evaluate_load_s": [t["load_s"] for t in timings],
-        "evaluate_s": [t["evaluate_s"] for t in timings],
-        "evaluated_images": [t["images"] for t in timings],
-        "evaluate_images_per_s": [t["images"] / t["evaluate_s"] if t["evaluate_s"] else np.nan for t in timings],
-    })
+    table = pd.DataFrame(
+        {
+            "model": names,
+            "load_s": [s.timing.get("load_s", 0.0) for s in sources],
+            "clean_s": [s.timing.get("clean_s", 0.0) for s in sources],
+            "attack_s": [s.timing.get("attack_s", 0.0) for s in sources],
+            "attack_image_steps_per_s": [
+                len(data) * steps / s.timing["attack_s"] if s.timing.get("attack_s") else np.nan for s in sources
+            ],
+            "evaluate_load_s": [t["load_s"] for t in timings],
+            "evaluate_s": [t["evaluate_s"] for t in timings],
+            "evaluated_images": [t["images"] for t in timings],
+            "evaluate_images_per_s": [t["images"] / t["evaluate_s"] if t["evaluate_s"] else np.nan for t in timings],
+        }
+    )
     return TransferResult(
-        names, list(specs), data.labels.numpy(), logits, adv_pred,
-        [s.fingerprint for s in sources], adv_keys, [s.info for s in sources], [s.card for s in sources],
-        left_out, cost, table,
+        names,
+        list(specs),
+        data.labels.numpy(),
+        logits,
+        adv_pred,
+        [s.fingerprint for s in sources],
+        adv_keys,
+        [s.info for s in sources],
+        [s.card for s in sources],
+        left_out,
+        cost,
+        table,
     )
 
 
@@ -582,10 +714,17 @@ def stacked_logits(store: CacheStore, clean_keys: list[str]) -> np.ndarray:
     for key in clean_keys:
         entry = store.open("pred", key)
         if entry is None:
-            raise ArchsimError(f"clean predictions {key[:12]} vanished from the cache during the run; rerun to recompute them")
+            raise ArchsimError(
+                f"clean predictions {key[:12]} vanished from the cache during the run; rerun to recompute them"
+            )
         entries.append(entry)
     shape = (len(entries), *entries[0].shape("logits"))
     stacked = store.get_or_stream(
-        "logits", digest("stacked logits", clean_keys), "logits", shape, np.float32, lambda: (entry.array("logits")[None] for entry in entries)
+        "logits",
+        digest("stacked logits", clean_keys),
+        "logits",
+        shape,
+        np.float32,
+        lambda: (entry.array("logits")[None] for entry in entries),
     )
     return stacked.mapped("logits")

@@ -106,14 +106,20 @@ def test_stability_is_perfect_on_clean_blocks():
 
 def test_training_vs_architecture_groups_pairs():
     sat = block_matrix()  # m0-m2 one architecture, m3-m5 another
-    models = pd.DataFrame({
-        "model": sat.index, "architecture": ["a", "a", "a", "b", "b", "b"],
-        "regime": ["standard", "standard", "ls", "", "", ""], "seed": [0, 1, 0, None, None, None],
-    })
+    models = pd.DataFrame(
+        {
+            "model": sat.index,
+            "architecture": ["a", "a", "a", "b", "b", "b"],
+            "regime": ["standard", "standard", "ls", "", "", ""],
+            "seed": [0, 1, 0, None, None, None],
+        }
+    )
     table = training_vs_architecture(sat, models).set_index("comparison")
     assert table.loc["different seeds", "pairs"] == 1 and table.loc["different seeds", "mean_sat"] == 3.5
     assert table.loc["different training regimes", "pairs"] == 2
-    assert table.loc["different architectures", "pairs"] == 9 and table.loc["different architectures", "mean_sat"] == 1.0
+    assert (
+        table.loc["different architectures", "pairs"] == 9 and table.loc["different architectures", "mean_sat"] == 1.0
+    )
     assert table.loc["same architecture, other differences", "pairs"] == 3
     assert training_vs_architecture(sat, models.assign(architecture=list("abcdef"))) is None
 
@@ -135,7 +141,9 @@ def test_bad_matrices(tmp_path):
         read_matrix(write(tmp_path, sat.iloc[:, :5]))
     skew = sat.copy()
     skew.iloc[0, 1] = 0.0
-    with pytest.raises(ArchsimError, match=r"not symmetric \(largest gap 3.5\), but a SAT matrix is; give the symmetric sat.csv"):
+    with pytest.raises(
+        ArchsimError, match=r"not symmetric \(largest gap 3.5\), but a SAT matrix is; give the symmetric sat.csv"
+    ):
         read_matrix(write(tmp_path, skew))
     sat.to_csv(tmp_path / "semicolons.csv", sep=";")
     with pytest.raises(ArchsimError, match="is separated by ';'; save it with commas"):
@@ -196,7 +204,9 @@ def test_compare_matrices_on_the_models_they_share(tmp_path, capsys):
     mine.loc[shared[0], shared[1]] = mine.loc[shared[1], shared[0]] = np.nan
     mine["extra"], mine.loc["extra"] = 1.0, 1.0
     mine.to_csv(tmp_path / "mine.csv")
-    code, stdout, err = run_cli(capsys, "compare-matrices", str(MATRIX), str(tmp_path / "mine.csv"), "--out", str(tmp_path / "cmp"))
+    code, stdout, err = run_cli(
+        capsys, "compare-matrices", str(MATRIX), str(tmp_path / "mine.csv"), "--out", str(tmp_path / "cmp")
+    )
     assert code == 0, err
     assert "12 models in common" in stdout and "left out of mine: extra (1)" in stdout
     assert "left out of SAT_release: " in stdout and "(57)" in stdout
@@ -207,19 +217,24 @@ def test_compare_matrices_on_the_models_they_share(tmp_path, capsys):
     y = np.array([published.loc[a, b] ** 2 for a, b in pairs])
     assert (row.a, row.b, row.pairs) == ("SAT_release", "mine", 65)
     assert np.isclose(row.spearman, 1.0) and np.isclose(row.pearson, stats.pearsonr(x, y).statistic, atol=1e-5)
-    assert np.isclose(row.mean_difference, np.mean(y - x), atol=1e-5) and (tmp_path / "cmp" / "matrix_comparison.png").is_file()
+    assert (
+        np.isclose(row.mean_difference, np.mean(y - x), atol=1e-5)
+        and (tmp_path / "cmp" / "matrix_comparison.png").is_file()
+    )
 
     few = published.iloc[:2, :2]
     few.to_csv(tmp_path / "few.csv")
     mine.loc[shared[2], shared[3]] = np.nan  # unknown one way only
     mine.to_csv(tmp_path / "lopsided.csv")
-    for args, message in (([str(MATRIX), str(tmp_path / "few.csv")], "the matrices share 2 model name(s)"),
-                          ([str(MATRIX), str(tmp_path / "none.csv")], "does not exist"),
-                          ([str(MATRIX), str(tmp_path)], "is a folder without sat.csv"),
-                          ([str(MATRIX), str(tmp_path / "lopsided.csv")], "is not symmetric"),
-                          ([str(MATRIX)], "needs at least two matrices"),
-                          ([str(MATRIX), str(MATRIX), "--out", str(tmp_path / "few.csv")], "is a file; choose a folder"),
-                          ([str(MATRIX), str(MATRIX), "--out", str(tmp_path / "few.csv" / "sub")], "few.csv is a file; choose a folder")):
+    for args, message in (
+        ([str(MATRIX), str(tmp_path / "few.csv")], "the matrices share 2 model name(s)"),
+        ([str(MATRIX), str(tmp_path / "none.csv")], "does not exist"),
+        ([str(MATRIX), str(tmp_path)], "is a folder without sat.csv"),
+        ([str(MATRIX), str(tmp_path / "lopsided.csv")], "is not symmetric"),
+        ([str(MATRIX)], "needs at least two matrices"),
+        ([str(MATRIX), str(MATRIX), "--out", str(tmp_path / "few.csv")], "is a file; choose a folder"),
+        ([str(MATRIX), str(MATRIX), "--out", str(tmp_path / "few.csv" / "sub")], "few.csv is a file; choose a folder"),
+    ):
         code, stdout, err = run_cli(capsys, "compare-matrices", *args)
         assert code == 2 and message in err and err.count("\n") == 1, err
         assert stdout == ""  # refused before any result was shown

@@ -24,7 +24,12 @@ class TinyNet(nn.Module):
         self.conv1 = nn.Conv2d(3, 8, 5, stride=2, padding=2)
         self.bn1 = nn.BatchNorm2d(8)
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.block = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, groups=4), nn.BatchNorm2d(16), nn.SiLU(), nn.Conv2d(16, 16, 3, padding=1, groups=16))
+        self.block = nn.Sequential(
+            nn.Conv2d(8, 16, 3, padding=1, groups=4),
+            nn.BatchNorm2d(16),
+            nn.SiLU(),
+            nn.Conv2d(16, 16, 3, padding=1, groups=16),
+        )
         self.fc = nn.Linear(16, 10)
 
     def forward(self, x):
@@ -36,9 +41,19 @@ class TinyNet(nn.Module):
 def test_hand_built_network_card():
     card = extract_card_from_module(TinyNet(), (3, 32, 32))
     assert card == {
-        "Base architecture": "CNN", "Hierarchical structure": "Yes", "Stem layer": "5s2", "Input resolution": "32 x 32",
-        "Normalization": "BN", "Activation": "ReLU + SiLU", "Pooling (stem)": "Yes", "Pooling (final)": "GAP",
-        "2D SA": "No", "CW attention": "No", "Location of CW attention": "~", "DW conv": "Yes", "Group conv": "Yes",
+        "Base architecture": "CNN",
+        "Hierarchical structure": "Yes",
+        "Stem layer": "5s2",
+        "Input resolution": "32 x 32",
+        "Normalization": "BN",
+        "Activation": "ReLU + SiLU",
+        "Pooling (stem)": "Yes",
+        "Pooling (final)": "GAP",
+        "2D SA": "No",
+        "CW attention": "No",
+        "Location of CW attention": "~",
+        "DW conv": "Yes",
+        "Group conv": "Yes",
     }
 
 
@@ -54,8 +69,20 @@ def test_trace_leaves_the_model_untouched():
 @needs_release
 @pytest.mark.parametrize(
     "name",
-    ["resnet50", "seresnext50_32x4d", "vit_small_patch16_224", "efficientnet_b2", "halonet50ts", "convnext_tiny",
-     "resmlp_24_224", "eca_nfnet_l0", "xcit_tiny_12_p8_224", "swin_tiny_patch4_window7_224", "gluon_resnet101_v1c", "coat_lite_small"],
+    [
+        "resnet50",
+        "seresnext50_32x4d",
+        "vit_small_patch16_224",
+        "efficientnet_b2",
+        "halonet50ts",
+        "convnext_tiny",
+        "resmlp_24_224",
+        "eca_nfnet_l0",
+        "xcit_tiny_12_p8_224",
+        "swin_tiny_patch4_window7_224",
+        "gluon_resnet101_v1c",
+        "coat_lite_small",
+    ],
 )
 def test_cards_match_the_published_table(name):
     published = read_cards(CARDS).loc[name].to_dict()

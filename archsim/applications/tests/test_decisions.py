@@ -36,11 +36,13 @@ def one_hot_logits(predictions, classes=3):
 
 def test_set_scores_by_hand():
     labels = np.array([0, 1, 2, 0])
-    logits = np.stack([
-        one_hot_logits([0, 1, 1, 1]),  # wrong on images 2, 3
-        one_hot_logits([0, 2, 2, 1]),  # wrong on images 1, 3
-        one_hot_logits([0, 1, 2, 0]),  # right everywhere
-    ])
+    logits = np.stack(
+        [
+            one_hot_logits([0, 1, 1, 1]),  # wrong on images 2, 3
+            one_hot_logits([0, 2, 2, 1]),  # wrong on images 1, 3
+            one_hot_logits([0, 1, 2, 0]),  # right everywhere
+        ]
+    )
     sat = np.array([[4.6, 1.0, 2.0], [1.0, 4.6, 3.0], [2.0, 3.0, 4.6]])
     # Models 0+1: image 1 ties (classes 1 and 2 at 1.0 each; argmax takes 1, right), image 2 ties (1 vs 2: wrong),
     # image 3 both say 1: wrong. Ensemble error 2/4 = 50 %, members 50 % each.
@@ -125,16 +127,21 @@ def test_inverse_sampling_is_diverse_and_the_baselines_are_not():
 def test_the_power_sharpens_the_sampler():
     """Weights (1 / SAT)^power: 0 draws as uniform does, higher powers leave the first block more often."""
     sat = np.array([[4.6, 4.0, 4.0, 2.0], [4.0, 4.6, 4.0, 2.0], [4.0, 4.0, 4.6, 2.0], [2.0, 2.0, 2.0, 4.6]])
-    assert [diverse_sample(sat, 3, "inverse", s, power=0) for s in range(20)] == [diverse_sample(sat, 3, "uniform", s) for s in range(20)]
+    assert [diverse_sample(sat, 3, "inverse", s, power=0) for s in range(20)] == [
+        diverse_sample(sat, 3, "uniform", s) for s in range(20)
+    ]
     rng = np.random.default_rng(0)
     # From one of the first three, the fourth model is drawn with weight 2^-p against 2 * 4^-p:
     # probability 1/2 at power 1, 1 / (1 + 2 * 2^-4) = 0.89 at power 4.
-    leave = {p: np.mean([3 in diverse_sample(sat, 2, "inverse", rng, power=p)[1:] for _ in range(2000)]) for p in (1, 4)}
+    leave = {
+        p: np.mean([3 in diverse_sample(sat, 2, "inverse", rng, power=p)[1:] for _ in range(2000)]) for p in (1, 4)
+    }
     first_ones = 3 / 4  # draws that start in the block; those starting at model 3 never pick it again
     assert abs(leave[1] - first_ones * 0.5) < 0.04 and abs(leave[4] - first_ones / (1 + 2 / 16)) < 0.04
     with pytest.raises(ArchsimError, match="--power must be a finite number >= 0"):
         diverse_sample(sat, 2, power=-1)
-    # A power past what floats hold (SAT**-1e6 overflows) picks the least similar model, not a NaN weight (found by fuzzing).
+    # A power past what floats hold (SAT**-1e6 overflows) picks the least similar model, not a NaN weight (found by
+    # fuzzing).
     first_then_least = [diverse_sample(sat, 2, "inverse", s, power=1e6) for s in range(10)]
     assert all(len(set(pair)) == 2 for pair in first_then_least)
 
@@ -162,7 +169,9 @@ def test_identical_misclassifications_by_hand():
     labels = np.array([0, 0, 0])
     # adv_pred[s, t]: s's own set labels its mistakes 1, 2, 1; target copies the mistake on images 0 and 1.
     adv_pred = np.array([[[1, 2, 1], [1, 2, 0]], [[1, 1, 1], [1, 1, 1]]])
-    transfer = TransferResult(["a", "b"], ["a", "b"], labels, np.tile(np.eye(3)[[0, 0, 0]], (2, 1, 1)), adv_pred, ["", ""], ["", ""])
+    transfer = TransferResult(
+        ["a", "b"], ["a", "b"], labels, np.tile(np.eye(3)[[0, 0, 0]], (2, 1, 1)), adv_pred, ["", ""], ["", ""]
+    )
     sat = pd.DataFrame([[4.6, 2.0], [2.0, 4.6]], index=["a", "b"], columns=["a", "b"])
     table = identical_misclassifications(transfer, sat)
     # a -> b: images 0, 1 (b repeats 1, 2); b -> a: a says 1 on all three, b's own says 1: 3 copies. 5 of 6.
@@ -172,7 +181,9 @@ def test_identical_misclassifications_by_hand():
 def write_run_folder(path, names, sat, bases, models_extra=None):
     path.mkdir()
     pd.DataFrame(sat, index=names, columns=names).to_csv(path / "sat.csv")
-    pd.DataFrame({"model": names, "spec": [f"zoo:{n}" for n in names], **(models_extra or {})}).to_csv(path / "models.csv", index=False)
+    pd.DataFrame({"model": names, "spec": [f"zoo:{n}" for n in names], **(models_extra or {})}).to_csv(
+        path / "models.csv", index=False
+    )
     cards = pd.DataFrame({column: "x" for column in CARD_COLUMNS}, index=pd.Index(names, name=NAME_COLUMN))
     cards["Base architecture"] = bases
     cards.to_csv(path / "cards.csv")
@@ -188,33 +199,45 @@ def test_recommend_teachers_follows_the_paper_then_the_measured_accuracies(tmp_p
     run = tmp_path / "run"
     write_run_folder(run, names, sat, ["Transformer", "Transformer", "Transformer", "CNN", "CNN"])
     table = recommend_teachers(run, "s")
-    # The paper's section 5.2: another base architecture first, least similar first; then the same base, most similar first.
+    # The paper's section 5.2: another base architecture first, least similar first; then the same base, most similar
+    # first.
     assert table.teacher.tolist() == ["c1", "c2", "t1", "t2"]
     assert table.rule.unique().tolist() == [PAPER_RULE]
     # Measured: distill trained students with c1, t1 and t2; c2's accuracy is predicted from its group's line,
     # which with one measured CNN is the line over all measured teachers (accuracy = 100 - 5 * SAT: 87.5 at 2.5).
     measured = run / "distill" / "s"
     measured.mkdir(parents=True)
-    pd.DataFrame({
-        "teacher": ["(no teacher)", "t1", "t2", "c1"], "sat": [np.nan, 3.0, 2.0, 1.0], "same_base": [False, True, True, False],
-        "student_accuracy": [80.0, 85.0, 90.0, 95.0],
-    }).to_csv(measured / "distill.csv", index=False)
+    pd.DataFrame(
+        {
+            "teacher": ["(no teacher)", "t1", "t2", "c1"],
+            "sat": [np.nan, 3.0, 2.0, 1.0],
+            "same_base": [False, True, True, False],
+            "student_accuracy": [80.0, 85.0, 90.0, 95.0],
+        }
+    ).to_csv(measured / "distill.csv", index=False)
     table = recommend_teachers(run, "s")
     assert table.teacher.tolist() == ["c1", "t2", "c2", "t1"] and table.rule.unique().tolist() == [MEASURED_RULE]
     assert table.set_index("teacher").loc["c2", "student_accuracy"] == pytest.approx(87.5)
-    assert table.set_index("teacher").accuracy_from.to_dict() == {"c1": "measured", "t2": "measured", "c2": "predicted", "t1": "measured"}
+    assert table.set_index("teacher").accuracy_from.to_dict() == {
+        "c1": "measured",
+        "t2": "measured",
+        "c2": "predicted",
+        "t1": "measured",
+    }
     with pytest.raises(ArchsimError, match="not a model of the run"):
         recommend_teachers(run, "nobody")
 
 
 def test_distill_correlations_split_by_base():
-    table = pd.DataFrame({
-        "teacher": ["(no teacher)", "a", "b", "c", "d", "e", "f"],
-        "teacher_accuracy": [np.nan, 90, 91, 92, 93, 94, 95],
-        "same_base": [False, True, True, True, False, False, False],
-        "sat": [np.nan, 1, 2, 3, 1, 2, 3],
-        "student_accuracy": [80, 81, 82, 83, 83, 82, 81],
-    })
+    table = pd.DataFrame(
+        {
+            "teacher": ["(no teacher)", "a", "b", "c", "d", "e", "f"],
+            "teacher_accuracy": [np.nan, 90, 91, 92, 93, 94, 95],
+            "same_base": [False, True, True, True, False, False, False],
+            "sat": [np.nan, 1, 2, 3, 1, 2, 3],
+            "student_accuracy": [80, 81, 82, 83, 83, 82, 81],
+        }
+    )
     result = distill_correlations(table).set_index("group")
     assert result.loc["same base architecture", "spearman"] == pytest.approx(1.0)
     assert result.loc["different base architecture", "spearman"] == pytest.approx(-1.0)

@@ -30,7 +30,9 @@ def snapshot(folder):
 
 
 def test_add_equals_a_full_recompute_and_costs_one_attack(three_run, cache_dir, tmp_path):
-    create_model("zoo:resnet-s2", cache=CacheStore(cache_dir))  # trained beforehand, so the misses below are the add's own
+    create_model(
+        "zoo:resnet-s2", cache=CacheStore(cache_dir)
+    )  # trained beforehand, so the misses below are the add's own
     newcomer = add_model(three_run, "zoo:resnet-s2", out=tmp_path / "added", cache=cache_dir)
     # One attack and its clean pass, the newcomer on 3 old sets + its own, 3 old models on the new set,
     # and the clean logits of the four models stacked into one entry.
@@ -39,7 +41,9 @@ def test_add_equals_a_full_recompute_and_costs_one_attack(three_run, cache_dir, 
     shutil.copytree(cache_dir / "zoo", fresh / "zoo")  # trained weights only: every set and prediction recomputed
     full = run_sat(THREE + ["zoo:resnet-s2"], **FAST, cache=fresh)
     assert full.cache_misses == 4 * 2 + 16 + 1
-    assert np.allclose(newcomer.run.sat, full.sat, atol=1e-12) and np.allclose(newcomer.run.one_sided, full.one_sided, atol=1e-12)
+    assert np.allclose(newcomer.run.sat, full.sat, atol=1e-12) and np.allclose(
+        newcomer.run.one_sided, full.one_sided, atol=1e-12
+    )
     row = newcomer.row.set_index("model")
     assert np.allclose(row["sat"], full.sat.loc["resnet-s2", ["resnet-s0", "resnet-s1", "convnext"]])
     assert np.allclose(row["one_sided_sat"], full.one_sided.loc["resnet-s2", ["resnet-s0", "resnet-s1", "convnext"]])
@@ -71,8 +75,11 @@ def test_add_one_sided_needs_no_adversarial_set_of_the_run(three_run, cache_dir,
         assert (tmp_path / "one" / name).is_file()
     assert not (tmp_path / "one" / "sat.csv").exists()  # not a run folder
     # The run's own check: one-sided against symmetric SAT over its 6 ordered pairs.
-    assert one.agreement["pairs"] == 6 and -1 <= one.agreement["pearson"] <= 1 and one.agreement == {
-        k: v for k, v in full.agreement.items() if not k.startswith("newcomer_")}
+    assert (
+        one.agreement["pairs"] == 6
+        and -1 <= one.agreement["pearson"] <= 1
+        and one.agreement == {k: v for k, v in full.agreement.items() if not k.startswith("newcomer_")}
+    )
     assert isinstance(full.agreement["newcomer_same_cluster"], bool)
     assert snapshot(three_run) == before
 
@@ -81,7 +88,10 @@ def test_add_refuses_bad_input_and_leaves_the_run_alone(three_run, cache_dir, tm
     before = snapshot(three_run)
     cases = [
         (["add", "--run", str(three_run), "zoo:resnet-s1", "--cache", str(cache_dir)], "already in the run"),
-        (["add", "--run", str(three_run), "zoo:resnet-s2,name=convnext", "--cache", str(cache_dir)], "already has a model named 'convnext'"),
+        (
+            ["add", "--run", str(three_run), "zoo:resnet-s2,name=convnext", "--cache", str(cache_dir)],
+            "already has a model named 'convnext'",
+        ),
         (["add", "--run", str(three_run), "zoo:resnet-s2", "--cache", str(tmp_path / "empty")], "are not in"),
         (["add", "--run", str(tmp_path), "zoo:resnet-s2"], "not a finished run folder"),
         (["ensemble", "--run", str(three_run), "--k", "4", "--cache", str(cache_dir)], "between 2 and the 3 models"),
@@ -89,11 +99,33 @@ def test_add_refuses_bad_input_and_leaves_the_run_alone(three_run, cache_dir, tm
         (["ensemble", "--run", str(three_run), "--random-sets", "0"], "'--random-sets': 0 is not in the range x>=1"),
         (["ensemble", "--run", str(three_run), "--random-sets", "-1"], "'--random-sets': -1 is not in the range x>=1"),
         (["ensemble", "--run", str(three_run), "--clusters", "0"], "'--clusters': 0 is not in the range x>=2"),
-        (["ensemble", "--run", str(three_run), "--clusters", "4", "--cache", str(cache_dir)], "--clusters 4 must lie between 2 and the 3"),
-        (["select", "--run", str(three_run), "--k", "2", "--seed", "-1"], "'--seed': -1 is not in the range 0<=x<=4294967295"),
-        (["add", "--run", str(three_run), "zoo:resnet-s2,name=../../escaped", "--cache", str(cache_dir)], "cannot name a model (it holds a path separator)"),
+        (
+            ["ensemble", "--run", str(three_run), "--clusters", "4", "--cache", str(cache_dir)],
+            "--clusters 4 must lie between 2 and the 3",
+        ),
+        (
+            ["select", "--run", str(three_run), "--k", "2", "--seed", "-1"],
+            "'--seed': -1 is not in the range 0<=x<=4294967295",
+        ),
+        (
+            ["add", "--run", str(three_run), "zoo:resnet-s2,name=../../escaped", "--cache", str(cache_dir)],
+            "cannot name a model (it holds a path separator)",
+        ),
         (["distill", "--run", str(three_run), "--student", "zoo:vit"], "not a model of the run"),
-        (["checks", "--run", str(three_run), "--checkpoints", "zoo:resnet-s0", "--epochs", "0", "--cache", str(cache_dir)], "outside 1..19"),
+        (
+            [
+                "checks",
+                "--run",
+                str(three_run),
+                "--checkpoints",
+                "zoo:resnet-s0",
+                "--epochs",
+                "0",
+                "--cache",
+                str(cache_dir),
+            ],
+            "outside 1..19",
+        ),
     ]
     for args, message in cases:
         code, _, err = run_cli(capsys, *args)
@@ -103,7 +135,18 @@ def test_add_refuses_bad_input_and_leaves_the_run_alone(three_run, cache_dir, tm
 
 
 def test_ensemble_select_and_checks_on_a_run(three_run, cache_dir, tmp_path, capsys):
-    code, stdout, err = run_cli(capsys, "ensemble", "--run", str(three_run), "--k", "2", "--cache", str(cache_dir), "--out", str(tmp_path / "ens"))
+    code, stdout, err = run_cli(
+        capsys,
+        "ensemble",
+        "--run",
+        str(three_run),
+        "--k",
+        "2",
+        "--cache",
+        str(cache_dir),
+        "--out",
+        str(tmp_path / "ens"),
+    )
     assert code == 0, err
     assert "recommended 2-ensemble" in stdout
     pairs = pd.read_csv(tmp_path / "ens" / "ensemble_pairs.csv")
@@ -112,23 +155,52 @@ def test_ensemble_select_and_checks_on_a_run(three_run, cache_dir, tmp_path, cap
     names = run.transfer.names
     for row in pairs.itertuples():
         assert np.isclose(row.err_reduction, reference[names.index(row.a), names.index(row.b)], equal_nan=True)
-    assert {"ensemble_k.csv", "ensemble_selection.csv", "ensemble_correlations.csv", "ensembles.png"} <= {p.name for p in (tmp_path / "ens").iterdir()}
+    assert {"ensemble_k.csv", "ensemble_selection.csv", "ensemble_correlations.csv", "ensembles.png"} <= {
+        p.name for p in (tmp_path / "ens").iterdir()
+    }
 
-    code, stdout, err = run_cli(capsys, "select", "--run", str(three_run), "--k", "2", "--draws", "50", "--cache", str(cache_dir), "--out", str(tmp_path / "sel"))
+    code, stdout, err = run_cli(
+        capsys,
+        "select",
+        "--run",
+        str(three_run),
+        "--k",
+        "2",
+        "--draws",
+        "50",
+        "--cache",
+        str(cache_dir),
+        "--out",
+        str(tmp_path / "sel"),
+    )
     assert code == 0, err
     table = pd.read_csv(tmp_path / "sel" / "selection.csv")
     assert table.method.tolist() == ["inverse", "proportional", "uniform"] and "mean_error" in table
     assert table.mean_similarity.iloc[0] < table.mean_similarity.iloc[1]
 
-    code, stdout, err = run_cli(capsys, "checks", "--run", str(three_run), "--cache", str(cache_dir), "--out", str(tmp_path / "chk"))
+    code, stdout, err = run_cli(
+        capsys, "checks", "--run", str(three_run), "--cache", str(cache_dir), "--out", str(tmp_path / "chk")
+    )
     assert code == 0, err
     identical = pd.read_csv(tmp_path / "chk" / "identical_misclassifications.csv")
     assert len(identical) == 3 and (identical.identical_rate.between(0, 100)).all()
 
 
 def test_distill_trains_one_student_per_teacher(three_run, cache_dir, capsys):
-    code, stdout, err = run_cli(capsys, "distill", "--run", str(three_run), "--student", "resnet-s0", "--teachers", "resnet-s1 convnext",
-                                "--epochs", "3", "--cache", str(cache_dir))
+    code, stdout, err = run_cli(
+        capsys,
+        "distill",
+        "--run",
+        str(three_run),
+        "--student",
+        "resnet-s0",
+        "--teachers",
+        "resnet-s1 convnext",
+        "--epochs",
+        "3",
+        "--cache",
+        str(cache_dir),
+    )
     assert code == 0, err
     table = pd.read_csv(three_run / "distill" / "resnet-s0" / "distill.csv")
     assert table.teacher.tolist() == ["(no teacher)", "resnet-s1", "convnext"]
@@ -158,14 +230,28 @@ def test_a_student_trained_in_a_worker_equals_one_trained_in_process(three_run, 
     train, evaluation = load_data("digits", split="train"), load_data("digits", split="eval")
     key = _student_key(ZOO["resnet-s0"], recipe, teacher, train)
     assert store.contains("distill", key)  # trained by a worker of the test above (three students on two cores)
-    in_process = _student_accuracy("resnet-s0", recipe, train, evaluation, teacher, key, "resnet-s0", CacheStore(tmp_path))
+    in_process = _student_accuracy(
+        "resnet-s0", recipe, train, evaluation, teacher, key, "resnet-s0", CacheStore(tmp_path)
+    )
     assert in_process == float(store.get("distill", key)["eval_accuracy"])
 
 
 @pytest.mark.slow
 def test_checkpoints_against_the_final_model(three_run, cache_dir, tmp_path, capsys):
-    code, stdout, err = run_cli(capsys, "checks", "--run", str(three_run), "--checkpoints", "zoo:resnet-s0", "--epochs", "1,10",
-                                "--cache", str(cache_dir), "--out", str(tmp_path / "chk"))
+    code, stdout, err = run_cli(
+        capsys,
+        "checks",
+        "--run",
+        str(three_run),
+        "--checkpoints",
+        "zoo:resnet-s0",
+        "--epochs",
+        "1,10",
+        "--cache",
+        str(cache_dir),
+        "--out",
+        str(tmp_path / "chk"),
+    )
     assert code == 0, err
     table = pd.read_csv(tmp_path / "chk" / "checkpoints.csv")
     assert table.epoch.tolist() == [1, 10, 20] and table.model.tolist() == ["resnet-s0@1", "resnet-s0@10", "resnet-s0"]
@@ -176,8 +262,18 @@ def test_checkpoints_against_the_final_model(three_run, cache_dir, tmp_path, cap
 @pytest.mark.slow
 def test_an_adversarially_trained_model_against_the_run(three_run, cache_dir, tmp_path, capsys):
     before = snapshot(three_run)
-    code, stdout, err = run_cli(capsys, "checks", "--run", str(three_run), "--adversarial", "zoo:resnet-adv",
-                                "--cache", str(cache_dir), "--out", str(tmp_path / "chk"))
+    code, stdout, err = run_cli(
+        capsys,
+        "checks",
+        "--run",
+        str(three_run),
+        "--adversarial",
+        "zoo:resnet-adv",
+        "--cache",
+        str(cache_dir),
+        "--out",
+        str(tmp_path / "chk"),
+    )
     assert code == 0, err
     assert snapshot(three_run) == before  # the run keeps its three models
     table = pd.read_csv(tmp_path / "chk" / "adversarial.csv")
@@ -188,8 +284,12 @@ def test_an_adversarially_trained_model_against_the_run(three_run, cache_dir, tm
     full = run_sat(THREE + ["zoo:resnet-adv"], **FAST, cache=cache_dir)
     assert np.allclose(table.sat, full.sat.loc["resnet-adv", table.model])
     summary = pd.read_csv(tmp_path / "chk" / "adversarial_summary.csv")
-    assert summary.comparison.tolist() == ["resnet-adv vs same architecture", "resnet-adv vs different architecture",
-                                           "run: different seeds", "run: different architectures"]
+    assert summary.comparison.tolist() == [
+        "resnet-adv vs same architecture",
+        "resnet-adv vs different architecture",
+        "run: different seeds",
+        "run: different architectures",
+    ]
     assert summary.pairs.tolist() == [2, 1, 1, 2] and summary.nearest.sum() == 1
     assert np.isclose(summary.mean_sat.iloc[0], table.sat.iloc[1:3].mean())
     assert np.isclose(summary.mean_sat.iloc[2], full.sat.loc["resnet-s0", "resnet-s1"])
@@ -199,11 +299,23 @@ def test_an_adversarially_trained_model_against_the_run(three_run, cache_dir, tm
 def test_the_adversarial_check_refuses_models_it_cannot_place(three_run, cache_dir, tmp_path, capsys):
     before = snapshot(three_run)
     stranger = "timm:resnet10t,pretrained=false,num_classes=10,in_chans=1"
-    for spec, message in ((stranger, "has the architecture of no other model in"),
-                          (stranger + ",name=resnet-s0", "already has another model named 'resnet-s0'"),
-                          ("zoo:resnet-nope", "unknown zoo model")):
-        code, _, err = run_cli(capsys, "checks", "--run", str(three_run), "--adversarial", spec, "--cache", str(cache_dir),
-                               "--out", str(tmp_path / "chk"))
+    for spec, message in (
+        (stranger, "has the architecture of no other model in"),
+        (stranger + ",name=resnet-s0", "already has another model named 'resnet-s0'"),
+        ("zoo:resnet-nope", "unknown zoo model"),
+    ):
+        code, _, err = run_cli(
+            capsys,
+            "checks",
+            "--run",
+            str(three_run),
+            "--adversarial",
+            spec,
+            "--cache",
+            str(cache_dir),
+            "--out",
+            str(tmp_path / "chk"),
+        )
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert snapshot(three_run) == before and not (tmp_path / "chk").exists()
 

@@ -9,7 +9,9 @@ from archsim.models import Preprocess, SimModel
 
 def small_model(seed: int = 0) -> SimModel:
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 10))
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 10)
+    )
     return SimModel(net, Preprocess((1, 16, 16), (0.5,), (0.5,)), "small", "test:small")
 
 
@@ -53,7 +55,9 @@ def test_pgd_with_random_start_matches_torchattacks_from_the_same_start(batch):
     torch.manual_seed(5)
     theirs = torchattacks.PGD(model, eps=0.1, alpha=0.01, steps=10, random_start=True)(x, labels)
     assert torch.allclose(ours, theirs, atol=1e-6)
-    assert not torch.allclose(ours, PGD(eps=0.1, steps=10, rel_step=0.1, random_start=False).perturb(model, x, labels, None))
+    assert not torch.allclose(
+        ours, PGD(eps=0.1, steps=10, rel_step=0.1, random_start=False).perturb(model, x, labels, None)
+    )
 
 
 def test_uint8_output_is_rounded_and_inside_ball(batch):
@@ -94,7 +98,9 @@ def test_pgd_fools_white_box():
     assert fooled > 0.9
 
 
-@pytest.mark.parametrize("options, message", [({"eps": 0}, "--eps"), ({"eps": -1}, "--eps"), ({"eps": 0.1, "steps": 0}, "--steps")])
+@pytest.mark.parametrize(
+    "options, message", [({"eps": 0}, "--eps"), ({"eps": -1}, "--eps"), ({"eps": 0.1, "steps": 0}, "--steps")]
+)
 def test_bad_settings(options, message):
     with pytest.raises(ArchsimError, match=message):
         create_attack("pgd", **options)

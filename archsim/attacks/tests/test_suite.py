@@ -25,7 +25,9 @@ torchattacks = pytest.importorskip("torchattacks")
 
 def untrained(seed: int = 0) -> SimModel:
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 10))
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 10)
+    )
     return SimModel(net, Preprocess((1, 16, 16), (0.5,), (0.5,)), "small", "test:small")
 
 
@@ -40,8 +42,14 @@ def trained(digits):
     train = load_data("digits", split="train")
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(128, 10),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(128, 10),
     )
     preprocess = Preprocess((1, 16, 16), (0.5,), (0.5,))
     x, y = train.images.float() / 255, train.labels
@@ -61,7 +69,9 @@ def trained(digits):
 @pytest.fixture()
 def batch():
     g = torch.Generator().manual_seed(3)
-    return torch.randint(0, 256, (12, 1, 32, 32), generator=g, dtype=torch.uint8).float() / 255, torch.randint(0, 10, (12,), generator=g)
+    return torch.randint(0, 256, (12, 1, 32, 32), generator=g, dtype=torch.uint8).float() / 255, torch.randint(
+        0, 10, (12,), generator=g
+    )
 
 
 def test_fgsm_matches_torchattacks(batch):
@@ -140,7 +150,13 @@ def test_apgd_checkpoints_follow_the_reference():
     assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
     # Any other count as the reference's loop finds them (its counter3, k, size_decr and steps_min).
     for n in range(1, 121):
-        k, shortest, decrease, counter, marks = max(int(0.22 * n), 1), max(int(0.06 * n), 1), max(int(0.03 * n), 1), 0, []
+        k, shortest, decrease, counter, marks = (
+            max(int(0.22 * n), 1),
+            max(int(0.06 * n), 1),
+            max(int(0.03 * n), 1),
+            0,
+            [],
+        )
         for i in range(n):
             counter += 1
             if counter == k:
@@ -207,8 +223,14 @@ def test_into_band_is_the_projection_onto_band_and_box():
     basis = torch.kron(dct_basis(6, 3, None, torch.float64), dct_basis(6, 3, None, torch.float64)).numpy()  # [9, 36]
     target, lo, hi = v.flatten().numpy(), low.flatten().numpy(), high.flatten().numpy()
     solved = minimize(
-        lambda c: ((basis.T @ c - target) ** 2).sum(), np.zeros(9), jac=lambda c: 2 * basis @ (basis.T @ c - target), method="SLSQP",
-        constraints=[{"type": "ineq", "fun": lambda c: basis.T @ c - lo}, {"type": "ineq", "fun": lambda c: hi - basis.T @ c}],
+        lambda c: ((basis.T @ c - target) ** 2).sum(),
+        np.zeros(9),
+        jac=lambda c: 2 * basis @ (basis.T @ c - target),
+        method="SLSQP",
+        constraints=[
+            {"type": "ineq", "fun": lambda c: basis.T @ c - lo},
+            {"type": "ineq", "fun": lambda c: hi - basis.T @ c},
+        ],
         options={"ftol": 1e-14, "maxiter": 1000},
     )
     assert solved.success
@@ -266,7 +288,11 @@ def test_attack_options_are_checked():
     with pytest.raises(ArchsimError, match="ratio must lie in"):
         create_attack("lowfreq-pgd,ratio=2", eps=0.1)
     assert create_attack("apgd-ce,steps=7,random_start=false", eps=0.1).config() == {
-        "name": "apgd-ce", "eps": 0.1, "steps": 7, "rho": 0.75, "random_start": False,
+        "name": "apgd-ce",
+        "eps": 0.1,
+        "steps": 7,
+        "rho": 0.75,
+        "random_start": False,
     }
     assert np.isclose(create_attack("mifgsm", eps=0.1).config()["rel_step"], 0.1)
 
@@ -278,8 +304,14 @@ def test_torchattacks_pgd_through_archsim_equals_archsims_pgd_from_the_same_star
     model = untrained()
     images = (x * 255).round().to(torch.uint8)
     wrapped = create_attack("torchattacks:PGD,random_start=false", eps=0.1, steps=6, rel_step=0.2)
-    assert wrapped.config() == {"name": "torchattacks:PGD", "eps": 0.1, "alpha": pytest.approx(0.02), "random_start": False, "steps": 6,
-                                "torchattacks_version": torchattacks.__version__}
+    assert wrapped.config() == {
+        "name": "torchattacks:PGD",
+        "eps": 0.1,
+        "alpha": pytest.approx(0.02),
+        "random_start": False,
+        "steps": 6,
+        "torchattacks_version": torchattacks.__version__,
+    }
     ours = create_attack("pgd", eps=0.1, steps=6, rel_step=0.2, random_start=False)
     assert torch.equal(wrapped(model, images, y, seed=0, batch_size=5), ours(model, images, y, seed=0, batch_size=5))
 
@@ -294,12 +326,18 @@ def test_a_torchattacks_attack_with_random_draws_is_deterministic_per_seed(batch
     assert (first.int() - images.int()).abs().max() <= round(0.1 * 255)
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("torchattacks:Nope", "torchattacks has no attack 'Nope'; it has "),
-    ("torchattacks:PGD,colour=red", "torchattacks.PGD has no option 'colour'; it takes: alpha, steps, random_start"),
-    ("torchattacks:PGD,steps=many", "option steps='many' of torchattacks.PGD must be a int"),
-    ("torchattacks:PGD,torchattacks_version=0.0.1", "the run attacked with torchattacks 0.0.1 and"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("torchattacks:Nope", "torchattacks has no attack 'Nope'; it has "),
+        (
+            "torchattacks:PGD,colour=red",
+            "torchattacks.PGD has no option 'colour'; it takes: alpha, steps, random_start",
+        ),
+        ("torchattacks:PGD,steps=many", "option steps='many' of torchattacks.PGD must be a int"),
+        ("torchattacks:PGD,torchattacks_version=0.0.1", "the run attacked with torchattacks 0.0.1 and"),
+    ],
+)
 def test_torchattacks_specs_are_checked(spec, message):
     with pytest.raises(ArchsimError, match=message.replace("(", r"\(").replace(")", r"\)")):
         create_attack(spec, eps=0.1)

@@ -52,7 +52,8 @@ def test_imagefolder(tmp_path):
 
 
 def test_imagefolder_of_imagenet_classes(tmp_path):
-    """Folders named by wnids (Imagenette's layout) index ImageNet-1k with classes=imagenet, and give a hint without it."""
+    """Folders named by wnids (Imagenette's layout) index ImageNet-1k with classes=imagenet, and give a hint without
+    it."""
     from archsim.transfer.stages import check_compatible
 
     for wnid in ("n15075141", "n01440764"):
@@ -60,16 +61,26 @@ def test_imagefolder_of_imagenet_classes(tmp_path):
     by_folder = load_data(f"imagefolder:{tmp_path},size=8")
     assert by_folder.labels.tolist() == [0, 1] and by_folder.num_classes == 2
     imagenet = load_data(f"imagefolder:{tmp_path},size=8,classes=imagenet")
-    assert imagenet.labels.tolist() == [0, 999] and imagenet.num_classes == 1000 and imagenet.fingerprint != by_folder.fingerprint
+    assert (
+        imagenet.labels.tolist() == [0, 999]
+        and imagenet.num_classes == 1000
+        and imagenet.fingerprint != by_folder.fingerprint
+    )
 
     class Thousand:
         name, num_outputs = "m", 1000
 
-    with pytest.raises(ArchsimError, match="outputs 1000 classes but data .* has 2; its class folders are ImageNet-1k WordNet ids: add ,classes=imagenet"):
+    with pytest.raises(
+        ArchsimError,
+        match="outputs 1000 classes but data .* has 2; its class folders are ImageNet-1k WordNet ids: add "
+        ",classes=imagenet",
+    ):
         check_compatible(Thousand(), by_folder)
     check_compatible(Thousand(), imagenet)
     (tmp_path / "cat").mkdir()
-    with pytest.raises(ArchsimError, match="has 1 other folders \\(e.g. 'cat'\\); rename them or drop classes=imagenet"):
+    with pytest.raises(
+        ArchsimError, match="has 1 other folders \\(e.g. 'cat'\\); rename them or drop classes=imagenet"
+    ):
         load_data(f"imagefolder:{tmp_path},size=8,classes=imagenet")
     with pytest.raises(ArchsimError, match="use classes=folders \\(the default\\) or classes=imagenet"):
         load_data(f"imagefolder:{tmp_path},classes=wnid")
@@ -92,7 +103,9 @@ def test_imagenet_val_with_wordnet_ids_of_some_classes(tmp_path):
     (tmp_path / "LOC_val_solution.csv").write_text("\n".join(["ImageId,PredictionString", *rows]))
     data = load_data(f"imagenet-val:{tmp_path},size=8")
     assert data.labels.tolist() == [0, 1, 999] and data.num_classes == 1000 and data.classes[999] == "n15075141"
-    (tmp_path / "LOC_val_solution.csv").write_text("\n".join(["ImageId,PredictionString", *rows, "ILSVRC2012_val_00000003,n99999999 1 2 3 4"]))
+    (tmp_path / "LOC_val_solution.csv").write_text(
+        "\n".join(["ImageId,PredictionString", *rows, "ILSVRC2012_val_00000003,n99999999 1 2 3 4"])
+    )
     _png(tmp_path / "ILSVRC2012_val_00000003.png", 10)
     with pytest.raises(ArchsimError, match="names 1 WordNet ids outside ImageNet-1k .*'n99999999'"):
         load_data(f"imagenet-val:{tmp_path},size=8")
@@ -142,7 +155,9 @@ def test_stored_folder_set_matches_the_in_memory_one_and_decodes_once(tmp_path):
     assert isinstance(stored.images, StoredImages) and store.misses == 1
     assert stored.fingerprint == memory.fingerprint and torch.equal(stored.labels, memory.labels)
     assert torch.equal(torch.cat(list(stored.batches(4))), memory.images)
-    assert torch.equal(stored.subset([4, 1, 4]).images, memory.images[[4, 1, 4]]) and torch.equal(stored.subset([1, 4]).labels, memory.labels[[1, 4]])
+    assert torch.equal(stored.subset([4, 1, 4]).images, memory.images[[4, 1, 4]]) and torch.equal(
+        stored.subset([1, 4]).labels, memory.labels[[1, 4]]
+    )
     # A copied folder is the same data (the key is the files' bytes); a changed file is not.
     shutil.copytree(tmp_path / "d", tmp_path / "copy")
     load_data(f"imagefolder:{tmp_path / 'copy'},size=16", n_images=6, store=store)
@@ -160,11 +175,15 @@ def test_npz_is_read_in_batches_with_the_same_result(tmp_path, layout, compresse
     images = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
     labels = np.arange(40) % 4
     (np.savez_compressed if compressed else np.savez)(tmp_path / "d.npz", images=images, labels=labels)
-    expected = {"nhwc": lambda: images.transpose(0, 3, 1, 2), "nhw": lambda: images[:, None], "nchw": lambda: images}[layout]()
+    expected = {"nhwc": lambda: images.transpose(0, 3, 1, 2), "nhw": lambda: images[:, None], "nchw": lambda: images}[
+        layout
+    ]()
     chosen = stratified_indices(labels, 12, 3)
     memory = load_data(f"npz:{tmp_path / 'd.npz'}", n_images=12, seed=3)
     stored = load_data(f"npz:{tmp_path / 'd.npz'}", n_images=12, seed=3, store=CacheStore(tmp_path / "c"))
-    assert np.array_equal(memory.images.numpy(), expected[chosen]) and np.array_equal(memory.labels.numpy(), labels[chosen])
+    assert np.array_equal(memory.images.numpy(), expected[chosen]) and np.array_equal(
+        memory.labels.numpy(), labels[chosen]
+    )
     assert stored.fingerprint == memory.fingerprint
     assert np.array_equal(torch.cat(list(stored.batches(5))).numpy(), expected[chosen])
 
@@ -172,26 +191,43 @@ def test_npz_is_read_in_batches_with_the_same_result(tmp_path, layout, compresse
 def test_npz_errors_are_one_line(tmp_path):
     np.savez(tmp_path / "short.npz", images=np.zeros((3, 4, 4), np.uint8), labels=np.array([0, 1]))
     (tmp_path / "junk.npz").write_bytes(b"not a zip file")
-    np.savez(tmp_path / "fortran.npz", images=np.asfortranarray(np.zeros((3, 4, 4, 3), np.uint8)), labels=np.array([0, 1, 2]))
-    for name, message in (("short", "3 images but 2 labels"), ("junk", "cannot read npz"), ("fortran", "Fortran order")):
+    np.savez(
+        tmp_path / "fortran.npz", images=np.asfortranarray(np.zeros((3, 4, 4, 3), np.uint8)), labels=np.array([0, 1, 2])
+    )
+    for name, message in (
+        ("short", "3 images but 2 labels"),
+        ("junk", "cannot read npz"),
+        ("fortran", "Fortran order"),
+    ):
         with pytest.raises(ArchsimError, match=message) as caught:
             load_data(f"npz:{tmp_path / name}.npz", store=CacheStore(tmp_path / "c"))
         assert "\n" not in str(caught.value)
     assert not (tmp_path / "c" / "data").exists()  # nothing half-made is stored
 
 
-@pytest.mark.parametrize("labels,message", [
-    (np.array(["cat", "dog", "cat"]), "labels are <U3 .* store integer class indices"),
-    (np.array([0.0, 1.5, 2.0]), "some are fractional or not finite"),
-    (np.array([0.0, np.nan, 2.0]), "some are fractional or not finite"),
-    (np.array([0, 1, 2**40]), "a label is 1099511627776, beyond 1,000,000 classes"),  # once: range(2^40) class names, all memory
-    (np.array([0, -1, 2]), "non-negative class indices"),
-])
+@pytest.mark.parametrize(
+    "labels,message",
+    [
+        (np.array(["cat", "dog", "cat"]), "labels are <U3 .* store integer class indices"),
+        (np.array([0.0, 1.5, 2.0]), "some are fractional or not finite"),
+        (np.array([0.0, np.nan, 2.0]), "some are fractional or not finite"),
+        (
+            np.array([0, 1, 2**40]),
+            "a label is 1099511627776, beyond 1,000,000 classes",
+        ),  # once: range(2^40) class names, all memory
+        (np.array([0, -1, 2]), "non-negative class indices"),
+    ],
+)
 def test_npz_labels_are_checked_when_the_data_is_loaded(tmp_path, labels, message):
     np.savez(tmp_path / "d.npz", images=np.zeros((3, 4, 4), np.uint8), labels=labels)
     with pytest.raises(ArchsimError, match=message):
         load_data(f"npz:{tmp_path / 'd.npz'}")
-    np.savez(tmp_path / "named.npz", images=np.zeros((3, 4, 4), np.uint8), labels=np.array([0, 1, 2]), classes=np.array(["a", "b"]))
+    np.savez(
+        tmp_path / "named.npz",
+        images=np.zeros((3, 4, 4), np.uint8),
+        labels=np.array([0, 1, 2]),
+        classes=np.array(["a", "b"]),
+    )
     with pytest.raises(ArchsimError, match="a label is 2, beyond its 2 classes"):
         load_data(f"npz:{tmp_path / 'named.npz'}")
 
@@ -217,5 +253,7 @@ def test_a_corrupt_image_is_named_without_the_decoders_source_location(tmp_path)
     with pytest.raises(ArchsimError) as caught:
         load_data(f"imagefolder:{tmp_path},size=8")
     message = str(caught.value)
-    assert message.startswith(f"cannot decode image {tmp_path / 'b' / 'cut.jpg'} (") and "remove or replace it" in message
+    assert (
+        message.startswith(f"cannot decode image {tmp_path / 'b' / 'cut.jpg'} (") and "remove or replace it" in message
+    )
     assert ".cpp" not in message and "/__w/" not in message

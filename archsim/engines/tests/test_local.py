@@ -18,7 +18,12 @@ def test_results_in_order_and_a_line_per_task_that_computed(tmp_path, capsys):
     engine = LocalEngine("cpu")
     assert engine.map(square, [(2,), (3,)], store, "warm up", ["two", "three"]) == [4, 9]
     capsys.readouterr()
-    assert engine.map(square, [(3,), (4,), (2,), (5,)], store, "squares", ["three", "four", "two", "five"]) == [9, 16, 4, 25]
+    assert engine.map(square, [(3,), (4,), (2,), (5,)], store, "squares", ["three", "four", "two", "five"]) == [
+        9,
+        16,
+        4,
+        25,
+    ]
     lines = capsys.readouterr().err.splitlines()  # captured: not a terminal, so lines instead of a bar
     assert [line.rsplit(" (", 1)[0] for line in lines] == ["squares: 2/4 four", "squares: 4/4 five"], lines
     # Each line: the task's own time, the stage's so far, and (but for the last) the time left at the pace so far.

@@ -28,7 +28,9 @@ from archsim.tests.test_resilience import entries, kill_when
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-pytestmark = pytest.mark.slow  # real multi-node clusters: about two minutes; make test runs them, make test-fast does not
+pytestmark = (
+    pytest.mark.slow
+)  # real multi-node clusters: about two minutes; make test runs them, make test-fast does not
 
 ZOO = ["zoo:resnet-s0", "zoo:resnet-s1", "zoo:convnext"]
 # fp32 named: on the cluster with (fake) GPUs, --precision auto would choose bf16, the default on CUDA.
@@ -109,7 +111,9 @@ def test_four_model_zoo_on_three_nodes_equals_the_local_engine(cpu_cluster, weig
     assert {r.device for r in reports} == {"cpu"} and all(r.gpu_ids == () for r in reports)
 
 
-def test_a_task_that_raises_once_and_a_worker_killed_mid_task_end_in_the_same_matrix(cpu_cluster, weights, local_reference, tmp_path):
+def test_a_task_that_raises_once_and_a_worker_killed_mid_task_end_in_the_same_matrix(
+    cpu_cluster, weights, local_reference, tmp_path
+):
     """One model's forward raises once; another's kills its worker process mid-task."""
     specs, markers = flaky(weights, "raise", "exit")
     run, _ = ray_run(cpu_cluster.address, ZOO + specs, fresh_cache(weights, tmp_path / "cache"))
@@ -146,26 +150,62 @@ def test_fake_gpus_pinned_per_task_and_a_node_removed_mid_run(weights, local_ref
     marker.unlink()
     # Inside each task the engine asserted CUDA_VISIBLE_DEVICES == the GPU Ray gave it; torch sees no CUDA here.
     assert all(len(r.gpu_ids) == 1 and r.cuda_visible_devices == r.gpu_ids[0] and r.device == "cpu" for r in reports)
-    overlapping = [(a, b) for a, b in combinations(reports, 2) if a.node_id == b.node_id and a.started < b.ended and b.started < a.ended]
+    overlapping = [
+        (a, b)
+        for a, b in combinations(reports, 2)
+        if a.node_id == b.node_id and a.started < b.ended and b.started < a.ended
+    ]
     assert overlapping, "no two tasks ran at once on a node"
     assert all(a.cuda_visible_devices != b.cuda_visible_devices for a, b in overlapping)
 
 
 def archsim_run(cache: Path, out: Path, *engine: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "archsim.cli", "run", "--models", " ".join(ZOO + ["zoo:resnet-s2"]), *CLI_SETTINGS,
-               "--cache", str(cache), "--out", str(out), *engine]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "archsim.cli",
+        "run",
+        "--models",
+        " ".join(ZOO + ["zoo:resnet-s2"]),
+        *CLI_SETTINGS,
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        *engine,
+    ]
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 @pytest.mark.parametrize("first,then", [("ray", "local"), ("local", "ray")])
-def test_a_run_killed_on_one_engine_resumes_on_the_other(first, then, cpu_cluster, weights, local_reference, tmp_path, capsys):
+def test_a_run_killed_on_one_engine_resumes_on_the_other(
+    first, then, cpu_cluster, weights, local_reference, tmp_path, capsys
+):
     cache, out = fresh_cache(weights, tmp_path / "cache"), tmp_path / "run"
     flags = {"ray": ["--engine", "ray", "--address", cpu_cluster.address], "local": []}
-    assert kill_when(archsim_run(cache, out, *flags[first]), lambda: entries(cache, "adv") >= 1), "the run ended before it was killed"
+    assert kill_when(archsim_run(cache, out, *flags[first]), lambda: entries(cache, "adv") >= 1), (
+        "the run ended before it was killed"
+    )
     done_before = entries(cache, "adv")
     assert done_before < 4
-    code, stdout, err = run_cli(capsys, "run", "--models", " ".join(ZOO + ["zoo:resnet-s2"]), *CLI_SETTINGS,
-                                "--cache", str(cache), "--out", str(out), *flags[then])
+    code, stdout, err = run_cli(
+        capsys,
+        "run",
+        "--models",
+        " ".join(ZOO + ["zoo:resnet-s2"]),
+        *CLI_SETTINGS,
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        *flags[then],
+    )
     assert code == 0, err
     computed = int(re.search(r"(\d+) computed", stdout).group(1))
     assert computed < 4 * 2 + 4 * 4  # the killed run's sets were reused
@@ -174,7 +214,15 @@ def test_a_run_killed_on_one_engine_resumes_on_the_other(first, then, cpu_cluste
 
 
 def test_bad_engine_input_is_one_line(cpu_cluster, tmp_path, capsys, monkeypatch):
-    base = ["run", "--models", "zoo:resnet-s0 zoo:resnet-s1", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o")]
+    base = [
+        "run",
+        "--models",
+        "zoo:resnet-s0 zoo:resnet-s1",
+        "--cache",
+        str(tmp_path / "c"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     cases = [
         (["--engine", "ray", "--address", "127.0.0.1:1"], "no Ray cluster reachable at 127.0.0.1:1"),
         (["--engine", "ray", "--address", "headnode"], "is not HOST:PORT"),

@@ -94,7 +94,9 @@ def test_liang_synthetic_all_six(tmp_path, capsys):
         table = pd.read_csv(tmp_path / name)
         assert list(table.columns)[:3] == ["scale", "alpha_S_T", "alpha_T_S"] and len(table) == 10
         if name.endswith("level-0.csv"):  # the expected trend at level 0 (SPEC §4)
-            assert table.alpha_S_T.iloc[-1] < table.alpha_S_T.iloc[0] and table.loss_f_S.iloc[-1] > table.loss_f_S.iloc[0]
+            assert (
+                table.alpha_S_T.iloc[-1] < table.alpha_S_T.iloc[0] and table.loss_f_S.iloc[-1] > table.loss_f_S.iloc[0]
+            )
 
 
 @pytest.mark.parametrize("block_rows", [4, 30])  # the kernel in blocks that do not divide the 30 images, and whole
@@ -118,8 +120,18 @@ def test_bootstrap_of_alpha_2_matches_explicit_resamples(monkeypatch, block_rows
 def test_alphas_on_a_run(tmp_path, cache_dir, capsys):
     from archsim import run_sat
 
-    run_sat(["zoo:resnet-s0", "zoo:convnext"], n_images=60, steps=25, rel_step=0.2, n_boot=200, cache=cache_dir, out=tmp_path / "run")
-    code, stdout, err = run_cli(capsys, "alphas", "--run", str(tmp_path / "run"), "--n-boot", "50", "--cache", str(cache_dir))
+    run_sat(
+        ["zoo:resnet-s0", "zoo:convnext"],
+        n_images=60,
+        steps=25,
+        rel_step=0.2,
+        n_boot=200,
+        cache=cache_dir,
+        out=tmp_path / "run",
+    )
+    code, stdout, err = run_cli(
+        capsys, "alphas", "--run", str(tmp_path / "run"), "--n-boot", "50", "--cache", str(cache_dir)
+    )
     assert code == 0, err
     a1 = pd.read_csv(tmp_path / "run" / "alphas" / "alpha_1.csv", index_col=0)
     a2 = pd.read_csv(tmp_path / "run" / "alphas" / "alpha_2.csv", index_col=0)
@@ -129,7 +141,9 @@ def test_alphas_on_a_run(tmp_path, cache_dir, capsys):
     assert ((a2.to_numpy() > 0) & (a2.to_numpy() <= 1 + 1e-9)).all() and (a1.to_numpy() > 0).all()
     pairs = pd.read_csv(tmp_path / "run" / "alphas" / "alphas_pairs.csv")
     off = pairs[pairs.source != pairs.target]
-    assert (off.alpha_1_low <= off.alpha_1).all() and (off.alpha_1 <= off.alpha_1_high).all() and (off.images > 30).all()
+    assert (
+        (off.alpha_1_low <= off.alpha_1).all() and (off.alpha_1 <= off.alpha_1_high).all() and (off.images > 30).all()
+    )
 
 
 def test_an_image_without_alpha_1_is_left_out_of_estimate_and_bootstrap_alike():

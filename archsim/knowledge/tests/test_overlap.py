@@ -29,7 +29,9 @@ def digits_model(cache_dir):
 
 def test_a_model_against_itself_has_alphas_of_one(digits_model):
     data = load_data("digits", n_images=60)
-    row = pair_transferability(digits_model, digits_model, data.images, data.labels, create_attack("pgd", eps=0.1, steps=5), seed=0)
+    row = pair_transferability(
+        digits_model, digits_model, data.images, data.labels, create_attack("pgd", eps=0.1, steps=5), seed=0
+    )
     # Same model, same seeded attack: every deviation equals the model's own, so alpha_1 is 1 per image, the
     # combined score (weights 1) is alpha_2, and alpha_2 is |E[u u^T]|_F of the unit deviations u, the same both ways.
     for direction in ("S_T", "T_S"):
@@ -50,17 +52,30 @@ def test_source_classes_share_the_stated_part_of_the_target_task():
 
 def test_incompatible_input_spaces_and_too_few_samples_are_one_line_errors(digits_model):
     data = load_data("digits", n_images=60)
-    two_channel = SimModel(nn.Sequential(nn.Flatten(), nn.Linear(2 * 32 * 32, 10)), Preprocess((2, 32, 32), (0.5, 0.5), (0.5, 0.5)), "two", "test")
-    with pytest.raises(ArchsimError, match="incompatible input spaces: two takes 2-channel images, the data has 1") as error:
-        pair_transferability(digits_model, two_channel, data.images, data.labels, create_attack("pgd", eps=0.1, steps=2))
+    two_channel = SimModel(
+        nn.Sequential(nn.Flatten(), nn.Linear(2 * 32 * 32, 10)),
+        Preprocess((2, 32, 32), (0.5, 0.5), (0.5, 0.5)),
+        "two",
+        "test",
+    )
+    with pytest.raises(
+        ArchsimError, match="incompatible input spaces: two takes 2-channel images, the data has 1"
+    ) as error:
+        pair_transferability(
+            digits_model, two_channel, data.images, data.labels, create_attack("pgd", eps=0.1, steps=2)
+        )
     assert "\n" not in str(error.value)
     labels = data.labels.numpy()
     few = np.concatenate([np.flatnonzero(labels == c)[: 2 if c == 3 else 6] for c in range(4)])
     thin = ImageSet(data.images[few], data.labels[few], data.classes, "thin")
-    with pytest.raises(ArchsimError, match="2 training images of class 3; the last-layer fit needs at least 5 per class"):
+    with pytest.raises(
+        ArchsimError, match="2 training images of class 3; the last-layer fit needs at least 5 per class"
+    ):
         transfer_accuracy(digits_model, thin, data)
     with pytest.raises(ArchsimError, match="the alphas need at least 10"):
-        pair_transferability(digits_model, digits_model, data.images[:5], data.labels[:5], create_attack("pgd", eps=0.1, steps=2))
+        pair_transferability(
+            digits_model, digits_model, data.images[:5], data.labels[:5], create_attack("pgd", eps=0.1, steps=2)
+        )
 
 
 def test_last_layer_transfer_of_a_digits_model_to_its_own_task_is_accurate(digits_model):
@@ -73,7 +88,8 @@ def test_correlations_pooled_within_and_per_architecture():
     table = pd.DataFrame({"architecture": np.repeat(["a", "b"], 5), "overlap": np.tile([0, 25, 50, 75, 100], 2)})
     for metric in METRICS:
         table[metric] = rng.normal(size=10)
-    # Within each architecture accuracy rises with alpha_1, but architecture b sits higher in alpha_1 and lower in accuracy.
+    # Within each architecture accuracy rises with alpha_1, but architecture b sits higher in alpha_1 and lower in
+    # accuracy.
     table["alpha_1_S_T"] = table["overlap"] / 100 + np.where(table["architecture"] == "b", 5.0, 0.0)
     table["transfer_accuracy"] = 90 + table["overlap"] / 20 - np.where(table["architecture"] == "b", 20.0, 0.0)
     found = knowledge_correlations(table).set_index(["group", "metric"])
@@ -82,21 +98,53 @@ def test_correlations_pooled_within_and_per_architecture():
     assert found.loc[("a", "alpha_1_S_T"), "pearson"] == pytest.approx(1.0)
     assert "between architectures" not in found.index.get_level_values(0)  # two means say nothing
     # A third architecture: the means (alpha_1 0.5, 5.5, 2.5; accuracy 92.5, 72.5, 84.5) fall on a line.
-    third = table[table["architecture"] == "a"].assign(architecture="c", alpha_1_S_T=lambda t: t["alpha_1_S_T"] + 2,
-                                                       transfer_accuracy=lambda t: t["transfer_accuracy"] - 8)
+    third = table[table["architecture"] == "a"].assign(
+        architecture="c",
+        alpha_1_S_T=lambda t: t["alpha_1_S_T"] + 2,
+        transfer_accuracy=lambda t: t["transfer_accuracy"] - 8,
+    )
     found = knowledge_correlations(pd.concat([table, third])).set_index(["group", "metric"])
     between = found.loc[("between architectures", "alpha_1_S_T")]
-    assert between["sources"] == 3 and between["pearson"] == pytest.approx(-1.0) and between["spearman"] == pytest.approx(-1.0)
-    assert list(found.index.get_level_values(0).unique()) == ["all", "within architecture", "between architectures", "a", "b", "c"]
+    assert (
+        between["sources"] == 3
+        and between["pearson"] == pytest.approx(-1.0)
+        and between["spearman"] == pytest.approx(-1.0)
+    )
+    assert list(found.index.get_level_values(0).unique()) == [
+        "all",
+        "within architecture",
+        "between architectures",
+        "a",
+        "b",
+        "c",
+    ]
 
 
 def test_knowledge_transfer_command_end_to_end(cache_dir, tmp_path, capsys):
     out = tmp_path / "kt"
-    code, stdout, err = run_cli(capsys, "knowledge-transfer", "--architectures", "resnet-s0", "--overlaps", "0,50,100", "--epochs", "4",
-                                "--steps", "10", "--cache", str(cache_dir), "--out", str(out))
+    code, stdout, err = run_cli(
+        capsys,
+        "knowledge-transfer",
+        "--architectures",
+        "resnet-s0",
+        "--overlaps",
+        "0,50,100",
+        "--epochs",
+        "4",
+        "--steps",
+        "10",
+        "--cache",
+        str(cache_dir),
+        "--out",
+        str(out),
+    )
     assert code == 0, err
     sources = pd.read_csv(out / "knowledge_sources.csv")
-    assert list(sources["overlap"]) == [0, 50, 100] and list(sources["classes"].astype(str).str.zfill(4)) == ["4567", "0145", "0123"]
+    assert list(sources["overlap"]) == [0, 50, 100] and list(sources["classes"].astype(str).str.zfill(4)) == [
+        "4567",
+        "0145",
+        "0123",
+    ]
     assert sources["transfer_accuracy"].between(0, 100).all() and (sources["alpha_1_S_T"] > 0).all()
     correlations = pd.read_csv(out / "knowledge_correlations.csv")
     assert set(correlations["metric"]) == set(METRICS) and (correlations["sources"] == 3).all()
@@ -107,6 +155,8 @@ def test_knowledge_transfer_command_end_to_end(cache_dir, tmp_path, capsys):
         (["--architectures", "nope"], "unknown architecture 'nope'"),
         (["--overlaps", "a,b"], "must be whole percentages"),
     ):
-        code, _, err = run_cli(capsys, "knowledge-transfer", *args, "--cache", str(cache_dir), "--out", str(tmp_path / "bad"))
+        code, _, err = run_cli(
+            capsys, "knowledge-transfer", *args, "--cache", str(cache_dir), "--out", str(tmp_path / "bad")
+        )
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
     assert not (tmp_path / "bad").exists()

@@ -31,8 +31,8 @@ def hsic_cka(x, y):
     """Reference: CKA from centred linear Gram matrices (Kornblith et al., eq. 3)."""
     n = len(x)
     h = np.eye(n) - np.ones((n, n)) / n
-    k, l = h @ x @ x.T @ h, h @ y @ y.T @ h
-    return np.sum(k * l) / np.sqrt(np.sum(k * k) * np.sum(l * l))
+    k, m = h @ x @ x.T @ h, h @ y @ y.T @ h
+    return np.sum(k * m) / np.sqrt(np.sum(k * k) * np.sum(m * m))
 
 
 def test_linear_cka_against_the_gram_formula_and_its_invariances():
@@ -96,7 +96,9 @@ def test_penultimate_features_are_the_classifier_input():
 
 
 def test_classifier_found_without_names():
-    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 6), nn.ReLU(), nn.Linear(6, 3))
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 6), nn.ReLU(), nn.Linear(6, 3)
+    )
     model = SimModel(net, Preprocess((1, 16, 16), (0.5,), (0.5,)), "seq", "test:seq")
     assert classifier_layer(model) is net[5]
 
@@ -204,7 +206,15 @@ def saved_run(tmp_path, nets: dict, side: int, steps: int, batch_size: int):
         torch.save(net, tmp_path / f"{name}.pt")
         specs.append(f"file:{tmp_path / f'{name}.pt'},input_size=3:{side}:{side},mean=0:0:0,std=1:1:1,name={name}")
     store = CacheStore(tmp_path / "cache")
-    run = run_sat(specs, data=f"npz:{tmp_path / 'set.npz'}", steps=steps, n_boot=0, device="cpu", batch_size=batch_size, cache=store)
+    run = run_sat(
+        specs,
+        data=f"npz:{tmp_path / 'set.npz'}",
+        steps=steps,
+        n_boot=0,
+        device="cpu",
+        batch_size=batch_size,
+        cache=store,
+    )
     RunFolder(tmp_path / "run").write(run)
     return specs, store, run
 
@@ -223,7 +233,9 @@ def test_measures_read_a_set_in_the_cache_as_one_in_memory(tmp_path):
     from archsim.measures.regions import plane_triplets, region_labels
 
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "set.npz", images=rng.integers(0, 256, (23, 3, 12, 12), dtype=np.uint8), labels=np.arange(23) % 5)
+    np.savez(
+        tmp_path / "set.npz", images=rng.integers(0, 256, (23, 3, 12, 12), dtype=np.uint8), labels=np.arange(23) % 5
+    )
     memory = load_data(f"npz:{tmp_path / 'set.npz'}")
     stored = load_data(f"npz:{tmp_path / 'set.npz'}", store=CacheStore(tmp_path / "cache"))
     assert isinstance(stored.images, StoredImages) and not isinstance(memory.images, StoredImages)
@@ -233,12 +245,20 @@ def test_measures_read_a_set_in_the_cache_as_one_in_memory(tmp_path):
         net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 10 * 10, 5))
         models.append(SimModel(net, Preprocess((3, 12, 12), [0.5] * 3, [0.25] * 3), f"net{seed}", f"test:net{seed}"))
     a, b, c = models
-    assert torch.equal(penultimate_features(a, stored.images, batch_size=5), penultimate_features(a, memory.images, batch_size=5))
+    assert torch.equal(
+        penultimate_features(a, stored.images, batch_size=5), penultimate_features(a, memory.images, batch_size=5)
+    )
     triplets = plane_triplets(memory.labels.numpy(), 6, seed=0)
-    assert np.array_equal(region_labels(b, stored.images, triplets, resolution=4), region_labels(b, memory.images, triplets, resolution=4))
-    streamed = boundary_distances(a, [b, c], stored.images, memory.labels, 0.2, 8, source_batch=5, target_batches=[3, 23])
+    assert np.array_equal(
+        region_labels(b, stored.images, triplets, resolution=4), region_labels(b, memory.images, triplets, resolution=4)
+    )
+    streamed = boundary_distances(
+        a, [b, c], stored.images, memory.labels, 0.2, 8, source_batch=5, target_batches=[3, 23]
+    )
     directions = sign_directions(a, memory.images, memory.labels, batch_size=5)
-    whole = [boundary_distance(target, memory.images, memory.labels, directions, 0.2, 8, batch_size=5) for target in (b, c)]
+    whole = [
+        boundary_distance(target, memory.images, memory.labels, directions, 0.2, 8, batch_size=5) for target in (b, c)
+    ]
     assert streamed.shape == (2, 23) and np.array_equal(streamed, np.stack(whole))
     assert ((streamed > 0) & (streamed <= 0.2)).any()  # some labels flip inside the reach: the check is not vacuous
 
@@ -266,20 +286,33 @@ def test_boundary_of_a_run_on_a_set_in_the_cache(tmp_path):
             reader[1].weight.copy_(0.1 * torch.from_numpy(masks.reshape(4, -1)) + 0.05 * torch.randn(4, 3 * 12 * 12))
             reader[1].bias.zero_()
     specs, store, run = saved_run(tmp_path, readers, side=12, steps=2, batch_size=5)
-    with pytest.warns(UserWarning, match="sat and boundary: 3 model pairs .* constant in one"):  # every reader is fooled alike
+    with pytest.warns(
+        UserWarning, match="sat and boundary: 3 model pairs .* constant in one"
+    ):  # every reader is fooled alike
         first = compute_measures(tmp_path / "run", ["boundary"], device="cpu", batch_size=5, cache=store)["boundary"]
 
     memory = load_data(f"npz:{tmp_path / 'set.npz'}")
     models = [create_model(spec, cache=store) for spec in specs]
     eps = run.config["settings"]["attack"]["eps"]
-    distances = np.stack([
-        np.stack([boundary_distance(t, memory.images, memory.labels, sign_directions(s, memory.images, memory.labels), 4 * eps) for t in models])
-        for s in models
-    ])
+    distances = np.stack(
+        [
+            np.stack(
+                [
+                    boundary_distance(
+                        t, memory.images, memory.labels, sign_directions(s, memory.images, memory.labels), 4 * eps
+                    )
+                    for t in models
+                ]
+            )
+            for s in models
+        ]
+    )
     correct = run.transfer.clean_correct
     expected = np.nanmean(boundary_gap(distances, correct[:, None] & correct[None, :]), axis=-1)
     assert run.transfer.clean_correct.all() and np.allclose(first.to_numpy(), expected)
-    assert ((distances > 0) & (distances <= 4 * eps)).mean() > 0.2 and expected[0, 1] > 0  # boundaries inside the reach, not alike
+    assert ((distances > 0) & (distances <= 4 * eps)).mean() > 0.2 and expected[
+        0, 1
+    ] > 0  # boundaries inside the reach, not alike
 
     entries = [entry for entry in store.entries() if entry["kind"] == "boundary"]
     assert len(entries) == 9
@@ -307,7 +340,9 @@ def test_cka_of_a_run_streams_its_features_into_the_cache(tmp_path, monkeypatch)
         torch.manual_seed(seed)
         net = nets[f"mlp{seed}"] = nn.Sequential(nn.Flatten(), nn.Linear(192, width), nn.ReLU(), nn.Linear(width, 3))
         with torch.no_grad():
-            net[1].weight.copy_(torch.cat([0.1 * torch.from_numpy(masks.reshape(3, -1)), 0.5 * torch.randn(width - 3, 192)]))
+            net[1].weight.copy_(
+                torch.cat([0.1 * torch.from_numpy(masks.reshape(3, -1)), 0.5 * torch.randn(width - 3, 192)])
+            )
             net[1].bias.zero_()
             net[3].weight.copy_(torch.eye(3, width))
             net[3].bias.zero_()
@@ -326,7 +361,11 @@ def test_cka_of_a_run_streams_its_features_into_the_cache(tmp_path, monkeypatch)
     assert np.allclose(matrix.to_numpy(), expected, rtol=1e-6) and expected[0, 1] < 0.99
     assert len(given) == 3 and all(isinstance(f, np.memmap) for f in given)  # mapped from the cache, not loaded
     stored = [entry for entry in store.entries() if entry["kind"] == "feat"]
-    assert sorted(store.open("feat", entry["key"]).shape("features") for entry in stored) == [(21, 5), (21, 8), (21, 11)]
+    assert sorted(store.open("feat", entry["key"]).shape("features") for entry in stored) == [
+        (21, 5),
+        (21, 8),
+        (21, 11),
+    ]
     comparison = pd.read_csv(tmp_path / "run" / "measures" / "measure_comparison.csv").set_index("measure")
     assert comparison.loc["cka", "spread_sd"] > 0
 

@@ -86,4 +86,6 @@ def test_bootstrap_equals_resampling_the_images_and_does_not_depend_on_the_chunk
     table = whole.set_index(["source", "target"])
     for i, s in enumerate("abc"):
         for j, t in enumerate("abc"):
-            assert np.isclose(table.loc[(s, t), "sat_low"], low[i, j]) and np.isclose(table.loc[(s, t), "sat_high"], high[i, j])
+            assert np.isclose(table.loc[(s, t), "sat_low"], low[i, j]) and np.isclose(
+                table.loc[(s, t), "sat_high"], high[i, j]
+            )

@@ -24,7 +24,9 @@ from archsim.transfer import predict
 @pytest.fixture()
 def images():
     g = torch.Generator().manual_seed(5)
-    return torch.randint(0, 256, (40, 1, 32, 32), generator=g, dtype=torch.uint8), torch.randint(0, 10, (40,), generator=g)
+    return torch.randint(0, 256, (40, 1, 32, 32), generator=g, dtype=torch.uint8), torch.randint(
+        0, 10, (40,), generator=g
+    )
 
 
 def test_noise_drawn_ahead_equals_noise_drawn_in_line_and_numpy():
@@ -38,7 +40,9 @@ def test_noise_drawn_ahead_equals_noise_drawn_in_line_and_numpy():
     by_hand = np.stack([np.random.default_rng([3, i]).random((2, 5, 5), dtype=np.float32) * 2 - 1 for i in indices])
     assert torch.equal(drawn_ahead, in_line) and np.array_equal(in_line.numpy(), by_hand)
     keyed = NoiseSource(3, range(4, 7), shape).draw(1, 2)
-    assert np.array_equal(keyed[0].numpy(), np.random.default_rng([3, 4, 1, 2]).random((2, 5, 5), dtype=np.float32) * 2 - 1)
+    assert np.array_equal(
+        keyed[0].numpy(), np.random.default_rng([3, 4, 1, 2]).random((2, 5, 5), dtype=np.float32) * 2 - 1
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -58,17 +62,20 @@ def test_cuda_attack_and_prediction_hand_batches_back_in_order_and_agree_with_th
     assert torch.allclose(predict(evaluating, x, 7), predict(small_model(), x, 40), atol=1e-2)
 
 
-@pytest.mark.parametrize(("conv", "cuda", "precision", "compile", "purpose", "expected"), [
-    (True, False, "fp32", False, "attack", True),  # CPU: oneDNN's NHWC kernels, attack and evaluation alike
-    (True, False, "bf16", True, "evaluate", True),
-    (True, True, "fp32", False, "attack", False),  # CUDA eager attack: NHWC 1.2-1.3x slower on ResNet-50
-    (True, True, "bf16", False, "attack", False),
-    (True, True, "bf16", True, "attack", True),  # compiled bf16: NHWC the faster layout
-    (True, True, "fp32", False, "evaluate", True),  # CUDA eager inference: NHWC 1.12-1.35x faster
-    (True, True, "bf16", True, "evaluate", False),  # not measured apart: NCHW stays
-    (False, False, "fp32", False, "attack", False),  # no convolution, nothing to gain
-    (False, True, "bf16", False, "evaluate", False),
-])
+@pytest.mark.parametrize(
+    ("conv", "cuda", "precision", "compile", "purpose", "expected"),
+    [
+        (True, False, "fp32", False, "attack", True),  # CPU: oneDNN's NHWC kernels, attack and evaluation alike
+        (True, False, "bf16", True, "evaluate", True),
+        (True, True, "fp32", False, "attack", False),  # CUDA eager attack: NHWC 1.2-1.3x slower on ResNet-50
+        (True, True, "bf16", False, "attack", False),
+        (True, True, "bf16", True, "attack", True),  # compiled bf16: NHWC the faster layout
+        (True, True, "fp32", False, "evaluate", True),  # CUDA eager inference: NHWC 1.12-1.35x faster
+        (True, True, "bf16", True, "evaluate", False),  # not measured apart: NCHW stays
+        (False, False, "fp32", False, "attack", False),  # no convolution, nothing to gain
+        (False, True, "bf16", False, "evaluate", False),
+    ],
+)
 def test_default_memory_layout_follows_the_measurements(conv, cuda, precision, compile, purpose, expected):
     assert channels_last_by_default(conv, cuda, precision, compile, purpose) is expected
 
@@ -110,7 +117,12 @@ def test_prepare_on_the_cpu_turns_convolutional_networks_channels_last_without_c
     after_adv = PGD(eps=0.1, steps=5)(model, x, y, seed=0, batch_size=16)
     assert (after_adv == before_adv).float().mean() > 0.99
     assert not prepare(small_model(), "fp32", channels_last=False).channels_last
-    mlp = SimModel(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 16, 10)), Preprocess((1, 16, 16), (0.5,), (0.5,)), "mlp", "test:mlp")
+    mlp = SimModel(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 16, 10)),
+        Preprocess((1, 16, 16), (0.5,), (0.5,)),
+        "mlp",
+        "test:mlp",
+    )
     assert not prepare(mlp, "fp32").channels_last  # no convolution, nothing to gain
 
 
@@ -132,7 +144,9 @@ def test_channels_last_converts_only_four_dimensional_tensors():
     nn.Module.to(memory_format=channels_last) fails on its 5-d kernel."""
     from archsim.models import Preprocess, SimModel, prepare
 
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Unflatten(1, (1, 4)), nn.Conv3d(1, 1, (1, 3, 3)), nn.Flatten(), nn.Linear(4 * 8 * 8, 2))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.Unflatten(1, (1, 4)), nn.Conv3d(1, 1, (1, 3, 3)), nn.Flatten(), nn.Linear(4 * 8 * 8, 2)
+    )
     model = SimModel(net, Preprocess((3, 12, 12), [0.5], [0.5]), "lambda-like", "test:lambda")
     with pytest.raises(RuntimeError, match="rank 4"):
         nn.Sequential(nn.Conv3d(1, 1, 3)).to(memory_format=torch.channels_last)

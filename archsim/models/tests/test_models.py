@@ -24,7 +24,9 @@ def test_timm_checkpoint_made_here_predicts_like_its_source(tmp_path, images):
     source.eval()
     cfg = timm.data.resolve_data_config(model=source)
     reference_in = torch.nn.functional.interpolate(images, size=cfg["input_size"][1:], mode="bicubic", antialias=True)
-    reference_in = (reference_in - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    reference_in = (reference_in - torch.tensor(cfg["mean"]).view(1, 3, 1, 1)) / torch.tensor(cfg["std"]).view(
+        1, 3, 1, 1
+    )
     with torch.no_grad():
         expected = source(reference_in)
         got = wrapped(images)
@@ -92,7 +94,9 @@ def test_random_weights_are_drawn_from_init_seed(tmp_path, source):
     again = create_model(f"{source}:resnet18,pretrained=false,num_classes=3,init_seed=0", cache=cache)
     other = create_model(f"{source}:resnet18,pretrained=false,num_classes=3,init_seed=1", cache=cache)
     assert first.fingerprint == again.fingerprint != other.fingerprint
-    assert torch.equal(first.net.fc.weight, again.net.fc.weight) and not torch.equal(first.net.fc.weight, other.net.fc.weight)
+    assert torch.equal(first.net.fc.weight, again.net.fc.weight) and not torch.equal(
+        first.net.fc.weight, other.net.fc.weight
+    )
     with pytest.raises(ArchsimError, match="init_seed='-1' .* must be at least 0"):
         create_model(f"{source}:resnet18,pretrained=false,init_seed=-1", cache=cache)
 
@@ -105,18 +109,35 @@ def test_training_regimes_come_from_the_weights(tmp_path):
     from archsim.models.sources import _training
 
     cache = CacheStore(tmp_path)
-    specs = {"a": "timm:resnet18,pretrained=false,num_classes=3", "b": "timm:resnet18,pretrained=false,num_classes=3,init_seed=1",
-             "c": "timm:resnet10t,pretrained=false,num_classes=3"}
+    specs = {
+        "a": "timm:resnet18,pretrained=false,num_classes=3",
+        "b": "timm:resnet18,pretrained=false,num_classes=3,init_seed=1",
+        "c": "timm:resnet10t,pretrained=false,num_classes=3",
+    }
     models = {name: create_model(spec, cache=cache) for name, spec in specs.items()}
-    assert [(m.info["regime"], m.info["seed"]) for m in models.values()] == [("untrained", 0), ("untrained", 1), ("untrained", 0)]
+    assert [(m.info["regime"], m.info["seed"]) for m in models.values()] == [
+        ("untrained", 0),
+        ("untrained", 1),
+        ("untrained", 0),
+    ]
     path = tmp_path / "r18.pth"
     torch.save(models["a"].net.state_dict(), path)
-    assert "regime" not in create_model(f"timm:resnet18,checkpoint={path},num_classes=3", cache=cache).info  # archsim cannot know
+    assert (
+        "regime" not in create_model(f"timm:resnet18,checkpoint={path},num_classes=3", cache=cache).info
+    )  # archsim cannot know
     # ... unless the user says: labels that change no weights.
-    labelled = create_model(f"timm:resnet18,checkpoint={path},num_classes=3,regime=cutmix,seed=4,name=mine", cache=cache)
-    assert (labelled.info["regime"], labelled.info["seed"], labelled.fingerprint) == ("cutmix", 4, models["a"].fingerprint)
-    for spec, message in (("zoo:resnet-s0,regime=cutmix", "a zoo model's regime and seed are its own"),
-                          ("timm:resnet18,pretrained=false,seed=-2", "seed='-2' .* must be at least 0")):
+    labelled = create_model(
+        f"timm:resnet18,checkpoint={path},num_classes=3,regime=cutmix,seed=4,name=mine", cache=cache
+    )
+    assert (labelled.info["regime"], labelled.info["seed"], labelled.fingerprint) == (
+        "cutmix",
+        4,
+        models["a"].fingerprint,
+    )
+    for spec, message in (
+        ("zoo:resnet-s0,regime=cutmix", "a zoo model's regime and seed are its own"),
+        ("timm:resnet18,pretrained=false,seed=-2", "seed='-2' .* must be at least 0"),
+    ):
         with pytest.raises(ArchsimError, match=message):
             create_model(spec, cache=cache)
         with pytest.raises(ArchsimError, match=message):
@@ -126,7 +147,10 @@ def test_training_regimes_come_from_the_weights(tmp_path):
     assert [_training({"pretrained": True, "checkpoint": None}, t)["regime"] for t in tags] == ["a1_in1k", "tv_in1k"]
     table = pd.DataFrame([{"model": n, "architecture": m.architecture_id, **m.info} for n, m in models.items()])
     sat = pd.DataFrame(1.0, index=list(models), columns=list(models))
-    assert {k: len(v) for k, v in relation_groups(sat, table).items()} == {"different seeds": 1, "different architectures": 2}
+    assert {k: len(v) for k, v in relation_groups(sat, table).items()} == {
+        "different seeds": 1,
+        "different architectures": 2,
+    }
 
 
 @pytest.mark.parametrize(
@@ -153,8 +177,14 @@ def test_specs_are_checked_without_building_anything(tmp_path, monkeypatch):
     monkeypatch.setenv("ARCHSIM_CACHE", str(tmp_path / "cache"))  # a zoo model built here would train into it
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
     torch.save(net, tmp_path / "mine.pt")
-    good = ["zoo:vit", "zoo:vit,epoch=2", "timm:resnet18,pretrained=false,num_classes=3,init_seed=1",
-            "torchvision:resnet18,pretrained=false,name=tv18", f"file:{tmp_path / 'mine.pt'},input_size=3:4:4", f"file:{tmp_path / 'mine.pt'},name=other"]
+    good = [
+        "zoo:vit",
+        "zoo:vit,epoch=2",
+        "timm:resnet18,pretrained=false,num_classes=3,init_seed=1",
+        "torchvision:resnet18,pretrained=false,name=tv18",
+        f"file:{tmp_path / 'mine.pt'},input_size=3:4:4",
+        f"file:{tmp_path / 'mine.pt'},name=other",
+    ]
     check_model_specs(good)
     assert not (tmp_path / "cache").exists()
     for specs, message in (
@@ -163,7 +193,10 @@ def test_specs_are_checked_without_building_anything(tmp_path, monkeypatch):
         (["zoo:vit", "timm:resnet18,init_seed=x"], "not a whole number"),
         (["zoo:vit", "torchvision:resnet18,checkpoint=/no/such.pth"], "does not exist"),
         ([f"file:{tmp_path / 'mine.pt'},input_size=4:4"], "must be C:H:W"),
-        ([f"file:{tmp_path / 'mine.pt'}", "timm:resnet18,name=mine"], r"two models are named 'mine' \(file:.*mine.pt and timm:resnet18,name=mine\)"),
+        (
+            [f"file:{tmp_path / 'mine.pt'}", "timm:resnet18,name=mine"],
+            r"two models are named 'mine' \(file:.*mine.pt and timm:resnet18,name=mine\)",
+        ),
         (["timm:resnet18", "torchvision:resnet18"], "two models are named 'resnet18'"),
     ):
         with pytest.raises(ArchsimError, match=message):
@@ -184,13 +217,18 @@ def test_pretrained_weights_out_of_reach_fail_in_seconds(spec, monkeypatch, tmp_
 
     from archsim.models import sources
 
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: refused at once, with or without a network
+    monkeypatch.setenv(
+        "HF_ENDPOINT", "http://127.0.0.1:9"
+    )  # nothing listens: refused at once, with or without a network
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(sources, "_UNREACHABLE", {"download.pytorch.org": "refused by the test"})
     started = time.perf_counter()
-    with pytest.raises(ArchsimError, match=r"pretrained weights of '.*resnet18' are not in the local cache and .* cannot be reached .*"
-                                           r"pass checkpoint=PATH for local weights or pretrained=false"):
+    with pytest.raises(
+        ArchsimError,
+        match=r"pretrained weights of '.*resnet18' are not in the local cache and .* cannot be reached .*"
+        r"pass checkpoint=PATH for local weights or pretrained=false",
+    ):
         create_model(spec)
     assert time.perf_counter() - started < 10
 
@@ -199,7 +237,9 @@ def test_a_cut_short_model_file_says_so(tmp_path):
     torch.save(nn.Linear(4, 2), tmp_path / "whole.pt")
     data = (tmp_path / "whole.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ArchsimError, match=r"cannot load model file .*cut.pt \(the file is cut short: a zip archive without its end"):
+    with pytest.raises(
+        ArchsimError, match=r"cannot load model file .*cut.pt \(the file is cut short: a zip archive without its end"
+    ):
         create_model(f"file:{tmp_path / 'cut.pt'}")
     with pytest.raises(ArchsimError, match=r"cannot read checkpoint .*cut.pt \(the file is cut short"):
         create_model(f"timm:resnet10t,pretrained=false,checkpoint={tmp_path / 'cut.pt'}")

@@ -9,7 +9,11 @@ def test_zoo_training_is_the_same_in_process_and_in_parallel_workers(tmp_path):
     alone = create_model("zoo:resnet-s0", cache=CacheStore(tmp_path / "a"))
     assert torch.get_num_threads() == 2  # trained on one thread, the caller's count restored
     store = CacheStore(tmp_path / "b")
-    train_zoo(["zoo:resnet-s1", "zoo:resnet-s0,name=first", "timm:resnet50", "zoo:resnet-s0,epoch=3", "bogus"], store, processes=2)
+    train_zoo(
+        ["zoo:resnet-s1", "zoo:resnet-s0,name=first", "timm:resnet50", "zoo:resnet-s0,epoch=3", "bogus"],
+        store,
+        processes=2,
+    )
     assert (store.misses, len(store.used)) == (2, 2)  # one entry per zoo model; other specs left to their loaders
     side_by_side = create_model("zoo:resnet-s0", cache=store)
     assert alone.fingerprint == side_by_side.fingerprint
@@ -32,7 +36,15 @@ def test_standard_recipes_keep_the_cache_keys_from_before_adversarial_training()
 
     # These fields, and only these, made the keys of the zoo's weights cached by earlier versions.
     assert set(Recipe(label_smoothing=0.1).describe()) == {
-        "epochs", "lr", "weight_decay", "batch_size", "label_smoothing", "augment", "warmup_epochs", "trainer"}
+        "epochs",
+        "lr",
+        "weight_decay",
+        "batch_size",
+        "label_smoothing",
+        "augment",
+        "warmup_epochs",
+        "trainer",
+    }
     assert Recipe(adversarial_eps=0.1).describe()["adversarial_steps"] == 7
 
 
@@ -52,7 +64,9 @@ def test_adversarial_training_batches_are_pgd_images_of_the_model_in_training():
     assert (adv - x).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     model.eval()
     loss = nn.functional.cross_entropy
-    assert (loss(model(adv), y, reduction="none") > loss(model(x), y, reduction="none")).all()  # made against this model
+    assert (
+        loss(model(adv), y, reduction="none") > loss(model(x), y, reduction="none")
+    ).all()  # made against this model
     assert torch.equal(net[1].running_mean, stats)  # made in eval mode: the batch statistics are untouched
     assert not adv.requires_grad and all(p.requires_grad for p in net.parameters())
     model.train()
@@ -72,18 +86,34 @@ def test_a_zoo_regime_is_read_off_its_recipe():
     labelled standard, against the zoo's own table)."""
     from archsim.models import ZOO
 
-    assert {name: ZOO[name].regime for name in ("resnet-s0", "resnet-ls", "resnet-aug", "vit", "mixer", "mobilenetv3", "resnet-adv")} == {
-        "resnet-s0": "standard", "resnet-ls": "label-smoothing", "resnet-aug": "augmentation", "vit": "augmentation",
-        "mixer": "augmentation", "mobilenetv3": "augmentation", "resnet-adv": "adversarial",
+    assert {
+        name: ZOO[name].regime
+        for name in ("resnet-s0", "resnet-ls", "resnet-aug", "vit", "mixer", "mobilenetv3", "resnet-adv")
+    } == {
+        "resnet-s0": "standard",
+        "resnet-ls": "label-smoothing",
+        "resnet-aug": "augmentation",
+        "vit": "augmentation",
+        "mixer": "augmentation",
+        "mobilenetv3": "augmentation",
+        "resnet-adv": "adversarial",
     }
-    assert all((entry.regime == "augmentation") == (entry.recipe.augment == "affine" and not entry.recipe.label_smoothing)
-               for entry in ZOO.values() if not entry.recipe.adversarial_eps)
+    assert all(
+        (entry.regime == "augmentation") == (entry.recipe.augment == "affine" and not entry.recipe.label_smoothing)
+        for entry in ZOO.values()
+        if not entry.recipe.adversarial_eps
+    )
 
 
 def test_the_torch_free_lists_of_schemes_and_zoo_names_match_the_registries():
-    """archsim.specs keeps the scheme and zoo names, so the CLI refuses a typo before torch loads: they must stay equal."""
+    """archsim.specs keeps the scheme and zoo names, so the CLI refuses a typo before torch loads: they must stay
+    equal."""
     from archsim.data.loaders import data_schemes
     from archsim.models import ZOO, model_schemes
     from archsim.specs import DATA_SCHEMES, MODEL_SCHEMES, ZOO_NAMES
 
-    assert ZOO_NAMES == tuple(ZOO) and set(MODEL_SCHEMES) == set(model_schemes()) and set(DATA_SCHEMES) == set(data_schemes())
+    assert (
+        ZOO_NAMES == tuple(ZOO)
+        and set(MODEL_SCHEMES) == set(model_schemes())
+        and set(DATA_SCHEMES) == set(data_schemes())
+    )

@@ -14,8 +14,16 @@ from archsim.report.analyze import write_analysis
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Flags for a machine without a display or network; console messages go to stderr.
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--enable-logging=stderr", "--v=0",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
 ]
 
 
@@ -30,17 +38,31 @@ def small_analysis():
     cards = pd.DataFrame({c: ["A"] * 8 for c in CARD_COLUMNS}, index=names)
     cards["Base architecture"] = ["CNN"] * 4 + ["Transformer"] * 4
     cards.loc["model_7", "Stem layer"] = "<script>alert(1)</script>"  # must come out escaped
-    models = pd.DataFrame({
-        "model": names, "clean_accuracy": 99.0, "white_box_success": 100.0, "family": "f", "regime": "standard",
-        "seed": [0, 1, 2, 3, 0, 0, 0, 0], "architecture": ["a"] * 4 + list("bcde"), "spec": names,
-    })
+    models = pd.DataFrame(
+        {
+            "model": names,
+            "clean_accuracy": 99.0,
+            "white_box_success": 100.0,
+            "family": "f",
+            "regime": "standard",
+            "seed": [0, 1, 2, 3, 0, 0, 0, 0],
+            "architecture": ["a"] * 4 + list("bcde"),
+            "spec": names,
+        }
+    )
     return analyze_matrix(sat, cards, models=models, seed=0, n_resamples=5)
 
 
 def test_report_is_self_contained_and_complete():
     page = render_report(small_analysis())
-    for section in ("SAT matrix and clusters", "Clusters and keywords", "Component importance",
-                    "Training strategy vs architecture", "Models and accuracy", "Settings"):
+    for section in (
+        "SAT matrix and clusters",
+        "Clusters and keywords",
+        "Component importance",
+        "Training strategy vs architecture",
+        "Models and accuracy",
+        "Settings",
+    ):
         assert section in page
     assert "<script>alert" not in page and "&lt;script&gt;" in page
     # Nothing fetched when opened: every image inline, no remote or relative resource.
@@ -54,9 +76,17 @@ def test_report_renders_in_headless_chromium(tmp_path):
     write_analysis(small_analysis(), tmp_path)
     shot = tmp_path / "shot.png"
     result = subprocess.run(
-        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400",
-         f"--screenshot={shot}", (tmp_path / "report.html").as_uri()],
-        capture_output=True, text=True, timeout=180,
+        [
+            CHROMIUM,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1280,2400",
+            f"--screenshot={shot}",
+            (tmp_path / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     console = [line for line in result.stderr.splitlines() if "CONSOLE" in line or "Failed to load resource" in line]
@@ -72,9 +102,13 @@ def test_report_renders_in_headless_chromium(tmp_path):
 def test_report_shows_attack_and_measure_comparisons():
     analysis = small_analysis()
     png = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000") + b"\x00" * 16
-    correlations = pd.DataFrame({"a": ["pgd"], "b": ["fgsm"], "pairs": [28], "pearson": [0.9], "spearman": [0.8], "spearman_p": [1e-9]})
+    correlations = pd.DataFrame(
+        {"a": ["pgd"], "b": ["fgsm"], "pairs": [28], "pearson": [0.9], "spearman": [0.8], "spearman_p": [1e-9]}
+    )
     white_box = pd.DataFrame({"pgd": [100.0], "fgsm": [80.0]}, index=pd.Index(["model_0"], name="model"))
-    comparison = pd.DataFrame({"measure": ["sat", "cka"], "pair": ["a ~ b"] * 2, "passes_per_item": [204, 2], "noise_to_signal": [0.4, 0.01]})
+    comparison = pd.DataFrame(
+        {"measure": ["sat", "cka"], "pair": ["a ~ b"] * 2, "passes_per_item": [204, 2], "noise_to_signal": [0.4, 0.01]}
+    )
     analysis.extras = {
         "attacks": {"tables": [correlations, white_box], "figure": png},
         "measures": {"tables": [comparison, correlations], "figure": png},

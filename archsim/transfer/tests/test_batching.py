@@ -131,7 +131,9 @@ def test_cuda_peak_memory_and_budget_come_from_the_allocator():
     budget = batching.memory_budget(cuda)
     held.clear()
     assert torch.cuda.memory_reserved(cuda) > torch.cuda.memory_allocated(cuda)
-    assert batching.memory_budget(cuda) == pytest.approx(budget + batching.MEMORY_SHARE["cuda"] * (64 << 20), abs=1 << 20)
+    assert batching.memory_budget(cuda) == pytest.approx(
+        budget + batching.MEMORY_SHARE["cuda"] * (64 << 20), abs=1 << 20
+    )
     _, total = torch.cuda.mem_get_info(cuda)
     assert 0 < budget < total
 
@@ -188,7 +190,9 @@ def test_auto_is_searched_on_the_model_once_and_cached(tmp_path, cache_dir, monk
     entries = list((store.root / "batch").rglob("*.bin"))
     for entry in entries:
         os.utime(entry, (0, 0))
-    assert {purpose: batch_size_for(model, "auto", purpose, shape, 100, store) for purpose in ("attack", "evaluate")} == chosen
+    assert {
+        purpose: batch_size_for(model, "auto", purpose, shape, 100, store) for purpose in ("attack", "evaluate")
+    } == chosen
     # A choice read is marked as used for `cache prune --older-than`, but is no result of the run.
     assert all(entry.stat().st_mtime > 0 for entry in entries)
     assert not any(kind == "batch" for kind, _ in store.used)

@@ -37,5 +37,8 @@ def test_labels_are_compact_and_equal_numpys_argmax():
     logits = np.random.default_rng(0).standard_normal((3, 20, 7)).astype(np.float32)
     logits.flags.writeable = False  # as a memory-mapped run result is
     assert np.array_equal(predicted_labels(logits), logits.argmax(-1)) and predicted_labels(logits).dtype == np.int16
-    assert compact_labels(np.array([0, 32767])).dtype == np.int16 and compact_labels(np.array([0, 32768])).dtype == np.int32
+    assert (
+        compact_labels(np.array([0, 32767])).dtype == np.int16
+        and compact_labels(np.array([0, 32768])).dtype == np.int32
+    )
     assert compact_labels(np.array([40000, 3])).tolist() == [40000, 3]

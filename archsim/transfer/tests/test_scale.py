@@ -69,7 +69,9 @@ def zoo(tmp_path_factory):
 
 
 def _run(folder, specs, store, **options):
-    return run_sat(specs, data=f"npz:{folder / 'set.npz'}", steps=2, n_boot=0, device="cpu", batch_size=5, cache=store, **options)
+    return run_sat(
+        specs, data=f"npz:{folder / 'set.npz'}", steps=2, n_boot=0, device="cpu", batch_size=5, cache=store, **options
+    )
 
 
 def test_each_set_is_read_once_and_only_needed_images_are_evaluated(zoo, tmp_path):
@@ -115,7 +117,10 @@ def test_each_set_is_read_once_and_only_needed_images_are_evaluated(zoo, tmp_pat
 def test_a_model_that_cannot_run_stops_the_run_before_any_attack(zoo, tmp_path):
     folder, specs, broken = zoo
     store = CacheStore(tmp_path / "cache")
-    with pytest.raises(ArchsimError, match=r"^1 of 3 models cannot run \(.*broken.pt.*ValueError: deliberately broken\); .*--keep-going"):
+    with pytest.raises(
+        ArchsimError,
+        match=r"^1 of 3 models cannot run \(.*broken.pt.*ValueError: deliberately broken\); .*--keep-going",
+    ):
         _run(folder, [*specs[:2], broken], store)
     assert not (tmp_path / "cache" / "adv").exists()  # nothing attacked
 
@@ -136,13 +141,17 @@ def test_max_resident_is_checked():
 def test_default_precision_is_bf16_on_cuda_only():
     from archsim.models import default_precision
 
-    assert default_precision("cpu") == "fp32" and default_precision("cuda") == "bf16" and default_precision("cuda:1") == "bf16"
-
+    assert (
+        default_precision("cpu") == "fp32"
+        and default_precision("cuda") == "bf16"
+        and default_precision("cuda:1") == "bf16"
+    )
 
 
 def test_attack_seeds_measure_the_attacks_own_noise(zoo, tmp_path):
     """--attack-seeds 3: the run's SAT stays that of its seed; pairs.csv gains the spread over the seeds, equal
-    to three runs at seeds 0, 1, 2 (all images, so only the random starts change); config.json their rank correlation."""
+    to three runs at seeds 0, 1, 2 (all images, so only the random starts change); config.json their rank
+    correlation."""
     from itertools import combinations
 
     from scipy.stats import spearmanr
@@ -164,7 +173,11 @@ def test_attack_seeds_measure_the_attacks_own_noise(zoo, tmp_path):
     off = ~np.eye(4, dtype=bool)
     rhos = [spearmanr(stack[a][off], stack[b][off])[0] for a, b in combinations(range(3), 2)]
     noise = json.loads((tmp_path / "run" / "config.json").read_text())["attack_seed_noise"]
-    assert noise["seeds"] == 3 and noise["spearman_mean"] == pytest.approx(np.mean(rhos)) and noise["spearman_min"] == pytest.approx(min(rhos))
+    assert (
+        noise["seeds"] == 3
+        and noise["spearman_mean"] == pytest.approx(np.mean(rhos))
+        and noise["spearman_min"] == pytest.approx(min(rhos))
+    )
     with pytest.raises(ArchsimError, match="attack_seeds must be a whole number of 1 or more"):
         _run(folder, specs, store, attack_seeds=0)
 
@@ -190,7 +203,18 @@ def test_a_seed_numpy_would_refuse_is_refused_before_any_work(seed, tmp_path):
 
 def test_images_far_below_a_models_input_size_are_warned_about(zoo, tmp_path):
     folder, specs, _ = zoo
-    np.savez(tmp_path / "tiny.npz", images=np.random.default_rng(0).integers(0, 256, (8, 3, 2, 2), dtype=np.uint8),
-             labels=np.arange(8) % 4)
+    np.savez(
+        tmp_path / "tiny.npz",
+        images=np.random.default_rng(0).integers(0, 256, (8, 3, 2, 2), dtype=np.uint8),
+        labels=np.arange(8) % 4,
+    )
     with pytest.warns(UserWarning, match=r"images are 2x2 px, far below the 224x224 .* upsampled 112x"):
-        run_sat(specs[:2], data=f"npz:{tmp_path / 'tiny.npz'}", steps=1, n_boot=0, device="cpu", batch_size=8, cache=tmp_path / "c")
+        run_sat(
+            specs[:2],
+            data=f"npz:{tmp_path / 'tiny.npz'}",
+            steps=1,
+            n_boot=0,
+            device="cpu",
+            batch_size=8,
+            cache=tmp_path / "c",
+        )

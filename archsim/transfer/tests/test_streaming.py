@@ -38,7 +38,9 @@ def test_streamed_run_equals_in_memory_run(tmp_path, cache_dir):
         assert np.array_equal(memory_store.get("adv", key)["images"], stream_store.get("adv", key)["images"])
     # A second run reads everything back, data included, and computes nothing.
     misses = stream_store.misses
-    again = run_transfer(SPECS, load_data(f"npz:{tmp_path / 'd.npz'}", store=stream_store), attack, stream_store, seed=1, batch_size=7)
+    again = run_transfer(
+        SPECS, load_data(f"npz:{tmp_path / 'd.npz'}", store=stream_store), attack, stream_store, seed=1, batch_size=7
+    )
     assert np.array_equal(again.adv_pred, b.adv_pred) and stream_store.misses == misses
 
 
@@ -50,7 +52,9 @@ def test_results_that_grow_with_the_data_are_mapped_or_compact(tmp_path, cache_d
     assert isinstance(result.clean_logits, np.memmap) and not result.clean_logits.flags.writeable
     assert result.clean_logits.shape == (2, 40, 10)
     for n, spec in enumerate(SPECS):
-        assert np.allclose(result.clean_logits[n], predict(create_model(spec, cache=store), data.images, 13).numpy(), atol=1e-5)
+        assert np.allclose(
+            result.clean_logits[n], predict(create_model(spec, cache=store), data.images, 13).numpy(), atol=1e-5
+        )
     assert result.adv_pred.dtype == np.int16 and result.clean_pred.dtype == np.int16
     assert np.array_equal(result.clean_pred, np.asarray(result.clean_logits).argmax(-1))
     assert sum(kind == "logits" for kind, _ in store.used) == 1

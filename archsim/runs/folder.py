@@ -1,0 +1,188 @@
+"""A run folder as one object: its settings, its claim while a run writes, its files."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import pandas as pd
+from filelock import FileLock, Timeout
+
+from archsim.cache import CacheStore, atomic_write_text, check_cache
+from archsim.errors import ArchsimError
+
+RUN_LOCK = ".archsim.lock"
+"""Held in a run folder while a run writes into it (:meth:`RunFolder.claim`)."""
+RUN_FILES = ("sat.csv", "pairs.csv", "models.csv", "cards.csv", "cache_entries.txt", "config.json")
+"""The files of a run's results; ``config.json``, written last, marks a complete run."""
+
+
+class RunResults(Protocol):
+    """What :meth:`RunFolder.write` writes (a :class:`archsim.runs.SatRun`)."""
+
+    sat: pd.DataFrame
+    pairs: pd.DataFrame
+    models: pd.DataFrame
+    cards: pd.DataFrame
+    config: dict[str, Any]
+    cache_used: set[tuple[str, str]]
+
+    @property
+    def timings(self) -> pd.DataFrame | None: ...
+
+
+class RunFolder:
+    """The folder of one run (``archsim run --out``): read its settings, claim it, write its results.
+
+    Parameters
+    ----------
+    path : str or Path
+        The folder. Reading a property of a folder that holds no finished run is a
+        one-line error naming it.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """The whole ``config.json`` of the finished run."""
+        try:
+            config = json.loads((self.path / "config.json").read_text())
+            config["settings"]  # noqa: B018 - a config.json without settings is not a run's
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ArchsimError(
+                f"{self.path} is not a finished run folder (no readable config.json); pass the --out of an archsim run"
+            ) from None
+        return config
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings the run was made with (models, data, attack, seed, ...)."""
+        return self.config["settings"]
+
+    @property
+    def attack_spec(self) -> str:
+        """The spec that recreates the run's attack (eps aside)."""
+        return attack_spec(self.settings["attack"])
+
+    @property
+    def precision(self) -> str:
+        """The precision the run was computed in: work added to it must use the same."""
+        return self.settings.get("precision", "fp32")
+
+    def cache(self, cache: CacheStore | str | Path | None = None) -> CacheStore:
+        """``cache`` as a store, by default the one the run wrote to."""
+        return check_cache(cache, self.settings.get("cache"))
+
+    def require_cached(self, store: CacheStore) -> None:
+        """One-line error unless every adversarial set and prediction the run used is in ``store``."""
+        listed = self.path / "cache_entries.txt"
+        if not listed.is_file():
+            return  # older run folders list nothing to check; the run then recomputes what is missing
+        needed = [line.split("/", 1) for line in listed.read_text().split() if line.split("/", 1)[0] in ("adv", "pred")]
+        missing = [entry for entry in needed if not store.contains(*entry)]
+        if missing or not needed:
+            raise ArchsimError(
+                f"{len(missing)} of the {len(needed)} cached adversarial sets and predictions of {self.path} are not "
+                f"in {store.root}; "
+                "pass --cache where they are, or rerun `archsim run` with the run's settings to recompute them"
+            )
+
+    @contextmanager
+    def claim(self, settings: dict[str, Any]) -> Iterator[RunFolder]:
+        """Hold the folder for one run with ``settings``, from :meth:`guard` to its last file.
+
+        A lock in the folder, which the system releases when the process ends however it
+        ends, keeps a second run from writing into it meanwhile: with it held, a folder
+        with a ``settings.json`` but no results belongs to no live run and may be claimed anew.
+        """
+        out = self.path
+        if out.exists() and not out.is_dir():
+            raise ArchsimError(f"--out {out} is a file; choose a folder")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ArchsimError(
+                f"cannot make --out {out} ({error.strerror}); choose a folder you can write to"
+            ) from None
+        lock = FileLock(str(out / RUN_LOCK))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise ArchsimError(
+                f"--out {out} is in use by another archsim run; wait for it to end or choose another --out"
+            ) from None
+        try:
+            self.guard(settings)
+            yield self
+        finally:
+            lock.release()
+
+    def guard(self, settings: dict[str, Any]) -> None:
+        """Refuse a folder that holds results of different settings; claim a free one.
+
+        ``settings.json`` is written before anything is computed, so a run killed at any
+        point (even between its output files) can be rerun into the same folder;
+        ``config.json``, written last, marks a complete run. A folder whose run wrote
+        nothing but its ``settings.json`` (it failed on its input, or was stopped while
+        computing: what it computed is in the cache) holds no results and is claimed anew;
+        call it under :meth:`claim`, which keeps a live run's folder from being claimed.
+        """
+        out = self.path
+        wanted = json.loads(json.dumps(settings))
+        results = [f.name for f in out.iterdir() if f.name in RUN_FILES] if out.is_dir() else []
+        for marker in ("config.json", "settings.json"):
+            path = out / marker
+            if not path.exists() or not results:
+                continue
+            try:
+                existing = json.loads(path.read_text())["settings"]
+            except (ValueError, KeyError, TypeError):
+                raise ArchsimError(f"--out {out} holds an unreadable {marker}; choose another --out") from None
+            if existing != wanted:
+                differing = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
+                raise ArchsimError(
+                    f"--out {out} holds results of a different configuration (differs in: {', '.join(differing)}); "
+                    "choose another --out or remove it"
+                )
+            return
+        if results:
+            raise ArchsimError(
+                f"--out {out} holds {results[0]} of an unknown run (no settings.json); choose another --out or remove "
+                f"it"
+            )
+        atomic_write_text(out / "settings.json", json.dumps({"settings": wanted}, indent=2, sort_keys=True) + "\n")
+
+    def write(self, run: RunResults) -> None:
+        """Write the run's tables, the cache entries it used and, last, its ``config.json``."""
+        out = self.path
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "sat.csv", run.sat.to_csv(float_format="%.9f"))
+        atomic_write_text(out / "pairs.csv", run.pairs.to_csv(index=False, float_format="%.6f"))
+        atomic_write_text(out / "models.csv", run.models.to_csv(index=False, float_format="%.4f"))
+        atomic_write_text(out / "cards.csv", run.cards.to_csv())
+        if run.timings is not None:
+            atomic_write_text(out / "timings.csv", run.timings.to_csv(index=False, float_format="%.4g"))
+        atomic_write_text(out / "cache_entries.txt", "".join(f"{kind}/{key}\n" for kind, key in sorted(run.cache_used)))
+        # config.json last: its presence marks a complete run folder.
+        atomic_write_text(out / "config.json", json.dumps(run.config, indent=2, sort_keys=True) + "\n")
+        self.__dict__.pop("config", None)  # read anew from the file just written
+
+
+def attack_spec(config: dict[str, Any]) -> str:
+    """``NAME,key=value...`` that recreates an attack from its config (eps aside)."""
+    return config["name"] + "".join(
+        f",{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in config.items() if k not in ("name", "eps")
+    )
+
+
+def file_label(spec: str) -> str:
+    """``spec`` as a file-name part: letters, digits, '-' and '.' kept, anything else '_'."""
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in spec)

@@ -1,0 +1,367 @@
+"""One SAT run: every model attacked once, evaluated on every set, and the tables of SPEC-style results."""
+
+from __future__ import annotations
+
+import platform
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sklearn
+import timm
+import torch
+import torchvision
+
+from archsim.analysis.agreement import matrix_correlations
+from archsim.analysis.cards import cards_table
+from archsim.analysis.extract import extract_card
+from archsim.attacks import create_attack
+from archsim.cache import CacheStore, check_cache
+from archsim.data import load_data
+from archsim.engines import Engine, engine_for
+from archsim.errors import ArchsimError
+from archsim.measures import DEFAULT_EPS_S, sat_tables
+from archsim.models import check_model_specs, check_precision, default_precision, zoo_specs
+from archsim.runs.folder import RunFolder
+from archsim.specs import check_seed
+from archsim.transfer import TransferResult, run_transfer
+from archsim.transfer.batching import check_batch_size, check_max_resident
+from archsim.version import __version__
+
+DIGITS_EPS = 0.1
+"""Default radius on ``digits``: 25/255 levels. Chosen so that PGD fools every zoo model
+white-box while transfer between families stays well below 100 %, keeping SAT informative."""
+
+IMAGENET_EPS = 4 / 255
+"""Default radius on natural-image data (imagefolder, imagenet-val, npz): the customary
+4/255 of transfer studies. The SAT paper's text as we read it does not fix one; set --eps to match yours."""
+
+
+def default_eps(data: str) -> float:
+    return DIGITS_EPS if data.split(":")[0].split(",")[0] == "digits" else IMAGENET_EPS
+
+
+@dataclass
+class SatRun:
+    """Result of :func:`run_sat`."""
+
+    sat: pd.DataFrame
+    one_sided: pd.DataFrame
+    pairs: pd.DataFrame
+    models: pd.DataFrame
+    config: dict[str, Any]
+    transfer: TransferResult
+    cache_hits: int
+    cache_misses: int
+    cards: pd.DataFrame
+    cache_used: set[tuple[str, str]]
+
+    @property
+    def timings(self) -> pd.DataFrame:
+        """Per model: seconds to load, predict clean, attack and evaluate, and their rates (0 where cached)."""
+        return self.transfer.timings
+
+
+def run_sat(
+    models: list[str] | None = None,
+    data: str = "digits",
+    n_images: int | None = None,
+    attack: str = "pgd",
+    eps: float | None = None,
+    steps: int | None = None,
+    rel_step: float | None = None,
+    random_start: bool | None = None,
+    seed: int = 0,
+    eps_s: float = DEFAULT_EPS_S,
+    n_boot: int = 1000,
+    device: str = "auto",
+    batch_size: int | str = "auto",
+    cache: CacheStore | str | Path | None = None,
+    out: str | Path | None = None,
+    engine: str | Engine = "local",
+    address: str | None = None,
+    precision: str = "auto",
+    compile: bool = False,
+    keep_going: bool = False,
+    max_resident: int | str = "auto",
+    attack_seeds: int = 1,
+    check_models: bool = True,
+) -> SatRun:
+    """Compute the SAT matrix of a set of models on a data set.
+
+    Parameters
+    ----------
+    models : list of str, optional
+        Model specs (see :func:`archsim.models.create_model`); default: the embedded zoo.
+    data : str
+        Data spec (see :func:`archsim.data.load_data`).
+    n_images : int, optional
+        Seeded, class-stratified subset size.
+    attack : str
+        ``NAME[,key=value...]``, e.g. ``pgd`` (SPEC §1), ``apgd-ce,steps=100``; see
+        :data:`archsim.attacks.ATTACKS`.
+    eps, steps, rel_step, random_start
+        Attack options; ``None`` keeps the attack's default (``eps``: :func:`default_eps`
+        of the data). An option the attack does not take is an error.
+    seed : int
+        Seed of the subset, random starts and sampling, and the bootstrap.
+    eps_s : float
+        Floor of the fooling percentage in SAT (default 1 %, i.e. SAT >= 0).
+    n_boot : int
+        Bootstrap replicates for the 95 % intervals.
+    device : str
+        ``auto``, ``cpu`` or ``cuda[:N]`` (see :func:`archsim.engines.create_engine` under Ray).
+    cache : CacheStore or path, optional
+        Result store (default ``$ARCHSIM_CACHE`` or ``~/.cache/archsim``); under Ray, a
+        folder every node mounts.
+    out : path, optional
+        Run folder to write ``sat.csv``, ``pairs.csv``, ``models.csv``, ``config.json``.
+    engine : str or Engine
+        ``local`` (default), ``ray``, or an engine from :func:`archsim.engines.create_engine`
+        (which the caller then closes). The results do not depend on it.
+    address : str, optional
+        Ray cluster address with ``engine="ray"``.
+    precision : {"auto", "fp32", "bf16"}
+        Arithmetic of attacks and predictions; ``auto`` is bf16 autocast on CUDA and fp32
+        on the CPU (:func:`archsim.models.default_precision` says why). bf16 results are
+        cached apart from fp32 ones and recorded in the run's settings.
+    compile : bool
+        Run the models through ``torch.compile`` (pays off on GPUs over many batches).
+    keep_going : bool
+        Leave out models that fail the check every model gets before any attack (one
+        forward and backward pass, prepared as the run will run them), instead of
+        stopping; ``config["left_out"]`` and the report name them and why.
+    max_resident : int or "auto"
+        Targets evaluation keeps loaded at once (per Ray task); each adversarial set is
+        read once per such group. ``auto``: as many as fit a share of the free memory
+        (:func:`archsim.transfer.batching.resident_budget`).
+    attack_seeds : int
+        Attack with this many seeds (``seed``, ``seed + 1``, ...: the random starts change,
+        the images do not), to measure the attack's own noise, which the bootstrap over
+        images does not cover. ``sat`` and the intervals stay those of ``seed``; ``pairs``
+        gains ``sat_seed_mean``, ``sat_seed_sd``, ``sat_seed_min`` and ``sat_seed_max``, and
+        ``config["attack_seed_noise"]`` the rank correlation between the seeds' matrices.
+    check_models : bool
+        Check every model (one forward and backward pass) before any attack; ``False``
+        for models checked already (:func:`load_run` on a finished run).
+    """
+    specs = list(models) if models else zoo_specs()
+    if len(specs) < 2:
+        raise ArchsimError("SAT needs at least two models; pass more --models")
+    if len(set(specs)) != len(specs):
+        raise ArchsimError("a model spec is given twice; list each model once")
+    check_model_specs(specs)  # before the out folder is claimed and the data read (hashing a folder takes minutes)
+    if not eps_s > 0:
+        raise ArchsimError(f"--eps-s must be positive (a percentage floor), got {eps_s}")
+    if n_boot < 0:
+        raise ArchsimError(f"--n-boot must be 0 or more, got {n_boot}")
+    batch_size = check_batch_size(batch_size)
+    max_resident = check_max_resident(max_resident)
+    seed = check_seed(seed)
+    if isinstance(attack_seeds, bool) or not isinstance(attack_seeds, int) or attack_seeds < 1:
+        raise ArchsimError(f"attack_seeds must be a whole number of 1 or more, got {attack_seeds!r}")
+    if precision != "auto":
+        check_precision(precision)
+    store = check_cache(cache)
+    chosen = {
+        k: v for k, v in {"steps": steps, "rel_step": rel_step, "random_start": random_start}.items() if v is not None
+    }
+    the_attack = create_attack(attack, eps=default_eps(data) if eps is None else eps, **chosen)
+    settings = {
+        "models": specs,
+        "data": data,
+        "n_images": n_images,
+        "attack": the_attack.config(),
+        "seed": seed,
+        "eps_s": eps_s,
+        "n_boot": n_boot,
+    }
+    out_dir = Path(out) if out is not None else None
+    with engine_for(engine, device, address) as runner:
+        if precision == "auto":
+            precision = default_precision(runner.device)
+        if check_precision(precision) != "fp32":  # absent for fp32, so run folders made before the option still resume
+            settings["precision"] = precision
+        if keep_going:  # absent unless set, as above; a rerun leaves out the same models
+            settings["keep_going"] = True
+        if attack_seeds > 1:
+            settings["attack_seeds"] = attack_seeds
+        with (
+            RunFolder(out_dir).claim(settings) if out_dir is not None else nullcontext()
+        ):  # held until the last file is written
+            # Folder and npz data go into the cache and are read from there in batches: sets larger than memory run.
+            images = load_data(data, split="eval", n_images=n_images, seed=seed, store=store)
+            started = time.perf_counter()
+            transfer = run_transfer(
+                specs,
+                images,
+                the_attack,
+                store,
+                seed=seed,
+                batch_size=batch_size,
+                engine=runner,
+                describe=describe,
+                precision=precision,
+                compile=compile,
+                keep_going=keep_going,
+                max_resident=max_resident,
+                check_models=check_models,
+            )
+            reseeded = [
+                run_transfer(
+                    transfer.specs,
+                    images,
+                    the_attack,
+                    store,
+                    seed=seed + k,
+                    batch_size=batch_size,
+                    engine=runner,
+                    describe=None,
+                    precision=precision,
+                    compile=compile,
+                    max_resident=max_resident,
+                    check_models=False,
+                )
+                for k in range(1, attack_seeds)
+            ]
+            for spec, problem in transfer.left_out.items():
+                warnings.warn(f"left out {spec}: {problem}", stacklevel=2)
+            tables = sat_tables(
+                transfer.names, transfer.clean_correct, transfer.adv_wrong, eps_s=eps_s, n_boot=n_boot, seed=seed
+            )
+            noise = seed_noise(
+                tables, [sat_tables(r.names, r.clean_correct, r.adv_wrong, eps_s=eps_s, n_boot=0).sat for r in reseeded]
+            )
+            config = {
+                "settings": settings,
+                "data_fingerprint": images.fingerprint,
+                "n_images_used": len(images),
+                "engine": runner.name,
+                "device": runner.device,
+                "batch_size": batch_size,
+                "precision": precision,
+                "compile": compile,
+                "cache": str(store.root),
+                "seconds": round(time.perf_counter() - started, 2),
+                "cost": transfer.cost,
+                "left_out": transfer.left_out,
+                "max_resident": max_resident,
+                "versions": versions(),
+            }
+            if noise is not None:
+                config["attack_seed_noise"] = noise
+            run = SatRun(
+                tables.sat,
+                tables.one_sided,
+                tables.pairs,
+                transfer.models_table(),
+                config,
+                transfer,
+                store.hits,
+                store.misses,
+                cards_table({name: card for name, card in zip(transfer.names, transfer.cards) if card}),
+                set(store.used),
+            )
+            if out_dir is not None:
+                RunFolder(out_dir).write(run)
+    return run
+
+
+def seed_noise(tables, others: list[pd.DataFrame]) -> dict[str, Any] | None:
+    """With matrices of the same run at other attack seeds: per-pair spread in ``tables.pairs`` (added in place) and the
+    rank correlation between the seeds' off-diagonal entries (mean, min, max over pairs of seeds); None without
+    others."""
+    if not others:
+        return None
+    stack = np.stack([tables.sat.to_numpy(), *(m.to_numpy() for m in others)])  # [seeds, N, N]
+    names = list(tables.sat.index)
+    index = [names.index(s) * len(names) + names.index(t) for s, t in zip(tables.pairs.source, tables.pairs.target)]
+    flat = stack.reshape(len(stack), -1)[:, index]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pairs without a SAT stay NaN
+        for label, values in (
+            ("mean", np.nanmean(flat, 0)),
+            ("sd", np.nanstd(flat, 0, ddof=1)),
+            ("min", np.nanmin(flat, 0)),
+            ("max", np.nanmax(flat, 0)),
+        ):
+            tables.pairs[f"sat_seed_{label}"] = values
+    if len(names) >= 3:
+        rhos = matrix_correlations({f"seed {k}": m for k, m in enumerate([tables.sat, *others])})["spearman"].to_numpy()
+    else:  # two models make one pair: nothing to rank
+        rhos = np.full(len(stack) * (len(stack) - 1) // 2, np.nan)
+    return {
+        "seeds": len(stack),
+        "spearman_mean": float(np.nanmean(rhos)),
+        "spearman_min": float(np.nanmin(rhos)),
+        "spearman_max": float(np.nanmax(rhos)),
+        "pairs_of_seeds": len(rhos),
+    }
+
+
+def load_run(
+    run_dir: str | Path,
+    cache: CacheStore | str | Path | None = None,
+    device: str = "auto",
+    batch_size: int | str = "auto",
+    models: list[str] | None = None,
+    engine: str | Engine = "local",
+    address: str | None = None,
+) -> SatRun:
+    """A finished run rebuilt from the cache (nothing recomputed), optionally with more ``models``
+    (attacked and evaluated by ``engine``, as in :func:`run_sat`).
+
+    Raises a one-line error, computing nothing, when the run's adversarial sets and
+    predictions are no longer in the cache: analyses on a run must not silently
+    redo hours of attacks.
+    """
+    folder = RunFolder(run_dir)
+    settings, store = folder.settings, folder.cache(cache)
+    folder.require_cached(store)
+    return run_sat(
+        settings["models"] + list(models or []),
+        data=settings["data"],
+        n_images=settings["n_images"],
+        attack=folder.attack_spec,
+        eps=settings["attack"]["eps"],
+        seed=settings["seed"],
+        eps_s=settings["eps_s"],
+        n_boot=0 if models is None else settings["n_boot"],
+        device=device,
+        batch_size=batch_size,
+        cache=store,
+        engine=engine,
+        address=address,
+        precision=folder.precision,
+        keep_going=settings.get("keep_going", False),
+        check_models=bool(models),  # the run's own models were checked when it ran
+    )
+
+
+def describe(model) -> dict[str, str] | None:
+    """The model's card, or None (with a warning) where its forward pass cannot be read."""
+    try:
+        return extract_card(model)
+    except Exception as error:  # noqa: BLE001 - any user network may defeat the tracer; the run must go on
+        warnings.warn(
+            f"no card for {model.name}: {type(error).__name__}: {error}; give analyze --cards for it", stacklevel=2
+        )
+        return None
+
+
+def versions() -> dict[str, str]:
+    return {
+        "archsim": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
