@@ -447,13 +447,30 @@ def compare_attacks(run_dir, attacks, out, device, batch_size, cache, engine, ad
     metavar="A B",
     help="Model pair for the spread column [default: the pair of median SAT].",
 )
-def measures(run_dir, measures, out, device, batch_size, cache, pair) -> None:
+@click.option(
+    "--max-resident",
+    type=CountOrAuto(),
+    default="auto",
+    show_default=True,
+    help="Models kept loaded at once; the boundary measure streams the images once per group of them. "
+    "auto: as many as fit a quarter of the free memory.",
+)
+def measures(run_dir, measures, out, device, batch_size, cache, pair, max_resident) -> None:
     """Similarity measures beside SAT (SPEC §3) for a run's models, one CSV each in the sat.csv layout,
     and their comparison with SAT (spread at matched compute, cost, correlation with SAT and ensemble gains)."""
     from archsim.applications.measures import compute_measures
 
     names = [part for chunk in measures for part in chunk.split()]
-    result = compute_measures(run_dir, names, out=out, cache=cache, device=device, batch_size=batch_size, pair=pair)
+    result = compute_measures(
+        run_dir,
+        names,
+        out=out,
+        cache=cache,
+        device=device,
+        batch_size=batch_size,
+        pair=pair,
+        max_resident=max_resident,
+    )
     if "correlations" in result:
         click.echo("correlation with SAT (off-diagonal entries):")
         click.echo(
@@ -1161,9 +1178,8 @@ def main(argv: list[str] | None = None) -> None:
     except ArchsimError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
-    except (
-        OSError
-    ) as error:  # the machine's answer on a path (cannot be made, disk full, mount gone), not a bug to trace
+    # the machine's answer on a path (cannot be made, disk full, mount gone), not a bug to trace
+    except OSError as error:
         where = f": {error.filename}" if error.filename else ""
         click.echo(
             f"error: {error.strerror or error}{where}; check that the path exists or can be made, is writable and has "

@@ -38,9 +38,8 @@ def interleaved_best(
     times: dict[str, list[float]] = {label: [] for label in contestants}
     labels = list(contestants)
     for round_ in range(repeats):
-        for label in (
-            labels[round_ % len(labels) :] + labels[: round_ % len(labels)]
-        ):  # a different one first each round
+        # a different one first each round
+        for label in labels[round_ % len(labels) :] + labels[: round_ % len(labels)]:
             started = time.perf_counter()
             contestants[label]()
             sync()

@@ -112,7 +112,8 @@ def main() -> None:
         f"evaluation stage {cost['evaluate_stage_s']:.0f} s)"
     )
     with pd.option_context("display.width", 200, "display.max_rows", 200):
-        shown = ["model", "load_s", "attack_image_steps_per_s", "clean_images_per_s", "torchattacks_image_steps_per_s"]
+        shown = ["model", "load_s", "search_s", "attack_image_steps_per_s", "clean_images_per_s"]
+        shown += ["torchattacks_image_steps_per_s"]
         print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     totals = extrapolate(table, args)
     for label, hours in totals.items():
@@ -133,20 +134,25 @@ def extrapolate(table: pd.DataFrame, args: argparse.Namespace) -> dict[str, floa
     clean = images / table.clean_images_per_s
     attack = images * steps / table.attack_image_steps_per_s
     evaluate = n_full * images * args.accuracy**2 / table.clean_images_per_s
-    per_model = loads + clean + attack + evaluate
+    # Batch-size searches (--batch-size auto) as this run measured them; for the full study's larger work a search
+    # may go further, where a larger batch still pays for its trial (archsim.transfer.batching.search_batch_size).
+    search = table.search_s + table.evaluate_search_s
+    per_model = loads + search + clean + attack + evaluate
     one_device = per_model.sum() * scale / 3600
     # Ray on a node: attacks spread over the devices, then each device evaluates a group of N/gpus targets.
-    stage1 = max((loads / 3 * 2 + clean + attack).sum() * scale / args.gpus, (loads / 3 * 2 + clean + attack).max())
-    stage2 = max((loads / 3 + evaluate).sum() * scale / args.gpus, (loads / 3 + evaluate).max())
+    first = loads / 3 * 2 + table.search_s + clean + attack
+    second = loads / 3 + table.evaluate_search_s + evaluate
+    stage1 = max(first.sum() * scale / args.gpus, first.max())
+    stage2 = max(second.sum() * scale / args.gpus, second.max())
     naive_attack = images * steps / table.torchattacks_image_steps_per_s
-    naive = (
-        n_full * (naive_attack.sum() + (images / table.clean_images_per_s).sum()) * scale / 3600
-    )  # N^2 attacks and evaluations
+    # N^2 attacks and evaluations
+    naive = n_full * (naive_attack.sum() + (images / table.clean_images_per_s).sum()) * scale / 3600
     return {
         f"archsim, {n_full} models, one device": one_device,
         "  of which attacks": attack.sum() * scale / 3600,
         "  of which evaluations (inside X_st)": evaluate.sum() * scale / 3600,
         "  of which model loads": loads.sum() * scale / 3600,
+        "  of which batch-size searches (as measured here)": search.sum() * scale / 3600,
         f"archsim under Ray, {args.gpus} devices (wall time)": (stage1 + stage2) / 3600,
         "naive: torchattacks PGD per pair, one device": naive,
     }

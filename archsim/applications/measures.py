@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -12,7 +12,7 @@ import torch
 
 from archsim.analysis.agreement import matrix_correlations
 from archsim.cache import CacheStore, atomic_write_text, digest
-from archsim.data import load_data
+from archsim.data import ImageSet, load_data
 from archsim.errors import ArchsimError
 from archsim.hardware import resolve_device
 from archsim.measures import (
@@ -25,11 +25,18 @@ from archsim.measures import (
     sat_value,
 )
 from archsim.measures.comparison import compare_measures, ensemble_err
-from archsim.models import Purpose, create_model
+from archsim.models import Purpose, SimModel, create_model
 from archsim.models.features import feature_batches
 from archsim.report.figures import matrix_scatter, write_png
 from archsim.runs import RunFolder, SatRun, load_run
-from archsim.transfer.batching import batch_size_for
+from archsim.transfer import TransferResult
+from archsim.transfer.batching import (
+    ResidentModels,
+    batch_size_for,
+    check_max_resident,
+    resident_budget,
+    weight_bytes,
+)
 
 
 def compute_measures(
@@ -40,6 +47,7 @@ def compute_measures(
     device: str = "auto",
     batch_size: int | str = "auto",
     pair: tuple[str, str] | None = None,
+    max_resident: int | str = "auto",
 ) -> dict[str, pd.DataFrame]:
     """Other similarity measures (SPEC §3) of a finished run's models on its images.
 
@@ -50,7 +58,14 @@ def compute_measures(
     of SAT on the run's images, rank correlation with SAT, correlation with the
     2-ensemble error reduction rate) with ``measure_comparison.png``, into ``out``
     (default ``RUN/measures``).
+
+    Models are loaded as needed and kept while ``max_resident`` allows (as in
+    :func:`archsim.runs.run_sat`; ``auto`` from the free memory), the least recently
+    used leaving first, so a zoo larger than memory is measured in bounded memory. The
+    images are read a batch at a time; the boundary measure streams them past a source
+    and a group of resident targets at once, one pass per group.
     """
+    max_resident = check_max_resident(max_resident)
     unknown = [m for m in measures if m not in MEASURES]
     if unknown or not measures:
         raise ArchsimError(
@@ -69,18 +84,15 @@ def compute_measures(
     images = load_data(
         settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"], store=store
     )
-    loaded: dict[str, Any] = {}
-
-    def model_of(spec: str):
-        if spec not in loaded:
-            loaded[spec] = create_model(spec, cache=store, device=resolve_device(device))
-        return loaded[spec]
-
+    on = resolve_device(device)
+    models = ResidentModels(
+        lambda spec: create_model(spec, cache=store, device=on), resident_budget(torch.device(on), max_resident)
+    )
     per_item = measure_items(
         list(dict.fromkeys(measures)),
         transfer,
         images,
-        model_of,
+        models,
         store,
         settings["attack"]["eps"],
         settings["seed"],
@@ -94,9 +106,8 @@ def compute_measures(
     for measure, matrix in matrices.items():
         atomic_write_text(out / f"measure_{measure}.csv", matrix.to_csv(float_format="%.9f"))
     if len(names) >= 3:
-        every_pair = matrix_correlations(
-            {"sat": run.sat, **matrices}
-        )  # the scatter shows them all; the CSV those with SAT
+        # the scatter shows them all; the CSV those with SAT
+        every_pair = matrix_correlations({"sat": run.sat, **matrices})
         correlations = every_pair[every_pair.a == "sat"].reset_index(drop=True)
         atomic_write_text(out / "measure_correlations.csv", correlations.to_csv(index=False, float_format="%.6g"))
         comparison = comparison_table(
@@ -181,15 +192,33 @@ def measure_matrix(measure: str, items: Any) -> np.ndarray:
         return np.nanmean(items, axis=-1)
 
 
-def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_size) -> dict[str, Any]:
+def measure_items(
+    measures: list[str],
+    transfer: TransferResult,
+    images: ImageSet,
+    model_of: ResidentModels,
+    store: CacheStore,
+    eps: float,
+    seed: int,
+    batch_size: int | str,
+) -> dict[str, Any]:
     """Per-item values of each measure, the raw material of its matrix and of its spread.
 
     [N, N, items] arrays (images, or planes for ``regions``) whose mean over items is
     the matrix; for ``cka`` the per-model feature matrices instead, memory-mapped from the cache.
+    ``model_of`` loads the models within its budget.
     """
 
-    def sized(spec: str, purpose: Purpose = "evaluate") -> int:
-        return batch_size_for(model_of(spec), batch_size, purpose, tuple(images.images.shape[1:]), len(images), store)
+    def sized(model: SimModel, purpose: Purpose = "evaluate") -> int:
+        return batch_size_for(model, batch_size, purpose, tuple(images.images.shape[1:]), len(images), store)
+
+    def features_of(spec: str) -> Iterator[np.ndarray]:
+        model = model_of(spec)
+        return feature_batches(model, images.images, sized(model))
+
+    def planes_of(spec: str) -> dict[str, np.ndarray]:
+        model = model_of(spec)
+        return {"labels": regions.region_labels(model, images.images, triplets, batch_size=sized(model))}
 
     specs, fingerprints = transfer.specs, transfer.fingerprints
     labels = torch.as_tensor(transfer.labels)
@@ -199,9 +228,8 @@ def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_
     for measure in measures:
         if measure == "disagreement":
             pred = transfer.clean_pred
-            out[measure] = (
-                pred[:, None, :] != pred[None, :, :]
-            )  # bool: 69 models x 50,000 images would be 1.9 GB as floats
+            # bool: 69 models x 50,000 images would be 1.9 GB as floats
+            out[measure] = pred[:, None, :] != pred[None, :, :]
         elif measure == "error-consistency":
             out[measure] = correct  # kappa is not a mean over images; see measure_matrix
         elif measure == "cka":
@@ -213,7 +241,7 @@ def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_
                     "features",
                     (len(images), -1),
                     np.float32,
-                    lambda spec=spec: feature_batches(model_of(spec), images.images, sized(spec)),
+                    lambda spec=spec: features_of(spec),
                 ).mapped("features")
                 for spec, fp in zip(specs, fingerprints)
             ]
@@ -224,36 +252,50 @@ def measure_items(measures, transfer, images, model_of, store, eps, seed, batch_
                 store.get_or_compute(
                     "regions",
                     digest("regions", fp, images.fingerprint, setting),
-                    lambda spec=spec: {
-                        "labels": regions.region_labels(model_of(spec), images.images, triplets, batch_size=sized(spec))
-                    },
+                    lambda spec=spec: planes_of(spec),
                 )["labels"]
                 for spec, fp in zip(specs, fingerprints)
             ]
             out[measure] = regions.region_agreement(planes)
         else:  # boundary
             reach, points = 4 * eps, boundary.DEFAULT_POINTS
+
+            def boundary_along(source: str, todo: list[int]) -> dict[int, np.ndarray]:
+                """Distances of the targets ``todo`` along ``source``'s directions: the images streamed once past the
+                source and each group of targets that fits beside it (one group where all fit)."""
+                found: dict[int, np.ndarray] = {}
+                along = model_of(source)
+                group: list[tuple[int, SimModel]] = []
+                held = weight_bytes(along)
+                for k, u in enumerate(todo):
+                    target = along if specs[u] == source else model_of(specs[u])
+                    group.append((u, target))
+                    held += weight_bytes(target) if target is not along else 0
+                    full = len(group) + 1 >= model_of.budget.models or held >= model_of.budget.bytes
+                    if full or k == len(todo) - 1:
+                        rows = boundary.boundary_distances(
+                            along,
+                            [m for _, m in group],
+                            images.images,
+                            labels,
+                            reach,
+                            points,
+                            sized(along, "attack"),
+                            [sized(m) for _, m in group],
+                        )
+                        found.update(zip([v for v, _ in group], rows))
+                        group, held = [], weight_bytes(along)
+                return found
+
             distances = np.empty((len(specs), len(specs), len(images)))
             for s, (source, fp_s) in enumerate(zip(specs, fingerprints)):
                 keys = [digest("boundary", fp_s, fp_t, images.fingerprint, reach, points) for fp_t in fingerprints]
                 computed: dict[int, np.ndarray] = {}
 
                 def compute(t: int, source: str = source, keys: list[str] = keys, computed: dict = computed) -> dict:
-                    if (
-                        t not in computed
-                    ):  # one streamed pass along the source's directions serves every target still missing
+                    if t not in computed:
                         todo = [u for u in range(len(specs)) if u == t or not store.contains("boundary", keys[u])]
-                        found = boundary.boundary_distances(
-                            model_of(source),
-                            [model_of(specs[u]) for u in todo],
-                            images.images,
-                            labels,
-                            reach,
-                            points,
-                            sized(source, "attack"),
-                            [sized(specs[u]) for u in todo],
-                        )
-                        computed.update(zip(todo, found))
+                        computed.update(boundary_along(source, todo))
                     return {"distance": computed.pop(t)}
 
                 for t in range(len(specs)):

@@ -285,9 +285,8 @@ def _clean_logits(
     from archsim.models import prepare
     from archsim.transfer.stages import cache_clean_logits
 
-    model = prepare(
-        create_model(spec, cache=store, device=device), precision
-    )  # prepared as its attack task prepares it
+    # prepared as its attack task prepares it
+    model = prepare(create_model(spec, cache=store, device=device), precision)
     if model.fingerprint != fingerprint:
         raise ArchsimError(f"model {spec} has other weights than when the run was made; rerun the run")
     cache_clean_logits(model, images, store, batch_size, precision)

@@ -43,6 +43,12 @@ class Attack(ABC):
         """Every setting that changes the result; enters cache keys and config.json."""
         return {"name": self.name, "eps": self.eps}
 
+    @property
+    def passes(self) -> int:
+        """Forward and backward passes the attack runs per image (steps, times the samples around each step)."""
+        config = self.config()
+        return int(config.get("steps", 1)) * (1 + int(config.get("samples", 0)))
+
     @abstractmethod
     def perturb(
         self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: "NoiseSource | None"
@@ -159,9 +165,8 @@ def copy_to_host(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
     host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
     host.copy_(tensor, non_blocking=True)
     copied = torch.cuda.Event()
-    copied.record(
-        torch.cuda.current_stream(tensor.device)
-    )  # the copy's stream, also where the tensor is not on the current GPU
+    # the copy's stream, also where the tensor is not on the current GPU
+    copied.record(torch.cuda.current_stream(tensor.device))
 
     def wait() -> torch.Tensor:
         copied.synchronize()

@@ -134,9 +134,8 @@ def pair_transferability(
         per_image = alpha_1(cross, own_b)
         row[f"alpha_1_{direction}"] = float(np.nanmean(per_image))
         row[f"alpha_2_{direction}"] = alpha_2(own_a, cross)
-        row[f"alpha_combined_{direction}"] = alpha_2(
-            own_a, cross, per_image
-        )  # images without an alpha_1 left out, as in its mean
+        # images without an alpha_1 left out, as in its mean
+        row[f"alpha_combined_{direction}"] = alpha_2(own_a, cross, per_image)
         row[f"alpha_product_{direction}"] = row[f"alpha_1_{direction}"] * row[f"alpha_2_{direction}"]
     row["target_adv_loss"] = float(torch.nn.functional.cross_entropy(t_on_s, y))
     fooled_t = (t_on_s.argmax(-1) != y).numpy()

@@ -95,9 +95,8 @@ def boundary_gap(distances: np.ndarray, valid: np.ndarray) -> np.ndarray:
     the images both classify correctly (NaN elsewhere)."""
     # Only the gaps along a pair's own directions enter, so [N, N, M] arrays suffice; the gaps along every
     # source ([N, N, N, M]) would be 131 GB for 69 models on 50,000 images.
-    own = distances[
-        np.arange(len(distances)), np.arange(len(distances))
-    ]  # [a, M]: a's distance along its own directions
+    # [a, M]: a's distance along its own directions
+    own = distances[np.arange(len(distances)), np.arange(len(distances))]
     along_a = np.abs(own[:, None, :] - distances)  # [a, b, M]: |d_a - d_b| along a's directions
     gap = along_a + along_a.transpose(1, 0, 2)  # the transpose is the gap along b's
     del along_a

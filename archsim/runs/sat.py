@@ -191,9 +191,8 @@ def run_sat(
             settings["keep_going"] = True
         if attack_seeds > 1:
             settings["attack_seeds"] = attack_seeds
-        with (
-            RunFolder(out_dir).claim(settings) if out_dir is not None else nullcontext()
-        ):  # held until the last file is written
+        # held until the last file is written
+        with RunFolder(out_dir).claim(settings) if out_dir is not None else nullcontext():
             # Folder and npz data go into the cache and are read from there in batches: sets larger than memory run.
             images = load_data(data, split="eval", n_images=n_images, seed=seed, store=store)
             started = time.perf_counter()

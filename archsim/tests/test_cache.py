@@ -58,11 +58,12 @@ def test_streamed_entry_round_trips_in_any_batches_and_reads_like_any_entry(tmp_
         "adv", "ab12", "images", rows.shape, np.uint8, produce, lambda: {"note": np.array("done")}
     )
     again = store.get_or_stream("adv", "ab12", "images", rows.shape, np.uint8, produce)
+    # the second call checks the entry and computes nothing
     assert (store.misses, store.hits, len(produced)) == (
         1,
         1,
         5,
-    )  # the second call checks the entry and computes nothing
+    )
     assert entry.shape("images") == rows.shape and str(again.array("note")) == "done"
     for batch_size in (1, 7, 300, 1000):
         batches = list(again.batches("images", batch_size))
@@ -151,10 +152,11 @@ def test_a_long_loop_writes_a_line_at_a_steady_rate_to_a_log(monkeypatch, capsys
     monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
     assert list(progress.steps(iter(range(3)), "attack m", 3, per_step=8)) == [0, 1, 2]
     lines = capsys.readouterr().err.splitlines()
+    # none once done
     assert [line.split(",")[0] for line in lines] == [
         "attack m: 1/3 batches",
         "attack m: 2/3 batches",
-    ]  # none once done
+    ]
     assert all(" images/s, about " in line and line.endswith(" s left") for line in lines)
     monkeypatch.setattr(progress, "LOG_EVERY_S", 3600.0)
     list(progress.steps(iter(range(3)), "attack m", 3))

@@ -235,9 +235,8 @@ def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.filterwarnings(
-    "ignore:digits-eval's images are 32x32 px, far below"
-)  # resnet18 takes 224 px: said, and meant here
+# resnet18 takes 224 px: said, and meant here
+@pytest.mark.filterwarnings("ignore:digits-eval's images are 32x32 px, far below")
 def test_a_run_that_failed_on_its_input_does_not_keep_its_folder(tmp_path, cache_dir, capsys):
     """The failed run claimed --out (settings.json) but wrote no result: the corrected run may take the folder."""
     out = tmp_path / "o"
@@ -374,9 +373,8 @@ def test_bf16_run_is_recorded_and_cached_apart_from_fp32(tmp_path, cache_dir, ca
     bf16_entries = {tuple(line.split("/", 1)) for line in (out / "cache_entries.txt").read_text().split()}
     fp32 = run_sat(["zoo:resnet-s0", "zoo:resnet-s1"], n_images=40, steps=10, rel_step=0.2, n_boot=0, cache=cache_dir)
     computed = {entry for entry in fp32.cache_used if entry[0] in ("adv", "pred")}
-    assert (
-        len(computed) == 8 and not computed & bf16_entries
-    )  # 2 clean + 2 adversarial sets + 4 predictions, none shared
+    # 2 clean + 2 adversarial sets + 4 predictions, none shared
+    assert len(computed) == 8 and not computed & bf16_entries
     bf16_sat = pd.read_csv(out / "sat.csv", index_col=0).to_numpy()
     assert np.abs(bf16_sat - fp32.sat.to_numpy()).max() < 0.5
 

@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -57,12 +58,22 @@ _MIN_TIMED_RUNS = 3
 _MIN_TIMED_SECONDS = 0.01
 
 
+TRIAL_RUNS = 4
+"""Runs of the work in one trial, its warm-up included: what a trial costs where its own time is not given."""
+
+
 @dataclass(frozen=True)
 class Trial:
-    """One batch size tried: seconds per batch, and the peak memory it took (None where unmeasured)."""
+    """One batch size tried: seconds per batch, the peak memory it took (None where unmeasured), and the wall
+    seconds the whole trial took (None: :data:`TRIAL_RUNS` batches)."""
 
     seconds: float
     peak_bytes: int | None
+    cost: float | None = None
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.cost if self.cost is not None else TRIAL_RUNS * self.seconds
 
 
 class OutOfMemory(Exception):
@@ -75,6 +86,7 @@ def search_batch_size(
     budget: int | None,
     min_gain: float = MIN_GAIN,
     extra_bytes_per_image: int = 0,
+    work: int | None = None,
 ) -> int:
     """The batch size to use, from trials at 1, 2, 4, ... up to ``limit`` images.
 
@@ -90,31 +102,49 @@ def search_batch_size(
         How much faster per image a larger batch must be to be chosen.
     extra_bytes_per_image : int
         Memory the caller keeps per image beside the trial's own peak.
+    work : int, optional
+        Images (times passes) the chosen batch size will serve. The search then tries a
+        larger size only if that pays: if its trial would cost less than the time it
+        could save on the work, were the rate to grow again by the factor of the better
+        of the last two doublings. None: no such limit.
 
     Returns
     -------
     int
         The smallest batch size that no larger one tried beat by ``min_gain``. The
         growth stops at the first size that does not fit, would not fit by the
-        memory measured so far, or after two sizes in a row without such a gain.
+        memory measured so far, after two sizes in a row without such a gain, or
+        where the next trial would cost more than it could save.
     """
     if limit < 1:
         raise ValueError(f"limit must be positive, got {limit}")
     sizes = [1 << k for k in range(limit.bit_length()) if 1 << k < limit] + [limit]
     best, best_rate, misses = 0, 0.0, 0
+    rates: list[float] = []
+    last = 0.0  # wall seconds of the last trial
     measured: list[tuple[int, int]] = []  # (batch, peak bytes)
-    for size in sizes:
+    for previous, size in zip([0, *sizes], sizes):
         if budget is not None and measured and _predicted_peak(measured, size, extra_bytes_per_image) > budget:
             break
+        # A trial's time grows with its batch: the next one costs about the last one scaled by the sizes. At best it
+        # speeds the work up as much as the better of the last two doublings did (rates level off as a device fills;
+        # two, so that one noisy timing does not end the search). Where neither gained (on a CPU 2 images often run
+        # slower than 1), the rule of two misses decides.
+        if work is not None and len(rates) >= 2:
+            gain = max(rates[-1] / rates[-2], rates[-2] / rates[-3] if len(rates) >= 3 else 0.0)
+            if gain > 1 and last * size / previous > work / best_rate * (1 - 1 / gain):
+                break
         try:
             result = trial(size)
         except OutOfMemory:
             break
+        last = result.wall_seconds
         if result.peak_bytes is not None:
             if budget is not None and result.peak_bytes + extra_bytes_per_image * size > budget:
                 break
             measured.append((size, result.peak_bytes))
         rate = size / result.seconds
+        rates.append(rate)
         if rate > best_rate * (1 + min_gain):
             best, best_rate, misses = size, rate, 0
         else:
@@ -145,11 +175,16 @@ def batch_size_for(
     n_images: int,
     store: CacheStore | None = None,
     precision: str = "fp32",
+    work: int | None = None,
 ) -> int:
     """``batch_size`` if a number; for ``"auto"`` the size searched on ``model`` (cached in ``store``).
 
     ``purpose`` is ``"attack"`` (forward and input gradient) or ``"evaluate"``
     (forward under inference mode) on uint8 images of ``image_shape`` [C, H, W].
+    ``work``: the passes of one image the batch will serve in all (e.g. images x
+    attack steps); the search tries a larger size only where it can pay for itself
+    on that work (:func:`search_batch_size`), and its choice is kept per order of
+    magnitude of ``work``.
     """
     batch_size = check_batch_size(batch_size)
     if batch_size != AUTO:
@@ -162,14 +197,17 @@ def batch_size_for(
 
     def search() -> dict[str, np.ndarray]:
         trial = _trial_on(model, purpose, tuple(image_shape), precision)
-        return {"batch_size": np.array(search_batch_size(trial, limit, budget, extra_bytes_per_image=state_bytes))}
+        chosen = search_batch_size(trial, limit, budget, extra_bytes_per_image=state_bytes, work=work)
+        return {"batch_size": np.array(chosen)}
 
     if store is None:
-        return int(search()["batch_size"])
+        return int(_timed(search)["batch_size"])
     # The architecture, not the weights: speed and memory do not depend on the values of the weights.
     # The layout changes which sizes run fastest; named only when channels-last, so earlier contiguous choices stay
     # valid.
     layout = ("channels-last",) if model.channels_last else ()
+    # A search for a larger job may go further: a larger batch saves more on it.
+    scale = () if work is None else ({"work": int(math.log10(max(work, 1)))},)
     key = digest(
         "batch size",
         model.architecture_id,
@@ -180,16 +218,34 @@ def batch_size_for(
         MIN_GAIN,
         _device_description(device),
         *layout,
+        *scale,
     )
     # Read and written around the store's counters and without a lock: a batch size is a way to compute results,
     # not one of them, and two processes that search at once both find a valid size.
     found = store.get("batch", key)
     if found is None:
-        found = search()
+        found = _timed(search)
         store.put("batch", key, found)
     else:
         store.touch("batch", key)  # so `cache prune --older-than` keeps choices still in use
     return int(found["batch_size"])
+
+
+_searching = [0.0]  # seconds this process has spent searching batch sizes
+
+
+def search_seconds() -> float:
+    """Seconds this process has spent in batch-size searches so far: a stage subtracts them from its own time, so
+    that its rates are those of the work, and reports them apart."""
+    return _searching[0]
+
+
+def _timed(search: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    began = time.perf_counter()
+    try:
+        return search()
+    finally:
+        _searching[0] += time.perf_counter() - began
 
 
 @dataclass(frozen=True)
@@ -209,6 +265,47 @@ def resident_budget(device: torch.device, max_resident: int | str = AUTO) -> Res
         return ResidentBudget(int(max_resident), 1 << 62)
     budget = memory_budget(device)
     return ResidentBudget(1 << 30, max(1, int(budget * RESIDENT_SHARE)) if budget is not None else UNKNOWN_MEMORY_BYTES)
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of a model's parameters and buffers: what keeping it resident costs before any batch."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+class ResidentModels:
+    """Models loaded on first use and kept while they fit ``budget``; the least recently used leave first.
+
+    Parameters
+    ----------
+    load : callable
+        Makes the model of a spec.
+    budget : ResidentBudget
+        At most ``budget.models`` models, and no more once their weights reach ``budget.bytes``
+        (:func:`resident_budget`); the model just asked for always stays.
+    """
+
+    def __init__(self, load: Callable[[str], SimModel], budget: ResidentBudget) -> None:
+        self.budget = budget
+        self.loads = 0
+        """Models loaded so far: more than the specs asked for when the budget made some leave."""
+        self._load = load
+        self._held: OrderedDict[str, tuple[SimModel, int]] = OrderedDict()
+
+    def __call__(self, spec: str) -> SimModel:
+        if spec in self._held:
+            self._held.move_to_end(spec)
+            return self._held[spec][0]
+        model = self._load(spec)
+        self.loads += 1
+        self._held[spec] = (model, weight_bytes(model))
+        while len(self._held) > 1 and (len(self._held) > self.budget.models or self.held_bytes > self.budget.bytes):
+            self._held.popitem(last=False)
+        return model
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of the weights of the models held now."""
+        return sum(size for _, size in self._held.values())
 
 
 def _trial_on(
@@ -233,6 +330,7 @@ def _trial_on(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
 
+        began = time.perf_counter()
         try:
             peak = peak_memory(device, step)  # also the warm-up: first calls at a size allocate and pick kernels
             # The fastest of several runs: the first ones at a new size still grow the allocator's pools,
@@ -245,7 +343,7 @@ def _trial_on(
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()  # what the failed batch reserved is not counted as free by the next search
             raise OutOfMemory from None
-        return Trial(min(times), peak)
+        return Trial(min(times), peak, time.perf_counter() - began)
 
     return trial
 

@@ -46,7 +46,7 @@ from archsim.models import (
     train_zoo,
 )
 from archsim.specs import AUTO
-from archsim.transfer.batching import batch_size_for, resident_budget
+from archsim.transfer.batching import batch_size_for, resident_budget, search_seconds, weight_bytes
 
 if TYPE_CHECKING:
     from archsim.engines import Engine
@@ -197,7 +197,9 @@ def cache_clean_logits(
 
     def logits() -> Iterator[np.ndarray]:
         # Searched only when something is computed: a run found in the cache measures nothing.
-        size = batch_size_for(model, batch_size, "evaluate", tuple(data.images.shape[1:]), len(data), store, precision)
+        size = batch_size_for(
+            model, batch_size, "evaluate", tuple(data.images.shape[1:]), len(data), store, precision, work=len(data)
+        )
         return (rows.numpy() for rows in predict_stream(model, data.batches(size)))
 
     with precision_context(model.device, precision):
@@ -226,21 +228,27 @@ def attack_source(
 
     def adversarial_set() -> Iterator[np.ndarray]:
         # Searched only when something is computed: a run found in the cache measures nothing.
-        size = batch_size_for(model, batch_size, "attack", tuple(data.images.shape[1:]), len(data), store, precision)
+        work = len(data) * attack.passes
+        size = batch_size_for(
+            model, batch_size, "attack", tuple(data.images.shape[1:]), len(data), store, precision, work
+        )
         return (
             adv.numpy()
             for adv in attack.stream(model, data.batches(size), data.labels, seed, size, f"attack {model.name}")
         )
 
-    began = time.perf_counter()
+    began, searched = time.perf_counter(), search_seconds()
     clean_key, computed = cache_clean_logits(model, data, store, batch_size, precision)
-    timing["clean_s"] = time.perf_counter() - began if computed else 0.0
+    clean_search = search_seconds() - searched
+    timing["clean_s"] = time.perf_counter() - began - clean_search if computed else 0.0
     with precision_context(device, precision):
         key = adv_key(model.fingerprint, data, attack, seed, precision)
-        began, misses = time.perf_counter(), store.misses
+        began, misses, searched = time.perf_counter(), store.misses, search_seconds()
         # Checked, not just found: a damaged set is found and recomputed here, while the source is loaded.
         store.get_or_stream("adv", key, "images", tuple(data.images.shape), np.uint8, adversarial_set)
-        timing["attack_s"] = time.perf_counter() - began if store.misses > misses else 0.0
+        attack_search = search_seconds() - searched
+        timing["attack_s"] = time.perf_counter() - began - attack_search if store.misses > misses else 0.0
+    timing["search_s"] = clean_search + attack_search
     card = describe(model) if describe is not None else None
     info = {**model.info, "architecture": model.architecture_id}
     return SourceOutcome(model.name, model.fingerprint, info, card, key, clean_key, timing)
@@ -430,7 +438,7 @@ def evaluate_targets(
             else:
                 predictions[t][s][mask] = found["pred"][mask]
         todo.append(missing)
-    timings = [{"load_s": 0.0, "evaluate_s": 0.0, "images": 0} for _ in targets]
+    timings = [{"load_s": 0.0, "evaluate_s": 0.0, "search_s": 0.0, "images": 0} for _ in targets]
     cost = {"bytes": 0, "evaluated": 0, "groups": 0}
     budget = resident_budget(torch.device(device), max_resident)
     group: list[tuple[int, SimModel]] = []
@@ -493,9 +501,12 @@ def _evaluate_group(
     """Stream every set that some resident target lacks past those targets, once; store what they predict."""
     cost["groups"] += 1
     n_images = len(predictions[group[0][0]][0])
-    sizes = {
-        t: batch_size_for(model, batch_size, "evaluate", image_shape, n_images, store, precision) for t, model in group
-    }
+    sizes = {}
+    for t, model in group:
+        searched = search_seconds()
+        work = int(sum(needed[t][s].sum() for s in todo[t]))
+        sizes[t] = batch_size_for(model, batch_size, "evaluate", image_shape, n_images, store, precision, work)
+        timings[t]["search_s"] += search_seconds() - searched
     read_size = max(sizes.values())
     for s in sorted({s for t, _ in group for s in todo[t]}):
         members = [(t, model) for t, model in group if s in todo[t]]
@@ -559,11 +570,6 @@ class _Rebatcher:
                 to_device(torch.from_numpy(np.ascontiguousarray(batch)), self.model.device).float().div_(255.0)
             ).float()
             self.outputs.append(logits.argmax(-1))
-
-
-def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of a model's parameters and buffers: what keeping it resident costs before any batch."""
-    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
 def target_groups(n_targets: int, slots: int) -> list[list[int]]:
@@ -679,11 +685,13 @@ def run_transfer(
             "load_s": [s.timing.get("load_s", 0.0) for s in sources],
             "clean_s": [s.timing.get("clean_s", 0.0) for s in sources],
             "attack_s": [s.timing.get("attack_s", 0.0) for s in sources],
+            "search_s": [s.timing.get("search_s", 0.0) for s in sources],
             "attack_image_steps_per_s": [
                 len(data) * steps / s.timing["attack_s"] if s.timing.get("attack_s") else np.nan for s in sources
             ],
             "evaluate_load_s": [t["load_s"] for t in timings],
             "evaluate_s": [t["evaluate_s"] for t in timings],
+            "evaluate_search_s": [t["search_s"] for t in timings],
             "evaluated_images": [t["images"] for t in timings],
             "evaluate_images_per_s": [t["images"] / t["evaluate_s"] if t["evaluate_s"] else np.nan for t in timings],
         }

@@ -30,9 +30,8 @@ def snapshot(folder):
 
 
 def test_add_equals_a_full_recompute_and_costs_one_attack(three_run, cache_dir, tmp_path):
-    create_model(
-        "zoo:resnet-s2", cache=CacheStore(cache_dir)
-    )  # trained beforehand, so the misses below are the add's own
+    # trained beforehand, so the misses below are the add's own
+    create_model("zoo:resnet-s2", cache=CacheStore(cache_dir))
     newcomer = add_model(three_run, "zoo:resnet-s2", out=tmp_path / "added", cache=cache_dir)
     # One attack and its clean pass, the newcomer on 3 old sets + its own, 3 old models on the new set,
     # and the clean logits of the four models stacked into one entry.

@@ -28,9 +28,8 @@ from archsim.tests.test_resilience import entries, kill_when
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-pytestmark = (
-    pytest.mark.slow
-)  # real multi-node clusters: about two minutes; make test runs them, make test-fast does not
+# real multi-node clusters: about two minutes; make test runs them, make test-fast does not
+pytestmark = pytest.mark.slow
 
 ZOO = ["zoo:resnet-s0", "zoo:resnet-s1", "zoo:convnext"]
 # fp32 named: on the cluster with (fake) GPUs, --precision auto would choose bf16, the default on CUDA.

@@ -263,7 +263,7 @@ def test_measures_read_a_set_in_the_cache_as_one_in_memory(tmp_path):
     assert ((streamed > 0) & (streamed <= 0.2)).any()  # some labels flip inside the reach: the check is not vacuous
 
 
-def test_boundary_of_a_run_on_a_set_in_the_cache(tmp_path):
+def test_boundary_of_a_run_on_a_set_in_the_cache(tmp_path, monkeypatch):
     """``archsim measures`` reads an npz run's set from the cache; each source's single streamed pass
     fills every target still missing, and a lost entry is made again to the same matrix."""
     from archsim.api import compute_measures
@@ -286,9 +286,8 @@ def test_boundary_of_a_run_on_a_set_in_the_cache(tmp_path):
             reader[1].weight.copy_(0.1 * torch.from_numpy(masks.reshape(4, -1)) + 0.05 * torch.randn(4, 3 * 12 * 12))
             reader[1].bias.zero_()
     specs, store, run = saved_run(tmp_path, readers, side=12, steps=2, batch_size=5)
-    with pytest.warns(
-        UserWarning, match="sat and boundary: 3 model pairs .* constant in one"
-    ):  # every reader is fooled alike
+    # every reader is fooled alike
+    with pytest.warns(UserWarning, match="sat and boundary: 3 model pairs .* constant in one"):
         first = compute_measures(tmp_path / "run", ["boundary"], device="cpu", batch_size=5, cache=store)["boundary"]
 
     memory = load_data(f"npz:{tmp_path / 'set.npz'}")
@@ -310,9 +309,8 @@ def test_boundary_of_a_run_on_a_set_in_the_cache(tmp_path):
     correct = run.transfer.clean_correct
     expected = np.nanmean(boundary_gap(distances, correct[:, None] & correct[None, :]), axis=-1)
     assert run.transfer.clean_correct.all() and np.allclose(first.to_numpy(), expected)
-    assert ((distances > 0) & (distances <= 4 * eps)).mean() > 0.2 and expected[
-        0, 1
-    ] > 0  # boundaries inside the reach, not alike
+    # boundaries inside the reach, not alike
+    assert ((distances > 0) & (distances <= 4 * eps)).mean() > 0.2 and expected[0, 1] > 0
 
     entries = [entry for entry in store.entries() if entry["kind"] == "boundary"]
     assert len(entries) == 9
@@ -321,6 +319,26 @@ def test_boundary_of_a_run_on_a_set_in_the_cache(tmp_path):
     with pytest.warns(UserWarning, match="constant in one"):
         second = compute_measures(tmp_path / "run", ["boundary"], device="cpu", batch_size=5, cache=again)["boundary"]
     assert again.misses == 1 and np.array_equal(first.to_numpy(), second.to_numpy(), equal_nan=True)
+
+    # One model resident at a time (a zoo larger than memory): each target in its own streamed pass, the same matrix.
+    from archsim.measures import boundary
+
+    groups = []
+    streamed = boundary.boundary_distances
+    monkeypatch.setattr(boundary, "boundary_distances", lambda s, t, *a: groups.append(len(t)) or streamed(s, t, *a))
+    for entry in [e for e in again.entries() if e["kind"] == "boundary"]:
+        again.remove("boundary", entry["key"])
+    with pytest.warns(UserWarning, match="constant in one"):
+        apart = compute_measures(
+            tmp_path / "run", ["boundary"], device="cpu", batch_size=5, cache=again, max_resident=1
+        )
+    assert groups == [1] * 9 and np.array_equal(first.to_numpy(), apart["boundary"].to_numpy(), equal_nan=True)
+    groups.clear()
+    for entry in [e for e in again.entries() if e["kind"] == "boundary"]:
+        again.remove("boundary", entry["key"])
+    with pytest.warns(UserWarning, match="constant in one"):
+        compute_measures(tmp_path / "run", ["boundary"], device="cpu", batch_size=5, cache=again)
+    assert groups == [3, 3, 3]  # all resident: one pass per source
 
 
 def test_cka_of_a_run_streams_its_features_into_the_cache(tmp_path, monkeypatch):

@@ -122,9 +122,8 @@ def test_training_regimes_come_from_the_weights(tmp_path):
     ]
     path = tmp_path / "r18.pth"
     torch.save(models["a"].net.state_dict(), path)
-    assert (
-        "regime" not in create_model(f"timm:resnet18,checkpoint={path},num_classes=3", cache=cache).info
-    )  # archsim cannot know
+    # archsim cannot know
+    assert "regime" not in create_model(f"timm:resnet18,checkpoint={path},num_classes=3", cache=cache).info
     # ... unless the user says: labels that change no weights.
     labelled = create_model(
         f"timm:resnet18,checkpoint={path},num_classes=3,regime=cutmix,seed=4,name=mine", cache=cache
@@ -217,9 +216,8 @@ def test_pretrained_weights_out_of_reach_fail_in_seconds(spec, monkeypatch, tmp_
 
     from archsim.models import sources
 
-    monkeypatch.setenv(
-        "HF_ENDPOINT", "http://127.0.0.1:9"
-    )  # nothing listens: refused at once, with or without a network
+    # nothing listens: refused at once, with or without a network
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(sources, "_UNREACHABLE", {"download.pytorch.org": "refused by the test"})

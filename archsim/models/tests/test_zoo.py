@@ -64,9 +64,8 @@ def test_adversarial_training_batches_are_pgd_images_of_the_model_in_training():
     assert (adv - x).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     model.eval()
     loss = nn.functional.cross_entropy
-    assert (
-        loss(model(adv), y, reduction="none") > loss(model(x), y, reduction="none")
-    ).all()  # made against this model
+    # made against this model
+    assert (loss(model(adv), y, reduction="none") > loss(model(x), y, reduction="none")).all()
     assert torch.equal(net[1].running_mean, stats)  # made in eval mode: the batch statistics are untouched
     assert not adv.requires_grad and all(p.requires_grad for p in net.parameters())
     model.train()

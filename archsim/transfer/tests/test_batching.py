@@ -67,6 +67,36 @@ def test_search_finds_an_optimum_in_the_middle_as_on_a_cpu():
     assert search_batch_size(trial, 64, None) == 4 and tried == [1, 2, 4, 8, 16]
 
 
+def test_search_stops_where_the_next_trial_would_cost_more_than_it_can_save():
+    # Rate grows linearly (a GPU far from busy): each trial takes TRIAL_RUNS x 1 s = 4 s, whatever the size.
+    rates = {size: float(size) for size in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)}
+    trial, tried = _curve(rates)
+    assert search_batch_size(trial, 1024, None) == 1024 and len(tried) == 11  # no work given: no limit
+    # 1,000 images of work: at s images/s, another doubling could save 1000 / s * (1 - 1/2) = 500 / s seconds, and
+    # its trial is predicted at twice the last (8 s): worth it after 32 (15.6 s) and 64 (7.8 s is less than 8: stop).
+    trial, tried = _curve(rates)
+    assert search_batch_size(trial, 1024, None, work=1000) == 64 and tried[-1] == 64
+    # A large job searches on to the limit.
+    trial, tried = _curve(rates)
+    assert search_batch_size(trial, 1024, None, work=10**9) == 1024
+    # A device filling up: 128 -> 256 gains 10 %, so one more doubling could save at most 9 % of the work.
+    saturating = {1: 10, 2: 20, 4: 40, 8: 80, 16: 160, 32: 320, 64: 600, 128: 1000, 256: 1100, 512: 1150, 1024: 1150}
+    trial, tried = _curve(saturating)
+    # 50,000 images at 1,100/s take 45 s; 9 % of that (4.1 s) pays for the 512 trial (predicted at 2 x 4 x 256 / 1,100
+    # = 1.9 s). The better of the last two gains is then 1.1 again, 3.7 s, and 1024's trial is predicted at 3.6 s:
+    # tried, it gains too little, and the search ends on its second miss.
+    assert search_batch_size(trial, 1024, None, work=50_000) == 256 and tried[-1] == 1024
+    trial, tried = _curve(saturating)
+    assert search_batch_size(trial, 1024, None, work=30_000) == 256 and tried[-1] == 512  # 1024 could save 2.5 s
+    trial, tried = _curve(saturating)
+    # 2,000 images: after 128 (1.67x over 64), 256 could save 0.8 s, and its trial would take 1.0 s.
+    assert search_batch_size(trial, 1024, None, work=2_000) == 128 and tried[-1] == 128
+    # The wall time a trial reports is what counts (a GPU's first call at a size picks its kernels).
+    slow = {size: Trial(1.0 / size, None, cost=100.0) for size in (1, 2, 4)}
+    assert search_batch_size(lambda size: slow[size], 4, None, work=100) == 2
+    assert search_batch_size(lambda size: slow[size], 4, None, work=10**6) == 4
+
+
 def test_search_tries_the_limit_last_when_it_is_not_a_power_of_two():
     rates = {size: float(size) for size in (1, 2, 4, 8, 16, 32, 64, 100)}
     trial, tried = _curve(rates)
@@ -219,5 +249,38 @@ def test_a_run_with_auto_equals_one_with_a_fixed_batch(tmp_path, cache_dir):
     auto = run_transfer(SPECS, data, attack, auto_store, seed=2, batch_size="auto")
     assert np.array_equal(fixed.adv_pred, auto.adv_pred)
     assert np.allclose(fixed.clean_logits, auto.clean_logits, atol=1e-5)
-    # Searched per architecture and purpose: two models, attack and evaluation.
+    # Searched per architecture, purpose and order of magnitude of the work: two models, attack and evaluation (the
+    # clean pass, 45 images, and the evaluation, up to 90, share their order of magnitude).
     assert _choices(auto_store) == 4
+    # The searches' time is reported apart from the work's, and a rerun (choices cached) spends none.
+    assert (auto.timings.search_s > 0).all()
+    assert (fixed.timings.search_s == 0).all() and (fixed.timings.evaluate_search_s == 0).all()
+    searched = batching.search_seconds()
+    again = run_transfer(SPECS, data, attack, auto_store, seed=3, batch_size="auto")
+    assert batching.search_seconds() == searched and (again.timings.search_s == 0).all()
+
+
+def test_resident_models_keep_what_fits_and_let_the_least_recently_used_go():
+    from archsim.transfer.batching import ResidentBudget, ResidentModels, weight_bytes
+
+    sizes = {"a": 10, "b": 20, "c": 30, "d": 1000}
+    loaded: list[str] = []
+
+    def load(spec):
+        loaded.append(spec)
+        return torch.nn.Linear(sizes[spec], 1, bias=False)  # 4 bytes a weight
+
+    models = ResidentModels(load, ResidentBudget(models=3, bytes=4 * 60))
+    assert weight_bytes(models("a")) == 40
+    first_b = models("b")
+    models("a")  # a is now the most recently used
+    assert models("b") is first_b and loaded == ["a", "b"] and models.held_bytes == 4 * 30
+    models("c")  # 60 weights: over the budget by... nothing: 4 * 60 is allowed
+    assert loaded == ["a", "b", "c"] and models.held_bytes == 4 * 60
+    models("d")  # larger than the budget alone: it stays, every other leaves
+    assert models.held_bytes == 4 * 1000 and models.loads == 4
+    models("a")
+    assert loaded[-1] == "a" and models.loads == 5 and models.held_bytes == 4 * 10  # d left: a fits alone
+    count_bound = ResidentModels(load, ResidentBudget(models=1, bytes=1 << 40))
+    count_bound("a"), count_bound("b"), count_bound("a")
+    assert loaded[-3:] == ["a", "b", "a"] and count_bound.held_bytes == 40
