@@ -34,9 +34,9 @@ test-scale: $(STAMP)
 # The documentation site, built strictly (a broken link fails). Its own venv: mkdocs-material needs a newer
 # requests than torchattacks allows.
 DOCS_VENV := .venv-docs
-$(DOCS_VENV)/.installed:
+$(DOCS_VENV)/.installed: Makefile
 	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
-	$(DOCS_VENV)/bin/python -m pip install --quiet 'mkdocs>=1.6' 'mkdocs-material>=9.5'
+	$(DOCS_VENV)/bin/python -m pip install --quiet 'mkdocs>=1.6' 'mkdocs-material>=9.5' 'mkdocstrings[python]>=0.25'
 	touch $(DOCS_VENV)/.installed
 
 docs: $(DOCS_VENV)/.installed

@@ -23,6 +23,7 @@ import math
 import os
 import struct
 import tempfile
+import time
 import warnings
 import zipfile
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 import numpy as np
 from filelock import FileLock
 
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 
 # Bump when the layout of any cached payload changes: old entries then miss.
 FORMAT_VERSION = 1
@@ -116,13 +117,13 @@ class CacheStore:
         """Bytes read back from entries: checksums, loads, and the batches callers report (:meth:`count_read`)."""
         self._reported: set[Path] = set()
         if self.root.exists() and not self.root.is_dir():
-            raise ArchsimError(f"cache path {self.root} is a file; pass --cache a folder")
+            raise ParameterError("cache", f"cache path {self.root} is a file; pass {{}} a folder")
         # Made on the first write, possibly deep inside a task: what would keep it from being made is told now.
         existing = next(p for p in (self.root, *self.root.parents) if p.exists())
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             why = "is a file" if not existing.is_dir() else "is not writable"
-            raise ArchsimError(
-                f"cache path {self.root} cannot be made: {existing} {why}; pass --cache a folder you can write to"
+            raise ParameterError(
+                "cache", f"cache path {self.root} cannot be made: {existing} {why}; pass {{}} a folder you can write to"
             )
 
     def path(self, kind: str, key: str) -> Path:
@@ -370,6 +371,35 @@ class CacheStore:
             return 0
         path.with_suffix(".lock").unlink(missing_ok=True)
         return size
+
+    def prune(
+        self, older_than: float | None = None, run_dir: str | Path | None = None, dry_run: bool = False
+    ) -> tuple[int, int]:
+        """Remove the entries not used for ``older_than`` days, or those a run folder used (its
+        ``cache_entries.txt``); exactly one of the two. Returns the entries and bytes removed (with ``dry_run``,
+        that would be removed). Anything removed is recomputed when next needed."""
+        if (older_than is None) == (run_dir is None):
+            raise ParameterError("older_than", "give exactly one of {} DAYS or a run folder whose entries to remove")
+        if older_than is not None:
+            if not older_than >= 0:
+                raise ParameterError("older_than", f"must be 0 or more days, got {older_than}")
+            cutoff = time.time() - older_than * 86400
+            chosen = [(e["kind"], e["key"]) for e in self.entries() if e["last_used"] < cutoff]
+        else:
+            listing = Path(run_dir) / "cache_entries.txt"
+            if not listing.is_file():
+                raise ParameterError(
+                    "run_dir", f"{{}} {run_dir} has no cache_entries.txt; give a finished run's folder"
+                )
+            chosen = [tuple(line.split("/", 1)) for line in listing.read_text().split() if "/" in line]
+        freed = 0
+        for kind, key in chosen:
+            if dry_run:
+                path = self.path(kind, key)
+                freed += path.stat().st_size if path.exists() else 0
+            else:
+                freed += self.remove(kind, key)
+        return len(chosen), freed
 
     def contains(self, kind: str, key: str) -> bool:
         return self.path(kind, key).exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import traceback
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -13,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from archsim.engines import engine_for
-from archsim.errors import ArchsimError
-from archsim.specs import MAX_SEED, check_out_folder, model_list, quick_check_run
+from archsim.errors import ArchsimError, ParameterError
+from archsim.specs import MAX_SEED, model_list, quick_check_run
 
 
 class OnceCommand(click.Command):
@@ -40,6 +41,28 @@ class OnceCommand(click.Command):
                 seen[name] = opt
         return super().parse_args(ctx, args)
 
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ParameterError as error:  # the library names a Python parameter; here the user typed a flag
+            raise ArchsimError(error.naming(flag_of(ctx.command, error.parameter))) from error
+
+
+def flag_of(command: click.Command, parameter: str) -> str:
+    """The flag of ``command`` whose value is the Python ``parameter`` (``--run`` for ``run_dir``); where the command
+    has none (an option inside a spec, such as an attack's ``samples=``), the parameter's own name."""
+    for param in command.params:
+        if param.name == parameter and isinstance(param, click.Option):
+            return max(param.opts, key=len)
+    return parameter
+
+
+_show_traceback = [False]
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    _show_traceback[0] = value
+
 
 class ArchsimGroup(click.Group):
     command_class = OnceCommand
@@ -48,6 +71,14 @@ class ArchsimGroup(click.Group):
 
 @click.group(cls=ArchsimGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="archsim")
+@click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_debug,
+    help="Show the traceback of an error too (for a bug report), not only its one line.",
+)
 def cli() -> None:
     """Similarity of neural architectures by adversarial attack transferability (SAT)."""
 
@@ -353,21 +384,9 @@ def report(run_dir, cards, k, seed) -> None:
 @click.option("--cache", type=PATH, default=None, help="Cache folder (zoo weights).")
 def cards(specs, out, cache) -> None:
     """Extract model cards (SPEC §2.1) from the models' forward passes."""
-    from archsim.analysis.cards import cards_table
-    from archsim.analysis.extract import extract_card
-    from archsim.cache import CacheStore, atomic_write_text
-    from archsim.models import create_model
+    from archsim.analysis.extract import model_cards
 
-    if out.is_dir():
-        raise ArchsimError(f"--out {out} is a folder; give a CSV file name")
-    store = CacheStore(cache)
-    found = {}
-    for spec in model_list(specs):
-        model = create_model(spec, cache=store, device="cpu")
-        found[model.name] = extract_card(model)
-    table = cards_table(found)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, table.to_csv())
+    table = model_cards(list(specs), cache=cache, out=out)
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         click.echo(table.to_string())
     click.echo(f"wrote {out}")
@@ -580,41 +599,17 @@ def ensemble(run_dir, k, clusters, random_sets, out, device, batch_size, cache) 
 @rerun_options
 def select(run_dir, matrix, k, method, power, draws, seed, out, device, batch_size, cache) -> None:
     """Draw a diverse set of k models (SPEC §2.9) and compare the three samplers."""
-    from archsim.analysis import read_matrix
-    from archsim.applications.ensembles import set_scores
-    from archsim.applications.selection import compare_samplers, diverse_sample
-    from archsim.cache import atomic_write_text
+    from archsim.applications.selection import select_models
 
-    if (run_dir is None) == (matrix is None):
-        raise ArchsimError("give exactly one of --run DIR or --matrix FILE")
-    if draws <= 0:
-        raise ArchsimError(f"--draws must be positive, got {draws}")
-    score = None
-    if run_dir is not None:
-        from archsim.runs import load_run
-
-        run = load_run(run_dir, cache, device, batch_size)
-        similarity, t = run.sat, run.transfer
-
-        def score(members: list[str]) -> dict[str, float]:
-            scores = set_scores(t.clean_logits, t.labels, similarity.to_numpy(), members)
-            return {c: v for c, v in scores.items() if c != "mean_sat"}
-
-    else:
-        similarity = read_matrix(matrix)
-    picked = diverse_sample(similarity, k, method, seed, power)
-    click.echo(f"{method} draw of {k}: {', '.join(picked)}")
-    table = compare_samplers(similarity, k, draws, seed, score, power) if k >= 2 else None
-    if table is not None:
+    result = select_models(k, run_dir, matrix, method, power, draws, seed, out, device, batch_size, cache)
+    click.echo(f"{method} draw of {k}: {', '.join(result.picked)}")
+    if result.table is not None:
         click.echo(f"\nthe samplers over {draws} draws each:")
-        _show(table)
-        out = Path(out) if out is not None else (run_dir / "selection" if run_dir is not None else None)
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / "selection.csv", table.to_csv(index=False, float_format="%.6g"))
-            click.echo(f"wrote selection.csv to {out}")
-            if run_dir is not None and out == run_dir / "selection":
-                _refresh_report(run_dir)
+        _show(result.table)
+    if result.out is not None:
+        click.echo(f"wrote selection.csv to {result.out}")
+        if run_dir is not None and result.out == run_dir / "selection":
+            _refresh_report(run_dir)
 
 
 @cli.command()
@@ -718,22 +713,9 @@ def compare_matrices_command(matrices, out) -> None:
     """How far SAT matrices agree (e.g. your run against the SAT paper's SAT_release.csv): Pearson and
     Spearman correlation of the off-diagonal entries and their mean difference, on the models all of them
     name. MATRIX: a CSV in the sat.csv layout, or a run folder (its sat.csv)."""
-    from archsim.analysis import compare_matrices, read_matrix
+    from archsim.report.analyze import compare_matrix_files
 
-    if len(matrices) < 2:
-        raise ArchsimError("compare-matrices needs at least two matrices; give CSV files or run folders")
-    if out is not None:
-        check_out_folder(out)
-    read = {}
-    for path in matrices:
-        if path.is_dir() and not (path / "sat.csv").is_file():
-            raise ArchsimError(f"{path} is a folder without sat.csv; give a run folder or a CSV in the sat.csv layout")
-        if not path.exists():
-            raise ArchsimError(f"matrix {path} does not exist; give a CSV in the sat.csv layout or a run folder")
-        label = path.resolve().name if path.is_dir() else path.stem
-        label = label if label not in read else f"{label}-{len(read) + 1}"
-        read[label] = read_matrix(path / "sat.csv" if path.is_dir() else path, allow_nan=True)
-    table, aligned, left_out = compare_matrices(read)
+    table, aligned, left_out = compare_matrix_files(list(matrices), out)
     click.echo(f"{len(next(iter(aligned.values())))} models in common, {len(table)} comparison(s)")
     for label, missing in left_out.items():
         if missing:
@@ -742,12 +724,6 @@ def compare_matrices_command(matrices, out) -> None:
             )
     _show(table)
     if out is not None:
-        from archsim.cache import atomic_write_text
-        from archsim.report.figures import matrix_scatter, write_png
-
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "matrix_correlations.csv", table.to_csv(index=False, float_format="%.6g"))
-        write_png(matrix_scatter(aligned, table, axis_label="SAT in {}"), out / "matrix_comparison.png")
         click.echo(f"wrote matrix_correlations.csv, matrix_comparison.png to {out}")
 
 
@@ -1042,28 +1018,10 @@ def cache_prune(root, older_than, run_dir, dry_run) -> None:
     """Remove entries by age or by run; anything removed is recomputed when next needed."""
     from archsim.cache import CacheStore
 
-    if (older_than is None) == (run_dir is None):
-        raise ArchsimError("give exactly one of --older-than DAYS or --run DIR")
     store = CacheStore(root)
-    if older_than is not None:
-        if not older_than >= 0:
-            raise ArchsimError(f"--older-than must be 0 or more days, got {older_than}")
-        cutoff = time.time() - older_than * 86400
-        chosen = [(e["kind"], e["key"]) for e in store.entries() if e["last_used"] < cutoff]
-    else:
-        listing = run_dir / "cache_entries.txt"
-        if not listing.is_file():
-            raise ArchsimError(f"{run_dir} has no cache_entries.txt; pass the --out of a finished archsim run")
-        chosen = [tuple(line.split("/", 1)) for line in listing.read_text().split() if "/" in line]
-    freed = 0
-    for kind, key in chosen:
-        if dry_run:
-            path = store.path(kind, key)
-            freed += path.stat().st_size if path.exists() else 0
-        else:
-            freed += store.remove(kind, key)
+    entries, freed = store.prune(older_than, run_dir, dry_run)
     verb = "would remove" if dry_run else "removed"
-    click.echo(f"{verb} {len(chosen)} entries, {freed / 2**20:.1f} MiB, from {store.root}")
+    click.echo(f"{verb} {entries} entries, {freed / 2**20:.1f} MiB, from {store.root}")
 
 
 def _print_analysis(result, out: Path) -> None:
@@ -1173,13 +1131,18 @@ def main(argv: list[str] | None = None) -> None:
         warnings.formatwarning,
         lambda message, category, *_: f"warning: {message}\n",
     )
+    _show_traceback[0] = False
     try:
         cli.main(args=argv, standalone_mode=False)
     except ArchsimError as error:
+        if _show_traceback[0]:
+            traceback.print_exc()
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
     # the machine's answer on a path (cannot be made, disk full, mount gone), not a bug to trace
     except OSError as error:
+        if _show_traceback[0]:
+            traceback.print_exc()
         where = f": {error.filename}" if error.filename else ""
         click.echo(
             f"error: {error.strerror or error}{where}; check that the path exists or can be made, is writable and has "

@@ -1,4 +1,4 @@
-"""The one exception type archsim raises for problems the user can fix."""
+"""The exception types archsim raises for problems the user can fix."""
 
 
 class ArchsimError(Exception):
@@ -7,6 +7,27 @@ class ArchsimError(Exception):
     The message is one line that names the problem and the fix; the CLI prints it
     without a traceback and exits non-zero.
     """
+
+
+class ParameterError(ArchsimError):
+    """A bad value of one parameter, named as Python calls it (``eps_s``); the CLI names its flag (``--eps-s``).
+
+    Parameters
+    ----------
+    parameter : str
+        The parameter's Python name.
+    problem : str
+        What is wrong and the fix. It follows the parameter's name (``"must be positive, got -1"``), or holds ``{}``
+        where the name goes (``"cannot make {} runs/x (permission denied)"``).
+    """
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        self.parameter, self.problem = parameter, problem
+        super().__init__(self.naming(parameter))
+
+    def naming(self, name: str) -> str:
+        """The message with the parameter called ``name`` (a flag, on the command line)."""
+        return self.problem.replace("{}", name) if "{}" in self.problem else f"{name} {self.problem}"
 
 
 def one_line(error: BaseException) -> str:

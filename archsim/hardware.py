@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 
 
 def usable_cores() -> int:
@@ -20,7 +20,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ArchsimError("--device cuda asked for but no CUDA GPU is visible; use --device cpu")
+        raise ParameterError("device", "cuda asked for but no CUDA GPU is visible; use {} cpu")
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise ArchsimError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
     return device

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 
 AUTO = "auto"
 """The ``--batch-size`` that measures the fastest batch per model and device."""
@@ -123,8 +123,8 @@ def model_list(chunks: tuple[str, ...] | list[str]) -> list[str]:
             reason = (
                 "does not exist" if isinstance(error, FileNotFoundError) else f"cannot be read ({type(error).__name__})"
             )
-            raise ArchsimError(
-                f"model list {path} (from --models {token}) {reason}; give a text file of specs, one per line"
+            raise ParameterError(
+                "models", f"model list {path} (from {{}} {token}) {reason}; give a text file of specs, one per line"
             ) from None
         specs.extend(line for line in (raw.split("#", 1)[0].strip() for raw in lines) if line)
     return specs
@@ -158,7 +158,7 @@ ZOO_NAMES = (
 def check_eps(eps: float) -> float:
     """An attack radius in (0, 1] pixel units, else a one-line error."""
     if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and math.isfinite(eps) and 0 < eps <= 1):
-        raise ArchsimError(f"--eps must lie in (0, 1] (pixel units, e.g. 0.1 or 4/255=0.0157), got {eps}")
+        raise ParameterError("eps", f"must lie in (0, 1] (pixel units, e.g. 0.1 or 4/255=0.0157), got {eps}")
     return float(eps)
 
 
@@ -174,14 +174,15 @@ def quick_check_run(specs: list[str], data: str, eps: float | None) -> None:
             raise ArchsimError(f"unknown zoo model {spec.target!r}; choose from {', '.join(ZOO_NAMES)}")
 
 
-def check_out_folder(out: Path, flag: str = "--out") -> Path:
-    """``out`` if it is a folder or can be made one (no file in its place or above it), else a one-line error:
-    asked before any work, so a wrong output path does not fail after the results are computed and shown."""
+def check_out_folder(out: Path, parameter: str = "out") -> Path:
+    """``out`` if it is a folder or can be made one (no file in its place or above it), else a one-line error
+    naming ``parameter``: asked before any work, so a wrong output path does not fail after the results are
+    computed and shown."""
     if out.exists() and not out.is_dir():
-        raise ArchsimError(f"{flag} {out} is a file; choose a folder")
+        raise ParameterError(parameter, f"{{}} {out} is a file; choose a folder")
     blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:
-        raise ArchsimError(f"cannot make {flag} {out}: {blocker} is a file; choose a folder")
+        raise ParameterError(parameter, f"cannot make {{}} {out}: {blocker} is a file; choose a folder")
     return out
 
 

@@ -31,6 +31,12 @@ length of the run), and with that threshold fixed at 1 MiB
     python benchmarks/memory.py --sizes 1000 4000 --side 224
     python benchmarks/memory.py --models zoo:resnet-s0 zoo:mixer --measures cka regions boundary --sizes 500 1000 2000
     python benchmarks/memory.py --classes 1000 --n-models 8 --side 32 --sizes 2000 8000 32000
+    python benchmarks/memory.py --models timm:resnet50,pretrained=false timm:vit_base_patch16_224,pretrained=false \\
+        timm:convnext_small,pretrained=false timm:efficientnet_b3,pretrained=false --side 224 --sizes 8 \\
+        --measures boundary --max-resident 1 auto --batch-size 4 --allocators default
+
+With ``--max-resident`` values the whole measurement repeats for each (the run and the
+measures keep that many models loaded): the peak should then follow the models held, not the zoo.
 """
 
 from __future__ import annotations
@@ -65,12 +71,21 @@ def sample():
 
 threading.Thread(target=sample, daemon=True).start()
 specs, data, cache, measures = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-run = run_sat(specs, data=data, steps=2, n_boot=0, device="cpu", batch_size=128, cache=CacheStore(cache))
+resident, batch = json.loads(sys.argv[5]), int(sys.argv[6])
+run = run_sat(
+    specs, data=data, steps=2, n_boot=0, device="cpu", batch_size=batch, cache=CacheStore(cache), max_resident=resident
+)
 if measures:
     RunFolder(Path(cache) / "run").write(run)
-    compute_measures(Path(cache) / "run", measures, device="cpu", batch_size=128, cache=CacheStore(cache))
+    run_peak = status("VmHWM")
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here on is the measures' own peak
+    anon_peak[0] = 0
+    compute_measures(
+        Path(cache) / "run", measures, device="cpu", batch_size=batch, cache=CacheStore(cache), max_resident=resident
+    )
 # VmHWM, not ru_maxrss: a child started by vfork + exec inherits the parent's peak in ru_maxrss.
-print(json.dumps({"peak_kib": status("VmHWM"), "anon_peak_kib": max(anon_peak[0], status("RssAnon"))}))
+found = {"peak_kib": status("VmHWM"), "anon_peak_kib": max(anon_peak[0], status("RssAnon"))}
+print(json.dumps({**found, "run_peak_kib": run_peak} if measures else found))
 """
 
 
@@ -95,18 +110,26 @@ def main() -> None:
     parser.add_argument(
         "--measures", nargs="+", default=[], help="also run these measures on the run (archsim measures)"
     )
+    parser.add_argument("--max-resident", nargs="+", default=["auto"], help="models kept loaded (run and measures)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--allocators", choices=["both", "default"], default="both")
     args = parser.parse_args()
     per_image = 3 * args.side * args.side
     allocators = {"default": {}, "fixed 1 MiB threshold": {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}}
-    peaks: dict[str, list[float]] = {name: [] for name in allocators}
-    anon_peaks: dict[str, list[float]] = {name: [] for name in allocators}
+    if args.allocators == "default":
+        del allocators["fixed 1 MiB threshold"]
+    resident = [int(r) if r.isdigit() else r for r in args.max_resident]
+    peaks: dict[str, list[float]] = {}
+    anon_peaks: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         if args.classes:
             models, classes = linear_models(Path(tmp), args.n_models, args.classes, args.side), args.classes
             weights = Path(tmp) / "weights"
             (weights / "zoo").mkdir(parents=True)
         else:
-            models, classes = args.models, 10
+            # ImageNet models (timm:, torchvision:) read 1,000 classes; the zoo's the 10 digits.
+            models = args.models
+            classes = 1000 if any(m.startswith(("timm:", "torchvision:")) for m in models) else 10
             weights = weights_only_cache(Path(tmp) / "weights", models)
         logits_per_image = 4 * len(models) * classes
         print(
@@ -122,39 +145,36 @@ def main() -> None:
                 data,
                 images=rng.integers(0, 256, (n, 3, args.side, args.side), dtype=np.uint8),
                 labels=np.arange(n) % classes,
+                classes=np.array([str(c) for c in range(classes)]),
             )
-            for k, (name, env) in enumerate(allocators.items()):
-                cache = Path(tmp) / f"cache_{n}_{k}"
-                cache.mkdir()
-                (cache / "zoo").symlink_to(weights / "zoo")
-                done = subprocess.run(
-                    [
-                        sys.executable,
-                        "-c",
-                        CHILD,
-                        json.dumps(models),
-                        f"npz:{data}",
-                        str(cache),
-                        json.dumps(args.measures),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    env={**os.environ, **env},
-                )
-                if done.returncode:
-                    sys.exit(f"the run at N = {n} failed:\n{done.stderr[-3000:]}")
-                found = json.loads(done.stdout.strip().splitlines()[-1])
-                peaks[name].append(found["peak_kib"] * 1024)
-                anon_peaks[name].append(found["anon_peak_kib"] * 1024)
-                print(
-                    f"N = {n:>6}: image set {n * per_image / 2**20:8.1f} MiB, clean logits "
-                    f"{n * logits_per_image / 2**20:8.1f} MiB, "
-                    f"allocator {name:>22}: peak RSS {peaks[name][-1] / 2**20:8.1f} MiB, anonymous "
-                    f"{anon_peaks[name][-1] / 2**20:8.1f} MiB",
-                    flush=True,
-                )
+            for resident_models in resident:
+                for k, (name, env) in enumerate(allocators.items()):
+                    cache = Path(tmp) / f"cache_{n}_{k}_{resident_models}"
+                    cache.mkdir()
+                    (cache / "zoo").symlink_to(weights / "zoo")
+                    child = [json.dumps(models), f"npz:{data}", str(cache), json.dumps(args.measures)]
+                    child += [json.dumps(resident_models), str(args.batch_size)]
+                    done = subprocess.run(
+                        [sys.executable, "-c", CHILD, *child], capture_output=True, text=True, env={**os.environ, **env}
+                    )
+                    if done.returncode:
+                        sys.exit(f"the run at N = {n} failed:\n{done.stderr[-3000:]}")
+                    found = json.loads(done.stdout.strip().splitlines()[-1])
+                    label = name if len(resident) == 1 else f"{name}, max-resident {resident_models}"
+                    peaks.setdefault(label, []).append(found["peak_kib"] * 1024)
+                    anon_peaks.setdefault(label, []).append(found["anon_peak_kib"] * 1024)
+                    run_part = f"run peak {found['run_peak_kib'] / 2**10:8.1f} MiB, measures " if args.measures else ""
+                    print(
+                        f"N = {n:>6}: image set {n * per_image / 2**20:8.1f} MiB, clean logits "
+                        f"{n * logits_per_image / 2**20:8.1f} MiB, allocator {label}: {run_part}"
+                        f"peak RSS {peaks[label][-1] / 2**20:8.1f} MiB, "
+                        f"anonymous {anon_peaks[label][-1] / 2**20:8.1f} MiB",
+                        flush=True,
+                    )
             data.unlink()
-    for name in allocators:
+    if len(args.sizes) < 2:
+        return  # no growth to fit
+    for name in peaks:
         for label, values in (("peak RSS", peaks[name]), ("anonymous", anon_peaks[name])):
             slope = np.polyfit(args.sizes, values, 1)[0]
             print(

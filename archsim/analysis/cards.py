@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 
 CARD_COLUMNS = (
     "Base architecture",
@@ -30,9 +30,10 @@ def read_cards(path: str | Path) -> pd.DataFrame:
     """Cards indexed by model name, one column per component (``~`` = does not apply)."""
     path = Path(path)
     if not path.is_file():
-        raise ArchsimError(
-            f"cards file {path} {'is a folder' if path.is_dir() else 'does not exist'}; pass --cards a CSV like "
-            f"'Model Feature_release.csv'"
+        raise ParameterError(
+            "cards",
+            f"cards file {path} {'is a folder' if path.is_dir() else 'does not exist'}; pass {{}} a CSV like "
+            f"'Model Feature_release.csv'",
         )
     try:
         cards = pd.read_csv(path, dtype=str, keep_default_na=False)

@@ -9,7 +9,7 @@ import pandas as pd
 from scipy.spatial.distance import pdist, squareform
 from sklearn.cluster import KMeans
 
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 
 
 @dataclass
@@ -50,7 +50,7 @@ def spectral_clusters(sat: pd.DataFrame, k: int | None = None, n_init: int = 100
             "the SAT matrix has negative entries; affinities must be >= 0 (use eps_s >= 1, i.e. SAT >= 0)"
         )
     if k is not None and not 2 <= k <= n:
-        raise ArchsimError(f"--clusters {k} must lie between 2 and the {n} models")
+        raise ParameterError("k", f"{k} must lie between 2 and the {n} models")
     degree = w.sum(1)
     if (degree <= 0).any():
         raise ArchsimError("a model has zero affinity to every other model; it cannot be clustered")

@@ -13,13 +13,15 @@ the timm family module the network class lives in.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Iterable
 
+import pandas as pd
 from torch import nn
 
-from archsim.analysis.cards import CARD_COLUMNS
+from archsim.analysis.cards import CARD_COLUMNS, cards_table
 from archsim.analysis.trace import TRACE_BATCH, Call, Trace, trace_forward
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 
 NOT_APPLICABLE = "~"
 
@@ -378,6 +380,27 @@ def extract_card_from_module(net: nn.Module, input_size: tuple[int, int, int]) -
     """The card of a bare network that takes normalised (C, H, W) input."""
     trace = trace_forward(net, tuple(int(v) for v in input_size))
     return CardExtractor(trace, tuple(int(v) for v in input_size), type(net).__module__).card()
+
+
+def model_cards(specs: list[str], cache=None, out: str | Path | None = None) -> pd.DataFrame:
+    """The cards of the models ``specs`` (or ``@FILE`` lists), read off their forward passes on the CPU, in the
+    layout of the SAT paper's table; written to the CSV ``out`` if given."""
+    from archsim.cache import atomic_write_text, check_cache
+    from archsim.models import create_model
+    from archsim.specs import model_list
+
+    if out is not None and Path(out).is_dir():
+        raise ParameterError("out", f"{out} is a folder; give a CSV file name")
+    store = check_cache(cache)
+    found = {}
+    for spec in model_list(specs):
+        model = create_model(spec, cache=store, device="cpu")
+        found[model.name] = extract_card(model)
+    table = cards_table(found)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(out), table.to_csv())
+    return table
 
 
 def extract_card(model) -> dict[str, str]:

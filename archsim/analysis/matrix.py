@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 
 
 def read_matrix(path: str | Path, tolerance: float = 1e-6, allow_nan: bool = False) -> pd.DataFrame:
@@ -15,8 +15,8 @@ def read_matrix(path: str | Path, tolerance: float = 1e-6, allow_nan: bool = Fal
     NaN entries through (a run's pairs without a common correctly classified image)."""
     path = Path(path)
     if not path.is_file():
-        raise ArchsimError(
-            f"matrix file {path} {'is a folder' if path.is_dir() else 'does not exist'}; pass --matrix a sat.csv"
+        raise ParameterError(
+            "matrix", f"matrix file {path} {'is a folder' if path.is_dir() else 'does not exist'}; pass {{}} a sat.csv"
         )
     try:
         frame = pd.read_csv(path, index_col=0)

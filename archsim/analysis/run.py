@@ -14,7 +14,7 @@ from archsim.analysis.importance import component_importance
 from archsim.analysis.keywords import cluster_keywords
 from archsim.analysis.stability import cluster_stability
 from archsim.analysis.training import training_vs_architecture
-from archsim.errors import ArchsimError
+from archsim.errors import ParameterError
 from archsim.specs import check_seed
 
 # Fewer models than this leave too few pairs for boosting or resampling to mean anything.
@@ -35,6 +35,8 @@ class Analysis:
     keywords: pd.DataFrame | None = None
     training: pd.DataFrame | None = None
     models: pd.DataFrame | None = None
+    pairs: pd.DataFrame | None = None
+    """A run's pairs table (intervals, fooled shares, |X_AB|), for the report's hover; None for a bare matrix."""
     config: dict[str, Any] | None = None
     source: str = ""
     notes: list[str] = field(default_factory=list)
@@ -64,7 +66,7 @@ def analyze_matrix(
 ) -> Analysis:
     """Analyse a validated SAT matrix; ``cards`` enable importance and keywords, ``models`` §2.5."""
     if k is not None and k > len(sat):
-        raise ArchsimError(f"--clusters {k} is more than the {len(sat)} models; choose at most {len(sat)}")
+        raise ParameterError("k", f"{k} is more than the {len(sat)} models; choose at most {len(sat)}")
     spectral = spectral_clusters(sat, k=k, seed=check_seed(seed))
     analysis = Analysis(sat, spectral, spectral.labels.rename_axis("model").reset_index(), models=models)
     if len(sat) >= MIN_MODELS_STABILITY and spectral.k < len(sat) - 1:

@@ -32,7 +32,7 @@ def relation_groups(sat: pd.DataFrame, models: pd.DataFrame) -> dict[str, list[f
     ``models`` needs columns model, architecture, regime, seed (``models.csv`` of a run).
     """
     info = models.set_index("model").loc[list(sat.index)]
-    info["regime"] = info["regime"].fillna("").astype(str)
+    info["regime"] = info["regime"].astype(object).fillna("").astype(str)
     names = list(sat.index)
     groups: dict[str, list[float]] = {}
     for i in range(len(names)):

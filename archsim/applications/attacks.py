@@ -12,7 +12,7 @@ from archsim.analysis.agreement import matrix_correlations
 from archsim.attacks import create_attack
 from archsim.cache import CacheStore, atomic_write_text
 from archsim.engines import Engine, engine_for
-from archsim.errors import ArchsimError
+from archsim.errors import ParameterError
 from archsim.report.figures import matrix_scatter, write_png
 from archsim.runs import RunFolder, file_label, run_sat
 
@@ -56,7 +56,7 @@ def compare_attacks(
     own_spec = folder.attack_spec
     attacks = [own_spec] + [spec for spec in dict.fromkeys(attacks) if create_attack(spec, eps=eps).config() != own]
     if len(attacks) < 2:
-        raise ArchsimError(f"give --attacks other than the run's own ({own_spec}) to compare with it")
+        raise ParameterError("attacks", f"give {{}} other than the run's own ({own_spec}) to compare with it")
     store = folder.cache(cache)
     matrices, white_box = {}, {}
     with engine_for(engine, device, address) as runner:

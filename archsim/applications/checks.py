@@ -13,7 +13,7 @@ import pandas as pd
 from archsim.analysis.training import relation_groups, summarise
 from archsim.cache import CacheStore, atomic_write_text
 from archsim.engines import Engine
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 from archsim.measures.comparison import correlate
 from archsim.runs import RunFolder, load_run, run_sat
 from archsim.transfer import TransferResult
@@ -69,9 +69,9 @@ def checkpoint_sat(
     settings = folder.settings
     name = model.split(":", 1)[1].split(",")[0] if model.startswith("zoo:") else None
     if name not in ZOO or "," in model:
-        raise ArchsimError(
-            f"--checkpoints {model!r} must be a zoo model such as zoo:resnet-s0 (archsim retrains it keeping every "
-            f"epoch)"
+        raise ParameterError(
+            "checkpoints_of",
+            f"{model!r} must be a zoo model such as zoo:resnet-s0 (archsim retrains it keeping every epoch)",
         )
     total = ZOO[name].recipe.epochs
     chosen = sorted(set(epochs)) if epochs else sorted({int(round(e)) for e in np.linspace(1, total - 1, 5)})
@@ -151,16 +151,17 @@ def adversarially_trained(
     same_weights = known.loc[known["fingerprint"] == loaded.fingerprint, "model"]
     name = same_weights.iloc[0] if len(same_weights) else loaded.name
     if not len(same_weights) and name in set(known["model"]):
-        raise ArchsimError(
-            f"the run {run_dir} already has another model named {name!r}; give --adversarial another name with "
-            f",name=OTHER"
+        raise ParameterError(
+            "adversarial",
+            f"the run {run_dir} already has another model named {name!r}; give {{}} another name with ,name=OTHER",
         )
     peers = known.loc[(known["architecture"] == loaded.architecture_id) & (known["model"] != name), "model"]
     del loaded
     if not len(peers):
-        raise ArchsimError(
-            f"--adversarial {model} has the architecture of no other model in {run_dir}; "
-            "run it beside the same architecture trained normally (e.g. zoo:resnet-adv with zoo:resnet-s0)"
+        raise ParameterError(
+            "adversarial",
+            f"{model} has the architecture of no other model in {run_dir}; "
+            "run it beside the same architecture trained normally (e.g. zoo:resnet-adv with zoo:resnet-s0)",
         )
     run = load_run(
         run_dir, store, device, batch_size, models=[] if len(same_weights) else [model], engine=engine, address=address

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from archsim.cache import CacheStore, atomic_write_text, digest
 from archsim.data import ImageSet, load_data
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 from archsim.measures.comparison import correlate
 from archsim.models import create_model
 from archsim.models.parallel import train_side_by_side
@@ -96,14 +96,17 @@ def distill(
     models = pd.read_csv(run_dir / "models.csv")
     row = _run_model(models, student, "--student", run_dir)
     if not str(row["spec"]).startswith("zoo:"):
-        raise ArchsimError(
-            f"--student {student!r} must be a zoo: model of the run (archsim needs its architecture and recipe to "
-            f"train it again)"
+        raise ParameterError(
+            "student",
+            f"{student!r} must be a zoo: model of the run (archsim needs its architecture and recipe to "
+            f"train it again)",
         )
     entry_name = str(row["spec"]).split(":", 1)[1].split(",")[0]
     entry = ZOO[entry_name]
     if "epoch=" in str(row["spec"]):
-        raise ArchsimError(f"--student {student!r} is a training checkpoint; pick a fully trained zoo model of the run")
+        raise ParameterError(
+            "student", f"{student!r} is a training checkpoint; pick a fully trained zoo model of the run"
+        )
     try:
         train = load_data(settings["data"], split="train")
     except ArchsimError:
@@ -117,11 +120,13 @@ def distill(
         for t in (teachers or [m for m in models["model"] if m != row["model"]])
     ]
     if any(t["model"] == row["model"] for t in chosen):
-        raise ArchsimError(f"the student {row['model']!r} cannot be its own teacher; leave it out of --teachers")
+        raise ParameterError(
+            "teachers", f"the student {row['model']!r} cannot be its own teacher; leave it out of {{}}"
+        )
     if not chosen:
-        raise ArchsimError("no teachers: the run has only the student; give --teachers")
+        raise ParameterError("teachers", "no teachers: the run has only the student; give {}")
     if epochs is not None and epochs <= 0:
-        raise ArchsimError(f"--epochs must be positive, got {epochs}")
+        raise ParameterError("epochs", f"must be positive, got {epochs}")
     # Always augmented: on un-augmented digits every teacher's top-1 label is the true label
     # (teachers fit the training set), which would make all students identical.
     recipe = replace(entry.recipe, augment="affine", **({} if epochs is None else {"epochs": epochs}))

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from archsim.cache import CacheStore, atomic_write_text
-from archsim.errors import ArchsimError
+from archsim.errors import ParameterError
 from archsim.measures.comparison import correlate
 
 MAX_ENUMERATED = 5000
@@ -190,7 +190,7 @@ def study_ensembles(
     """
     n = len(names)
     if not 2 <= k <= n:
-        raise ArchsimError(f"--k {k} must lie between 2 and the {n} models of the run")
+        raise ParameterError("k", f"{k} must lie between 2 and the {n} models of the run")
     rng = np.random.default_rng(seed)
     pairs = pair_table(names, logits, labels, sat)
     k_table = k_from_l(names, logits, labels, sat, clusters, seed=seed)
@@ -246,7 +246,7 @@ def ensembles_on_run(
     run_dir: str | Path,
     k: int = 3,
     clusters: int | None = None,
-    n_random: int = 1000,
+    random_sets: int = 1000,
     out: str | Path | None = None,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
@@ -257,7 +257,8 @@ def ensembles_on_run(
     ``ensemble_selection.csv``, ``ensemble_correlations.csv``, ``ensembles.png``.
 
     ``clusters``: spectral clusters for the K-from-L table (default min(5, N), so L
-    can reach K = 5; the run's own eigengap k is often smaller).
+    can reach K = 5; the run's own eigengap k is often smaller). ``random_sets``: the
+    random k-sets the diverse choice is compared with.
     """
     from archsim.analysis import spectral_clusters
     from archsim.report.figures import ensemble_figure, write_png
@@ -266,11 +267,11 @@ def ensembles_on_run(
     settings = RunFolder(run_dir).settings
     n = len(settings["models"])
     if not 2 <= k <= n:
-        raise ArchsimError(f"--k {k} must lie between 2 and the {n} models of the run")
+        raise ParameterError("k", f"{k} must lie between 2 and the {n} models of the run")
     if clusters is not None and not 2 <= clusters <= n:
-        raise ArchsimError(f"--clusters {clusters} must lie between 2 and the {n} models of the run")
-    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
-        raise ArchsimError(f"--random-sets must be a whole number of 1 or more, got {n_random!r}")
+        raise ParameterError("clusters", f"{clusters} must lie between 2 and the {n} models of the run")
+    if isinstance(random_sets, bool) or not isinstance(random_sets, int) or random_sets < 1:
+        raise ParameterError("random_sets", f"must be a whole number of 1 or more, got {random_sets!r}")
     run = load_run(run_dir, cache, device, batch_size)
     labels = spectral_clusters(run.sat, k=min(clusters if clusters is not None else 5, n)).labels
     transfer = run.transfer
@@ -281,7 +282,7 @@ def ensembles_on_run(
         run.sat.to_numpy(),
         labels.to_numpy(),
         k,
-        n_random,
+        random_sets,
         settings["seed"],
     )
     study.k_table.insert(0, "clusters", labels.nunique())

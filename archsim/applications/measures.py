@@ -13,7 +13,7 @@ import torch
 from archsim.analysis.agreement import matrix_correlations
 from archsim.cache import CacheStore, atomic_write_text, digest
 from archsim.data import ImageSet, load_data
-from archsim.errors import ArchsimError
+from archsim.errors import ParameterError
 from archsim.hardware import resolve_device
 from archsim.measures import (
     MEASURES,
@@ -68,8 +68,8 @@ def compute_measures(
     max_resident = check_max_resident(max_resident)
     unknown = [m for m in measures if m not in MEASURES]
     if unknown or not measures:
-        raise ArchsimError(
-            f"unknown measure {unknown[0]!r}; choose from {', '.join(MEASURES)}" if unknown else "give --measures"
+        raise ParameterError(
+            "measures", f"unknown measure {unknown[0]!r}; choose from {', '.join(MEASURES)}" if unknown else "give {}"
         )
     folder = RunFolder(run_dir)
     settings, store = folder.settings, folder.cache(cache)
@@ -77,9 +77,11 @@ def compute_measures(
     transfer, names = run.transfer, run.transfer.names
     missing = [p for p in pair or () if p not in names]
     if missing:  # before any measure is computed
-        raise ArchsimError(f"--pair names {missing[0]!r}, not a model of this run ({', '.join(names)})")
+        raise ParameterError("pair", f"names {missing[0]!r}, not a model of this run ({', '.join(names)})")
     if pair is not None and pair[0] == pair[1]:
-        raise ArchsimError(f"--pair names {pair[0]!r} twice; the spread is of a measure between two different models")
+        raise ParameterError(
+            "pair", f"names {pair[0]!r} twice; the spread is of a measure between two different models"
+        )
     # As in the run: folder and npz data are read from the cache a batch at a time, never held whole.
     images = load_data(
         settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"], store=store

@@ -9,10 +9,13 @@ baselines the paper compares against.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 from archsim.specs import check_seed
 
 METHODS = ("inverse", "proportional", "uniform")
@@ -65,9 +68,9 @@ def diverse_sample(
     if method not in METHODS:
         raise ArchsimError(f"unknown selection method {method!r}; choose from {', '.join(METHODS)}")
     if not 1 <= k <= n:
-        raise ArchsimError(f"--k {k} must lie between 1 and the {n} models")
+        raise ParameterError("k", f"{k} must lie between 1 and the {n} models")
     if not (np.isfinite(power) and power >= 0):
-        raise ArchsimError(f"--power must be a finite number >= 0 (1: the SPEC's sampler), got {power}")
+        raise ParameterError("power", f"must be a finite number >= 0 (1: the SPEC's sampler), got {power}")
     rng = (
         seed
         if isinstance(seed, np.random.Generator)
@@ -96,7 +99,7 @@ def compare_samplers(
     if ``score(indices) -> dict`` is given (e.g. ensemble error), the mean of its values.
     ``power`` as in :func:`diverse_sample`."""
     if k < 2:
-        raise ArchsimError("--k must be at least 2 to compare how diverse the drawn sets are")
+        raise ParameterError("k", "must be at least 2 to compare how diverse the drawn sets are")
     rng = np.random.default_rng(check_seed(seed))
     values = similarity.to_numpy(dtype=float)
     i, j = np.triu_indices(k, k=1)
@@ -115,3 +118,59 @@ def compare_samplers(
             row.update({f"mean_{c}": float(scores[c].mean()) for c in scores.columns})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+@dataclass
+class Selection:
+    """Result of :func:`select_models`: the drawn models, the samplers compared (None for k = 1) and where that
+    table was written (None if nowhere)."""
+
+    picked: list[str]
+    table: pd.DataFrame | None
+    out: Path | None
+
+
+def select_models(
+    k: int,
+    run_dir: str | Path | None = None,
+    matrix: str | Path | None = None,
+    method: str = "inverse",
+    power: float = 1.0,
+    draws: int = 1000,
+    seed: int = 0,
+    out: str | Path | None = None,
+    device: str = "auto",
+    batch_size: int | str = "auto",
+    cache=None,
+) -> Selection:
+    """``archsim select``: draw a diverse set of ``k`` models of a finished run (``run_dir``) or of any similarity
+    matrix (``matrix``), and compare the three samplers over ``draws`` draws each. For a run the comparison also
+    scores each drawn set's ensemble on the run's images, and is written to ``out`` (default ``RUN/selection``)."""
+    from archsim.analysis import read_matrix
+    from archsim.applications.ensembles import set_scores
+    from archsim.cache import atomic_write_text
+
+    if (run_dir is None) == (matrix is None):
+        raise ParameterError("run_dir", "give exactly one of {} (a run folder) or a matrix file")
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws <= 0:
+        raise ParameterError("draws", f"must be positive, got {draws}")
+    score = None
+    if run_dir is not None:
+        from archsim.runs import load_run
+
+        run = load_run(run_dir, cache, device, batch_size)
+        similarity, transfer = run.sat, run.transfer
+
+        def score(members: list[str]) -> dict[str, float]:
+            scores = set_scores(transfer.clean_logits, transfer.labels, similarity.to_numpy(), members)
+            return {c: v for c, v in scores.items() if c != "mean_sat"}
+
+    else:
+        similarity = read_matrix(matrix)
+    picked = diverse_sample(similarity, k, method, seed, power)
+    table = compare_samplers(similarity, k, draws, seed, score, power) if k >= 2 else None
+    target = Path(out) if out is not None else (Path(run_dir) / "selection" if run_dir is not None else None)
+    if table is not None and target is not None:
+        target.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target / "selection.csv", table.to_csv(index=False, float_format="%.6g"))
+    return Selection(picked, table, target if table is not None else None)

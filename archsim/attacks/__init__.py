@@ -58,6 +58,11 @@ def _external(name: str, pairs: list[str], spec: str, options: dict) -> Attack:
         if key == "torchattacks_version":  # recorded in a run's settings: the run is resumed only with that version
             version = value
             continue
+        if key == "batch":  # archsim's: the images attacked at a time, on which the result depends
+            if not value.isdigit() or int(value) < 1:
+                raise ArchsimError(f"option batch={value!r} of {name} must be a whole number of 1 or more")
+            given["batch"] = int(value)
+            continue
         if key not in accepted:
             raise ArchsimError(
                 f"torchattacks.{attack} has no option {key!r}; it takes: {', '.join(accepted) or 'eps only'}"

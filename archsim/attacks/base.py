@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from archsim.errors import ArchsimError
+from archsim.errors import ParameterError
 from archsim.hardware import usable_cores
 from archsim.progress import steps
 from archsim.specs import check_eps
@@ -42,6 +42,12 @@ class Attack(ABC):
     def config(self) -> dict[str, Any]:
         """Every setting that changes the result; enters cache keys and config.json."""
         return {"name": self.name, "eps": self.eps}
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the attack's result depends on, which it therefore always uses; None: its result is the
+        same at any batch size (archsim's attacks draw their random numbers per image)."""
+        return None
 
     @property
     def passes(self) -> int:
@@ -86,7 +92,9 @@ class Attack(ABC):
         batch_size: int = 128,
         desc: str | None = None,
     ) -> torch.Tensor:
-        """Adversarial uint8 images for uint8 ``images`` [N, C, H, W]."""
+        """Adversarial uint8 images for uint8 ``images`` [N, C, H, W] (``batch_size`` at a time, unless the attack
+        keeps its own: :attr:`fixed_batch`)."""
+        batch_size = self.fixed_batch or batch_size
         out = torch.empty_like(images)
         batches = (images[start : start + batch_size] for start in range(0, len(images), batch_size))
         start = 0
@@ -181,18 +189,18 @@ def noise_workers() -> int:
 
 
 def check_count(name: str, value: int) -> int:
-    """A positive whole number; ``name`` is how the user spells the option."""
+    """A positive whole number; ``name`` is the option's Python name (the CLI shows its flag)."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ArchsimError(f"{name} must be a positive whole number, got {value}")
+        raise ParameterError(name, f"must be a positive whole number, got {value}")
     return value
 
 
 def check_steps(steps: int) -> int:
-    return check_count("--steps", steps)
+    return check_count("steps", steps)
 
 
 def check_positive(name: str, value: float, upper: float | None = None) -> float:
-    """A finite number in (0, upper]; ``name`` is how the user spells the option."""
+    """A finite number in (0, upper]; ``name`` is the option's Python name (the CLI shows its flag)."""
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
@@ -201,7 +209,7 @@ def check_positive(name: str, value: float, upper: float | None = None) -> float
         or (upper is not None and value > upper)
     ):
         bound = f"(0, {upper:g}]" if upper is not None else "(0, inf)"
-        raise ArchsimError(f"{name} must lie in {bound}, got {value}")
+        raise ParameterError(name, f"must lie in {bound}, got {value}")
     return float(value)
 
 

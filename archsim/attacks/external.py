@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from archsim.attacks.base import Attack, NoiseSource
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 
 PREFIX = "torchattacks:"
 _NOT_OPTIONS = ("self", "model", "eps", "seed", "verbose")
@@ -20,8 +20,8 @@ def _library() -> Any:
     try:
         import torchattacks
     except ImportError:
-        raise ArchsimError(
-            "--attack torchattacks:... needs torchattacks, which is not installed; pip install torchattacks"
+        raise ParameterError(
+            "attack", "torchattacks:... needs torchattacks, which is not installed; pip install torchattacks"
         ) from None
     return torchattacks
 
@@ -48,12 +48,21 @@ class TorchattacksAttack(Attack):
     torchattacks' names and defaults (``alpha``, ``steps``, ``decay``...). torchattacks draws
     its random numbers from torch's global generator: archsim seeds it for every batch from
     the run's seed and the batch's first image, so a run is deterministic and cached like
-    any other, for the same batch size (unlike archsim's own attacks, whose draws are per
-    image). The cache key holds torchattacks' version and every option.
+    any other. Its result depends on how the images are batched (unlike archsim's own
+    attacks, whose draws are per image; DI-FGSM, for one, transforms a whole batch alike),
+    so it always attacks ``batch`` images at a time, whatever ``--batch-size`` says, and
+    ``batch`` is one of its settings. The cache key holds torchattacks' version and every option.
     """
 
-    def __init__(self, eps: float, attack: str, **options: Any) -> None:
+    DEFAULT_BATCH = 32
+
+    def __init__(self, eps: float, attack: str, batch: int = DEFAULT_BATCH, **options: Any) -> None:
         super().__init__(eps)
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ParameterError(
+                "batch", f"of torchattacks.{attack} must be a whole number of 1 or more, got {batch!r}"
+            )
+        self.batch = batch
         accepted = torchattacks_options(attack)
         unknown = sorted(set(options) - set(accepted))
         if unknown:
@@ -65,7 +74,11 @@ class TorchattacksAttack(Attack):
         self.version = _library().__version__
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), **self.options, "torchattacks_version": self.version}
+        return {**super().config(), **self.options, "batch": self.batch, "torchattacks_version": self.version}
+
+    @property
+    def fixed_batch(self) -> int:
+        return self.batch
 
     @property
     def uses_noise(self) -> bool:

@@ -67,7 +67,7 @@ class LowFrequencyPGD(Attack):
     ) -> None:
         super().__init__(eps)
         self.steps = check_steps(steps)
-        self.rel_step = check_positive("--rel-step", rel_step, 1.0)
+        self.rel_step = check_positive("rel_step", rel_step, 1.0)
         self.random_start = bool(random_start)
         self.ratio = check_positive("ratio", ratio, 1.0)
         self.projections = check_count("projections", projections)

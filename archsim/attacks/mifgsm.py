@@ -40,7 +40,7 @@ class MIFGSM(Attack):
     def __init__(self, eps: float, steps: int = 10, rel_step: float | None = None, decay: float = 1.0) -> None:
         super().__init__(eps)
         self.steps = check_steps(steps)
-        self.rel_step = check_positive("--rel-step", rel_step if rel_step is not None else 1.0 / self.steps, 1.0)
+        self.rel_step = check_positive("rel_step", rel_step if rel_step is not None else 1.0 / self.steps, 1.0)
         self.decay = check_positive("decay", decay) if decay != 0 else 0.0
 
     def config(self) -> dict[str, Any]:

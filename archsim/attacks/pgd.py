@@ -35,7 +35,7 @@ class PGD(Attack):
     def __init__(self, eps: float, steps: int = 50, rel_step: float = 0.1, random_start: bool = True) -> None:
         super().__init__(eps)
         self.steps = check_steps(steps)
-        self.rel_step = check_positive("--rel-step", rel_step, 1.0)
+        self.rel_step = check_positive("rel_step", rel_step, 1.0)
         self.random_start = bool(random_start)
 
     def config(self) -> dict[str, Any]:

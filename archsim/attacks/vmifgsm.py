@@ -53,7 +53,7 @@ class VMIFGSM(Attack):
     ) -> None:
         super().__init__(eps)
         self.steps = check_steps(steps)
-        self.rel_step = check_positive("--rel-step", rel_step if rel_step is not None else 1.0 / self.steps, 1.0)
+        self.rel_step = check_positive("rel_step", rel_step if rel_step is not None else 1.0 / self.steps, 1.0)
         self.decay = check_positive("decay", decay) if decay != 0 else 0.0
         self.samples = check_count("samples", samples)
         self.beta = check_positive("beta", beta)

@@ -13,7 +13,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from archsim.cache import StoredArrays
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 
 
 class StoredImages:
@@ -138,11 +138,11 @@ def stratified_indices(labels: np.ndarray, n: int | None, seed: int) -> np.ndarr
     if n is None or n >= len(labels):
         return np.arange(len(labels))
     if n <= 0:
-        raise ArchsimError(f"--n-images must be positive, got {n}")
+        raise ParameterError("n_images", f"must be positive, got {n}")
     n_classes = len(np.unique(labels))
     if n < n_classes:
-        raise ArchsimError(
-            f"--n-images {n} is smaller than the {n_classes} classes present; ask for at least {n_classes}"
+        raise ParameterError(
+            "n_images", f"{n} is smaller than the {n_classes} classes present; ask for at least {n_classes}"
         )
     try:
         chosen, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)

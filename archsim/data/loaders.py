@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+import PIL.Image
 import torch
 import torchvision.transforms.v2.functional as TF
 from sklearn.datasets import load_digits
@@ -34,7 +35,7 @@ from archsim.data.imageset import (
     fingerprint_start,
     stratified_indices,
 )
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, one_line
 from archsim.specs import DATA_SCHEMES, Spec, parse_spec
 
 DIGITS_SIZE = 32
@@ -289,8 +290,30 @@ def decoder_message(error: Exception) -> str:
     return ", ".join(meaningful) or type(error).__name__
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def check_png(file: Path) -> None:
+    """A one-line error unless ``file``, if a PNG, reads whole with Pillow (chunk checksums and the compressed data).
+
+    torchvision 0.29's PNG decoder ends the process with a segmentation fault on a damaged data chunk (found by
+    the fuzz tests: libpng's "IDAT: incorrect data check"), so a PNG is read with Pillow first, which raises instead.
+    """
+    with open(file, "rb") as handle:
+        if handle.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+            return
+    try:
+        with PIL.Image.open(file) as image:
+            image.verify()
+        with PIL.Image.open(file) as image:
+            image.load()
+    except Exception as error:  # noqa: BLE001 - Pillow raises SyntaxError, OSError, ValueError... on damaged files
+        raise ArchsimError(f"cannot decode image {file} ({one_line(error)}); remove or replace it") from None
+
+
 def _storage_image(file: Path, size: int, crop_pct: float) -> torch.Tensor:
     """The usual evaluation transform: shorter side to size/crop_pct, centre crop."""
+    check_png(file)
     try:
         image = decode_image(str(file), mode=ImageReadMode.RGB)
     except RuntimeError as error:

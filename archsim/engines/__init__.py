@@ -13,7 +13,7 @@ from typing import Iterator
 
 from archsim.engines.base import Engine, Task
 from archsim.engines.local import LocalEngine
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 from archsim.hardware import resolve_device
 
 ENGINES = ("local", "ray")
@@ -40,7 +40,7 @@ def create_engine(
     """
     if name == "local":
         if address is not None:
-            raise ArchsimError("--address is for --engine ray; drop it or add --engine ray")
+            raise ParameterError("address", "is for --engine ray; drop it or add --engine ray")
         return LocalEngine(resolve_device(device))
     if name == "ray":
         from archsim.engines.ray_cluster import RayEngine

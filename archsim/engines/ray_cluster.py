@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 from archsim.cache import CacheStore, atomic_write_text
 from archsim.engines.base import Task, TaskProgress
-from archsim.errors import ArchsimError, one_line
+from archsim.errors import ArchsimError, ParameterError, one_line
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -40,8 +40,8 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ArchsimError(
-            "--engine ray needs Ray, which is not installed; pip install 'archsim[ray]', or use --engine local"
+        raise ParameterError(
+            "engine", "ray needs Ray, which is not installed; pip install 'archsim[ray]', or use {} local"
         ) from None
     return ray
 
@@ -119,17 +119,19 @@ def _check_reachable(address: str) -> None:
     host_port = address.removeprefix("ray://")
     host, _, port = host_port.rpartition(":")
     if not host or not port.isdigit():
-        raise ArchsimError(
-            f"--address {address!r} is not HOST:PORT (or ray://HOST:PORT, or auto); give the head node's address, "
-            f"e.g. 10.0.0.1:6379"
+        raise ParameterError(
+            "address",
+            f"{address!r} is not HOST:PORT (or ray://HOST:PORT, or auto); give the head node's address, "
+            f"e.g. 10.0.0.1:6379",
         )
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as error:
         reason = error.strerror or type(error).__name__
-        raise ArchsimError(
+        raise ParameterError(
+            "address",
             f"no Ray cluster reachable at {address} ({reason}); start one there with `ray start --head --port={port}` "
-            f"or fix --address"
+            f"or fix {{}}",
         ) from None
 
 
@@ -161,11 +163,11 @@ class RayEngine:
     ) -> None:
         ray = import_ray()
         if device not in DEVICES:
-            raise ArchsimError(
-                f"--device {device} with --engine ray: Ray gives each task its own GPU; use {', '.join(DEVICES)}"
+            raise ParameterError(
+                "device", f"{device} with --engine ray: Ray gives each task its own GPU; use {', '.join(DEVICES)}"
             )
         if not cpus_per_task > 0:
-            raise ArchsimError(f"--cpus-per-task must be positive, got {cpus_per_task}")
+            raise ParameterError("cpus_per_task", f"must be positive, got {cpus_per_task}")
         self._opened = False
         if not ray.is_initialized():
             if address not in (None, "auto"):
@@ -174,16 +176,16 @@ class RayEngine:
                 ray.init(address=address, logging_level=logging.WARNING)
             except ConnectionError as error:
                 reason = str(error).split(". ")[0]
-                raise ArchsimError(
-                    f"cannot connect to Ray at {address}: {reason}; start a cluster (`ray start --head`) or fix "
-                    f"--address"
+                raise ParameterError(
+                    "address",
+                    f"cannot connect to Ray at {address}: {reason}; start a cluster (`ray start --head`) or fix {{}}",
                 ) from None
             self._opened = True
         gpus = ray.cluster_resources().get("GPU", 0)
         if device == "cuda" and not gpus:
             self.close()
-            raise ArchsimError(
-                "--device cuda with --engine ray, but the Ray cluster has no GPUs; use --device auto or cpu"
+            raise ParameterError(
+                "device", "cuda with --engine ray, but the Ray cluster has no GPUs; use {} auto or cpu"
             )
         self.use_gpu = device != "cpu" and gpus > 0
         self.device = "cuda" if self.use_gpu else "cpu"

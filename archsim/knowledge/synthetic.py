@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from archsim.cache import atomic_write_text
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 from archsim.knowledge.alphas import alpha_2
 
 DATA_FILE = "rbf-n-50-d-10-m-100-N-5000-num_centers-10.npz"
@@ -86,9 +86,10 @@ def _random_like(width: int, n: int, d: int) -> list[torch.Tensor]:
 def _load_network(data_dir: Path, width: int) -> Network:
     path = data_dir / weights_file(width)
     if not path.is_file():
-        raise ArchsimError(
-            f"{path} is missing; pass --data-dir the folder of the synthetic experiment (e.g. "
-            f"../shared/data/liang_synthetic)"
+        raise ParameterError(
+            "data_dir",
+            f"{path} is missing; pass {{}} the folder of the synthetic experiment (e.g. "
+            f"../shared/data/liang_synthetic)",
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     try:
@@ -182,12 +183,13 @@ def liang_synthetic(data_dir: str | Path, out: str | Path) -> dict[str, pd.DataF
     """All six configurations (source width 100, 50, 200; attack level 0, 1), one CSV each, and a figure."""
     data_dir, out = Path(data_dir), Path(out)
     if not (data_dir / DATA_FILE).is_file():
-        raise ArchsimError(
-            f"{data_dir / DATA_FILE} is missing; pass --data-dir the folder of the synthetic experiment (e.g. "
-            f"../shared/data/liang_synthetic)"
+        raise ParameterError(
+            "data_dir",
+            f"{data_dir / DATA_FILE} is missing; pass {{}} the folder of the synthetic experiment (e.g. "
+            f"../shared/data/liang_synthetic)",
         )
     if out.exists() and not out.is_dir():
-        raise ArchsimError(f"--out {out} is a file; choose a folder")
+        raise ParameterError("out", f"{out} is a file; choose a folder")
     results = {}
     configurations = [(width, level) for width in SOURCE_WIDTHS for level in LEVELS]
     for width, level in tqdm(configurations, desc="configurations", unit="config", disable=None):

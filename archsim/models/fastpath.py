@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from archsim.errors import ArchsimError
+from archsim.errors import ParameterError
 from archsim.models.wrapper import SimModel
 
 PRECISIONS = ("fp32", "bf16")
@@ -25,7 +25,7 @@ def check_precision(precision: str) -> str:
     """``precision`` (``fp32`` or ``bf16``) if known, else a one-line error; ``auto`` is resolved
     per device by :func:`default_precision`."""
     if precision not in PRECISIONS:
-        raise ArchsimError(f"unknown --precision {precision!r}; use {' or '.join(PRECISIONS)}")
+        raise ParameterError("precision", f"unknown {{}} {precision!r}; use {' or '.join(PRECISIONS)}")
     return precision
 
 

@@ -9,19 +9,22 @@ from typing import Any
 
 import pandas as pd
 
+from archsim.analysis.agreement import compare_matrices
 from archsim.analysis.cards import read_cards
 from archsim.analysis.matrix import read_matrix
 from archsim.analysis.run import Analysis, analyze_matrix
 from archsim.cache import atomic_write_text
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
+from archsim.report.figures import matrix_scatter, write_png
 from archsim.report.html import render_report
+from archsim.specs import check_out_folder
 
 
 def write_analysis(analysis: Analysis, out: str | Path, report: bool = True) -> list[str]:
     """Write every table (and ``report.html``) into ``out``; returns the file names written."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ArchsimError(f"--out {out} is a file; choose a folder")
+        raise ParameterError("out", f"{out} is a file; choose a folder")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, table in analysis.tables().items():
@@ -59,7 +62,10 @@ def analyze_run(
     """``archsim analyze/report --run``: a finished run folder, its own cards unless ``cards`` is given."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
-        raise ArchsimError(f"{run_dir} is not a finished run folder (no config.json); pass the --out of an archsim run")
+        raise ParameterError(
+            "run_dir",
+            f"{{}} {run_dir} is not a finished run folder (no config.json); give the folder an archsim run wrote",
+        )
     sat = read_matrix(run_dir / "sat.csv")
     card_file = Path(cards) if cards is not None else run_dir / "cards.csv"
     model_cards = read_cards(card_file) if card_file.is_file() else None
@@ -72,6 +78,8 @@ def analyze_run(
     if model_cards is None and cards is None:
         analysis.notes.append(f"{run_dir}/cards.csv lacks some models; pass --cards to analyse components")
     analysis.config = json.loads((run_dir / "config.json").read_text())
+    if (run_dir / "pairs.csv").is_file():
+        analysis.pairs = pd.read_csv(run_dir / "pairs.csv")
     analysis.source = str(run_dir)
     analysis.extras = _extras(run_dir)
     write_analysis(analysis, out if out is not None else run_dir)
@@ -117,3 +125,35 @@ def _extras(run_dir: Path) -> dict[str, dict[str, Any]]:
                 "figure": figures[0] if figures else None,
             }
     return found
+
+
+def compare_matrix_files(
+    paths: list[str | Path], out: str | Path | None = None
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict[str, list[str]]]:
+    """``archsim compare-matrices``: how far SAT matrices agree, on the models all of them name.
+
+    ``paths``: CSVs in the sat.csv layout or run folders (their sat.csv), labelled by file stem or folder name.
+    Returns :func:`archsim.analysis.compare_matrices`' table, the aligned matrices and the models left out of each;
+    with ``out``, writes ``matrix_correlations.csv`` and ``matrix_comparison.png`` there.
+    """
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise ParameterError("matrices", "needs at least two matrices; give CSV files or run folders")
+    if out is not None:
+        check_out_folder(Path(out))
+    read = {}
+    for path in paths:
+        if path.is_dir() and not (path / "sat.csv").is_file():
+            raise ArchsimError(f"{path} is a folder without sat.csv; give a run folder or a CSV in the sat.csv layout")
+        if not path.exists():
+            raise ArchsimError(f"matrix {path} does not exist; give a CSV in the sat.csv layout or a run folder")
+        label = path.resolve().name if path.is_dir() else path.stem
+        label = label if label not in read else f"{label}-{len(read) + 1}"
+        read[label] = read_matrix(path / "sat.csv" if path.is_dir() else path, allow_nan=True)
+    table, aligned, left_out = compare_matrices(read)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "matrix_correlations.csv", table.to_csv(index=False, float_format="%.6g"))
+        write_png(matrix_scatter(aligned, table, axis_label="SAT in {}"), out / "matrix_comparison.png")
+    return table, aligned, left_out

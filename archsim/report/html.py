@@ -10,7 +10,7 @@ from html import escape
 import numpy as np
 import pandas as pd
 
-from archsim.report import figures
+from archsim.report import figures, interactive
 from archsim.version import __version__
 
 _STYLE = """
@@ -33,11 +33,19 @@ img { max-width: 100%; height: auto; }
 .note { color: #8a5a00; background: #fff6e0; border-left: 3px solid #e0a800; padding: 6px 10px; font-size: 13px; }
 .muted { color: #666; font-size: 13px; }
 pre { background: #f5f5f5; padding: 10px; font-size: 12px; overflow-x: auto; }
+th[data-order="asc"]::after { content: " \\25B2"; } th[data-order="desc"]::after { content: " \\25BC"; }
+input.table-filter { font-size: 12px; margin: 6px 0 0 0; width: 220px; }
+details summary { cursor: pointer; color: #23395d; }
 """
 
 
+_table_ids = iter(range(1 << 30))
+
+
 def _table(frame: pd.DataFrame, digits: int = 3) -> str:
-    """An HTML table with numbers right-aligned and every string escaped."""
+    """An HTML table with numbers right-aligned and every string escaped; its columns sort on a click, and a box
+    above it filters its rows."""
+    table_id = f"table-{next(_table_ids)}"
     head = "".join(f"<th>{escape(str(c))}</th>" for c in frame.columns)
     rows = []
     for row in frame.itertuples(index=False):
@@ -54,7 +62,11 @@ def _table(frame: pd.DataFrame, digits: int = 3) -> str:
             else:
                 cells.append(f"<td>{escape(str(value))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+    return (
+        f'<input class="table-filter" data-table="{table_id}" placeholder="filter rows" aria-label="filter rows">'
+        f'<div class="scroll"><table class="sortable" id="{table_id}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def _png_uri(data: bytes) -> str:
@@ -158,6 +170,19 @@ def render_report(analysis) -> str:
     summary += "".join(f'<p class="note">{escape(note)}</p>' for note in analysis.notes)
     sections.append(("summary", "Summary", summary))
 
+    explorable = (
+        interactive.FINDER_HTML.format(
+            options="".join(f'<option value="{escape(m)}">{escape(m)}</option>' for m in sat.index)
+        )
+        + '<div class="figures">'
+        + interactive.matrix_heatmap(sat, spectral.labels, "sat-heatmap", "SAT", "Viridis", analysis.pairs)
+        + interactive.matrix_heatmap(
+            spectral.ordered_distances(), spectral.labels, "spectral-heatmap", "spectral distance", "Magma_r"
+        )
+        + "</div>"
+        + '<p class="muted">Hover a cell for the pair; drag to zoom, double-click to zoom out; white lines bound '
+        "the clusters. The camera icon saves a PNG.</p>"
+    )
     heatmaps = _figure(
         figures.ordered_heatmap(sat, spectral.labels, "SAT, models ordered by cluster", "SAT (ln % fooled)", "viridis"),
         "SAT heatmap ordered by cluster",
@@ -171,7 +196,11 @@ def render_report(analysis) -> str:
         ),
         "spectral distance matrix ordered by cluster",
     )
-    sections.append(("matrix", "SAT matrix and clusters", f'<div class="figures">{heatmaps}</div>'))
+    static = (
+        "<details><summary>Static figures (PNG, for papers and slides)</summary>"
+        f'<div class="figures">{heatmaps}</div></details>'
+    )
+    sections.append(("matrix", "SAT matrix and clusters", explorable + static))
 
     cluster_html = _table(_clusters_table(analysis), digits=2) + _figure(
         figures.eigenvalue_plot(spectral.eigenvalues, spectral.k), "eigenvalues"
@@ -294,11 +323,15 @@ def render_report(analysis) -> str:
         f'<section id="{anchor}"><h2>{escape(title)}</h2>{content}</section>' for anchor, title, content in sections
     )
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    finder = interactive.finder_data(sat, spectral.labels, analysis.pairs, analysis.cards)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>archsim report: {escape(analysis.source)}</title><style>{_STYLE}</style></head><body>"
+        f"<title>archsim report: {escape(analysis.source)}</title><style>{_STYLE}</style>"
+        f"{interactive.plotly_script()}</head><body>"
         f"<header><h1>archsim report</h1><p>{escape(analysis.source)} · archsim {escape(__version__)} · "
         f"{stamp}</p></header>"
-        f"<nav>{nav}</nav><main>{body}</main></body></html>\n"
+        f"<nav>{nav}</nav><main>{body}</main>"
+        f'<script type="application/json" id="archsim-data">{finder}</script>'
+        f"<script>{interactive.SCRIPT}</script></body></html>\n"
     )

@@ -12,7 +12,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from archsim.cache import CacheStore, atomic_write_text, check_cache
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 
 RUN_LOCK = ".archsim.lock"
 """Held in a run folder while a run writes into it (:meth:`RunFolder.claim`)."""
@@ -57,8 +57,10 @@ class RunFolder:
             config = json.loads((self.path / "config.json").read_text())
             config["settings"]  # noqa: B018 - a config.json without settings is not a run's
         except (OSError, ValueError, KeyError, TypeError):
-            raise ArchsimError(
-                f"{self.path} is not a finished run folder (no readable config.json); pass the --out of an archsim run"
+            raise ParameterError(
+                "run_dir",
+                f"{{}} {self.path} is not a finished run folder (no readable config.json); give the folder an archsim "
+                "run wrote",
             ) from None
         return config
 
@@ -105,19 +107,19 @@ class RunFolder:
         """
         out = self.path
         if out.exists() and not out.is_dir():
-            raise ArchsimError(f"--out {out} is a file; choose a folder")
+            raise ParameterError("out", f"{out} is a file; choose a folder")
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise ArchsimError(
-                f"cannot make --out {out} ({error.strerror}); choose a folder you can write to"
+            raise ParameterError(
+                "out", f"cannot make {{}} {out} ({error.strerror}); choose a folder you can write to"
             ) from None
         lock = FileLock(str(out / RUN_LOCK))
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            raise ArchsimError(
-                f"--out {out} is in use by another archsim run; wait for it to end or choose another --out"
+            raise ParameterError(
+                "out", f"{out} is in use by another archsim run; wait for it to end or choose another {{}}"
             ) from None
         try:
             self.guard(settings)
@@ -145,18 +147,19 @@ class RunFolder:
             try:
                 existing = json.loads(path.read_text())["settings"]
             except (ValueError, KeyError, TypeError):
-                raise ArchsimError(f"--out {out} holds an unreadable {marker}; choose another --out") from None
+                raise ParameterError("out", f"{out} holds an unreadable {marker}; choose another {{}}") from None
             if existing != wanted:
                 differing = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
-                raise ArchsimError(
-                    f"--out {out} holds results of a different configuration (differs in: {', '.join(differing)}); "
-                    "choose another --out or remove it"
+                raise ParameterError(
+                    "out",
+                    f"{out} holds results of a different configuration (differs in: {', '.join(differing)}); "
+                    "choose another {} or remove it",
                 )
             return
         if results:
-            raise ArchsimError(
-                f"--out {out} holds {results[0]} of an unknown run (no settings.json); choose another --out or remove "
-                f"it"
+            raise ParameterError(
+                "out",
+                f"{out} holds {results[0]} of an unknown run (no settings.json); choose another {{}} or remove it",
             )
         atomic_write_text(out / "settings.json", json.dumps({"settings": wanted}, indent=2, sort_keys=True) + "\n")
 

@@ -24,7 +24,7 @@ from archsim.attacks import create_attack
 from archsim.cache import CacheStore, check_cache
 from archsim.data import load_data
 from archsim.engines import Engine, engine_for
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 from archsim.measures import DEFAULT_EPS_S, sat_tables
 from archsim.models import check_model_specs, check_precision, default_precision, zoo_specs
 from archsim.runs.folder import RunFolder
@@ -152,14 +152,14 @@ def run_sat(
     """
     specs = list(models) if models else zoo_specs()
     if len(specs) < 2:
-        raise ArchsimError("SAT needs at least two models; pass more --models")
+        raise ParameterError("models", "SAT needs at least two models; pass more {}")
     if len(set(specs)) != len(specs):
         raise ArchsimError("a model spec is given twice; list each model once")
     check_model_specs(specs)  # before the out folder is claimed and the data read (hashing a folder takes minutes)
     if not eps_s > 0:
-        raise ArchsimError(f"--eps-s must be positive (a percentage floor), got {eps_s}")
+        raise ParameterError("eps_s", f"must be positive (a percentage floor), got {eps_s}")
     if n_boot < 0:
-        raise ArchsimError(f"--n-boot must be 0 or more, got {n_boot}")
+        raise ParameterError("n_boot", f"must be 0 or more, got {n_boot}")
     batch_size = check_batch_size(batch_size)
     max_resident = check_max_resident(max_resident)
     seed = check_seed(seed)

@@ -411,6 +411,34 @@ def test_analysis_commands_bad_input(tmp_path, monkeypatch, capsys, args, messag
     assert code == 2 and err.count("\n") == 1 and message in err, err
 
 
+def test_library_errors_name_python_parameters_and_the_cli_their_flags(tmp_path, monkeypatch, capsys):
+    """The library names the parameter a Python caller passed (``k``); the CLI the flag the user typed
+    (``--clusters``, whose value is ``k``); ``--debug`` adds the traceback."""
+    from archsim.analysis.run import analyze_matrix
+    from archsim.errors import ParameterError
+    from archsim.runs import RunFolder
+
+    names = ["a", "b", "c"]
+    sat = pd.DataFrame([[100.0, 10, 20], [10, 100, 30], [20, 30, 100]], index=names, columns=names)
+    with pytest.raises(ParameterError, match=r"^k 7 is more than the 3 models; choose at most 3$") as raised:
+        analyze_matrix(sat, k=7)
+    assert raised.value.parameter == "k"
+    with pytest.raises(ParameterError, match=r"^run_dir nowhere is not a finished run folder"):
+        RunFolder("nowhere").settings
+    monkeypatch.chdir(tmp_path)
+    sat.to_csv("m.csv")
+    from archsim.analysis.cards import CARD_COLUMNS, NAME_COLUMN
+
+    pd.DataFrame({c: "x" for c in CARD_COLUMNS}, index=pd.Index(names, name=NAME_COLUMN)).to_csv("c.csv")
+    code, _, err = run_cli(capsys, "analyze", "--matrix", "m.csv", "--cards", "c.csv", "--out", "o", "--clusters", "7")
+    assert code == 2 and err == "error: --clusters 7 is more than the 3 models; choose at most 3\n"
+    code, _, err = run_cli(capsys, "report", "--run", "nowhere")
+    assert code == 2 and err.startswith("error: --run nowhere is not a finished run folder") and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "--debug", "report", "--run", "nowhere")
+    assert code == 2 and "Traceback (most recent call last)" in err and "ParameterError" in err
+    assert err.splitlines()[-1].startswith("error: --run nowhere is not a finished run folder")
+
+
 def test_cards_command(tmp_path, cache_dir, capsys):
     out = tmp_path / "cards.csv"
     # zoo:convnext, trained by the runs above: a zoo model loads with its weights, and vit's would train for a minute

@@ -404,3 +404,37 @@ def test_fuzzed_npz_and_checkpoint_files_never_traceback(labels, cut, tmp_path_f
             load()
         except ArchsimError as error:
             assert "\n" not in str(error)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    suffix=st.sampled_from([".jpg", ".jpeg", ".png", ".JPEG", ".txt"]),
+    cut=st.integers(0, 600),
+    flip=st.integers(0, 599),
+    size=st.sampled_from([0, 1, 4]),
+)
+def test_fuzzed_image_folders_never_traceback(suffix, cut, flip, size, tmp_path_factory):
+    """The image-folder reader on what a folder of a user's images may hold: files cut short anywhere, a flipped
+    byte, empty or 1-pixel images, files that are no image; it loads the images or ends in a one-line error."""
+    import torch
+    from torchvision.io import encode_jpeg, encode_png
+
+    from archsim.errors import ArchsimError
+
+    folder = tmp_path_factory.mktemp("images")
+    for k, cls in enumerate(("cat", "dog")):
+        (folder / cls).mkdir()
+        pixels = torch.randint(0, 256, (3, max(size, 1), max(size, 1)), dtype=torch.uint8)
+        encoded = bytes((encode_png(pixels) if suffix.lower() == ".png" else encode_jpeg(pixels)).numpy())
+        good = folder / cls / f"good{'.png' if suffix.lower() == '.png' else '.jpg'}"
+        good.write_bytes(encoded)
+        damaged = bytearray(encoded[:cut] if size else b"")
+        if damaged:
+            damaged[flip % len(damaged)] ^= 0xFF
+        (folder / cls / f"bad{suffix}").write_bytes(bytes(damaged))
+    try:
+        images = load_data(f"imagefolder:{folder},size=8")
+    except ArchsimError as error:
+        assert "\n" not in str(error) and str(error)
+    else:
+        assert images.images.shape[1:] == (3, 8, 8) and len(images) >= 2

@@ -34,7 +34,7 @@ from archsim.attacks import Attack
 from archsim.attacks.base import copy_to_host, to_device
 from archsim.cache import CacheStore, digest
 from archsim.data import ImageSet, imagenet_wnids
-from archsim.errors import ArchsimError, one_line
+from archsim.errors import ArchsimError, ParameterError, one_line
 from archsim.labels import compact_labels, predicted_labels
 from archsim.models import (
     SimModel,
@@ -227,10 +227,12 @@ def attack_source(
     timing = {"load_s": time.perf_counter() - started}
 
     def adversarial_set() -> Iterator[np.ndarray]:
-        # Searched only when something is computed: a run found in the cache measures nothing.
+        # Searched only when something is computed: a run found in the cache measures nothing. An attack whose result
+        # depends on its batches keeps its own size.
+        shape = tuple(data.images.shape[1:])
         work = len(data) * attack.passes
-        size = batch_size_for(
-            model, batch_size, "attack", tuple(data.images.shape[1:]), len(data), store, precision, work
+        size = attack.fixed_batch or batch_size_for(
+            model, batch_size, "attack", shape, len(data), store, precision, work
         )
         return (
             adv.numpy()
@@ -352,9 +354,10 @@ def preflight(
         raise ArchsimError(usage)  # already one line that names the model and the fix
     if failed and not keep_going:
         listed = "; ".join(f"{spec}: {problem}" for spec, problem in failed.items())
-        raise ArchsimError(
-            f"{len(failed)} of {len(specs)} models cannot run ({listed}); fix or remove them, or pass --keep-going to "
-            f"leave them out"
+        raise ParameterError(
+            "keep_going",
+            f"{len(failed)} of {len(specs)} models cannot run ({listed}); fix or remove them, or pass {{}} to "
+            f"leave them out",
         )
     return failed
 

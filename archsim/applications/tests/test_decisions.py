@@ -138,7 +138,7 @@ def test_the_power_sharpens_the_sampler():
     }
     first_ones = 3 / 4  # draws that start in the block; those starting at model 3 never pick it again
     assert abs(leave[1] - first_ones * 0.5) < 0.04 and abs(leave[4] - first_ones / (1 + 2 / 16)) < 0.04
-    with pytest.raises(ArchsimError, match="--power must be a finite number >= 0"):
+    with pytest.raises(ArchsimError, match="^power must be a finite number >= 0"):
         diverse_sample(sat, 2, power=-1)
     # A power past what floats hold (SAT**-1e6 overflows) picks the least similar model, not a NaN weight (found by
     # fuzzing).

@@ -99,7 +99,8 @@ def test_pgd_fools_white_box():
 
 
 @pytest.mark.parametrize(
-    "options, message", [({"eps": 0}, "--eps"), ({"eps": -1}, "--eps"), ({"eps": 0.1, "steps": 0}, "--steps")]
+    "options, message",
+    [({"eps": 0}, "^eps must"), ({"eps": -1}, "^eps must"), ({"eps": 0.1, "steps": 0}, "^steps must")],
 )
 def test_bad_settings(options, message):
     with pytest.raises(ArchsimError, match=message):

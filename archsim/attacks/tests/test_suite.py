@@ -310,6 +310,7 @@ def test_torchattacks_pgd_through_archsim_equals_archsims_pgd_from_the_same_star
         "alpha": pytest.approx(0.02),
         "random_start": False,
         "steps": 6,
+        "batch": 32,
         "torchattacks_version": torchattacks.__version__,
     }
     ours = create_attack("pgd", eps=0.1, steps=6, rel_step=0.2, random_start=False)
@@ -324,6 +325,12 @@ def test_a_torchattacks_attack_with_random_draws_is_deterministic_per_seed(batch
     first, again = jitter(model, images, y, seed=3, batch_size=6), jitter(model, images, y, seed=3, batch_size=6)
     assert torch.equal(first, again) and not torch.equal(first, jitter(model, images, y, seed=4, batch_size=6))
     assert (first.int() - images.int()).abs().max() <= round(0.1 * 255)
+    # Its result depends on the batches (one draw per batch), so it keeps its own batch whatever the caller's size.
+    assert torch.equal(first, jitter(model, images, y, seed=3, batch_size=2))
+    small = create_attack("torchattacks:Jitter,batch=4", eps=0.1, steps=3)
+    assert small.config()["batch"] == 4 and small.fixed_batch == 4
+    with pytest.raises(ArchsimError, match="batch='0' of torchattacks:Jitter must be a whole number of 1 or more"):
+        create_attack("torchattacks:Jitter,batch=0", eps=0.1)
 
 
 @pytest.mark.parametrize(

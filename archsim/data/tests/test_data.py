@@ -257,3 +257,41 @@ def test_a_corrupt_image_is_named_without_the_decoders_source_location(tmp_path)
         message.startswith(f"cannot decode image {tmp_path / 'b' / 'cut.jpg'} (") and "remove or replace it" in message
     )
     assert ".cpp" not in message and "/__w/" not in message
+
+
+def test_a_damaged_png_is_one_line_not_a_crash(tmp_path):
+    """torchvision 0.29 crashes the process on a PNG whose data chunk is damaged; archsim reads PNGs with Pillow
+    first and answers in one line. Run in a child process: were the guard gone, the crash would end the suite."""
+    import subprocess
+    import sys
+
+    from torchvision.io import encode_png
+
+    torch.manual_seed(0)
+    png = bytearray(encode_png(torch.randint(0, 256, (3, 4, 4), dtype=torch.uint8)).numpy().tobytes())
+    png[100 % len(png)] ^= 0xFF  # inside the IDAT chunk: its checksum and the zlib stream no longer match
+    for cls in ("a", "b"):
+        (tmp_path / "set" / cls).mkdir(parents=True)
+        (tmp_path / "set" / cls / "good.png").write_bytes(bytes(encode_png(torch.zeros((3, 4, 4), dtype=torch.uint8))))
+    (tmp_path / "set" / "a" / "bad.png").write_bytes(bytes(png))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "archsim.cli",
+            "run",
+            "--models",
+            "zoo:resnet-s0 zoo:resnet-s1",
+            "--data",
+            f"imagefolder:{tmp_path / 'set'},size=8",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert done.stderr.strip().splitlines()[-1].startswith("error: cannot decode image") and "bad.png" in done.stderr

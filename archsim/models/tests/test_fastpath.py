@@ -135,7 +135,7 @@ def test_compiled_model_attacks_like_the_eager_one(images):
 
 def test_unknown_precision_is_one_line():
     assert check_precision("bf16") == "bf16"
-    with pytest.raises(ArchsimError, match="unknown --precision 'fp16'; use fp32 or bf16"):
+    with pytest.raises(ArchsimError, match="unknown precision 'fp16'; use fp32 or bf16"):
         check_precision("fp16")
 
 

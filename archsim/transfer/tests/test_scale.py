@@ -119,7 +119,7 @@ def test_a_model_that_cannot_run_stops_the_run_before_any_attack(zoo, tmp_path):
     store = CacheStore(tmp_path / "cache")
     with pytest.raises(
         ArchsimError,
-        match=r"^1 of 3 models cannot run \(.*broken.pt.*ValueError: deliberately broken\); .*--keep-going",
+        match=r"^1 of 3 models cannot run \(.*broken.pt.*ValueError: deliberately broken\); .*keep_going",
     ):
         _run(folder, [*specs[:2], broken], store)
     assert not (tmp_path / "cache" / "adv").exists()  # nothing attacked
