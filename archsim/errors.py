@@ -1,5 +1,8 @@
 """The exception types archsim raises for problems the user can fix."""
 
+from contextlib import contextmanager
+from typing import Iterator
+
 
 class ArchsimError(Exception):
     """Bad input or state that the user can fix.
@@ -28,6 +31,18 @@ class ParameterError(ArchsimError):
     def naming(self, name: str) -> str:
         """The message with the parameter called ``name`` (a flag, on the command line)."""
         return self.problem.replace("{}", name) if "{}" in self.problem else f"{name} {self.problem}"
+
+
+@contextmanager
+def parameter_called(inner: str, outer: str) -> Iterator[None]:
+    """Inside: a :class:`ParameterError` about a callee's parameter ``inner`` names it as the caller's ``outer``
+    (``checks_on_run(checkpoints_of=...)`` passes it on as ``checkpoint_sat(model=...)``)."""
+    try:
+        yield
+    except ParameterError as error:
+        if error.parameter != inner:
+            raise
+        raise ParameterError(outer, error.problem) from error
 
 
 def one_line(error: BaseException) -> str:

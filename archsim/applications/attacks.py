@@ -14,7 +14,7 @@ from archsim.cache import CacheStore, atomic_write_text
 from archsim.engines import Engine, engine_for
 from archsim.errors import ParameterError
 from archsim.report.figures import matrix_scatter, write_png
-from archsim.runs import RunFolder, file_label, run_sat
+from archsim.runs import RunFolder, file_label, run_like
 
 
 @dataclass
@@ -61,20 +61,15 @@ def compare_attacks(
     matrices, white_box = {}, {}
     with engine_for(engine, device, address) as runner:
         for spec in attacks:
-            result = run_sat(
+            result = run_like(
+                folder,
                 settings["models"],
-                data=settings["data"],
-                n_images=settings["n_images"],
                 attack=spec,
-                eps=eps,
-                seed=settings["seed"],
-                eps_s=settings["eps_s"],
                 n_boot=0,
                 device=device,
                 batch_size=batch_size,
                 cache=store,
                 engine=runner,
-                precision=folder.precision,
             )
             matrices[spec] = result.sat
             white_box[spec] = result.models.set_index("model")["white_box_success"]

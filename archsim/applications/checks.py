@@ -13,9 +13,9 @@ import pandas as pd
 from archsim.analysis.training import relation_groups, summarise
 from archsim.cache import CacheStore, atomic_write_text
 from archsim.engines import Engine
-from archsim.errors import ArchsimError, ParameterError
+from archsim.errors import ArchsimError, ParameterError, parameter_called
 from archsim.measures.comparison import correlate
-from archsim.runs import RunFolder, load_run, run_sat
+from archsim.runs import RunFolder, load_run, run_like
 from archsim.transfer import TransferResult
 
 
@@ -70,7 +70,7 @@ def checkpoint_sat(
     name = model.split(":", 1)[1].split(",")[0] if model.startswith("zoo:") else None
     if name not in ZOO or "," in model:
         raise ParameterError(
-            "checkpoints_of",
+            "model",
             f"{model!r} must be a zoo model such as zoo:resnet-s0 (archsim retrains it keeping every epoch)",
         )
     total = ZOO[name].recipe.epochs
@@ -82,21 +82,15 @@ def checkpoint_sat(
         )
     store = folder.cache(cache)
     specs = [f"zoo:{name},epoch={e}" for e in chosen] + [f"zoo:{name}"]
-    run = run_sat(
+    run = run_like(
+        folder,
         specs,
-        data=settings["data"],
-        n_images=settings["n_images"],
-        attack=folder.attack_spec,
-        eps=settings["attack"]["eps"],
-        seed=settings["seed"],
-        eps_s=settings["eps_s"],
         n_boot=settings["n_boot"],
         device=device,
         batch_size=batch_size,
         cache=store,
         engine=engine,
         address=address,
-        precision=folder.precision,
     )
     final = run.transfer.names[-1]
     pairs = run.pairs.set_index(["source", "target"])
@@ -152,14 +146,14 @@ def adversarially_trained(
     name = same_weights.iloc[0] if len(same_weights) else loaded.name
     if not len(same_weights) and name in set(known["model"]):
         raise ParameterError(
-            "adversarial",
+            "model",
             f"the run {run_dir} already has another model named {name!r}; give {{}} another name with ,name=OTHER",
         )
     peers = known.loc[(known["architecture"] == loaded.architecture_id) & (known["model"] != name), "model"]
     del loaded
     if not len(peers):
         raise ParameterError(
-            "adversarial",
+            "model",
             f"{model} has the architecture of no other model in {run_dir}; "
             "run it beside the same architecture trained normally (e.g. zoo:resnet-adv with zoo:resnet-s0)",
         )
@@ -237,7 +231,8 @@ def checks_on_run(
     tables = {"identical_misclassifications.csv": identical}
     checkpoints = None
     if checkpoints_of is not None:
-        checkpoints = checkpoint_sat(run_dir, checkpoints_of, epochs, cache, device, batch_size, engine, address)
+        with parameter_called("model", "checkpoints_of"):
+            checkpoints = checkpoint_sat(run_dir, checkpoints_of, epochs, cache, device, batch_size, engine, address)
         tables["checkpoints.csv"] = checkpoints
         trend = correlate(checkpoints["epoch"].to_numpy(float), checkpoints["sat_vs_final"].to_numpy(float))
         summary = pd.concat(
@@ -246,7 +241,8 @@ def checks_on_run(
     tables["checks_summary.csv"] = summary
     robust = None
     if adversarial is not None:
-        robust = adversarially_trained(run_dir, adversarial, cache, device, batch_size, engine, address)
+        with parameter_called("model", "adversarial"):
+            robust = adversarially_trained(run_dir, adversarial, cache, device, batch_size, engine, address)
         tables["adversarial.csv"] = robust.table
         tables["adversarial_summary.csv"] = robust.summary
     out = Path(out) if out is not None else Path(run_dir) / "checks"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from datetime import datetime, timezone
 from html import escape
@@ -39,7 +40,7 @@ details summary { cursor: pointer; color: #23395d; }
 """
 
 
-_table_ids = iter(range(1 << 30))
+_table_ids = itertools.count()
 
 
 def _table(frame: pd.DataFrame, digits: int = 3) -> str:

@@ -322,23 +322,34 @@ def load_run(
     folder = RunFolder(run_dir)
     settings, store = folder.settings, folder.cache(cache)
     folder.require_cached(store)
-    return run_sat(
+    return run_like(
+        folder,
         settings["models"] + list(models or []),
-        data=settings["data"],
-        n_images=settings["n_images"],
-        attack=folder.attack_spec,
-        eps=settings["attack"]["eps"],
-        seed=settings["seed"],
-        eps_s=settings["eps_s"],
         n_boot=0 if models is None else settings["n_boot"],
         device=device,
         batch_size=batch_size,
         cache=store,
         engine=engine,
         address=address,
-        precision=folder.precision,
         keep_going=settings.get("keep_going", False),
         check_models=bool(models),  # the run's own models were checked when it ran
+    )
+
+
+def run_like(folder: RunFolder, models: list[str], attack: str | None = None, **options: Any) -> SatRun:
+    """:func:`run_sat` of ``models`` on a finished run's data, images, seed, ``eps_s``, precision and attack (or
+    ``attack`` at the run's eps): work on a run computes exactly as the run did. ``options`` go to ``run_sat``."""
+    settings = folder.settings
+    return run_sat(
+        models,
+        data=settings["data"],
+        n_images=settings["n_images"],
+        attack=folder.attack_spec if attack is None else attack,
+        eps=settings["attack"]["eps"],
+        seed=settings["seed"],
+        eps_s=settings["eps_s"],
+        precision=folder.precision,
+        **options,
     )
 
 

@@ -415,7 +415,7 @@ def test_library_errors_name_python_parameters_and_the_cli_their_flags(tmp_path,
     """The library names the parameter a Python caller passed (``k``); the CLI the flag the user typed
     (``--clusters``, whose value is ``k``); ``--debug`` adds the traceback."""
     from archsim.analysis.run import analyze_matrix
-    from archsim.errors import ParameterError
+    from archsim.errors import ParameterError, parameter_called
     from archsim.runs import RunFolder
 
     names = ["a", "b", "c"]
@@ -434,6 +434,17 @@ def test_library_errors_name_python_parameters_and_the_cli_their_flags(tmp_path,
     assert code == 2 and err == "error: --clusters 7 is more than the 3 models; choose at most 3\n"
     code, _, err = run_cli(capsys, "report", "--run", "nowhere")
     assert code == 2 and err.startswith("error: --run nowhere is not a finished run folder") and err.count("\n") == 1
+    # A callee's parameter passed on under another name is named as the caller's.
+    from archsim.applications.checks import checkpoint_sat
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"settings": {"models": []}}))
+    with pytest.raises(ParameterError, match=r"^model 'timm:resnet18' must be a zoo model") as raised:
+        checkpoint_sat(tmp_path / "run", "timm:resnet18")
+    with pytest.raises(ParameterError, match=r"^checkpoints_of 'timm:resnet18' must be a zoo model"):
+        with parameter_called("model", "checkpoints_of"):
+            checkpoint_sat(tmp_path / "run", "timm:resnet18")
+    assert raised.value.parameter == "model"
     code, _, err = run_cli(capsys, "--debug", "report", "--run", "nowhere")
     assert code == 2 and "Traceback (most recent call last)" in err and "ParameterError" in err
     assert err.splitlines()[-1].startswith("error: --run nowhere is not a finished run folder")

@@ -299,8 +299,8 @@ def test_the_adversarial_check_refuses_models_it_cannot_place(three_run, cache_d
     before = snapshot(three_run)
     stranger = "timm:resnet10t,pretrained=false,num_classes=10,in_chans=1"
     for spec, message in (
-        (stranger, "has the architecture of no other model in"),
-        (stranger + ",name=resnet-s0", "already has another model named 'resnet-s0'"),
+        (stranger, f"--adversarial {stranger} has the architecture of no other model in"),
+        (stranger + ",name=resnet-s0", "already has another model named 'resnet-s0'; give --adversarial another name"),
         ("zoo:resnet-nope", "unknown zoo model"),
     ):
         code, _, err = run_cli(
