@@ -45,6 +45,13 @@ def spectral_clusters(sat: pd.DataFrame, k: int | None = None, n_init: int = 100
     w = sat.to_numpy(dtype=float).copy()
     n = len(w)
     np.fill_diagonal(w, 0.0)
+    undefined = np.argwhere(~np.isfinite(w))
+    if len(undefined):
+        a, b = sat.index[undefined[0][0]], sat.index[undefined[0][1]]
+        raise ArchsimError(
+            f"SAT of {a} and {b} is undefined (no image both classify correctly; {len(undefined) // 2} such pairs); "
+            "cluster models that classify a shared part of the images, or use more images"
+        )
     if (w < 0).any():
         raise ArchsimError(
             "the SAT matrix has negative entries; affinities must be >= 0 (use eps_s >= 1, i.e. SAT >= 0)"

@@ -12,7 +12,7 @@ from archsim.analysis.agreement import matrix_correlations
 from archsim.attacks import create_attack
 from archsim.cache import CacheStore, atomic_write_text
 from archsim.engines import Engine, engine_for
-from archsim.errors import ParameterError
+from archsim.errors import ArchsimError, ParameterError
 from archsim.report.figures import matrix_scatter, write_png
 from archsim.runs import RunFolder, file_label, run_like
 
@@ -57,6 +57,11 @@ def compare_attacks(
     attacks = [own_spec] + [spec for spec in dict.fromkeys(attacks) if create_attack(spec, eps=eps).config() != own]
     if len(attacks) < 2:
         raise ParameterError("attacks", f"give {{}} other than the run's own ({own_spec}) to compare with it")
+    if len(settings["models"]) < 3:  # asked before any attack runs: the correlations need 3 pairs
+        raise ArchsimError(
+            f"the run has {len(settings['models'])} models, which give fewer than 3 model pairs to correlate; compare "
+            "attacks on a run of at least 3 models"
+        )
     store = folder.cache(cache)
     matrices, white_box = {}, {}
     with engine_for(engine, device, address) as runner:

@@ -203,9 +203,9 @@ def checks_figure(
         ax.errorbar(
             checkpoints["epoch"],
             checkpoints["sat_vs_final"],
-            yerr=[
-                checkpoints["sat_vs_final"] - checkpoints["sat_low"],
-                checkpoints["sat_high"] - checkpoints["sat_vs_final"],
+            yerr=[  # clipped: a bound equal to the SAT may sit a rounding step beyond it
+                (checkpoints["sat_vs_final"] - checkpoints["sat_low"]).clip(lower=0),
+                (checkpoints["sat_high"] - checkpoints["sat_vs_final"]).clip(lower=0),
             ],
             marker="o",
             capsize=3,
