@@ -11,17 +11,19 @@ from archsim.version import __version__
 # and timm (5 s on a small machine) for every `archsim --help` and every bad-input error.
 _LAZY = {
     "run_sat": "archsim.runs",
+    "load_run": "archsim.runs",
     "SatRun": "archsim.runs",
+    "object_spec": "archsim.models",
     "load_data": "archsim.data",
     "create_model": "archsim.models",
 }
 
-__all__ = ["run_sat", "SatRun", "load_data", "create_model", "__version__"]
+__all__ = ["run_sat", "load_run", "SatRun", "load_data", "create_model", "object_spec", "__version__"]
 
 if TYPE_CHECKING:
     from archsim.data import load_data
-    from archsim.models import create_model
-    from archsim.runs import SatRun, run_sat
+    from archsim.models import create_model, object_spec
+    from archsim.runs import SatRun, load_run, run_sat
 
 
 def __getattr__(name: str) -> Any:

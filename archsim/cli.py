@@ -13,9 +13,29 @@ import click
 import numpy as np
 import pandas as pd
 
+from archsim import plugins
 from archsim.engines import engine_for
 from archsim.errors import ArchsimError, ParameterError
+from archsim.plugins import plugin_names
 from archsim.specs import MAX_SEED, model_list, quick_check_run
+
+
+class PluginOption(click.Option):
+    """An option whose choices plugins extend: its help ends with the names the installed distributions declare in
+    ``plugin_group`` (read from their metadata when the help is shown, nothing imported)."""
+
+    def __init__(self, *args, plugin_group: str, plugin_kind: str, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.plugin_group, self.plugin_kind = plugin_group, plugin_kind
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        names = plugin_names(self.plugin_group)
+        own = self.help
+        self.help = f"{own} Plugins add the {self.plugin_kind}: {', '.join(names)}." if names else own
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.help = own
 
 
 class OnceCommand(click.Command):
@@ -155,6 +175,9 @@ def engine_options(command):
     "torchvision:NAME (same options), file:PATH[,input_size=C:H:W,mean=..,std=..]; any spec takes ,name=DISPLAY, "
     "and all but zoo: ,regime=LABEL,seed=N (how your weights were trained, for the training-vs-architecture table). "
     "@FILE: the specs in FILE, one per line (# comments). Default: the embedded zoo.",
+    cls=PluginOption,
+    plugin_group=plugins.SOURCES,
+    plugin_kind="schemes",
 )
 @click.option(
     "--data",
@@ -172,6 +195,9 @@ def engine_options(command):
     help="pgd | fgsm | mifgsm | vmifgsm | apgd-ce | lowfreq-pgd, with options, e.g. "
     "'vmifgsm,samples=20,beta=1.5', 'lowfreq-pgd,ratio=0.25', 'apgd-ce,rho=0.75'; or any torchattacks "
     "attack as torchattacks:NAME[,option=value...], e.g. 'torchattacks:TIFGSM,decay=1.0'.",
+    cls=PluginOption,
+    plugin_group=plugins.ATTACKS,
+    plugin_kind="attacks",
 )
 @click.option(
     "--eps",
@@ -409,6 +435,9 @@ def rerun_options(command):
     required=True,
     metavar="NAME[,key=value...]",
     help='Two or more attacks, repeatable or space-separated, e.g. "pgd apgd-ce mifgsm vmifgsm lowfreq-pgd".',
+    cls=PluginOption,
+    plugin_group=plugins.ATTACKS,
+    plugin_kind="attacks",
 )
 @click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/attacks].")
 @rerun_options
@@ -456,6 +485,9 @@ def compare_attacks(run_dir, attacks, out, device, batch_size, cache, engine, ad
     required=True,
     metavar="NAME",
     help="Repeatable or space-separated: disagreement, error-consistency, cka, regions, boundary.",
+    cls=PluginOption,
+    plugin_group=plugins.MEASURES,
+    plugin_kind="measures",
 )
 @click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/measures].")
 @rerun_options
@@ -869,13 +901,14 @@ def knowledge_transfer(architectures, overlaps, epochs, eps, steps, seed, run_di
     if run_dir is not None:
         from archsim.runs import RunFolder
 
-        settings = RunFolder(run_dir).settings
+        folder = RunFolder(run_dir)
+        settings = folder.settings
         if settings["data"].split(",")[0] != "digits":
             raise ArchsimError(
                 f"the run {run_dir} is on {settings['data']}; the data-overlap experiment is on digits: give a digits "
                 f"run or no --run"
             )
-        eps, seed, cache = settings["attack"]["eps"], settings["seed"], cache or settings.get("cache")
+        eps, seed, cache = settings["attack"]["eps"], settings["seed"], cache or folder.config.get("cache")
     target = out or (run_dir / "knowledge" if run_dir is not None else Path("runs") / "knowledge-transfer")
     study = overlap_experiment(
         tuple(a for a in architectures.split(",") if a), shares, eps, steps, seed, epochs, cache, target

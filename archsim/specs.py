@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from archsim import plugins
 from archsim.errors import ArchsimError, ParameterError
+from archsim.plugins import plugin_names
 
 AUTO = "auto"
 """The ``--batch-size`` that measures the fastest batch per model and device."""
@@ -90,7 +92,7 @@ def parse_spec(text: str, schemes: tuple[str, ...], bare: tuple[str, ...] = ()) 
     if not sep:
         scheme, rest = text, ""
     if scheme not in schemes:
-        forms = ", ".join(s if s in bare else f"{s}:..." for s in schemes)
+        forms = ", ".join(s if s in bare else f"{s}:..." for s in schemes if s not in WRITTEN_BY_ARCHSIM)
         raise ArchsimError(f"unknown scheme {scheme!r} in {text!r}; use one of: {forms}")
     target, *pairs = rest.split(",") if rest else [""]
     options: dict[str, str] = {}
@@ -135,8 +137,10 @@ def check_batch_size(value: int | str) -> int | str:
     return _count_or_auto(value, "--batch-size")
 
 
-DATA_SCHEMES = ("digits", "imagefolder", "imagenet-val", "npz")
-MODEL_SCHEMES = ("zoo", "timm", "torchvision", "file")
+WRITTEN_BY_ARCHSIM = ("object", "memory")
+"""Schemes of specs archsim writes for objects given in Python (never typed, so never suggested)."""
+DATA_SCHEMES = ("digits", "imagefolder", "imagenet-val", "npz", "memory")
+MODEL_SCHEMES = ("zoo", "timm", "torchvision", "file", "object")
 """The schemes of the registry (:mod:`archsim.models.registry`); here too, so that a spec is checked without torch."""
 ZOO_NAMES = (
     "resnet-s0",
@@ -168,8 +172,9 @@ def quick_check_run(specs: list[str], data: str, eps: float | None) -> None:
     if eps is not None:
         check_eps(eps)
     parse_spec(data, DATA_SCHEMES, bare=("digits",))
+    schemes = MODEL_SCHEMES + plugin_names(plugins.SOURCES)
     for text in specs:
-        spec = parse_spec(text, MODEL_SCHEMES)
+        spec = parse_spec(text, schemes)
         if spec.scheme == "zoo" and spec.target not in ZOO_NAMES:
             raise ArchsimError(f"unknown zoo model {spec.target!r}; choose from {', '.join(ZOO_NAMES)}")
 

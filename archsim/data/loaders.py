@@ -444,6 +444,11 @@ _LOADERS: dict[str, Callable[[Spec, str, int | None, int, CacheStore | None], Im
 }
 
 
+def register_loader(scheme: str, loader: Callable[[Spec, str, int | None, int, CacheStore | None], ImageSet]) -> None:
+    """Make ``loader`` read the data specs of ``scheme`` (one of :data:`archsim.specs.DATA_SCHEMES`)."""
+    _LOADERS[scheme] = loader
+
+
 def data_schemes() -> tuple[str, ...]:
     """The data spec schemes with a loader (``digits``, ``npz``, ...)."""
     return tuple(_LOADERS)

@@ -2,7 +2,9 @@
 
 Where results go: the tasks write the content-addressed cache themselves, so the
 cache folder must be on a file system every node mounts (NFS, Lustre, a
-Kubernetes ReadWriteMany volume). Every task checks that before computing, by
+Kubernetes ReadWriteMany volume). Objects given in Python (modules, held by
+:mod:`archsim.held` under the keys their specs name) go to the tasks that name
+them through Ray's object store, each put there once. Every task checks that before computing, by
 looking for a probe file the driver has just written there; a node that does not
 see it fails the run with a one-line error instead of filling a private cache.
 Cache writes are atomic and locked per entry, so a retried task, or two tasks on
@@ -32,6 +34,7 @@ from typing import Any, Sequence
 from archsim.cache import CacheStore, atomic_write_text
 from archsim.engines.base import Task, TaskProgress
 from archsim.errors import ArchsimError, ParameterError, one_line
+from archsim.held import held, hold, referenced
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -68,10 +71,17 @@ class _Failure:
     message: str
 
 
-def _run_task(task: Task, store_root: str, probe: str, use_gpu: bool, label: str, *job: Any) -> Any:
-    """Body of every Ray task: check the node, pick the device, run ``task`` on the shared cache."""
+def _run_task(
+    task: Task, store_root: str, probe: str, use_gpu: bool, label: str, shipped: dict[str, Any], *job: Any
+) -> Any:
+    """Body of every Ray task: check the node, take the objects the job's specs name from the object store, pick the
+    device, run ``task`` on the shared cache."""
     import ray
     import torch
+
+    for key, ref in shipped.items():
+        if held(key) is None:
+            hold(key, ray.get(ref))
 
     started = time.time()
     node_ip = ray.util.get_node_ip_address()
@@ -196,6 +206,7 @@ class RayEngine:
         self.reports: list[TaskReport] = []
         """One per finished task, in the order they finished."""
         self._remote = ray.remote(_run_task)
+        self._shipped: dict[str, Any] = {}
 
     def map(
         self,
@@ -229,7 +240,7 @@ class RayEngine:
 
         pending = {
             self._remote.options(**options, name=f"{desc}: {label}").remote(
-                task, str(store.root), probe, self.use_gpu, label, *map(by_ref, job)
+                task, str(store.root), probe, self.use_gpu, label, self._ship(job), *map(by_ref, job)
             ): i
             for i, (label, job) in enumerate(zip(labels, jobs))
         }
@@ -260,6 +271,24 @@ class RayEngine:
                 ray.cancel(ref)
             (store.root / probe).unlink(missing_ok=True)
         return results
+
+    def _ship(self, job: tuple) -> dict[str, Any]:
+        """Object-store references of the objects given in Python (:mod:`archsim.held`) that ``job``'s specs name,
+        each put there once per engine."""
+        ray = import_ray()
+        refs = {}
+        for key, value in referenced(job).items():
+            if key not in self._shipped:
+                try:
+                    self._shipped[key] = ray.put(value)
+                except Exception as error:  # noqa: BLE001 - pickling fails in many ways (a lock, a generator...)
+                    raise ParameterError(
+                        "engine",
+                        f"an object given in Python (fingerprint {key}) cannot go to Ray's workers: it cannot be "
+                        f"pickled ({one_line(error)[:200]}); make it picklable, or use {{}} local",
+                    ) from None
+            refs[key] = self._shipped[key]
+        return refs
 
     def close(self) -> None:
         if self._opened:

@@ -1,6 +1,6 @@
 """Models: one registry from spec strings to one frozen wrapper type."""
 
-from archsim.models import sources, zoo  # noqa: F401  (registers the spec schemes)
+from archsim.models import objects, sources, zoo  # noqa: F401  (registers the spec schemes)
 from archsim.models.fastpath import (
     PRECISIONS,
     Purpose,
@@ -12,6 +12,7 @@ from archsim.models.fastpath import (
     prepare,
     to_channels_last,
 )
+from archsim.models.objects import ModelObject, model_specs, object_spec
 from archsim.models.registry import (
     check_model_specs,
     create_model,
@@ -23,6 +24,9 @@ from archsim.models.zoo import ZOO, train_zoo, zoo_specs
 
 __all__ = [
     "create_model",
+    "ModelObject",
+    "model_specs",
+    "object_spec",
     "check_model_specs",
     "model_schemes",
     "register_source",

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from archsim import plugins
 from archsim.cache import CacheStore
 from archsim.errors import ArchsimError
 from archsim.models.wrapper import SimModel
+from archsim.plugins import load_plugins, plugin_names
 from archsim.specs import Spec, parse_spec
 
 ModelSource = Callable[[Spec, CacheStore], SimModel]
@@ -31,7 +33,23 @@ def register_source(scheme: str, check: SpecCheck | None = None) -> Callable[[Mo
 
 
 def model_schemes() -> tuple[str, ...]:
-    return tuple(_SOURCES)
+    """The schemes of model specs: archsim's and those plugins declare (group ``archsim.sources``)."""
+    return tuple(_SOURCES) + tuple(name for name in plugin_names(plugins.SOURCES) if name not in _SOURCES)
+
+
+def _source(scheme: str) -> ModelSource:
+    if scheme in _SOURCES:
+        return _SOURCES[scheme]
+    loaded = load_plugins(plugins.SOURCES)
+    if scheme not in loaded:
+        raise ArchsimError(f"the plugin of model scheme {scheme!r} failed to load (see the warning); fix or remove it")
+    return loaded[scheme]
+
+
+def _check(scheme: str) -> SpecCheck | None:
+    if scheme in _SOURCES:
+        return _CHECKS.get(scheme)
+    return getattr(_source(scheme), "check", None)  # a plugin's source may carry its own check
 
 
 def create_model(spec: str, cache: CacheStore | None = None, device: str = "cpu") -> SimModel:
@@ -53,7 +71,7 @@ def create_model(spec: str, cache: CacheStore | None = None, device: str = "cpu"
     parsed = parse_spec(spec, model_schemes())
     display = take_name(parsed)
     labels = training_labels(parsed)
-    model = _SOURCES[parsed.scheme](parsed, cache or CacheStore())
+    model = _source(parsed.scheme)(parsed, cache or CacheStore())
     parsed.finish()
     if display is not None:
         model.name = display
@@ -67,7 +85,17 @@ def take_name(spec: Spec) -> str | None:
     value = spec.take("name")
     if value is None:
         return None
-    why = (
+    why = name_problem(value)
+    if why:
+        raise ArchsimError(
+            f"name={value!r} in {spec.text!r} cannot name a model ({why}); give a plain name, e.g. name=my-model"
+        )
+    return value
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot name a model (it becomes a file or folder name), or None."""
+    return (
         "it is empty"
         if not value.strip()
         else "it starts or ends with a space"
@@ -82,11 +110,6 @@ def take_name(spec: Spec) -> str | None:
         if len(value) > 120
         else None
     )
-    if why:
-        raise ArchsimError(
-            f"name={value!r} in {spec.text!r} cannot name a model ({why}); give a plain name, e.g. name=my-model"
-        )
-    return value
 
 
 def training_labels(spec: Spec) -> dict[str, str | int]:
@@ -115,7 +138,7 @@ def check_model_specs(specs: list[str]) -> None:
         spec = parse_spec(text, model_schemes())
         display = take_name(spec)
         training_labels(spec)
-        check = _CHECKS.get(spec.scheme)
+        check = _check(spec.scheme)
         name = display
         if check is not None:
             own = check(spec)

@@ -122,15 +122,8 @@ class SimModel(nn.Module):
 
     @cached_property
     def fingerprint(self) -> str:
-        """SHA-256 of the architecture, the weights and the preprocessing."""
-        h = hashlib.sha256()
-        h.update(repr(self.net).encode())
-        h.update(repr(sorted(self.preprocess.describe().items())).encode())
-        for key, tensor in sorted(self.net.state_dict().items()):
-            h.update(key.encode())
-            h.update(str((tensor.dtype, tuple(tensor.shape))).encode())
-            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()
+        """SHA-256 of the architecture, the weights and the preprocessing (:func:`network_fingerprint`)."""
+        return network_fingerprint(self.net, self.preprocess).hexdigest()
 
     @cached_property
     def architecture_id(self) -> str:
@@ -146,3 +139,16 @@ class SimModel(nn.Module):
         with torch.inference_mode():
             out = self(torch.zeros((1, *size), device=self.device))
         return int(out.shape[-1])
+
+
+def network_fingerprint(net: nn.Module, preprocess: Preprocess) -> "hashlib._Hash":
+    """The SHA-256 of a network's module tree (its ``repr``), its preprocessing and its ``state_dict`` (names, dtypes,
+    shapes and bytes of every parameter and persistent buffer): the model part of every cache key."""
+    h = hashlib.sha256()
+    h.update(repr(net).encode())
+    h.update(repr(sorted(preprocess.describe().items())).encode())
+    for key, tensor in sorted(net.state_dict().items()):
+        h.update(key.encode())
+        h.update(str((tensor.dtype, tuple(tensor.shape))).encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h

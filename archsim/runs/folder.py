@@ -8,6 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
+import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
@@ -81,7 +82,7 @@ class RunFolder:
 
     def cache(self, cache: CacheStore | str | Path | None = None) -> CacheStore:
         """``cache`` as a store, by default the one the run wrote to."""
-        return check_cache(cache, self.settings.get("cache"))
+        return check_cache(cache, self.config.get("cache"))
 
     def require_cached(self, store: CacheStore) -> None:
         """One-line error unless every adversarial set and prediction the run used is in ``store``."""
@@ -167,9 +168,9 @@ class RunFolder:
         """Write the run's tables, the cache entries it used and, last, its ``config.json``."""
         out = self.path
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "sat.csv", run.sat.to_csv(float_format="%.9f"))
-        atomic_write_text(out / "pairs.csv", run.pairs.to_csv(index=False, float_format="%.6f"))
-        atomic_write_text(out / "models.csv", run.models.to_csv(index=False, float_format="%.4f"))
+        atomic_write_text(out / "sat.csv", run.sat.to_csv(float_format=f"%.{DECIMALS['sat']}f"))
+        atomic_write_text(out / "pairs.csv", run.pairs.to_csv(index=False, float_format=f"%.{DECIMALS['pairs']}f"))
+        atomic_write_text(out / "models.csv", run.models.to_csv(index=False, float_format=f"%.{DECIMALS['models']}f"))
         atomic_write_text(out / "cards.csv", run.cards.to_csv())
         if run.timings is not None:
             atomic_write_text(out / "timings.csv", run.timings.to_csv(index=False, float_format="%.4g"))
@@ -177,6 +178,23 @@ class RunFolder:
         # config.json last: its presence marks a complete run folder.
         atomic_write_text(out / "config.json", json.dumps(run.config, indent=2, sort_keys=True) + "\n")
         self.__dict__.pop("config", None)  # read anew from the file just written
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The run's ``sat``, ``pairs``, ``models`` and ``cards`` tables as they were before :meth:`write` (whose
+        numbers :func:`rounded` had rounded to the decimals the files keep): text stays text, empty stays empty."""
+        self.config  # noqa: B018 - a one-line error for a folder without a finished run
+        sat = pd.read_csv(self.path / "sat.csv", index_col=0)  # pandas 3 parses floats exactly (round trip)
+        sat.index.name = None
+        return {
+            "sat": sat,
+            "pairs": _read_typed(self.path / "pairs.csv", text=("source", "target")),
+            "models": _read_typed(
+                self.path / "models.csv",
+                text=("model", "spec", "fingerprint", "family", "architecture", "regime"),
+                whole=("seed",),
+            ),
+            "cards": pd.read_csv(self.path / "cards.csv", index_col=0, dtype=str, keep_default_na=False),
+        }
 
 
 def attack_spec(config: dict[str, Any]) -> str:
@@ -189,3 +207,38 @@ def attack_spec(config: dict[str, Any]) -> str:
 def file_label(spec: str) -> str:
     """``spec`` as a file-name part: letters, digits, '-' and '.' kept, anything else '_'."""
     return "".join(c if c.isalnum() or c in "-." else "_" for c in spec)
+
+
+DECIMALS = {"sat": 9, "pairs": 9, "models": 4}
+"""Decimals of the numbers in a run folder's tables (and in a run's tables, rounded to match: :func:`rounded`). SAT
+and its intervals keep the same decimals in both tables, so that an interval holds its SAT in either."""
+
+
+def rounded(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+    """``frame``'s floating-point columns rounded to the decimals its file keeps, so that a run and the run read back
+    from its folder hold the same numbers."""
+    floats = frame.select_dtypes("floating").columns
+    return frame.assign(**{column: frame[column].round(DECIMALS[table]) for column in floats}) if len(floats) else frame
+
+
+def _read_typed(path: Path, text: tuple[str, ...], whole: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A table whose ``text`` columns are strings (empty ones included), ``whole`` columns nullable integers, and the
+    rest numbers, read back exactly."""
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    columns = {}
+    for column in raw.columns:
+        values = raw[column]
+        if column in text:
+            columns[column] = values
+        elif column in whole:
+            columns[column] = pd.array([int(v) if v else None for v in values], dtype="Int64")
+        elif values.isin(["True", "False"]).all() and len(values):
+            columns[column] = values == "True"
+        else:
+            numbers = [float(v) if v else float("nan") for v in values]  # Python's float(): the exact inverse of repr
+            columns[column] = (
+                np.array(numbers, dtype=np.int64)
+                if all(v and v.lstrip("-").isdigit() for v in values) and len(values)
+                else np.array(numbers)
+            )
+    return pd.DataFrame(columns, columns=raw.columns)

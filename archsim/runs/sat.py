@@ -8,7 +8,7 @@ import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,14 +20,16 @@ import torchvision
 from archsim.analysis.agreement import matrix_correlations
 from archsim.analysis.cards import cards_table
 from archsim.analysis.extract import extract_card
-from archsim.attacks import create_attack
+from archsim.attacks import Attack, create_attack, hold_attack
 from archsim.cache import CacheStore, check_cache
-from archsim.data import load_data
+from archsim.data import load_data, memory_spec
 from archsim.engines import Engine, engine_for
 from archsim.errors import ArchsimError, ParameterError
 from archsim.measures import DEFAULT_EPS_S, sat_tables
-from archsim.models import check_model_specs, check_precision, default_precision, zoo_specs
-from archsim.runs.folder import RunFolder
+from archsim.models import ModelObject, check_model_specs, check_precision, default_precision, model_specs, zoo_specs
+from archsim.models.objects import is_object_spec, keep_module
+from archsim.report.summary import run_summary_html
+from archsim.runs.folder import RunFolder, rounded
 from archsim.specs import check_seed
 from archsim.transfer import TransferResult, run_transfer
 from archsim.transfer.batching import check_batch_size, check_max_resident
@@ -66,12 +68,37 @@ class SatRun:
         """Per model: seconds to load, predict clean, attack and evaluate, and their rates (0 where cached)."""
         return self.transfer.timings
 
+    def to_frame(self) -> pd.DataFrame:
+        """One row per ordered pair of models: SAT, its 95 % interval, the one-sided SAT, the fooling rates both ways
+        and the images both models classify correctly (a copy of :attr:`pairs`)."""
+        return self.pairs.copy()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the run into folder ``path`` as ``archsim run --out`` does; :func:`load_run` reads it back.
+
+        Modules given as objects are saved into the cache with it, where they can be pickled, so that commands on
+        the run in another process (``archsim add``, ``measures``) can rebuild them. A folder holding another
+        run's results is refused, as by :func:`run_sat`.
+        """
+        folder = RunFolder(path)
+        with folder.claim(self.config["settings"]):
+            store = check_cache(self.config["cache"])
+            for spec in self.transfer.specs:
+                if is_object_spec(spec):
+                    keep_module(spec, store)
+            folder.write(self)
+        return folder.path
+
+    def _repr_html_(self) -> str:
+        """A compact summary for notebooks: settings, the SAT heatmap, the most and least similar pairs."""
+        return run_summary_html(self)
+
 
 def run_sat(
-    models: list[str] | None = None,
-    data: str = "digits",
+    models: Sequence[str | ModelObject] | Mapping[str, str | ModelObject] | None = None,
+    data: str | tuple | Any = "digits",
     n_images: int | None = None,
-    attack: str = "pgd",
+    attack: str | Attack = "pgd",
     eps: float | None = None,
     steps: int | None = None,
     rel_step: float | None = None,
@@ -96,18 +123,27 @@ def run_sat(
 
     Parameters
     ----------
-    models : list of str, optional
-        Model specs (see :func:`archsim.models.create_model`); default: the embedded zoo.
-    data : str
-        Data spec (see :func:`archsim.data.load_data`).
+    models : list or mapping, optional
+        Model specs (see :func:`archsim.models.create_model`) and ``nn.Module`` objects,
+        alone or as ``(module, preprocessing)``, in a list or a ``{name: model}``
+        mapping (see :func:`archsim.models.model_specs`); default: the embedded zoo.
+        A module is copied and fingerprinted (:mod:`archsim.models.objects` says what
+        the fingerprint covers); its results are cached like a spec's.
+    data : str, tuple or Dataset
+        Data spec (see :func:`archsim.data.load_data`), or images in Python:
+        ``(images, labels[, classes])`` tensors or arrays, or a torch ``Dataset``
+        (see :func:`archsim.data.memory_spec`), kept in the cache by their content.
     n_images : int, optional
         Seeded, class-stratified subset size.
-    attack : str
-        ``NAME[,key=value...]``, e.g. ``pgd`` (SPEC §1), ``apgd-ce,steps=100``; see
-        :data:`archsim.attacks.ATTACKS`.
+    attack : str or Attack
+        ``NAME[,key=value...]``, e.g. ``pgd`` (SPEC §1), ``apgd-ce,steps=100``,
+        ``torchattacks:DIFGSM`` (see :func:`archsim.attacks.create_attack`); or an
+        :class:`archsim.attacks.Attack` instance, whose ``config()`` must name every
+        setting that changes its result (it is the attack's part of the cache keys).
     eps, steps, rel_step, random_start
         Attack options; ``None`` keeps the attack's default (``eps``: :func:`default_eps`
-        of the data). An option the attack does not take is an error.
+        of the data). An option the attack does not take is an error, as is any option
+        with an Attack instance (set them on the instance).
     seed : int
         Seed of the subset, random starts and sampling, and the bootstrap.
     eps_s : float
@@ -150,7 +186,7 @@ def run_sat(
         Check every model (one forward and backward pass) before any attack; ``False``
         for models checked already (:func:`load_run` on a finished run).
     """
-    specs = list(models) if models else zoo_specs()
+    specs = model_specs(models) if models else zoo_specs()
     if len(specs) < 2:
         raise ParameterError("models", "SAT needs at least two models; pass more {}")
     if len(set(specs)) != len(specs):
@@ -171,7 +207,20 @@ def run_sat(
     chosen = {
         k: v for k, v in {"steps": steps, "rel_step": rel_step, "random_start": random_start}.items() if v is not None
     }
-    the_attack = create_attack(attack, eps=default_eps(data) if eps is None else eps, **chosen)
+    if isinstance(attack, Attack):
+        given = next((k for k, v in {"eps": eps, **chosen}.items() if v is not None), None)
+        if given is not None:
+            raise ParameterError(given, "is the Attack instance's own setting; set it when you make the attack")
+        hold_attack(attack)
+        the_attack = attack
+    else:
+        if not isinstance(attack, str):
+            raise ParameterError("attack", f"got a {type(attack).__name__}; give a spec string or an Attack instance")
+        the_attack = None
+    if not isinstance(data, str):
+        data = memory_spec(data, store)
+    if the_attack is None:
+        the_attack = create_attack(attack, eps=default_eps(data) if eps is None else eps, **chosen)
     settings = {
         "models": specs,
         "data": data,
@@ -255,10 +304,10 @@ def run_sat(
             if noise is not None:
                 config["attack_seed_noise"] = noise
             run = SatRun(
-                tables.sat,
+                rounded(tables.sat, "sat"),
                 tables.one_sided,
-                tables.pairs,
-                transfer.models_table(),
+                rounded(tables.pairs, "pairs"),
+                rounded(transfer.models_table(), "models"),
                 config,
                 transfer,
                 store.hits,
@@ -267,6 +316,9 @@ def run_sat(
                 set(store.used),
             )
             if out_dir is not None:
+                for spec in transfer.specs:
+                    if is_object_spec(spec):
+                        keep_module(spec, store)
                 RunFolder(out_dir).write(run)
     return run
 
@@ -322,7 +374,7 @@ def load_run(
     folder = RunFolder(run_dir)
     settings, store = folder.settings, folder.cache(cache)
     folder.require_cached(store)
-    return run_like(
+    run = run_like(
         folder,
         settings["models"] + list(models or []),
         n_boot=0 if models is None else settings["n_boot"],
@@ -334,6 +386,11 @@ def load_run(
         keep_going=settings.get("keep_going", False),
         check_models=bool(models),  # the run's own models were checked when it ran
     )
+    if models is None:  # the run as it was: its tables and config as written, not recomputed without intervals
+        tables = folder.tables()
+        run.sat, run.pairs, run.models, run.cards = tables["sat"], tables["pairs"], tables["models"], tables["cards"]
+        run.config = folder.config
+    return run
 
 
 def run_like(folder: RunFolder, models: list[str], attack: str | None = None, **options: Any) -> SatRun:

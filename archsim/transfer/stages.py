@@ -109,7 +109,7 @@ class TransferResult:
                 "family": [i.get("family", "") for i in self.info],
                 "architecture": [i.get("architecture", "") for i in self.info],
                 "regime": [i.get("regime", "") for i in self.info],
-                "seed": [i.get("seed") for i in self.info],
+                "seed": pd.array([i.get("seed") for i in self.info], dtype="Int64"),
             }
         )
 

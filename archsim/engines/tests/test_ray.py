@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from archsim.api import run_sat
 from archsim.cache import CacheStore
 from archsim.engines import create_engine
 from archsim.engines.tests.flaky import save_flaky
-from archsim.models import create_model
+from archsim.errors import ParameterError
+from archsim.models import create_model, object_spec
 from archsim.tests.cli_runner import run_cli
 from archsim.tests.test_resilience import entries, kill_when
 
@@ -97,7 +99,13 @@ def ray_run(address: str, specs: list[str], cache: Path, **engine):
 
 
 def test_four_model_zoo_on_three_nodes_equals_the_local_engine(cpu_cluster, weights, local_reference, tmp_path):
-    run, reports = ray_run(cpu_cluster.address, ZOO + ["zoo:resnet-s2"], fresh_cache(weights, tmp_path / "cache"))
+    """Two models by spec, two given in Python: the workers build those from Ray's object store (the cache holds no
+    copy of them, and the driver's holder is not the workers'), and the matrix is the local engine's."""
+    store = CacheStore(weights["cache"])
+    given = {spec.split(":")[1]: create_model(spec, cache=store) for spec in ZOO[1:] + ["zoo:resnet-s2"]}
+    objects = [object_spec(model.net, name, model.preprocess) for name, model in given.items()]
+    run, reports = ray_run(cpu_cluster.address, ZOO[:1] + objects, fresh_cache(weights, tmp_path / "cache"))
+    assert not list((tmp_path / "cache").glob("module/*/*.bin"))
     pd.testing.assert_frame_equal(run.sat, local_reference["zoo"], check_exact=True)
     assert run.config["engine"] == "ray"
     # Clean logits and a set per source, 16 predictions: all computed by the tasks; then the stacked logits, here.
@@ -108,6 +116,20 @@ def test_four_model_zoo_on_three_nodes_equals_the_local_engine(cpu_cluster, weig
     assert cost["stage2_groups"] == 4 and len(reports) == 4 + 4 + 4 and 3.9 < cost["stage2_read_ratio"] <= 4.0
     assert len({r.node_id for r in reports}) == 2  # both worker nodes took tasks
     assert {r.device for r in reports} == {"cpu"} and all(r.gpu_ids == () for r in reports)
+
+    class Unpicklable(torch.nn.Linear):
+        def __reduce_ex__(self, protocol):
+            raise TypeError("this module refuses pickling")
+
+        def __deepcopy__(self, memo):
+            twin = Unpicklable(self.in_features, self.out_features)
+            twin.load_state_dict(self.state_dict())
+            return twin
+
+    flat = object_spec(torch.nn.Sequential(torch.nn.Flatten(), Unpicklable(32 * 32, 10)), "flat", {"mean": 0, "std": 1})
+    with pytest.raises(ParameterError, match="cannot go to Ray's workers: it cannot be pickled") as error:
+        ray_run(cpu_cluster.address, ZOO[:1] + [flat], tmp_path / "cache")
+    assert error.value.parameter == "engine"
 
 
 def test_a_task_that_raises_once_and_a_worker_killed_mid_task_end_in_the_same_matrix(
