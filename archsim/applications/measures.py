@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 
+from archsim import plugins
 from archsim.analysis.agreement import matrix_correlations
 from archsim.cache import CacheStore, atomic_write_text, digest
 from archsim.data import ImageSet, load_data
-from archsim.errors import ParameterError
+from archsim.errors import ArchsimError, ParameterError
 from archsim.hardware import resolve_device
 from archsim.measures import (
     MEASURES,
@@ -27,6 +28,7 @@ from archsim.measures import (
 from archsim.measures.comparison import compare_measures, ensemble_err
 from archsim.models import Purpose, SimModel, create_model
 from archsim.models.features import feature_batches
+from archsim.plugins import PluginWarning, load_plugins, plugin_names
 from archsim.report.figures import matrix_scatter, write_png
 from archsim.runs import RunFolder, SatRun, load_run
 from archsim.transfer import TransferResult
@@ -37,6 +39,52 @@ from archsim.transfer.batching import (
     resident_budget,
     weight_bytes,
 )
+
+
+class Measure(Protocol):
+    """What a plugin measure (entry point group ``archsim.measures``) provides.
+
+    ``items(models, specs, images, transfer)`` returns the per-item values, [N, N, items]
+    (NaN where a pair has no value on an item), whose mean over items is the measure's
+    matrix; ``models(spec)`` builds (or hands back a resident) model, ``images`` is the
+    run's :class:`~archsim.data.ImageSet`, ``transfer`` the run's
+    :class:`~archsim.transfer.TransferResult`. Its results are cached under ``version``,
+    the models' fingerprints, the images and the seed: raise ``version`` when the
+    measure changes.
+    """
+
+    description: str
+    version: str
+    passes_per_item: int
+    """Forward or backward passes per item and pair, for the comparison at equal compute."""
+
+    def items(
+        self, models: Callable[[str], SimModel], specs: list[str], images: ImageSet, transfer: TransferResult
+    ) -> np.ndarray: ...
+
+
+def all_measures() -> dict[str, str]:
+    """The measures by name with what they compute: archsim's, and those plugins add (group ``archsim.measures``: a
+    :class:`Measure`); a plugin without that shape is warned about and left out."""
+    found: dict[str, Any] = dict(MEASURES)
+    for name, plugin in load_plugins(plugins.MEASURES).items():
+        if name in found:
+            continue
+        if not all(hasattr(plugin, a) for a in ("description", "version", "passes_per_item", "items")):
+            warnings.warn(
+                f"archsim plugin measure {name!r} lacks description, version, passes_per_item or items(); it is left "
+                "out",
+                PluginWarning,
+                stacklevel=2,
+            )
+            continue
+        found[name] = plugin
+    return found
+
+
+def measure_names() -> tuple[str, ...]:
+    """The names ``--measures`` takes, plugins' included (read without importing them)."""
+    return tuple(MEASURES) + tuple(n for n in plugin_names(plugins.MEASURES) if n not in MEASURES)
 
 
 def compute_measures(
@@ -66,10 +114,11 @@ def compute_measures(
     and a group of resident targets at once, one pass per group.
     """
     max_resident = check_max_resident(max_resident)
-    unknown = [m for m in measures if m not in MEASURES]
+    known = all_measures()
+    unknown = [m for m in measures if m not in known]
     if unknown or not measures:
         raise ParameterError(
-            "measures", f"unknown measure {unknown[0]!r}; choose from {', '.join(MEASURES)}" if unknown else "give {}"
+            "measures", f"unknown measure {unknown[0]!r}; choose from {', '.join(known)}" if unknown else "give {}"
         )
     folder = RunFolder(run_dir)
     settings, store = folder.settings, folder.cache(cache)
@@ -169,7 +218,7 @@ def comparison_table(
                 "disagreement": 2,
                 "regions": 2 * regions.DEFAULT_RESOLUTION**2,
                 "boundary": 4 + 4 * boundary.DEFAULT_POINTS,
-            }[measure]
+            }.get(measure) or all_measures()[measure].passes_per_item
     table = compare_measures(
         {"sat": run.sat.to_numpy(), **matrices},
         resample,
@@ -223,6 +272,16 @@ def measure_items(
         return {"labels": regions.region_labels(model, images.images, triplets, batch_size=sized(model))}
 
     specs, fingerprints = transfer.specs, transfer.fingerprints
+
+    def _plugin_items(plugin: Measure, measure: str) -> np.ndarray:
+        values = np.asarray(plugin.items(model_of, specs, images, transfer), dtype=float)
+        if values.ndim != 3 or values.shape[:2] != (len(specs), len(specs)):
+            raise ArchsimError(
+                f"plugin measure {measure!r} gave values of shape {values.shape}, not [{len(specs)}, {len(specs)}, "
+                "items]; fix the plugin"
+            )
+        return values
+
     labels = torch.as_tensor(transfer.labels)
     correct = transfer.clean_correct
     both = correct[:, None, :] & correct[None, :, :]
@@ -259,6 +318,12 @@ def measure_items(
                 for spec, fp in zip(specs, fingerprints)
             ]
             out[measure] = regions.region_agreement(planes)
+        elif measure not in MEASURES:  # a plugin's
+            plugin = all_measures()[measure]
+            key = digest("plugin measure", measure, plugin.version, fingerprints, images.fingerprint, seed)
+            out[measure] = store.get_or_compute(
+                "measure", key, lambda plugin=plugin, measure=measure: {"items": _plugin_items(plugin, measure)}
+            )["items"]
         else:  # boundary
             reach, points = 4 * eps, boundary.DEFAULT_POINTS
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 import typing
+import warnings
 
+from archsim import plugins
 from archsim.attacks.apgd import APGD
 from archsim.attacks.base import Attack, NoiseSource, start_noise, to_uint8
 from archsim.attacks.external import PREFIX, TorchattacksAttack, torchattacks_options
@@ -13,20 +15,71 @@ from archsim.attacks.lowfreq import LowFrequencyPGD
 from archsim.attacks.mifgsm import MIFGSM
 from archsim.attacks.pgd import PGD
 from archsim.attacks.vmifgsm import VMIFGSM
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
+from archsim.held import held, hold
+from archsim.plugins import PluginWarning, load_plugins, plugin_names
 
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (PGD, FGSM, MIFGSM, VMIFGSM, APGD, LowFrequencyPGD)}
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
+def all_attacks() -> dict[str, type[Attack]]:
+    """archsim's attacks and those plugins add (group ``archsim.attacks``: an :class:`Attack` subclass whose
+    ``name`` is the entry point's); a plugin that is not such a class is warned about and left out."""
+    found = dict(ATTACKS)
+    for name, cls in load_plugins(plugins.ATTACKS).items():
+        if name in found:
+            continue  # archsim's own names are not replaced
+        if not (inspect.isclass(cls) and issubclass(cls, Attack)):
+            warnings.warn(
+                f"archsim plugin attack {name!r} is a {type(cls).__name__}, not an archsim.attacks.Attack subclass; "
+                "it is left out",
+                PluginWarning,
+                stacklevel=2,
+            )
+            continue
+        if cls.name != name:
+            cls.name = name  # the name its results are recorded and cached under: the one users type
+        found[name] = cls
+    return found
+
+
+def attack_names() -> tuple[str, ...]:
+    """The attacks ``--attack`` takes by name, plugins' included (read without importing them)."""
+    return tuple(ATTACKS) + tuple(n for n in plugin_names(plugins.ATTACKS) if n not in ATTACKS)
+
+
 def attack_options(name: str) -> dict[str, inspect.Parameter]:
     """The options an attack takes besides ``eps``."""
-    return {k: p for k, p in inspect.signature(ATTACKS[name].__init__).parameters.items() if k not in ("self", "eps")}
+    cls = all_attacks()[name]
+    return {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k not in ("self", "eps")}
+
+
+def hold_attack(attack: Attack) -> str:
+    """Hold an attack given as an object in Python, so that work on its run (``add``, ``measures``) finds it by its
+    spec in this process; returns that spec."""
+    if not isinstance(attack, Attack):
+        raise ParameterError("attack", f"got a {type(attack).__name__}; give a spec string or an Attack instance")
+    if not attack.name:
+        raise ParameterError("attack", f"{type(attack).__name__} has no name; set the class attribute name")
+    hold(f"attack:{attack.name}", attack)
+    return attack.name
+
+
+def _held_attack(name: str, pairs: list[str], options: dict) -> Attack | None:
+    """The held attack ``name`` if its settings are those asked for (``pairs``, ``options``), else None."""
+    attack = held(f"attack:{name}")
+    if attack is None:
+        return None
+    config = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in attack.config().items()}
+    asked = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+    asked.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items()})
+    return attack if all(config.get(k) == v for k, v in asked.items()) else None
 
 
 def _convert(name: str, key: str, value: str, parameter: inspect.Parameter):
-    hints = typing.get_type_hints(ATTACKS[name].__init__)
+    hints = typing.get_type_hints(all_attacks()[name].__init__)
     kind = hints.get(key, type(parameter.default))
     kinds = typing.get_args(kind) or (kind,)
     try:
@@ -106,8 +159,12 @@ def create_attack(spec: str, **options) -> Attack:
     name, *pairs = [part.strip() for part in spec.split(",")]
     if name.startswith(PREFIX):
         return _external(name, pairs, spec, dict(options))
-    if name not in ATTACKS:
-        raise ArchsimError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
+    known = all_attacks()
+    if name not in known:
+        held_attack = _held_attack(name, pairs, options)
+        if held_attack is not None:
+            return held_attack
+        raise ArchsimError(f"unknown attack {name!r}; choose from {', '.join(known)}")
     accepted = attack_options(name)
     given = {}
     for pair in pairs:
@@ -123,7 +180,7 @@ def create_attack(spec: str, **options) -> Attack:
             flag = "--" + key.replace("_", "-")
             raise ArchsimError(f"attack {name} takes no {flag}; its options: {', '.join(accepted) or 'eps only'}")
         given.setdefault(key, value)
-    return ATTACKS[name](**given)
+    return known[name](**given)
 
 
 __all__ = [
@@ -136,6 +193,9 @@ __all__ = [
     "VMIFGSM",
     "TorchattacksAttack",
     "ATTACKS",
+    "all_attacks",
+    "attack_names",
+    "hold_attack",
     "NoiseSource",
     "attack_options",
     "create_attack",
