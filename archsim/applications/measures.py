@@ -28,7 +28,7 @@ from archsim.measures import (
 from archsim.measures.comparison import compare_measures, ensemble_err
 from archsim.models import Purpose, SimModel, create_model
 from archsim.models.features import feature_batches
-from archsim.plugins import PluginWarning, load_plugins, plugin_names
+from archsim.plugins import PluginWarning, load_plugins
 from archsim.report.figures import matrix_scatter, write_png
 from archsim.runs import RunFolder, SatRun, load_run
 from archsim.transfer import TransferResult
@@ -63,9 +63,9 @@ class Measure(Protocol):
     ) -> np.ndarray: ...
 
 
-def all_measures() -> dict[str, str]:
-    """The measures by name with what they compute: archsim's, and those plugins add (group ``archsim.measures``: a
-    :class:`Measure`); a plugin without that shape is warned about and left out."""
+def all_measures() -> dict[str, Any]:
+    """The measures by name: archsim's with what they compute, and the :class:`Measure` objects plugins add (group
+    ``archsim.measures``); a plugin without that shape is warned about and left out."""
     found: dict[str, Any] = dict(MEASURES)
     for name, plugin in load_plugins(plugins.MEASURES).items():
         if name in found:
@@ -80,11 +80,6 @@ def all_measures() -> dict[str, str]:
             continue
         found[name] = plugin
     return found
-
-
-def measure_names() -> tuple[str, ...]:
-    """The names ``--measures`` takes, plugins' included (read without importing them)."""
-    return tuple(MEASURES) + tuple(n for n in plugin_names(plugins.MEASURES) if n not in MEASURES)
 
 
 def compute_measures(
@@ -273,7 +268,7 @@ def measure_items(
 
     specs, fingerprints = transfer.specs, transfer.fingerprints
 
-    def _plugin_items(plugin: Measure, measure: str) -> np.ndarray:
+    def plugin_items(plugin: Measure, measure: str) -> np.ndarray:
         values = np.asarray(plugin.items(model_of, specs, images, transfer), dtype=float)
         if values.ndim != 3 or values.shape[:2] != (len(specs), len(specs)):
             raise ArchsimError(
@@ -322,7 +317,7 @@ def measure_items(
             plugin = all_measures()[measure]
             key = digest("plugin measure", measure, plugin.version, fingerprints, images.fingerprint, seed)
             out[measure] = store.get_or_compute(
-                "measure", key, lambda plugin=plugin, measure=measure: {"items": _plugin_items(plugin, measure)}
+                "measure", key, lambda plugin=plugin, measure=measure: {"items": plugin_items(plugin, measure)}
             )["items"]
         else:  # boundary
             reach, points = 4 * eps, boundary.DEFAULT_POINTS

@@ -17,7 +17,7 @@ from archsim.attacks.pgd import PGD
 from archsim.attacks.vmifgsm import VMIFGSM
 from archsim.errors import ArchsimError, ParameterError
 from archsim.held import held, hold
-from archsim.plugins import PluginWarning, load_plugins, plugin_names
+from archsim.plugins import PluginWarning, load_plugins
 
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (PGD, FGSM, MIFGSM, VMIFGSM, APGD, LowFrequencyPGD)}
 
@@ -43,11 +43,6 @@ def all_attacks() -> dict[str, type[Attack]]:
             cls.name = name  # the name its results are recorded and cached under: the one users type
         found[name] = cls
     return found
-
-
-def attack_names() -> tuple[str, ...]:
-    """The attacks ``--attack`` takes by name, plugins' included (read without importing them)."""
-    return tuple(ATTACKS) + tuple(n for n in plugin_names(plugins.ATTACKS) if n not in ATTACKS)
 
 
 def attack_options(name: str) -> dict[str, inspect.Parameter]:
@@ -194,7 +189,6 @@ __all__ = [
     "TorchattacksAttack",
     "ATTACKS",
     "all_attacks",
-    "attack_names",
     "hold_attack",
     "NoiseSource",
     "attack_options",

@@ -181,29 +181,34 @@ def model_specs(models: Sequence[str | ModelObject] | Mapping[str, str | ModelOb
     return specs
 
 
-def is_object_spec(spec: str) -> bool:
-    return spec.split(":", 1)[0] == SCHEME
-
-
-def keep_module(spec: str, store: CacheStore) -> bool:
-    """Save the module an ``object:`` spec names into ``store``, for later commands in other processes (``archsim
-    add``, ``measures``...) to load; False, with a warning, where it cannot be pickled."""
-    name, key = _parts(parse_spec(spec, (SCHEME,)))
-    found = held(key)
-    if found is None or store.contains("module", key):
-        return found is not None
-    buffer = io.BytesIO()
-    try:
-        torch.save({"net": found.net, "preprocess": found.preprocess.describe(), "qualname": found.qualname}, buffer)
-    except Exception as error:  # noqa: BLE001 - pickling fails in many ways (a lambda, a local class)
-        warnings.warn(
-            f"model {name} cannot be saved with the run ({one_line(error)}); commands on the run in another process "
-            "need it passed again from Python",
-            stacklevel=2,
-        )
-        return False
-    store.get_or_compute("module", key, lambda: {"pickle": np.frombuffer(buffer.getvalue(), dtype=np.uint8)})
-    return True
+def keep_modules(specs: list[str], store: CacheStore) -> set[tuple[str, str]]:
+    """Save the modules the ``object:`` specs among ``specs`` name into ``store``, for later commands in other
+    processes (``archsim add``, ``measures``...) to rebuild; returns the cache entries that hold them. A module that
+    cannot be pickled is left out with a warning (its run still completes)."""
+    kept = set()
+    for spec in specs:
+        if spec.split(":", 1)[0] != SCHEME:
+            continue
+        name, key = _parts(parse_spec(spec, (SCHEME,)))
+        found = held(key)
+        if not store.contains("module", key):
+            if found is None:
+                continue
+            buffer = io.BytesIO()
+            try:
+                torch.save(
+                    {"net": found.net, "preprocess": found.preprocess.describe(), "qualname": found.qualname}, buffer
+                )
+            except Exception as error:  # noqa: BLE001 - pickling fails in many ways (a lambda, a local class)
+                warnings.warn(
+                    f"model {name} cannot be saved with the run ({one_line(error)}); commands on the run in another "
+                    "process need it passed again from Python",
+                    stacklevel=2,
+                )
+                continue
+            store.get_or_compute("module", key, lambda: {"pickle": np.frombuffer(buffer.getvalue(), dtype=np.uint8)})
+        kept.add(("module", key))
+    return kept
 
 
 def _parts(spec: Spec) -> tuple[str, str]:
@@ -260,4 +265,4 @@ def object_model(spec: Spec, cache: CacheStore) -> SimModel:
     )
 
 
-__all__ = ["HeldModule", "ModelObject", "check_preprocess", "model_specs", "object_key", "object_spec", "keep_module"]
+__all__ = ["HeldModule", "ModelObject", "check_preprocess", "model_specs", "object_key", "object_spec", "keep_modules"]

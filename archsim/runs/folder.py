@@ -180,8 +180,8 @@ class RunFolder:
         self.__dict__.pop("config", None)  # read anew from the file just written
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        """The run's ``sat``, ``pairs``, ``models`` and ``cards`` tables as they were before :meth:`write` (whose
-        numbers :func:`rounded` had rounded to the decimals the files keep): text stays text, empty stays empty."""
+        """The run's ``sat``, ``pairs``, ``models`` and ``cards`` tables read back value for value: a run's numbers
+        are rounded (:func:`rounded`) to the decimals :meth:`write` keeps; text stays text, empty stays empty."""
         self.config  # noqa: B018 - a one-line error for a folder without a finished run
         sat = pd.read_csv(self.path / "sat.csv", index_col=0)  # pandas 3 parses floats exactly (round trip)
         sat.index.name = None
@@ -235,7 +235,8 @@ def _read_typed(path: Path, text: tuple[str, ...], whole: tuple[str, ...] = ()) 
         elif values.isin(["True", "False"]).all() and len(values):
             columns[column] = values == "True"
         else:
-            numbers = [float(v) if v else float("nan") for v in values]  # Python's float(): the exact inverse of repr
+            # float() rounds correctly: a value rounded to the file's decimals reads back as itself.
+            numbers = [float(v) if v else float("nan") for v in values]
             columns[column] = (
                 np.array(numbers, dtype=np.int64)
                 if all(v and v.lstrip("-").isdigit() for v in values) and len(values)

@@ -27,7 +27,7 @@ from archsim.engines import Engine, engine_for
 from archsim.errors import ArchsimError, ParameterError
 from archsim.measures import DEFAULT_EPS_S, sat_tables
 from archsim.models import ModelObject, check_model_specs, check_precision, default_precision, model_specs, zoo_specs
-from archsim.models.objects import is_object_spec, keep_module
+from archsim.models.objects import keep_modules
 from archsim.report.summary import run_summary_html
 from archsim.runs.folder import RunFolder, rounded
 from archsim.specs import check_seed
@@ -82,10 +82,7 @@ class SatRun:
         """
         folder = RunFolder(path)
         with folder.claim(self.config["settings"]):
-            store = check_cache(self.config["cache"])
-            for spec in self.transfer.specs:
-                if is_object_spec(spec):
-                    keep_module(spec, store)
+            self.cache_used |= keep_modules(self.transfer.specs, check_cache(self.config["cache"]))
             folder.write(self)
         return folder.path
 
@@ -303,6 +300,8 @@ def run_sat(
             }
             if noise is not None:
                 config["attack_seed_noise"] = noise
+            # Before the run's footprint is taken: the saved modules are part of it (cache_entries.txt).
+            kept = keep_modules(transfer.specs, store) if out_dir is not None else set()
             run = SatRun(
                 rounded(tables.sat, "sat"),
                 tables.one_sided,
@@ -313,12 +312,9 @@ def run_sat(
                 store.hits,
                 store.misses,
                 cards_table({name: card for name, card in zip(transfer.names, transfer.cards) if card}),
-                set(store.used),
+                set(store.used) | kept,
             )
             if out_dir is not None:
-                for spec in transfer.specs:
-                    if is_object_spec(spec):
-                        keep_module(spec, store)
                 RunFolder(out_dir).write(run)
     return run
 

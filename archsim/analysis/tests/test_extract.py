@@ -110,9 +110,10 @@ def test_card_agreement_counts_mismatches():
 
 
 @needs_release
-@pytest.mark.slow
+@pytest.mark.scale
 def test_agreement_with_all_published_cards():
-    """All 69 published models: the figures the README reports (recomputed; they must not regress)."""
+    """All 69 published models: the figures the README reports (recomputed; they must not regress). Beside the
+    68-architecture run in `make test-scale`: it builds every architecture of the paper too."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
     from card_agreement import extracted_cards
 

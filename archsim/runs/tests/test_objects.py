@@ -43,7 +43,10 @@ def test_modules_on_tensors_equal_their_specs_and_a_second_call_computes_nothing
     assert {name: [p.requires_grad for p in model.net.parameters()] for name, model in models.items()} == flags
     assert [s.split(",")[0] for s in first.transfer.specs] == ["object:resnet-s0", "object:convnext"]
 
-    # The folder reads back exactly, and commands in a process that holds no module rebuild it from the cache.
+    # The folder reads back exactly, and commands in a process that holds no module rebuild it from the cache (the
+    # run's footprint lists the saved modules, so that pruning by run keeps them).
+    listed = (tmp_path / "run" / "cache_entries.txt").read_text().split()
+    assert sum(line.startswith("module/") for line in listed) == 2
     loaded = load_run(tmp_path / "run")
     for table in ("sat", "pairs", "models", "cards"):
         pd.testing.assert_frame_equal(getattr(loaded, table), getattr(first, table), check_exact=True)
