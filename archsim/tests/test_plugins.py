@@ -92,6 +92,7 @@ def plugin_on_path(tmp_path, monkeypatch):
     forget_plugins()
 
 
+@pytest.mark.slow
 def test_a_plugin_attack_measure_and_scheme_run_through_the_cli(plugin_on_path, tmp_path, cache_dir, capsys):
     code, stdout, _ = run_cli(capsys, "run", "--help")
     assert code == 0 and "Plugins add the attacks: noisy-fgsm, broken-attack" in " ".join(stdout.split())

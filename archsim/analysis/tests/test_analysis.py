@@ -83,6 +83,7 @@ def test_keywords_hand_case():
 
 
 @needs_release
+@pytest.mark.slow
 def test_published_matrix_analysis_is_deterministic(tmp_path):
     first = analyze(MATRIX, CARDS, tmp_path / "a", k=10, seed=0)
     analyze(MATRIX, CARDS, tmp_path / "b", k=10, seed=0, report=False)  # the tables are compared; one report suffices
