@@ -9,12 +9,12 @@ from typing import Any
 import pandas as pd
 
 from archsim.analysis.agreement import matrix_correlations
-from archsim.attacks import create_attack
+from archsim.attacks import Attack, create_attack, hold_attack
 from archsim.cache import CacheStore, atomic_write_text
 from archsim.engines import Engine, engine_for
 from archsim.errors import ArchsimError, ParameterError
 from archsim.report.figures import matrix_scatter, write_png
-from archsim.runs import RunFolder, file_label, run_like
+from archsim.runs import RunFolder, attack_spec, file_label, run_like
 
 
 @dataclass
@@ -29,9 +29,24 @@ class AttackComparison:
     another seed, the floor below which two attacks' correlation says nothing; None if the run did not measure it."""
 
 
+def spec_of(attack: str | Attack, eps: float) -> str:
+    """``attack`` as a spec: a spec as it is; an :class:`Attack` instance (made with the run's ``eps``) held, so that
+    :func:`archsim.attacks.create_attack` finds it by the spec of its settings."""
+    if isinstance(attack, str):
+        return attack
+    if not isinstance(attack, Attack):
+        raise ParameterError("attacks", f"holds a {type(attack).__name__}; give spec strings or Attack instances")
+    if attack.eps != eps:
+        raise ParameterError(
+            "attacks", f"holds {attack.name} at eps {attack.eps}; the run's is {eps}: make it with that"
+        )
+    hold_attack(attack)
+    return attack_spec(attack.config())
+
+
 def compare_attacks(
     run_dir: str | Path,
-    attacks: list[str],
+    attacks: list[str | Attack],
     out: str | Path | None = None,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
@@ -41,7 +56,8 @@ def compare_attacks(
 ) -> AttackComparison:
     """The SAT matrix of a finished run's models and images under each attack, and how they agree.
 
-    The run's own attack is the reference and comes first; every attack runs at the
+    ``attacks`` are specs or :class:`~archsim.attacks.Attack` instances made with the run's eps. The run's own
+    attack is the reference and comes first; every attack runs at the
     run's eps, seed and images, and cached sets are reused. Writes ``sat_<attack>.csv``, ``attack_correlations.csv``
     (Pearson and Spearman of the off-diagonal entries, every pair of attacks),
     ``attack_white_box.csv`` and ``attack_comparison.png`` into ``out`` (default
@@ -54,6 +70,7 @@ def compare_attacks(
     # The run's own attack comes first (its sets are cached); listed attacks equal to it are dropped.
     own = settings["attack"]
     own_spec = folder.attack_spec
+    attacks = [spec_of(attack, eps) for attack in attacks]
     attacks = [own_spec] + [spec for spec in dict.fromkeys(attacks) if create_attack(spec, eps=eps).config() != own]
     if len(attacks) < 2:
         raise ParameterError("attacks", f"give {{}} other than the run's own ({own_spec}) to compare with it")

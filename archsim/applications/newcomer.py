@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -25,9 +26,10 @@ from archsim.attacks import create_attack
 from archsim.cache import CacheStore, atomic_write_text
 from archsim.data import load_data
 from archsim.engines import Engine
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 from archsim.measures import sat_value
-from archsim.models import create_model
+from archsim.models import ModelObject, create_model, model_specs
+from archsim.models.objects import keep_modules
 from archsim.runs import RunFolder, SatRun, load_run
 
 
@@ -91,7 +93,7 @@ def assign_cluster(sat_row: pd.Series, clusters: pd.Series) -> pd.DataFrame:
 
 def add_model(
     run_dir: str | Path,
-    spec: str,
+    spec: str | ModelObject | Mapping[str, ModelObject],
     out: str | Path | None = None,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
@@ -101,6 +103,10 @@ def add_model(
     one_sided: bool = False,
 ) -> Newcomer:
     """Add ``spec`` to the run in ``run_dir``; write the N+1-model run into ``out``.
+
+    ``spec`` is a model spec, or a module given in Python: alone, as ``(module, preprocessing)`` or as a one-item
+    ``{name: model}`` mapping (see :func:`archsim.models.model_specs`); a module is saved into the cache with the
+    N+1-model run, as :func:`archsim.runs.run_sat` saves those of a run.
 
     ``out`` (default ``RUN/added/<name>``) becomes a complete run folder of the N+1
     models (``sat.csv``, ``pairs.csv``, ... as ``archsim run`` writes them, so it can
@@ -113,6 +119,11 @@ def add_model(
     the one-sided SAT. ``out`` then holds ``newcomer.csv``, ``newcomer_clusters.csv`` and
     ``one_sided_agreement.csv``, not a run folder.
     """
+    if not isinstance(spec, str):
+        given = spec if isinstance(spec, Mapping) else [spec]
+        if len(given) != 1:
+            raise ParameterError("spec", f"names {len(given)} models; add one at a time")
+        spec = model_specs(given)[0]
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
     settings, store = folder.settings, folder.cache(cache)
@@ -143,6 +154,7 @@ def add_model(
     new_settings = {**settings, "models": settings["models"] + [spec]}
     with RunFolder(out_dir).claim(new_settings) as added:  # before any attack: a wrong --out is refused up front
         run = load_run(run_dir, store, device, batch_size, models=[spec], engine=engine, address=address)
+        run.cache_used |= keep_modules([spec], store)
         added.write(run)
 
     name = run.transfer.names[-1]

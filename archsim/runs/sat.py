@@ -389,16 +389,20 @@ def load_run(
     return run
 
 
-def run_like(folder: RunFolder, models: list[str], attack: str | None = None, **options: Any) -> SatRun:
+def run_like(folder: RunFolder, models: list[str], attack: str | Attack | None = None, **options: Any) -> SatRun:
     """:func:`run_sat` of ``models`` on a finished run's data, images, seed, ``eps_s``, precision and attack (or
-    ``attack`` at the run's eps): work on a run computes exactly as the run did. ``options`` go to ``run_sat``."""
+    ``attack`` at the run's eps: a spec, or an instance made with that eps): work on a run computes exactly as the
+    run did. ``options`` go to ``run_sat``."""
     settings = folder.settings
+    eps = settings["attack"]["eps"]
+    if isinstance(attack, Attack) and attack.eps != eps:
+        raise ParameterError("attack", f"{attack.name} has eps {attack.eps}; the run's is {eps}: make it with that")
     return run_sat(
         models,
         data=settings["data"],
         n_images=settings["n_images"],
         attack=folder.attack_spec if attack is None else attack,
-        eps=settings["attack"]["eps"],
+        eps=None if isinstance(attack, Attack) else eps,
         seed=settings["seed"],
         eps_s=settings["eps_s"],
         precision=folder.precision,

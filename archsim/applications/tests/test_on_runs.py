@@ -7,10 +7,14 @@ import pandas as pd
 import pytest
 
 from archsim import run_sat
+from archsim.applications.attacks import compare_attacks
 from archsim.applications.newcomer import add_model
+from archsim.attacks import FGSM
 from archsim.cache import CacheStore
+from archsim.errors import ParameterError
 from archsim.measures.comparison import ensemble_err
 from archsim.models import create_model
+from archsim.runs import RunFolder
 from archsim.tests.cli_runner import run_cli
 
 # The settings of the CLI tests, so the session cache serves both.
@@ -335,3 +339,15 @@ def test_a_teacher_whose_weights_changed_since_the_start_is_refused(three_run, c
     with pytest.raises(ArchsimError, match="gave other weights than when distill started"):
         _student_accuracy("resnet-s0", recipe, digits, digits, "zoo:resnet-s1", "0" * 64, "resnet-s0", store)
     assert not store.contains("distill", "0" * 64)
+
+
+def test_compare_attacks_takes_attack_instances(three_run, cache_dir, tmp_path):
+    eps = RunFolder(three_run).settings["attack"]["eps"]
+    by_spec = compare_attacks(three_run, ["fgsm"], out=tmp_path / "spec", cache=cache_dir)
+    by_object = compare_attacks(three_run, [FGSM(eps=eps)], out=tmp_path / "object", cache=cache_dir)
+    assert list(by_object.matrices) == list(by_spec.matrices)
+    for spec in by_spec.matrices:
+        pd.testing.assert_frame_equal(by_object.matrices[spec], by_spec.matrices[spec], check_exact=True)
+    with pytest.raises(ParameterError, match="the run's is") as error:
+        compare_attacks(three_run, [FGSM(eps=eps / 2)], cache=cache_dir)
+    assert error.value.parameter == "attacks"

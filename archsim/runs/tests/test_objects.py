@@ -1,9 +1,11 @@
 """Models, data and attacks given as Python objects: the same results and guarantees as specs."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from archsim.applications.newcomer import add_model
 from archsim.attacks import PGD
 from archsim.cache import CacheStore
 from archsim.data import load_data, memory_spec
@@ -142,3 +144,10 @@ def test_a_run_of_objects_in_the_cli_afterwards(zoo_objects, cache_dir, tmp_path
     assert code == 0, err
     added = pd.read_csv(out / "added" / "resnet-s1" / "sat.csv", index_col=0)
     assert list(added.index) == ["resnet-s0", "convnext", "resnet-s1"] and added.notna().all().all()
+
+    # The same newcomer given as a module from Python: the same row, and the module saved with the N+1-model run.
+    resnet_s1 = create_model("zoo:resnet-s1", cache=CacheStore(cache_dir))
+    newcomer = add_model(out, {"s1-module": (resnet_s1.net, resnet_s1.preprocess)}, cache=cache_dir)
+    assert newcomer.cache_misses == 0  # every set and prediction was cached by the CLI's add
+    np.testing.assert_array_equal(newcomer.run.sat.to_numpy(), added.to_numpy())
+    assert any(line.startswith("module/") for line in (newcomer.out / "cache_entries.txt").read_text().split())
