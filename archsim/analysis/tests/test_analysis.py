@@ -239,3 +239,22 @@ def test_compare_matrices_on_the_models_they_share(tmp_path, capsys):
         code, stdout, err = run_cli(capsys, "compare-matrices", *args)
         assert code == 2 and message in err and err.count("\n") == 1, err
         assert stdout == ""  # refused before any result was shown
+
+
+def test_permutation_importance_on_distinct_rows_equals_the_models_own():
+    """DistinctRows predicts each distinct pair-feature row once; the importances stay those of the model itself."""
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.inspection import permutation_importance
+
+    from archsim.analysis.importance import DistinctRows, pair_features
+
+    rng = np.random.default_rng(0)
+    names = [f"m{i}" for i in range(25)]
+    cards = pd.DataFrame(rng.integers(0, 3, (25, 5)).astype(str), index=names, columns=list("abcde"))
+    features, _ = pair_features(pd.DataFrame(np.zeros((25, 25)), index=names, columns=names), cards)
+    target = features.to_numpy() @ [1.0, 0.5, 0.2, 0.0, 0.1] + rng.normal(0, 0.1, len(features))
+    model = GradientBoostingRegressor(n_estimators=50, max_depth=4, random_state=0).fit(features, target)
+    plain = permutation_importance(model, features, target, n_repeats=5, random_state=0)
+    distinct = permutation_importance(DistinctRows(model), features, target, n_repeats=5, random_state=0)
+    assert np.array_equal(plain.importances, distinct.importances)
+    assert len(np.unique(features.to_numpy(), axis=0)) < len(features)
