@@ -341,7 +341,7 @@ def _npz(spec: Spec, split: str, n_images: int | None, seed: int, store: CacheSt
         raise ArchsimError(f"npz file {path}: images are {dtype}; store them as uint8 0..255")
     if fortran_order:
         raise ArchsimError(f"npz file {path}: images are stored in Fortran order; save np.ascontiguousarray(images)")
-    to_nchw = _to_nchw(shape, path)
+    layout = to_nchw(shape, f"npz file {path}")
     labels = check_labels(np.asarray(labels).reshape(-1), f"npz file {path}", classes)
     if len(labels) != shape[0]:
         raise ArchsimError(f"npz file {path}: {shape[0]} images but {len(labels)} labels")
@@ -370,12 +370,12 @@ def _npz(spec: Spec, split: str, n_images: int | None, seed: int, store: CacheSt
                         raise EOFError(f"images end before row {start + len(raw) // row_bytes}")
                     keep = wanted[start : start + count]
                     if keep.any():
-                        yield to_nchw(np.frombuffer(raw, dtype=np.uint8).reshape(count, *shape[1:])[keep])
+                        yield layout(np.frombuffer(raw, dtype=np.uint8).reshape(count, *shape[1:])[keep])
                 member.read()  # reaching the end checks the archive's CRC-32
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
             raise ArchsimError(f"cannot read npz file {path}: {error}") from None
 
-    stored_shape = (len(chosen), *to_nchw(np.empty((0, *shape[1:]), np.uint8)).shape[1:])
+    stored_shape = (len(chosen), *layout(np.empty((0, *shape[1:]), np.uint8)).shape[1:])
 
     def key() -> tuple[str, str, str]:
         return "npz", _contents_digest([path], path.name), hashlib.sha256(chosen.astype(np.int64).tobytes()).hexdigest()
@@ -423,8 +423,9 @@ def _read_npy(archive: zipfile.ZipFile, name: str) -> np.ndarray:
         return np.lib.format.read_array(member, allow_pickle=False)
 
 
-def _to_nchw(shape: tuple[int, ...], path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """How to turn rows of images stored with ``shape`` into [n, C, H, W] rows."""
+def to_nchw(shape: tuple[int, ...], source: str) -> Callable[[np.ndarray], np.ndarray]:
+    """How to turn rows of images stored with ``shape`` into [n, C, H, W] rows; a one-line error naming ``source``
+    where the shape is none of the layouts archsim reads."""
     if len(shape) == 3:
         return lambda rows: rows[:, None]
     if len(shape) == 4 and shape[1] in (1, 3):
@@ -432,7 +433,7 @@ def _to_nchw(shape: tuple[int, ...], path: Path) -> Callable[[np.ndarray], np.nd
     if len(shape) == 4 and shape[3] in (1, 3):
         return lambda rows: np.ascontiguousarray(rows.transpose(0, 3, 1, 2))
     raise ArchsimError(
-        f"npz file {path}: images of shape {shape} are not [N,H,W], [N,C,H,W] or [N,H,W,C] with 1 or 3 channels"
+        f"{source}: images of shape {shape} are not [N,H,W], [N,C,H,W] or [N,H,W,C] with 1 or 3 channels"
     )
 
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from archsim.cache import CacheStore, digest
 from archsim.data.imageset import ImageSet, StoredImages, stratified_indices
-from archsim.data.loaders import check_labels, register_loader
+from archsim.data.loaders import check_labels, register_loader, to_nchw
 from archsim.errors import ArchsimError, ParameterError
 from archsim.specs import Spec
 
@@ -114,15 +114,12 @@ def _canonical(images: Any, one: bool = False) -> torch.Tensor:
         raise ParameterError("data", f"{what}: a {type(images).__name__} is not a tensor or array") from None
     if one:
         tensor = tensor[None]
-    if tensor.ndim == 3:
-        tensor = tensor[:, None]
-    elif tensor.ndim == 4 and tensor.shape[1] not in (1, 3) and tensor.shape[3] in (1, 3):
-        tensor = tensor.permute(0, 3, 1, 2)
-    if tensor.ndim != 4 or tensor.shape[1] not in (1, 3):
-        shape = tuple(tensor.shape[1:] if one else tensor.shape)
-        raise ParameterError(
-            "data", f"{what} of shape {shape} are not [N, C, H, W], [N, H, W, C] (1 or 3 channels) or [N, H, W]"
-        )
+    if tensor.is_floating_point():
+        tensor = tensor.float()  # numpy has no bfloat16; pixels are rounded from float32 below in any case
+    try:  # the layouts of npz files: [N, H, W], [N, C, H, W] or [N, H, W, C]
+        tensor = torch.from_numpy(to_nchw(tuple(tensor.shape), "{}")(tensor.numpy()))
+    except ArchsimError as error:
+        raise ParameterError("data", str(error).replace("{}: ", "the Dataset's " if one else "", 1)) from None
     if tensor.dtype == torch.uint8:
         out = tensor
     elif tensor.is_floating_point():
@@ -130,7 +127,7 @@ def _canonical(images: Any, one: bool = False) -> torch.Tensor:
             raise ParameterError(
                 "data", f"{what} are floating point outside [0, 1]; give pixels in [0, 1] (before normalising)"
             )
-        out = (tensor.float() * 255).round().to(torch.uint8)
+        out = (tensor * 255).round().to(torch.uint8)
     else:
         raise ParameterError("data", f"{what} are {tensor.dtype}; give uint8 0..255 or floats in [0, 1]")
     out = out.contiguous()

@@ -66,16 +66,12 @@ def check_preprocess(net: nn.Module, preprocess: Preprocess | Mapping[str, Any] 
                 f"the preprocessing of {name} takes mean, std and optionally input_size and interpolation; "
                 f"{f'got {unknown[0]!r}' if unknown else 'mean and std are missing'}",
             )
-        size = preprocess.get("input_size")
         mean, std = preprocess["mean"], preprocess["std"]
-        mean = [mean] if isinstance(mean, (int, float)) else list(mean)
-        std = [std] if isinstance(std, (int, float)) else list(std)
-        channels = int(size[0]) if size is not None else max(len(mean), len(std))
         try:
             return Preprocess(
-                size,
-                mean * channels if len(mean) == 1 else mean,
-                std * channels if len(std) == 1 else std,
+                preprocess.get("input_size"),
+                [mean] if isinstance(mean, (int, float)) else mean,
+                [std] if isinstance(std, (int, float)) else std,
                 preprocess.get("interpolation", "bilinear"),
             )
         except (ValueError, TypeError) as error:
@@ -196,9 +192,7 @@ def keep_modules(specs: list[str], store: CacheStore) -> set[tuple[str, str]]:
                 continue
             buffer = io.BytesIO()
             try:
-                torch.save(
-                    {"net": found.net, "preprocess": found.preprocess.describe(), "qualname": found.qualname}, buffer
-                )
+                torch.save(found, buffer)  # the Preprocess whole: its description rounds mean and std
             except Exception as error:  # noqa: BLE001 - pickling fails in many ways (a lambda, a local class)
                 warnings.warn(
                     f"model {name} cannot be saved with the run ({one_line(error)}); commands on the run in another "
@@ -231,19 +225,13 @@ def _restore(name: str, key: str, store: CacheStore) -> HeldModule:
             f"the cache {store.root} has not kept; pass it again, e.g. run_sat(models={{'{name}': module}}, ...)"
         )
     try:
-        saved = torch.load(io.BytesIO(found["pickle"].tobytes()), map_location="cpu", weights_only=False)
+        restored = torch.load(io.BytesIO(found["pickle"].tobytes()), map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - unpickling fails where the class cannot be imported
         raise ArchsimError(
             f"model {name} was saved from a module this process cannot rebuild ({one_line(error)}); import its class "
             "first, or pass the module again from Python"
         ) from None
-    preprocess = saved["preprocess"]
-    restored = HeldModule(
-        saved["net"],
-        Preprocess(preprocess["input_size"], preprocess["mean"], preprocess["std"], preprocess["interpolation"]),
-        saved["qualname"],
-    )
-    if not object_key(restored).startswith(key):
+    if not isinstance(restored, HeldModule) or not object_key(restored).startswith(key):
         raise ArchsimError(f"the cache's copy of model {name} does not match its fingerprint; pass the module again")
     hold(key, restored)
     return restored

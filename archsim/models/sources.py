@@ -207,11 +207,8 @@ def file_options(spec: Spec) -> dict[str, Any]:
     interpolation = spec.take("interpolation", "bilinear")
     if size is not None and len(size) != 3:
         raise ArchsimError(f"input_size in {spec.text!r} must be C:H:W, e.g. 3:224:224")
-    channels = int(size[0]) if size else max(len(mean), len(std))
     try:
-        preprocess = Preprocess(
-            size, mean if len(mean) > 1 else mean * channels, std if len(std) > 1 else std * channels, interpolation
-        )
+        preprocess = Preprocess(size, mean, std, interpolation)
     except ValueError as error:
         raise ArchsimError(f"bad preprocessing options in {spec.text!r}: {error}") from None
     return {"path": path, "preprocess": preprocess, "name": path.stem}

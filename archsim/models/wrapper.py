@@ -37,7 +37,8 @@ class Preprocess(nn.Module):
             raise ValueError(f"interpolation {interpolation!r} not one of {sorted(_INTERPOLATIONS)}")
         self.input_size = tuple(int(v) for v in input_size) if input_size is not None else None
         self.interpolation = interpolation
-        channels = self.input_size[0] if self.input_size else len(mean)
+        # A single mean or std serves every channel: the other, or the input size, says how many there are.
+        channels = self.input_size[0] if self.input_size else max(len(mean), len(std))
         self.register_buffer("mean", _per_channel(mean, channels))
         self.register_buffer("std", _per_channel(std, channels))
 

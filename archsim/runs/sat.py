@@ -209,15 +209,15 @@ def run_sat(
         if given is not None:
             raise ParameterError(given, "is the Attack instance's own setting; set it when you make the attack")
         hold_attack(attack)
-        the_attack = attack
-    else:
-        if not isinstance(attack, str):
-            raise ParameterError("attack", f"got a {type(attack).__name__}; give a spec string or an Attack instance")
-        the_attack = None
+    elif not isinstance(attack, str):
+        raise ParameterError("attack", f"got a {type(attack).__name__}; give a spec string or an Attack instance")
     if not isinstance(data, str):
         data = memory_spec(data, store)
-    if the_attack is None:
-        the_attack = create_attack(attack, eps=default_eps(data) if eps is None else eps, **chosen)
+    the_attack = (
+        attack
+        if isinstance(attack, Attack)
+        else create_attack(attack, eps=default_eps(data) if eps is None else eps, **chosen)
+    )
     settings = {
         "models": specs,
         "data": data,

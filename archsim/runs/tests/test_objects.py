@@ -84,7 +84,10 @@ def test_data_as_a_dataset_equals_the_same_tensors(tmp_path):
     "data,message",
     [
         ((torch.rand(4, 3, 8, 8) * 2, torch.zeros(4)), "outside \\[0, 1\\]"),
-        ((torch.zeros(4, 5, 8, 8), torch.zeros(4)), "are not \\[N, C, H, W\\]"),
+        (
+            (torch.zeros(4, 5, 8, 8), torch.zeros(4)),
+            "images of shape \\(4, 5, 8, 8\\) are not \\[N,H,W\\], \\[N,C,H,W\\]",
+        ),
         ((torch.zeros(4, 3, 8, 8), torch.zeros(3)), "4 images but 3 labels"),
         ((torch.zeros(4, 3, 8, 8), torch.tensor([0.5, 1, 2, 3])), "whole class indices"),
         ((torch.zeros(4, 3, 8, 8), torch.arange(4), 2), "a label is 3, but there are 2 classes"),
