@@ -15,11 +15,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/archsim run --out runs/demo
 
+# One pytest worker per core (at most 4), each test file whole on one worker: a file's module fixtures (a Ray
+# cluster, a trained run) are built once. Each worker runs torch on one thread (archsim/conftest.py).
+PARALLEL := -n logical --maxprocesses 4 --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PARALLEL)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not scale"
+	$(BIN)/python -m pytest -q $(PARALLEL) -m "not slow and not scale"
 
 # ruff (pyflakes, pycodestyle, isort; 120 columns) and import-linter's contracts (the layers, no import cycles).
 lint: $(STAMP)

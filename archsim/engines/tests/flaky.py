@@ -5,7 +5,9 @@ The first forward pass on real data (not the card tracer's meta tensors) of at l
 cluster misbehaves, writes its Ray node id there, and then raises, kills its own process
 or stalls. Every later forward pass, in any process, is the wrapped network's. With the
 default ``min_batch`` of 3 the fault passes over the run's preflight check (2 images) and
-the one-image pass that finds the output width, and strikes in the attack stage.
+the one-image pass that finds the output width, and strikes in the attack stage, provided the
+run's batches hold that many images: a run that uses it fixes ``batch_size``, since the timed
+search of ``auto`` may choose batches of 1 or 2 on a busy machine, and the fault would then never fire.
 """
 
 from __future__ import annotations
