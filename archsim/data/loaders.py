@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import io
 import re
 import zipfile
 from pathlib import Path
@@ -24,7 +25,7 @@ import torchvision.transforms.v2.functional as TF
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from timm.data import ImageNetInfo
-from torchvision.io import ImageReadMode, decode_image
+from torchvision.io import ImageReadMode, decode_image, read_file
 from tqdm.auto import tqdm
 
 from archsim.cache import CacheStore, digest
@@ -278,14 +279,13 @@ def _contents_digest(files: list[Path], what: str) -> str:
 
 
 def decoder_message(error: Exception) -> str:
-    """torchvision's decoder error without the source location of its build ("decode_jpeg, /__w/vision/...cpp:171, Image
-    is
-    incomplete or truncated" -> "Image is incomplete or truncated")."""
+    """torchvision's reader or decoder error without the function and source location of its build ("decode_jpeg,
+    /__w/vision/...cpp:171, Image is incomplete or truncated" -> "Image is incomplete or truncated")."""
     parts = [part.strip() for part in str(error).split(",")]
     meaningful = [
         part
         for part in parts
-        if part and not re.search(r"\.(cpp|h|c):\d+$", part) and not re.fullmatch(r"decode_\w+", part)
+        if part and not re.search(r"\.(cpp|h|c):\d+$", part) and not re.fullmatch(r"(decode|read)_\w+", part)
     ]
     return ", ".join(meaningful) or type(error).__name__
 
@@ -293,29 +293,37 @@ def decoder_message(error: Exception) -> str:
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def check_png(file: Path) -> None:
-    """A one-line error unless ``file``, if a PNG, reads whole with Pillow (chunk checksums and the compressed data).
+def check_png(data: torch.Tensor, file: Path) -> None:
+    """A one-line error unless ``data`` (the bytes of ``file``, uint8), if a PNG, reads whole with Pillow (chunk
+    checksums and the compressed data).
 
     torchvision 0.29's PNG decoder ends the process with a segmentation fault on a damaged data chunk (found by
     the fuzz tests: libpng's "IDAT: incorrect data check"), so a PNG is read with Pillow first, which raises instead.
     """
-    with open(file, "rb") as handle:
-        if handle.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
-            return
+    if bytes(data[: len(PNG_SIGNATURE)].numpy()) != PNG_SIGNATURE:
+        return
     try:
-        with PIL.Image.open(file) as image:
+        with PIL.Image.open(io.BytesIO(data.numpy())) as image:
             image.verify()
-        with PIL.Image.open(file) as image:
+        with PIL.Image.open(io.BytesIO(data.numpy())) as image:
             image.load()
     except Exception as error:  # noqa: BLE001 - Pillow raises SyntaxError, OSError, ValueError... on damaged files
         raise ArchsimError(f"cannot decode image {file} ({one_line(error)}); remove or replace it") from None
 
 
 def _storage_image(file: Path, size: int, crop_pct: float) -> torch.Tensor:
-    """The usual evaluation transform: shorter side to size/crop_pct, centre crop."""
-    check_png(file)
+    """The usual evaluation transform: shorter side to size/crop_pct, centre crop.
+
+    The file is read once, by torchvision: the PNG check and the decoder both take its bytes from memory (given the
+    path, Pillow read a PNG twice and torchvision a third time).
+    """
     try:
-        image = decode_image(str(file), mode=ImageReadMode.RGB)
+        data = read_file(str(file))
+    except RuntimeError as error:
+        raise ArchsimError(f"cannot read image {file} ({decoder_message(error)}); remove or replace it") from None
+    check_png(data, file)
+    try:
+        image = decode_image(data, mode=ImageReadMode.RGB)
     except RuntimeError as error:
         raise ArchsimError(f"cannot decode image {file} ({decoder_message(error)}); remove or replace it") from None
     image = TF.resize(image, [int(round(size / crop_pct))], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)

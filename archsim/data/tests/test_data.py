@@ -257,6 +257,11 @@ def test_a_corrupt_image_is_named_without_the_decoders_source_location(tmp_path)
         message.startswith(f"cannot decode image {tmp_path / 'b' / 'cut.jpg'} (") and "remove or replace it" in message
     )
     assert ".cpp" not in message and "/__w/" not in message
+    (tmp_path / "b" / "cut.jpg").write_bytes(b"")  # empty
+    with pytest.raises(
+        ArchsimError, match=r"^cannot read image \S*cut\.jpg \(Expected a non empty file\); remove or replace it$"
+    ):
+        load_data(f"imagefolder:{tmp_path},size=8")
 
 
 def test_a_damaged_png_is_one_line_not_a_crash(tmp_path):
