@@ -20,6 +20,8 @@ import warnings
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from archsim.errors import one_line
+
 SOURCES = "archsim.sources"
 ATTACKS = "archsim.attacks"
 MEASURES = "archsim.measures"
@@ -51,10 +53,9 @@ def load_plugins(group: str) -> dict[str, Any]:
             loaded[point.name] = point.load()
         except Exception as error:  # noqa: BLE001 - a broken plugin of any kind must not break archsim
             origin = f" from {point.dist.name}" if point.dist is not None else ""
-            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
             warnings.warn(
-                f"archsim plugin {point.name!r} ({point.value}{origin}) failed to load "
-                f"({type(error).__name__}{': ' + message if message else ''}); it is left out",
+                f"archsim plugin {point.name!r} ({point.value}{origin}) failed to load ({one_line(error)}); it is left "
+                "out",
                 PluginWarning,
                 stacklevel=2,
             )

@@ -82,6 +82,11 @@ class Spec:
             )
 
 
+def spec_value(value: object) -> str:
+    """A setting as a spec writes it (``key=value``): booleans in lower case, as ``--random-start false``."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def parse_spec(text: str, schemes: tuple[str, ...], bare: tuple[str, ...] = ()) -> Spec:
     """Split ``SCHEME:TARGET[,key=value...]``; ``schemes`` lists the accepted schemes, ``bare`` those written
     without a target (``digits``), as error messages show them."""

@@ -18,6 +18,7 @@ from archsim.attacks.vmifgsm import VMIFGSM
 from archsim.errors import ArchsimError, ParameterError
 from archsim.held import held, hold
 from archsim.plugins import PluginWarning, load_plugins
+from archsim.specs import spec_value
 
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (PGD, FGSM, MIFGSM, VMIFGSM, APGD, LowFrequencyPGD)}
 
@@ -67,9 +68,9 @@ def _held_attack(name: str, pairs: list[str], options: dict) -> Attack | None:
     attack = held(f"attack:{name}")
     if attack is None:
         return None
-    config = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in attack.config().items()}
+    config = {k: spec_value(v) for k, v in attack.config().items()}
     asked = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
-    asked.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items()})
+    asked.update({k: spec_value(v) for k, v in options.items()})
     return attack if all(config.get(k) == v for k, v in asked.items()) else None
 
 

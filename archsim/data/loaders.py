@@ -300,12 +300,13 @@ def check_png(data: torch.Tensor, file: Path) -> None:
     torchvision 0.29's PNG decoder ends the process with a segmentation fault on a damaged data chunk (found by
     the fuzz tests: libpng's "IDAT: incorrect data check"), so a PNG is read with Pillow first, which raises instead.
     """
-    if bytes(data[: len(PNG_SIGNATURE)].numpy()) != PNG_SIGNATURE:
+    raw = data.numpy()
+    if raw[: len(PNG_SIGNATURE)].tobytes() != PNG_SIGNATURE:
         return
     try:
-        with PIL.Image.open(io.BytesIO(data.numpy())) as image:
+        with PIL.Image.open(io.BytesIO(raw)) as image:
             image.verify()
-        with PIL.Image.open(io.BytesIO(data.numpy())) as image:
+        with PIL.Image.open(io.BytesIO(raw)) as image:
             image.load()
     except Exception as error:  # noqa: BLE001 - Pillow raises SyntaxError, OSError, ValueError... on damaged files
         raise ArchsimError(f"cannot decode image {file} ({one_line(error)}); remove or replace it") from None

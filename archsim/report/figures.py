@@ -203,7 +203,7 @@ def checks_figure(
         ax.errorbar(
             checkpoints["epoch"],
             checkpoints["sat_vs_final"],
-            yerr=[  # clipped: a bound equal to the SAT may sit a rounding step beyond it
+            yerr=[  # clipped: a percentile bootstrap interval need not hold its point estimate
                 (checkpoints["sat_vs_final"] - checkpoints["sat_low"]).clip(lower=0),
                 (checkpoints["sat_high"] - checkpoints["sat_vs_final"]).clip(lower=0),
             ],

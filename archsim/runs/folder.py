@@ -14,6 +14,7 @@ from filelock import FileLock, Timeout
 
 from archsim.cache import CacheStore, atomic_write_text, check_cache
 from archsim.errors import ArchsimError, ParameterError
+from archsim.specs import spec_value
 
 RUN_LOCK = ".archsim.lock"
 """Held in a run folder while a run writes into it (:meth:`RunFolder.claim`)."""
@@ -199,9 +200,7 @@ class RunFolder:
 
 def attack_spec(config: dict[str, Any]) -> str:
     """``NAME,key=value...`` that recreates an attack from its config (eps aside)."""
-    return config["name"] + "".join(
-        f",{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in config.items() if k not in ("name", "eps")
-    )
+    return config["name"] + "".join(f",{k}={spec_value(v)}" for k, v in config.items() if k not in ("name", "eps"))
 
 
 def file_label(spec: str) -> str:
