@@ -16,8 +16,9 @@ demo: $(STAMP)
 	$(BIN)/archsim run --out runs/demo
 
 # One pytest worker per core (at most 4), each test file whole on one worker: a file's module fixtures (a Ray
-# cluster, a trained run) are built once. Each worker runs torch on one thread (archsim/conftest.py).
-PARALLEL := -n logical --maxprocesses 4 --dist loadfile
+# cluster, a trained run) are built once. Each worker runs torch on one thread, and the files go heaviest first, not
+# in xdist's order by number of tests (both in archsim/conftest.py).
+PARALLEL := -n logical --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PARALLEL)
