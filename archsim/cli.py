@@ -188,6 +188,15 @@ def engine_options(command):
 )
 @click.option("--n-images", type=int, default=None, help="Seeded, class-stratified subset of this many images.")
 @click.option(
+    "--views",
+    type=click.Choice(["own", "shared"]),
+    default="own",
+    show_default=True,
+    help="own (the SAT paper's protocol): each model sees every image through its own evaluation transform (timm's "
+    "resize, crop and interpolation), is attacked at its own resolution, and a target resizes a source's adversarial "
+    "images to its input size. shared: one stored pixel space (the data's size and crop_pct) every model resizes.",
+)
+@click.option(
     "--attack",
     default="pgd",
     show_default=True,
@@ -282,6 +291,7 @@ def run(
     models,
     data,
     n_images,
+    views,
     attack,
     eps,
     steps,
@@ -337,6 +347,7 @@ def run(
                 keep_going=keep_going,
                 max_resident=max_resident,
                 attack_seeds=attack_seeds,
+                views=views,
             )
     except BaseException:
         if made and not any(out.iterdir()):  # refused before it claimed the folder: leave no empty runs/<timestamp>
@@ -473,6 +484,61 @@ def compare_attacks(run_dir, attacks, out, device, batch_size, cache, engine, ad
         f"wrote sat_<attack>.csv, attack_correlations.csv, attack_white_box.csv, attack_comparison.png to "
         f"{out or run_dir / 'attacks'}"
     )
+    if out is None:
+        _refresh_report(run_dir)
+
+
+class RadiusList(click.ParamType):
+    """Radii as numbers or N/255, space- or comma-separated."""
+
+    name = "radii"
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        radii = []
+        for part in value.replace(",", " ").split():
+            top, _, bottom = part.partition("/")
+            try:
+                radii.append(float(top) / (float(bottom) if bottom else 1.0))
+            except (ValueError, ZeroDivisionError):
+                self.fail(f"{part!r} is not a radius; write numbers such as 0.0157 or 4/255", param, ctx)
+        return radii
+
+
+@cli.command()
+@click.option("--run", "run_dir", type=PATH, required=True, help="A finished run folder (its models, images, attack).")
+@click.option(
+    "--published",
+    type=PATH,
+    required=True,
+    help="A published SAT matrix in the sat.csv layout, e.g. ../shared/data/sat_release/SAT_release.csv; models are "
+    "matched by name.",
+)
+@click.option(
+    "--radii",
+    type=RadiusList(),
+    default="1/255 2/255 4/255 8/255 16/255",
+    show_default=True,
+    help="The grid of radii, as numbers or N/255.",
+)
+@click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/calibration].")
+@rerun_options
+@engine_options
+def calibrate(run_dir, published, radii, out, device, batch_size, cache, engine, address, cpus_per_task) -> None:
+    """The attack radius at which a run agrees best with a published SAT matrix: the run's models and images at each
+    radius, compared with the published entries (mean absolute SAT difference, Spearman over pairs, the white-box
+    diagonal)."""
+    from archsim.applications.calibrate import calibrate_radius
+
+    with engine_for(engine, device, address, cpus_per_task) as runner:
+        result = calibrate_radius(
+            run_dir, published, radii, out=out, cache=cache, device=device, batch_size=batch_size, engine=runner
+        )
+    click.echo(f"the run at each radius against {published} ({len(result.models)} models in both):")
+    click.echo(result.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    click.echo(f"best radius: {round(result.best_eps * 255)}/255 = {result.best_eps:.6f}")
+    click.echo(f"wrote calibration.csv, calibration.png to {out or run_dir / 'calibration'}")
     if out is None:
         _refresh_report(run_dir)
 

@@ -171,6 +171,27 @@ def check_eps(eps: float) -> float:
     return float(eps)
 
 
+LEVELS = 255
+"""Adversarial images are uint8: a radius is a whole number of 1/255 levels."""
+
+
+def whole_levels(eps: float) -> tuple[float, str | None]:
+    """``eps`` rounded to the nearest whole number of 1/255 levels, and a one-line note where that changed it (None
+    where it was whole already); a one-line error for a radius below half a level, which rounds to none."""
+    levels = eps * LEVELS
+    nearest = round(levels)
+    if abs(levels - nearest) < 1e-6:
+        return eps, None
+    if nearest < 1:
+        raise ParameterError(
+            "eps", f"{eps} is {levels:.2f} of a 1/255 level, which rounds to none; give at least 1/255"
+        )
+    return nearest / LEVELS, (
+        f"eps {eps} is {levels:.2f} levels of 1/255 and adversarial images are whole levels: rounded to the nearest, "
+        f"{nearest}/255 = {nearest / LEVELS:.6f} (give eps as N/255 to choose)"
+    )
+
+
 def quick_check_run(specs: list[str], data: str, eps: float | None) -> None:
     """What a run can refuse without torch or timm (a mistyped scheme, zoo name, data scheme or eps), in well under a
     second; everything else is checked where the model or data is loaded, before any work."""

@@ -31,6 +31,7 @@ from archsim.measures import sat_value
 from archsim.models import ModelObject, create_model, model_specs
 from archsim.models.objects import keep_modules
 from archsim.runs import RunFolder, SatRun, load_run
+from archsim.specs import AUTO
 
 
 @dataclass
@@ -227,7 +228,12 @@ def _add_one_sided(
     folder = RunFolder(run_dir)
     precision = folder.precision
     images = load_data(
-        settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"], store=store
+        settings["data"],
+        split="eval",
+        n_images=settings["n_images"],
+        seed=settings["seed"],
+        store=store,
+        views=folder.views,
     )
     attack = create_attack(folder.attack_spec, eps=settings["attack"]["eps"])
     labels = images.labels.numpy()
@@ -242,7 +248,7 @@ def _add_one_sided(
             [spec],
         )[0]
         # The run's models' clean predictions: from the run's cache entries where present, else one forward pass each.
-        keys = [pred_key(fp, images.fingerprint, precision) for fp in fingerprints]
+        keys = [pred_key(fp, images.key, precision) for fp in fingerprints]
         missing = [i for i, key in enumerate(keys) if not store.contains("pred", key)]
         if missing:
             runner.map(
@@ -264,6 +270,8 @@ def _add_one_sided(
                     batch_size,
                     precision,
                     False,
+                    AUTO,
+                    images.views == "own",
                 )
             ],
             store,

@@ -292,7 +292,9 @@ class NoiseSource:
 
 
 def to_uint8(adv: torch.Tensor, clean: torch.Tensor, eps: float) -> torch.Tensor:
-    """Round float images to the uint8 grid and project onto the integer eps-ball."""
+    """Round float images to the uint8 grid and project onto the integer eps-ball: the whole levels of 1/255 inside
+    ``eps`` (floored, so the image stays within the radius stated; a run rounds its eps to whole levels first, and
+    says so: :func:`archsim.specs.whole_levels`)."""
     radius = math.floor(eps * 255 + 1e-6)
     rounded = torch.round(adv.detach() * 255)
     low = (clean.to(torch.int16) - radius).clamp(min=0)

@@ -1,19 +1,25 @@
-"""The canonical image container every model and attack consumes."""
+"""The image container every model and attack consumes, and the views of it each model sees."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterator
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from archsim.cache import StoredArrays
+from archsim.cache import CacheStore, StoredArrays, digest
+from archsim.data.views import View, resize_rows
 from archsim.errors import ArchsimError, ParameterError
+
+VIEWS = ("own", "shared")
+"""How models see a set: ``own``, each its own evaluation view of every image, attacked at its own resolution (the SAT
+paper's protocol); ``shared``, one stored pixel space that every model resizes inside its forward."""
 
 
 class StoredImages:
@@ -27,9 +33,22 @@ class StoredImages:
     dtype = torch.uint8
     ndim = 4
 
-    def __init__(self, entry: StoredArrays) -> None:
-        self.entry = entry
-        self.shape = torch.Size(entry.shape("images"))
+    def __init__(self, entry: StoredArrays | Callable[[], StoredArrays], shape: tuple[int, ...] | None = None) -> None:
+        """``entry``, or a function that writes it on first use (with its ``shape``): a set no model reads in a run
+        (the shared storage of a run of own views) is never decoded."""
+        if isinstance(entry, StoredArrays):
+            self._entry: StoredArrays | None = entry
+            self._open = None
+            self.shape = torch.Size(entry.shape("images"))
+        else:
+            self._entry, self._open = None, entry
+            self.shape = torch.Size(shape)
+
+    @property
+    def entry(self) -> StoredArrays:
+        if self._entry is None:
+            self._entry = self._open()
+        return self._entry
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -42,19 +61,33 @@ class StoredImages:
         return torch.from_numpy(np.ascontiguousarray(self.entry.mapped("images")[np.asarray(indices, dtype=np.int64)]))
 
 
+class ViewSource(Protocol):
+    """Where the views of a set of image files come from (:class:`archsim.data.loaders.ImageFiles`)."""
+
+    def identity(self) -> str: ...
+
+    def seen_by(self, view: View, of: "ImageSet", store: CacheStore | None, limit: int | None) -> "ImageSet": ...
+
+
 @dataclass(frozen=True)
 class ImageSet:
-    """Labelled images as uint8 ``[N, C, H, W]`` on a shared storage resolution.
+    """Labelled images as uint8 ``[N, C, H, W]``.
 
     Models take ``images / 255`` and resize and normalise inside their own forward,
     so any model can consume any set, including adversarial sets made on another
-    model.
+    model. With ``views="own"`` each model first takes its own view of the set
+    (:meth:`seen_by`): image files through its evaluation transform, arrays resized to
+    its input size.
     """
 
     images: torch.Tensor | StoredImages
     labels: torch.Tensor
     classes: tuple[str, ...]
     name: str
+    files: ViewSource | None = None
+    """The image files the set was decoded from, which own views decode again (None: the set is its arrays)."""
+    views: str = "shared"
+    """One of :data:`VIEWS`."""
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -84,6 +117,51 @@ class ImageSet:
         h = fingerprint_start(self.images.shape)
         h.update(self.images.contiguous().numpy())
         return fingerprint_end(h, self.labels.numpy())
+
+    @cached_property
+    def key(self) -> str:
+        """The data part of the cache keys of attacks and predictions: the :attr:`fingerprint` of a shared set; for own
+        views, one key of the images (the files' bytes, or the arrays' pixels) and labels, which a model's fingerprint
+        completes, since its preprocessing fixes its view."""
+        if self.views == "shared":
+            return self.fingerprint
+        base = self.files.identity() if self.files is not None else self.fingerprint
+        return digest("own views", base, hashlib.sha256(self.labels.numpy().astype(np.int64).tobytes()).hexdigest())
+
+    def with_views(self, views: str) -> "ImageSet":
+        """The same set, seen as ``views`` says (one of :data:`VIEWS`)."""
+        if views not in VIEWS:
+            raise ParameterError("views", f"must be one of {', '.join(VIEWS)}, got {views!r}")
+        return dataclasses.replace(self, views=views)
+
+    def seen_by(self, view: View | None, store: CacheStore | None = None, limit: int | None = None) -> "ImageSet":
+        """The set as a model with ``view`` sees it (its first ``limit`` images only, in memory, if given).
+
+        Shared sets, and models that state no view, see the set itself. Own views decode image files through the
+        view, kept in ``store``; arrays are resized whole to the view's size (no crop: arrays are taken as the
+        images a model sees) where their size differs.
+        """
+        if self.views == "shared" or view is None:
+            return self if limit is None else self.subset(np.arange(min(limit, len(self))))
+        if self.files is not None:
+            return self.files.seen_by(view, self, store, limit)
+        rows = self if limit is None else self.subset(np.arange(min(limit, len(self))))
+        if tuple(rows.images.shape[-2:]) == tuple(view.size):
+            return dataclasses.replace(rows, views="shared")
+        if store is None or limit is not None:
+            resized = np.concatenate([resize_rows(b.numpy(), view) for b in rows.batches(256)])
+            return ImageSet(torch.from_numpy(resized), rows.labels, rows.classes, rows.name)
+        shape = (len(rows), rows.images.shape[1], *view.size)
+        entry = store.get_or_stream(
+            "data",
+            digest("array view", rows.fingerprint, view.describe()),
+            "images",
+            shape,
+            np.uint8,
+            lambda: (resize_rows(b.numpy(), view) for b in rows.batches(256)),
+            lambda: {"fingerprint": np.array(digest("array view", rows.fingerprint, view.describe()))},
+        )
+        return ImageSet(StoredImages(entry), rows.labels, rows.classes, rows.name)
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         """The images in consecutive batches of ``batch_size`` (the last may be shorter)."""

@@ -3,8 +3,10 @@
 Every loader returns an :class:`ImageSet` of uint8 images at one storage
 resolution. Folder loaders pick the stratified subset from the labels first and
 decode only the chosen files. Given a cache, the folder and ``npz`` loaders write
-the chosen images into it batch by batch and return a set read from there in
-batches: a data set larger than memory runs, and a second run skips decoding.
+the chosen images into it batch by batch, on first use, and return a set read from
+there in batches: a data set larger than memory runs, and a second run skips
+decoding. A folder's set keeps its files (:class:`ImageFiles`), from which each
+model's own view is decoded (:meth:`ImageSet.seen_by`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from archsim.data.imageset import (
     fingerprint_start,
     stratified_indices,
 )
+from archsim.data.views import View, apply_view, decode_rgb
 from archsim.errors import ArchsimError, one_line
 from archsim.specs import DATA_SCHEMES, Spec, parse_spec
 
@@ -47,7 +50,12 @@ _ROWS_PER_READ = 256
 
 
 def load_data(
-    spec: str, split: str = "eval", n_images: int | None = None, seed: int = 0, store: CacheStore | None = None
+    spec: str,
+    split: str = "eval",
+    n_images: int | None = None,
+    seed: int = 0,
+    store: CacheStore | None = None,
+    views: str = "shared",
 ) -> ImageSet:
     """Load the image set a data spec names.
 
@@ -66,6 +74,9 @@ def load_data(
         Where folder and ``npz`` data are kept after their first read; the set is
         then read from there in batches instead of held in memory. ``digits`` is
         always in memory.
+    views : {"shared", "own"}
+        How models see the set (:meth:`ImageSet.seen_by`): ``own``, each through its own
+        evaluation view; ``shared``, as stored.
     """
     parsed = parse_spec(spec, DATA_SCHEMES, bare=("digits",))
     if split not in ("eval", "train"):
@@ -75,7 +86,7 @@ def load_data(
     loader = _LOADERS[parsed.scheme]
     images = loader(parsed, split, n_images, seed, store)
     parsed.finish()
-    return images
+    return images.with_views(views)
 
 
 def _digits(spec: Spec, split: str, n_images: int | None, seed: int, store: CacheStore | None) -> ImageSet:
@@ -229,8 +240,61 @@ def _decode_subset(
                 yield batch
 
     # The key is the files' bytes, not their names or times: a renamed or copied folder is the same data.
-    key = lambda: ("decoded", size, crop_pct, _contents_digest([files[i] for i in chosen], spec.target))  # noqa: E731
-    return _image_set((len(chosen), 3, size, size), decoded, labels[chosen], classes, spec.text, store, key)
+    source = ImageFiles([files[i] for i in chosen], spec.target)
+    key = lambda: ("decoded", size, crop_pct, source.contents())  # noqa: E731
+    return _image_set((len(chosen), 3, size, size), decoded, labels[chosen], classes, spec.text, store, key, source)
+
+
+VIEW_REVISION = 1
+"""Part of the cache key of every decoded view: raised when the decoding of a view changes."""
+_VIEWS_IN_MEMORY = 4
+"""Own views a set of files keeps in memory without a cache (each is the whole set at one model's size)."""
+
+
+class ImageFiles:
+    """The image files a set was decoded from, in the set's order, and the views of them that models see."""
+
+    def __init__(self, files: list[Path], what: str) -> None:
+        self.files, self.what = files, what
+        self._contents: str | None = None
+        self._in_memory: dict[View, ImageSet] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_in_memory": {}}  # a worker decodes its own; the arrays would travel otherwise
+
+    def contents(self) -> str:
+        """SHA-256 of the files' bytes, in order (read once per process)."""
+        if self._contents is None:
+            self._contents = _contents_digest(self.files, self.what)
+        return self._contents
+
+    def identity(self) -> str:
+        return self.contents()
+
+    def seen_by(self, view: View, of: ImageSet, store: CacheStore | None, limit: int | None) -> ImageSet:
+        """The files through ``view`` (the first ``limit`` of them, in memory, if given), labelled as ``of``."""
+        files = self.files if limit is None else self.files[:limit]
+        labels = of.labels.numpy()[: len(files)]
+
+        def decoded() -> Iterator[np.ndarray]:
+            desc = f"decode {self.what} for {view.label()}"
+            with tqdm(total=len(files), desc=desc, unit="img", leave=False, disable=None) as progress:
+                for start in range(0, len(files), _ROWS_PER_READ):
+                    batch = np.stack([viewed_image(f, view).numpy() for f in files[start : start + _ROWS_PER_READ]])
+                    progress.update(len(batch))
+                    yield batch
+
+        shape = (len(files), 3, *view.size)
+        if limit is not None:
+            return _image_set(shape, decoded, labels, of.classes, of.name, None, lambda: ())
+        if store is None:
+            if view not in self._in_memory:
+                if len(self._in_memory) >= _VIEWS_IN_MEMORY:
+                    self._in_memory.pop(next(iter(self._in_memory)))
+                self._in_memory[view] = _image_set(shape, decoded, labels, of.classes, of.name, None, lambda: ())
+            return self._in_memory[view]
+        key = lambda: ("view", VIEW_REVISION, view.describe(), self.contents())  # noqa: E731
+        return _image_set(shape, decoded, labels, of.classes, of.name, store, key)
 
 
 def _image_set(
@@ -241,8 +305,10 @@ def _image_set(
     name: str,
     store: CacheStore | None,
     key: Callable[[], tuple],
+    files: ImageFiles | None = None,
 ) -> ImageSet:
-    """The set ``batches()`` yields, in memory, or through ``store`` under ``key()`` (plus the labels) if given."""
+    """The set ``batches()`` yields, in memory, or through ``store`` under ``key()`` (plus the labels) if given, written
+    there when first read."""
     labels = np.asarray(labels, dtype=np.int64)
     if store is None or not shape[0]:  # an empty set fails ImageSet's own check before anything is stored
         images = torch.empty(shape, dtype=torch.uint8)
@@ -250,24 +316,27 @@ def _image_set(
         for batch in batches():
             images[start : start + len(batch)] = torch.from_numpy(batch)
             start += len(batch)
-        return ImageSet(images, torch.from_numpy(labels), classes, name)
-    fingerprint = fingerprint_start(shape)
+        return ImageSet(images, torch.from_numpy(labels), classes, name, files)
 
-    def hashed() -> Iterator[np.ndarray]:
-        for batch in batches():
-            fingerprint.update(np.ascontiguousarray(batch))
-            yield batch
+    def entry():
+        fingerprint = fingerprint_start(shape)
 
-    entry = store.get_or_stream(
-        "data",
-        digest("data", *key(), hashlib.sha256(labels.tobytes()).hexdigest()),
-        "images",
-        shape,
-        np.uint8,
-        hashed,
-        lambda: {"labels": labels, "fingerprint": np.array(fingerprint_end(fingerprint, labels))},
-    )
-    return ImageSet(StoredImages(entry), torch.from_numpy(entry.array("labels")), classes, name)
+        def hashed() -> Iterator[np.ndarray]:
+            for batch in batches():
+                fingerprint.update(np.ascontiguousarray(batch))
+                yield batch
+
+        return store.get_or_stream(
+            "data",
+            digest("data", *key(), hashlib.sha256(labels.tobytes()).hexdigest()),
+            "images",
+            shape,
+            np.uint8,
+            hashed,
+            lambda: {"labels": labels, "fingerprint": np.array(fingerprint_end(fingerprint, labels))},
+        )
+
+    return ImageSet(StoredImages(entry, shape), torch.from_numpy(labels), classes, name, files)
 
 
 def _contents_digest(files: list[Path], what: str) -> str:
@@ -312,16 +381,32 @@ def check_png(data: torch.Tensor, file: Path) -> None:
         raise ArchsimError(f"cannot decode image {file} ({one_line(error)}); remove or replace it") from None
 
 
+def viewed_image(file: Path, view: View) -> torch.Tensor:
+    """``file`` as a model with ``view`` sees it (uint8 ``[3, H, W]``): decoded by Pillow and converted to RGB as in
+    timm's image dataset, then resized and cropped as its evaluation transform does
+    (:func:`archsim.data.views.apply_view`)."""
+    data = _read_bytes(file)
+    try:
+        image = decode_rgb(data.numpy().tobytes())
+    except Exception as error:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError... on damaged files
+        raise ArchsimError(f"cannot decode image {file} ({one_line(error)}); remove or replace it") from None
+    return apply_view(image, view)
+
+
+def _read_bytes(file: Path) -> torch.Tensor:
+    try:
+        return read_file(str(file))
+    except RuntimeError as error:
+        raise ArchsimError(f"cannot read image {file} ({decoder_message(error)}); remove or replace it") from None
+
+
 def _storage_image(file: Path, size: int, crop_pct: float) -> torch.Tensor:
-    """The usual evaluation transform: shorter side to size/crop_pct, centre crop.
+    """The shared storage of a folder (``views="shared"``): shorter side to size/crop_pct, centre crop.
 
     The file is read once, by torchvision: the PNG check and the decoder both take its bytes from memory (given the
     path, Pillow read a PNG twice and torchvision a third time).
     """
-    try:
-        data = read_file(str(file))
-    except RuntimeError as error:
-        raise ArchsimError(f"cannot read image {file} ({decoder_message(error)}); remove or replace it") from None
+    data = _read_bytes(file)
     check_png(data, file)
     try:
         image = decode_image(data, mode=ImageReadMode.RGB)

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from archsim.cache import CacheStore
+from archsim.data.views import timm_scale_size
 from archsim.errors import ArchsimError, ParameterError, one_line
 from archsim.held import held, hold
 from archsim.models.registry import name_problem, register_source
@@ -54,25 +55,32 @@ class HeldModule:
 
 def check_preprocess(net: nn.Module, preprocess: Preprocess | Mapping[str, Any] | None, name: str) -> Preprocess:
     """The preprocessing of ``net``: ``preprocess`` as given (a :class:`Preprocess`, or a mapping of its arguments
-    ``input_size``, ``mean``, ``std``, ``interpolation``), else timm's data config of the module (its
-    ``pretrained_cfg``); a one-line error where neither is there."""
+    ``input_size``, ``mean``, ``std``, ``interpolation``, and timm's ``crop_pct`` and ``crop_mode`` for the view of
+    image files), else timm's data config of the module (its ``pretrained_cfg``); a one-line error where neither is
+    there."""
     if isinstance(preprocess, Preprocess):
         return copy.deepcopy(preprocess).cpu()
     if isinstance(preprocess, Mapping):
-        unknown = sorted(set(preprocess) - {"input_size", "mean", "std", "interpolation"})
+        unknown = sorted(set(preprocess) - {"input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode"})
         if unknown or "mean" not in preprocess or "std" not in preprocess:
             raise ParameterError(
                 "models",
-                f"the preprocessing of {name} takes mean, std and optionally input_size and interpolation; "
+                f"the preprocessing of {name} takes mean, std and optionally input_size, interpolation, crop_pct and "
+                f"crop_mode; "
                 f"{f'got {unknown[0]!r}' if unknown else 'mean and std are missing'}",
             )
         mean, std = preprocess["mean"], preprocess["std"]
+        size, crop_pct = preprocess.get("input_size"), preprocess.get("crop_pct")
         try:
+            if crop_pct is not None and (size is None or not 0 < float(crop_pct) <= 1):
+                raise ValueError("crop_pct must lie in (0, 1], with an input_size")
             return Preprocess(
-                preprocess.get("input_size"),
+                size,
                 [mean] if isinstance(mean, (int, float)) else mean,
                 [std] if isinstance(std, (int, float)) else std,
                 preprocess.get("interpolation", "bilinear"),
+                resize=timm_scale_size(tuple(size)[1:], float(crop_pct)) if crop_pct is not None else None,
+                crop_mode=preprocess.get("crop_mode", "center"),
             )
         except (ValueError, TypeError) as error:
             raise ParameterError("models", f"the preprocessing of {name} is not usable: {error}") from None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import socket
 import urllib.parse
+import warnings
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +18,7 @@ import torch
 import torchvision
 
 from archsim.cache import CacheStore
+from archsim.data.views import CROP_MODES, INTERPOLATIONS, timm_scale_size
 from archsim.errors import ArchsimError, one_line
 from archsim.models.registry import register_source, require_file
 from archsim.models.wrapper import Preprocess, SimModel
@@ -35,14 +39,25 @@ def seeded_init(seed: int) -> Iterator[None]:
 
 
 def timm_preprocess(net: torch.nn.Module) -> Preprocess:
-    """Preprocessing from timm's resolved data config of ``net``."""
-    cfg = timm.data.resolve_data_config(model=net)
-    interpolation = cfg.get("interpolation", "bicubic")
+    """Preprocessing and view from timm's resolved data config of ``net``: its input size, mean, std, interpolation,
+    and the resize and crop of ``timm.data.create_transform`` for evaluation (``crop_pct``, ``crop_mode``)."""
+    return preprocess_of_config(timm.data.resolve_data_config(model=net))
+
+
+def preprocess_of_config(cfg: dict[str, Any]) -> Preprocess:
+    """A :class:`Preprocess` from a timm data config (``input_size``, ``mean``, ``std`` and optionally
+    ``interpolation``, ``crop_pct``, ``crop_mode``), resized and cropped as timm's evaluation transform does."""
+    interpolation = cfg.get("interpolation") or "bicubic"
+    crop_pct = cfg.get("crop_pct") or timm.data.DEFAULT_CROP_PCT  # timm's own default where a config has none
+    crop_mode = cfg.get("crop_mode") or "center"
+    size = tuple(cfg["input_size"])
     return Preprocess(
-        cfg["input_size"],
+        size,
         cfg["mean"],
         cfg["std"],
-        interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bicubic",
+        interpolation if interpolation in INTERPOLATIONS else "bicubic",  # "random" is a training choice
+        resize=timm_scale_size(size[1:], crop_pct),
+        crop_mode=crop_mode if crop_mode in CROP_MODES else "center",  # timm crops in the centre for any other
     )
 
 
@@ -62,7 +77,36 @@ def timm_options(spec: Spec) -> dict[str, Any]:
     """A ``timm:`` spec's target and options, taken and checked (its model's name among them); builds nothing."""
     if not timm.is_model(spec.target):  # knows pretrained tags and timm's deprecated aliases too
         raise ArchsimError(f"unknown timm model {spec.target!r}; see timm.list_models() for the names")
-    return _weights_options(spec, "num_classes", "in_chans")
+    options = _weights_options(spec, "num_classes", "in_chans")
+    crop_pct = spec.take_floats("crop_pct")
+    if crop_pct is not None and (len(crop_pct) != 1 or not 0 < crop_pct[0] <= 1):
+        raise ArchsimError(f"crop_pct in {spec.text!r} is one number in (0, 1], e.g. crop_pct=0.875")
+    options["crop_pct"] = crop_pct[0] if crop_pct else None
+    return options
+
+
+EXTRA_DATA = re.compile(r"in21k|in22k|in12k|laion|openai|ig1b|_ig|yfcc|jft|ns_|swsl|ssl|dino|datacomp|cc12m|lvd|m38m")
+"""Pretrained tags of weights that saw more than ImageNet-1k (ImageNet-21k/12k, LAION, Instagram, JFT, ...)."""
+
+
+def check_timm_spec(spec: Spec) -> str:
+    """:func:`timm_options` before a run, with a warning where an untagged name loads weights trained on extra data
+    (timm 1.0's default for many names: ``convnext_tiny`` is ``convnext_tiny.in12k_ft_in1k``)."""
+    options = timm_options(spec)
+    if options["pretrained"] and "." not in spec.target:
+        tag = getattr(timm.models.get_pretrained_cfg(spec.target), "tag", None) or ""
+        if EXTRA_DATA.search(tag):
+            arch = timm.models.get_arch_name(spec.target)
+            in1k = [
+                t for t in timm.models.get_arch_pretrained_cfgs(arch) if t.endswith("in1k") and not EXTRA_DATA.search(t)
+            ]
+            instead = f"timm:{in1k[0]}" if in1k else "no ImageNet-1k-only tag exists"
+            warnings.warn(
+                f"timm:{spec.target} loads {arch}.{tag}, trained on more than ImageNet-1k; name a tag to choose "
+                f"({instead})",
+                stacklevel=2,
+            )
+    return options["name"]
 
 
 HUB_TIMEOUT_S = 3.0
@@ -116,7 +160,7 @@ def _check_timm_weights_at_hand(spec: Spec) -> None:
         raise _offline_error(spec, urllib.parse.urlsplit(endpoint).hostname or endpoint, why)
 
 
-@register_source("timm", check=lambda spec: timm_options(spec)["name"])
+@register_source("timm", check=check_timm_spec)
 def timm_model(spec: Spec, cache: CacheStore) -> SimModel:
     """``timm:NAME``: hub weights by default, ``checkpoint=PATH`` for local ones, ``pretrained=false`` for random
     weights drawn from ``init_seed`` (default 0)."""
@@ -133,14 +177,67 @@ def timm_model(spec: Spec, cache: CacheStore) -> SimModel:
         ) from None
     if options["checkpoint"] is not None:
         _load_state(net, options["checkpoint"], spec)
+    config = timm.data.resolve_data_config(model=net)
+    if options["crop_pct"] is not None:
+        config["crop_pct"] = options["crop_pct"]
     # timm's pretrained tag names the recipe the hub weights were trained with (a1_in1k, tv_in1k, tf_adv_in1k).
     return SimModel(
         net,
-        timm_preprocess(net),
+        preprocess_of_config(config),
         options["name"],
         spec.text,
-        {"source": "timm", **_training(options, net.pretrained_cfg.get("tag"))},
+        {
+            "source": "timm",
+            **_training(options, net.pretrained_cfg.get("tag")),
+            **timm_provenance(net, options),
+        },
     )
+
+
+def timm_provenance(net: torch.nn.Module, options: dict[str, Any]) -> dict[str, str]:
+    """Which weights a timm model holds: its resolved tag (``arch.tag``), hub id, and the SHA-256 of the weights file
+    it loaded (the hub's cached file, or ``checkpoint=``; empty for random weights)."""
+    cfg = net.pretrained_cfg
+    tag = f"{cfg.get('architecture') or options['name']}.{cfg['tag']}" if cfg.get("tag") else ""
+    file = options["checkpoint"]
+    if options["pretrained"]:
+        file = _timm_weights_file(cfg)
+    return {
+        "weights_tag": tag,
+        "hub_id": cfg.get("hf_hub_id") or cfg.get("url") or "",
+        "weights_sha256": file_sha256(file),
+    }
+
+
+def _timm_weights_file(cfg: dict[str, Any]) -> str | None:
+    """The local file timm loaded pretrained weights from (the hub's cache, or torch.hub's for a URL)."""
+    import huggingface_hub
+
+    if cfg.get("hf_hub_id"):
+        names = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else ("model.safetensors", "pytorch_model.bin")
+        for name in names:
+            found = huggingface_hub.try_to_load_from_cache(cfg["hf_hub_id"], name)
+            if isinstance(found, str):
+                return found
+    if cfg.get("url"):
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urllib.parse.urlsplit(cfg["url"]).path).name
+        return str(cached) if cached.is_file() else None
+    return None
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | None) -> str:
+    """SHA-256 of a file's bytes ('' for none), once per file, size and modification time in this process."""
+    if path is None:
+        return ""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        with open(path, "rb") as handle:
+            _FILE_HASHES[key] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return _FILE_HASHES[key]
 
 
 def torchvision_options(spec: Spec) -> dict[str, Any]:
@@ -173,15 +270,25 @@ def torchvision_model(spec: Spec, cache: CacheStore) -> SimModel:
         ) from None
     if options["checkpoint"] is not None:
         _load_state(net, options["checkpoint"], spec)
-    preset = weights.transforms()
+    preset = weights.transforms()  # torchvision's ImageClassification: shorter side to resize_size, centre crop
     preprocess = Preprocess(
         (3, *preset.crop_size * (2 if len(preset.crop_size) == 1 else 1)),
         preset.mean,
         preset.std,
         preset.interpolation.value,
+        resize=preset.resize_size * (2 if len(preset.resize_size) == 1 else 1),
     )
+    provenance = {
+        "weights_tag": f"{spec.target}.{weights.name}" if options["pretrained"] else "",
+        "hub_id": weights.url if options["pretrained"] else "",
+        "weights_sha256": file_sha256(str(cached) if options["pretrained"] else options["checkpoint"]),
+    }
     return SimModel(
-        net, preprocess, options["name"], spec.text, {"source": "torchvision", **_training(options, weights.name)}
+        net,
+        preprocess,
+        options["name"],
+        spec.text,
+        {"source": "torchvision", **_training(options, weights.name), **provenance},
     )
 
 
@@ -205,10 +312,18 @@ def file_options(spec: Spec) -> dict[str, Any]:
     mean = spec.take_floats("mean") or (0.0,)
     std = spec.take_floats("std") or (1.0,)
     interpolation = spec.take("interpolation", "bilinear")
+    crop_pct = spec.take_floats("crop_pct")
+    if crop_pct is not None and len(crop_pct) != 1:
+        raise ArchsimError(f"crop_pct in {spec.text!r} is one number, e.g. crop_pct=0.875")
+    crop_pct = crop_pct[0] if crop_pct else None
+    crop_mode = spec.take("crop_mode", "center")
     if size is not None and len(size) != 3:
         raise ArchsimError(f"input_size in {spec.text!r} must be C:H:W, e.g. 3:224:224")
+    if crop_pct is not None and (size is None or not 0 < crop_pct <= 1):
+        raise ArchsimError(f"crop_pct in {spec.text!r} must lie in (0, 1], with input_size=C:H:W")
     try:
-        preprocess = Preprocess(size, mean, std, interpolation)
+        resize = timm_scale_size(tuple(int(v) for v in size[1:]), crop_pct) if crop_pct is not None else None
+        preprocess = Preprocess(size, mean, std, interpolation, resize=resize, crop_mode=crop_mode)
     except ValueError as error:
         raise ArchsimError(f"bad preprocessing options in {spec.text!r}: {error}") from None
     return {"path": path, "preprocess": preprocess, "name": path.stem}
@@ -219,8 +334,10 @@ def file_model(spec: Spec, cache: CacheStore) -> SimModel:
     """``file:PATH``: a TorchScript file or a pickled ``nn.Module`` (``torch.save(model)``).
 
     Options ``input_size=C:H:W`` (default: no resizing), ``mean=..``/``std=..``
-    (colon-separated; default 0 and 1, i.e. the module takes [0, 1] pixels) and
-    ``interpolation=bilinear|bicubic``.
+    (colon-separated; default 0 and 1, i.e. the module takes [0, 1] pixels),
+    ``interpolation=bilinear|bicubic|...``, and the view of image files as timm
+    states it: ``crop_pct=P`` (resize to ``floor(side / P)``, then crop; default: no
+    crop, the image resized whole) and ``crop_mode=center|squash|border``.
     """
     options = file_options(spec)
     path = options["path"]

@@ -10,19 +10,38 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
-_INTERPOLATIONS = {
+from archsim.data.views import CROP_MODES, INTERPOLATIONS, View
+
+_TENSOR_INTERPOLATIONS = {
     "bilinear": TF.InterpolationMode.BILINEAR,
     "bicubic": TF.InterpolationMode.BICUBIC,
     "nearest": TF.InterpolationMode.NEAREST,
 }
+"""What a differentiable resize of a tensor offers; a view's other Pillow filters resize tensors bicubically."""
 _LUMA = (0.299, 0.587, 0.114)
 
 
 class Preprocess(nn.Module):
-    """Canonical [0, 1] images -> the network's input: channels, size, normalisation.
+    """[0, 1] images -> the network's input: channels, size, normalisation; and the view it takes of image files.
 
-    Differentiable, so attacks run in canonical pixel space whatever the model's
-    own resolution.
+    Differentiable, so attacks run through it. An image already at ``input_size`` (the
+    model's own view) is only normalised; another (a source's adversarial image made
+    at its own size, a shared pixel space) is resized to it first.
+
+    Parameters
+    ----------
+    input_size : (C, H, W) or None
+        None: the network takes any size.
+    mean, std : sequence of float
+        One value, or one per channel.
+    interpolation : str
+        Of the resize, in the view and in the forward.
+    resize : (int, int) or None
+        The size an image file is resized to before the centre crop to ``input_size``
+        (timm: ``floor(side / crop_pct)``, see :func:`archsim.data.views.timm_scale_size`);
+        None: the file is resized to ``input_size`` whole.
+    crop_mode : {"center", "squash", "border"}
+        timm's crop mode.
     """
 
     def __init__(
@@ -31,12 +50,20 @@ class Preprocess(nn.Module):
         mean: Sequence[float],
         std: Sequence[float],
         interpolation: str = "bilinear",
+        resize: Sequence[int] | None = None,
+        crop_mode: str = "center",
     ) -> None:
         super().__init__()
-        if interpolation not in _INTERPOLATIONS:
-            raise ValueError(f"interpolation {interpolation!r} not one of {sorted(_INTERPOLATIONS)}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation {interpolation!r} not one of {', '.join(INTERPOLATIONS)}")
+        if crop_mode not in CROP_MODES:
+            raise ValueError(f"crop mode {crop_mode!r} not one of {', '.join(CROP_MODES)}")
         self.input_size = tuple(int(v) for v in input_size) if input_size is not None else None
         self.interpolation = interpolation
+        self.resize = tuple(int(v) for v in resize) if resize is not None else None
+        if self.resize is not None and (len(self.resize) != 2 or self.input_size is None):
+            raise ValueError("resize needs an input size and two sides (height, width)")
+        self.crop_mode = crop_mode
         # A single mean or std serves every channel: the other, or the input size, says how many there are.
         channels = self.input_size[0] if self.input_size else max(len(mean), len(std))
         self.register_buffer("mean", _per_channel(mean, channels))
@@ -55,18 +82,32 @@ class Preprocess(nn.Module):
             else:
                 raise ValueError(f"cannot feed {x.shape[1]}-channel images to a {self.channels}-channel model")
         if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size[1:]:
-            x = TF.resize(
-                x, list(self.input_size[1:]), interpolation=_INTERPOLATIONS[self.interpolation], antialias=True
-            )
+            mode = _TENSOR_INTERPOLATIONS.get(self.interpolation, TF.InterpolationMode.BICUBIC)
+            x = TF.resize(x, list(self.input_size[1:]), interpolation=mode, antialias=True)
         return (x - self.mean) / self.std
 
+    @property
+    def view(self) -> View | None:
+        """The view this model takes of an image file (None: it takes any size, and sees a set as stored)."""
+        if self.input_size is None:
+            return None
+        fill = tuple(round(255 * float(v)) for v in self.mean.flatten())
+        fill = fill * 3 if len(fill) == 1 else fill
+        return View(tuple(self.input_size[1:]), self.resize, self.crop_mode, self.interpolation, fill)
+
     def describe(self) -> dict[str, Any]:
-        return {
+        described = {
             "input_size": list(self.input_size) if self.input_size else None,
             "mean": [round(float(v), 6) for v in self.mean.flatten()],
             "std": [round(float(v), 6) for v in self.std.flatten()],
             "interpolation": self.interpolation,
         }
+        # Only where set: the fingerprints of models that state no crop stay those of earlier runs.
+        if self.resize is not None:
+            described["resize"] = list(self.resize)
+        if self.crop_mode != "center":
+            described["crop_mode"] = self.crop_mode
+        return described
 
 
 def _per_channel(values: Sequence[float], channels: int) -> torch.Tensor:

@@ -104,6 +104,7 @@ EXTRA_FILES = {
         "checks.png",
     ),
     "knowledge": ("knowledge_correlations.csv", "knowledge_sources.csv", "knowledge_transfer.png"),
+    "calibration": ("calibration.csv", "calibration.png"),
 }
 
 

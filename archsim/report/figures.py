@@ -294,3 +294,28 @@ def knowledge_transfer_figure(table: pd.DataFrame, correlations: pd.DataFrame) -
     axes.flat[0].legend(fontsize=7)
     fig.colorbar(points, ax=axes, label="target classes shared (%)", shrink=0.8)
     return to_data_uri(fig)
+
+
+def calibration_figure(table: pd.DataFrame) -> str:
+    """Per radius of a calibration: the mean absolute SAT difference from the published matrix and Spearman's rho
+    (left), the white-box diagonal of the run against the published one (right); the best radius marked."""
+    levels = table["levels"].to_numpy()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    left.plot(levels, table["mean_abs_diff"], marker="o", color="#4C72B0", label="mean |SAT - published|")
+    left.set_xlabel("eps (levels of 1/255)")
+    left.set_ylabel("mean absolute SAT difference", color="#4C72B0")
+    twin = left.twinx()
+    twin.plot(levels, table["spearman"], marker="s", color="#DD8452", label="Spearman")
+    twin.set_ylabel("Spearman over pairs", color="#DD8452")
+    best = table.loc[table["best"], "levels"]
+    for value in best:
+        left.axvline(value, color="#999", linestyle="--", linewidth=0.8)
+    left.set_title("Off-diagonal agreement", fontsize=10)
+    right.plot(levels, table["white_box_mean"], marker="o", color="#55A868", label="this run")
+    right.axhline(table["published_white_box_mean"].iloc[0], color="#C44E52", linestyle="--", label="published")
+    right.set_xlabel("eps (levels of 1/255)")
+    right.set_ylabel("mean white-box SAT (ln %)")
+    right.legend(fontsize=8)
+    right.set_title("White-box diagonal", fontsize=10)
+    fig.tight_layout()
+    return to_data_uri(fig)

@@ -271,6 +271,21 @@ def render_report(analysis) -> str:
                 + _table(white_box.reset_index(), digits=1),
             )
         )
+    calibration = analysis.extras.get("calibration")
+    if calibration is not None:
+        (table,) = calibration["tables"]
+        best = table.loc[table["best"].astype(bool)].iloc[0]
+        sections.append(
+            (
+                "calibration",
+                "Radius calibrated against a published matrix",
+                f"<p>The run at each radius against the published matrix (archsim calibrate), on the {int(best.pairs)} "
+                f"pairs of models both name: the best radius is <b>{int(best.levels)}/255</b> (mean absolute SAT "
+                f"difference {best.mean_abs_diff:.3f}, Spearman {best.spearman:.2f}).</p>"
+                + _table(table)
+                + _figure(_png_uri(calibration["figure"]), "agreement with the published matrix per radius"),
+            )
+        )
     measures = analysis.extras.get("measures")
     if measures is not None:
         comparison, _ = measures["tables"]

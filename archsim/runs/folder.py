@@ -15,6 +15,7 @@ from filelock import FileLock, Timeout
 from archsim.cache import CacheStore, atomic_write_text, check_cache
 from archsim.errors import ArchsimError, ParameterError
 from archsim.specs import spec_value
+from archsim.transfer import PROVENANCE
 
 RUN_LOCK = ".archsim.lock"
 """Held in a run folder while a run writes into it (:meth:`RunFolder.claim`)."""
@@ -80,6 +81,11 @@ class RunFolder:
     def precision(self) -> str:
         """The precision the run was computed in: work added to it must use the same."""
         return self.settings.get("precision", "fp32")
+
+    @property
+    def views(self) -> str:
+        """How the run's models saw its images (:data:`archsim.data.VIEWS`); runs made before own views: shared."""
+        return self.settings.get("views", "shared")
 
     def cache(self, cache: CacheStore | str | Path | None = None) -> CacheStore:
         """``cache`` as a store, by default the one the run wrote to."""
@@ -191,7 +197,7 @@ class RunFolder:
             "pairs": _read_typed(self.path / "pairs.csv", text=("source", "target")),
             "models": _read_typed(
                 self.path / "models.csv",
-                text=("model", "spec", "fingerprint", "family", "architecture", "regime"),
+                text=("model", "spec", "fingerprint", "family", "architecture", "regime", *PROVENANCE),
                 whole=("seed",),
             ),
             "cards": pd.read_csv(self.path / "cards.csv", index_col=0, dtype=str, keep_default_na=False),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 import warnings
@@ -22,7 +23,7 @@ from archsim.analysis.cards import cards_table
 from archsim.analysis.extract import extract_card
 from archsim.attacks import Attack, create_attack, hold_attack
 from archsim.cache import CacheStore, check_cache
-from archsim.data import load_data, memory_spec
+from archsim.data import VIEWS, load_data, memory_spec
 from archsim.engines import Engine, engine_for
 from archsim.errors import ArchsimError, ParameterError
 from archsim.measures import DEFAULT_EPS_S, sat_tables
@@ -30,18 +31,21 @@ from archsim.models import ModelObject, check_model_specs, check_precision, defa
 from archsim.models.objects import keep_modules
 from archsim.report.summary import run_summary_html
 from archsim.runs.folder import RunFolder, rounded
-from archsim.specs import check_seed
+from archsim.specs import LEVELS, check_seed, whole_levels
 from archsim.transfer import TransferResult, run_transfer
 from archsim.transfer.batching import check_batch_size, check_max_resident
 from archsim.version import __version__
 
-DIGITS_EPS = 0.1
-"""Default radius on ``digits``: 25/255 levels. Chosen so that PGD fools every zoo model
+DIGITS_EPS = 25 / 255
+"""Default radius on ``digits``: 25/255 levels (0.098). Chosen so that PGD fools every zoo model
 white-box while transfer between families stays well below 100 %, keeping SAT informative."""
 
 IMAGENET_EPS = 4 / 255
-"""Default radius on natural-image data (imagefolder, imagenet-val, npz): the customary
-4/255 of transfer studies. The SAT paper's text as we read it does not fix one; set --eps to match yours."""
+"""Default radius on natural-image data (imagefolder, imagenet-val, npz): 4/255, the customary radius of transfer
+studies. The SAT paper fixes a radius in the sentence that sets its PGD ("the iteration to 50, the learning rate to
+0.1, and ... to ..."), but the copy of its text we work from lost the symbol and the value, and the authors' release
+states no attack settings. 4/255 is archsim's choice, not the paper's; ``archsim calibrate`` finds the radius at which
+a run on your data agrees best with a published matrix."""
 
 
 def default_eps(data: str) -> float:
@@ -115,6 +119,7 @@ def run_sat(
     max_resident: int | str = "auto",
     attack_seeds: int = 1,
     check_models: bool = True,
+    views: str = "own",
 ) -> SatRun:
     """Compute the SAT matrix of a set of models on a data set.
 
@@ -182,6 +187,13 @@ def run_sat(
     check_models : bool
         Check every model (one forward and backward pass) before any attack; ``False``
         for models checked already (:func:`load_run` on a finished run).
+    views : {"own", "shared"}
+        ``own`` (the SAT paper's protocol): each model sees every image through its own
+        evaluation transform (timm's resize, crop and interpolation, decoded from the
+        file), is attacked at its own resolution, and a target resizes a source's
+        adversarial images to its input size. ``shared``: one stored pixel space (the
+        data spec's ``size`` and ``crop_pct``) that every model resizes in its forward.
+        :mod:`archsim.data.views` and the method page say what each costs.
     """
     specs = model_specs(models) if models else zoo_specs()
     if len(specs) < 2:
@@ -196,6 +208,8 @@ def run_sat(
     batch_size = check_batch_size(batch_size)
     max_resident = check_max_resident(max_resident)
     seed = check_seed(seed)
+    if views not in VIEWS:
+        raise ParameterError("views", f"must be one of {', '.join(VIEWS)}, got {views!r}")
     if isinstance(attack_seeds, bool) or not isinstance(attack_seeds, int) or attack_seeds < 1:
         raise ArchsimError(f"attack_seeds must be a whole number of 1 or more, got {attack_seeds!r}")
     if precision != "auto":
@@ -213,11 +227,20 @@ def run_sat(
         raise ParameterError("attack", f"got a {type(attack).__name__}; give a spec string or an Attack instance")
     if not isinstance(data, str):
         data = memory_spec(data, store)
-    the_attack = (
-        attack
-        if isinstance(attack, Attack)
-        else create_attack(attack, eps=default_eps(data) if eps is None else eps, **chosen)
-    )
+    if isinstance(attack, Attack):
+        if whole_levels(attack.eps)[1] is not None:
+            levels = math.floor(attack.eps * LEVELS + 1e-6)
+            warnings.warn(
+                f"{attack.name}'s eps {attack.eps} is {attack.eps * LEVELS:.2f} levels of 1/255 and adversarial images "
+                f"are whole levels: they keep the {levels} inside it (give eps as N/255 to choose)",
+                stacklevel=2,
+            )
+        the_attack = attack
+    else:
+        radius, note = whole_levels(default_eps(data) if eps is None else eps)
+        if note is not None:
+            warnings.warn(note, stacklevel=2)
+        the_attack = create_attack(attack, eps=radius, **chosen)
     settings = {
         "models": specs,
         "data": data,
@@ -237,10 +260,12 @@ def run_sat(
             settings["keep_going"] = True
         if attack_seeds > 1:
             settings["attack_seeds"] = attack_seeds
+        if views != "shared":  # absent for shared, as above: run folders made before own views resume
+            settings["views"] = views
         # held until the last file is written
         with RunFolder(out_dir).claim(settings) if out_dir is not None else nullcontext():
             # Folder and npz data go into the cache and are read from there in batches: sets larger than memory run.
-            images = load_data(data, split="eval", n_images=n_images, seed=seed, store=store)
+            images = load_data(data, split="eval", n_images=n_images, seed=seed, store=store, views=views)
             started = time.perf_counter()
             transfer = run_transfer(
                 specs,
@@ -284,7 +309,7 @@ def run_sat(
             )
             config = {
                 "settings": settings,
-                "data_fingerprint": images.fingerprint,
+                "data_fingerprint": images.key,
                 "n_images_used": len(images),
                 "engine": runner.name,
                 "device": runner.device,
@@ -295,6 +320,10 @@ def run_sat(
                 "seconds": round(time.perf_counter() - started, 2),
                 "cost": transfer.cost,
                 "left_out": transfer.left_out,
+                "weights": {
+                    name: {k: info.get(k, "") for k in ("weights_tag", "hub_id", "weights_sha256", "view")}
+                    for name, info in zip(transfer.names, transfer.info)
+                },
                 "max_resident": max_resident,
                 "versions": versions(),
             }
@@ -406,6 +435,7 @@ def run_like(folder: RunFolder, models: list[str], attack: str | Attack | None =
         seed=settings["seed"],
         eps_s=settings["eps_s"],
         precision=folder.precision,
+        views=folder.views,
         **options,
     )
 

@@ -347,7 +347,7 @@ def test_a_torchattacks_attack_that_cannot_take_the_images_is_one_line(tmp_path,
         str(tmp_path / "o"),
     )
     assert code == 2 and err.splitlines()[-1].startswith(
-        "error: torchattacks.TIFGSM failed on images of shape (1, 32, 32) ("
+        "error: torchattacks.TIFGSM failed on images of shape (1, 16, 16) ("
     ), err
 
 

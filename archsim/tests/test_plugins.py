@@ -107,7 +107,7 @@ def test_a_plugin_attack_measure_and_scheme_run_through_the_cli(plugin_on_path, 
         )
     assert code == 0, err
     config = json.loads((out / "config.json").read_text())
-    assert config["settings"]["attack"] == {"name": "noisy-fgsm", "eps": 0.1, "sigma": 0.25}
+    assert config["settings"]["attack"] == {"name": "noisy-fgsm", "eps": 25 / 255, "sigma": 0.25}
     assert list(pd.read_csv(out / "sat.csv", index_col=0).index) == ["resnet-s0", "resnet-s1", "plugin-convnext"]
     # Deterministic and cached: the same command again computes nothing.
     code, stdout, err = run_cli(

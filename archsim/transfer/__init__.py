@@ -1,6 +1,7 @@
 """Transfer: attack + evaluate, cached by content."""
 
 from archsim.transfer.stages import (
+    PROVENANCE,
     TransferResult,
     adv_key,
     pred_key,
@@ -8,4 +9,4 @@ from archsim.transfer.stages import (
     run_transfer,
 )
 
-__all__ = ["TransferResult", "run_transfer", "predict", "adv_key", "pred_key"]
+__all__ = ["PROVENANCE", "TransferResult", "run_transfer", "predict", "adv_key", "pred_key"]

@@ -45,7 +45,7 @@ from archsim.models import (
     prepare,
     train_zoo,
 )
-from archsim.specs import AUTO
+from archsim.specs import AUTO, whole_levels
 from archsim.transfer.batching import batch_size_for, resident_budget, search_seconds, weight_bytes
 
 if TYPE_CHECKING:
@@ -110,13 +110,20 @@ class TransferResult:
                 "architecture": [i.get("architecture", "") for i in self.info],
                 "regime": [i.get("regime", "") for i in self.info],
                 "seed": pd.array([i.get("seed") for i in self.info], dtype="Int64"),
+                **{column: [i.get(column, "") for i in self.info] for column in PROVENANCE},
             }
         )
 
 
+PROVENANCE = ("view", "weights_tag", "hub_id", "weights_sha256")
+"""Columns of the models table that say what each model saw and which weights it held."""
+
+
 def adv_key(fingerprint: str, data: ImageSet, attack: Attack, seed: int, precision: str = "fp32") -> str:
     revision = ({"revision": attack.revision},) if attack.revision > 1 else ()  # absent at 1: earlier keys stay valid
-    return digest("adv", fingerprint, data.fingerprint, attack.config(), seed, *_precision_part(precision), *revision)
+    # A radius between levels was floored to whole levels before; now it is rounded to the nearest.
+    levels = () if whole_levels(attack.eps)[1] is None else ({"levels": "nearest"},)
+    return digest("adv", fingerprint, data.key, attack.config(), seed, *_precision_part(precision), *revision, *levels)
 
 
 def pred_key(fingerprint: str, images_key: str, precision: str = "fp32") -> str:
@@ -185,22 +192,26 @@ class SourceOutcome:
     adv_key: str
     clean_key: str
     timing: dict = field(default_factory=dict)
+    adv_shape: tuple[int, ...] = ()
+    """[N, C, H, W] of the adversarial set: the source's own view."""
     """Seconds to load, predict the clean set and attack it (0 where the cache had the result)."""
 
 
 def cache_clean_logits(
     model: SimModel, data: ImageSet, store: CacheStore, batch_size: int | str, precision: str
 ) -> tuple[str, bool]:
-    """Cache ``model``'s logits on the clean ``data``, as a source's attack task does (with the model prepared as
-    there); returns their cache key and whether they were computed rather than found."""
-    key, misses = pred_key(model.fingerprint, data.fingerprint, precision), store.misses
+    """Cache ``model``'s logits on the clean ``data`` as it sees it (:meth:`ImageSet.seen_by`), as a source's attack
+    task does (with the model prepared as there); returns their cache key and whether they were computed rather than
+    found."""
+    key, misses = pred_key(model.fingerprint, data.key, precision), store.misses
 
     def logits() -> Iterator[np.ndarray]:
         # Searched only when something is computed: a run found in the cache measures nothing.
+        seen = data.seen_by(model.preprocess.view, store)
         size = batch_size_for(
-            model, batch_size, "evaluate", tuple(data.images.shape[1:]), len(data), store, precision, work=len(data)
+            model, batch_size, "evaluate", tuple(seen.images.shape[1:]), len(seen), store, precision, work=len(seen)
         )
-        return (rows.numpy() for rows in predict_stream(model, data.batches(size)))
+        return (rows.numpy() for rows in predict_stream(model, seen.batches(size)))
 
     with precision_context(model.device, precision):
         store.get_or_stream("pred", key, "logits", (len(data.labels), model.num_outputs), np.float32, logits)
@@ -219,24 +230,26 @@ def attack_source(
     precision: str = "fp32",
     compile: bool = False,
 ) -> SourceOutcome:
-    """Stage-1 task: load one model, cache its clean logits and its adversarial set."""
+    """Stage-1 task: load one model, cache its clean logits and its adversarial set, both on the data as the model
+    sees it (its own view, or the shared set: :meth:`ImageSet.seen_by`)."""
     started = time.perf_counter()
     model = create_model(spec, cache=store, device=device)
     check_compatible(model, data)
     prepare(model, precision, compile)
     timing = {"load_s": time.perf_counter() - started}
+    seen = data.seen_by(model.preprocess.view, store)
 
     def adversarial_set() -> Iterator[np.ndarray]:
         # Searched only when something is computed: a run found in the cache measures nothing. An attack whose result
         # depends on its batches keeps its own size.
-        shape = tuple(data.images.shape[1:])
-        work = len(data) * attack.passes
+        shape = tuple(seen.images.shape[1:])
+        work = len(seen) * attack.passes
         size = attack.fixed_batch or batch_size_for(
-            model, batch_size, "attack", shape, len(data), store, precision, work
+            model, batch_size, "attack", shape, len(seen), store, precision, work
         )
         return (
             adv.numpy()
-            for adv in attack.stream(model, data.batches(size), data.labels, seed, size, f"attack {model.name}")
+            for adv in attack.stream(model, seen.batches(size), seen.labels, seed, size, f"attack {model.name}")
         )
 
     began, searched = time.perf_counter(), search_seconds()
@@ -247,13 +260,17 @@ def attack_source(
         key = adv_key(model.fingerprint, data, attack, seed, precision)
         began, misses, searched = time.perf_counter(), store.misses, search_seconds()
         # Checked, not just found: a damaged set is found and recomputed here, while the source is loaded.
-        store.get_or_stream("adv", key, "images", tuple(data.images.shape), np.uint8, adversarial_set)
+        store.get_or_stream("adv", key, "images", tuple(seen.images.shape), np.uint8, adversarial_set)
         attack_search = search_seconds() - searched
         timing["attack_s"] = time.perf_counter() - began - attack_search if store.misses > misses else 0.0
     timing["search_s"] = clean_search + attack_search
     card = describe(model) if describe is not None else None
-    info = {**model.info, "architecture": model.architecture_id}
-    return SourceOutcome(model.name, model.fingerprint, info, card, key, clean_key, timing)
+    view = model.preprocess.view
+    seen_as = (
+        view.label() if data.views == "own" and view else f"stored {seen.images.shape[-2]}x{seen.images.shape[-1]}"
+    )
+    info = {**model.info, "architecture": model.architecture_id, "view": seen_as}
+    return SourceOutcome(model.name, model.fingerprint, info, card, key, clean_key, timing, tuple(seen.images.shape))
 
 
 @dataclass
@@ -305,7 +322,7 @@ def _check_model(
         model = create_model(spec, cache=store, device=device)
         size = model.preprocess.input_size
         check_compatible(model, data)
-        images = next(iter(data.batches(2)))
+        images = data.seen_by(model.preprocess.view, store, limit=2).images
         x, y = to_device(images, model.device).float().div_(255.0), data.labels[: len(images)].to(model.device)
         prepare(model, precision, compile, purpose="attack")
         with precision_context(device, precision):
@@ -339,8 +356,9 @@ def preflight(
         report_all=True,
     )
     side = min(data.images.shape[-2:])
+    decoded_at_size = data.views == "own" and data.files is not None  # each model's view is decoded at its size
     for o in outcomes:
-        if o.input_size is not None and side * UPSAMPLING_WARNED < min(o.input_size[1:]):
+        if not decoded_at_size and o.input_size is not None and side * UPSAMPLING_WARNED < min(o.input_size[1:]):
             warnings.warn(
                 f"{data.name}'s images are {data.images.shape[-2]}x{data.images.shape[-1]} px, far below the "
                 f"{o.input_size[1]}x{o.input_size[2]} {o.spec} takes: they are upsampled "
@@ -408,6 +426,7 @@ def evaluate_targets(
     precision: str = "fp32",
     compile: bool = False,
     max_resident: int | str = AUTO,
+    own_views: bool = False,
 ) -> EvaluationOutcome:
     """Stage-2 task: the predictions of a group of targets (spec, fingerprint) on every source's set.
 
@@ -418,7 +437,9 @@ def evaluate_targets(
     ``max_resident`` allows (``auto``: as many as fit in a share of the free memory, see
     :func:`archsim.transfer.batching.resident_budget`): each set is read once per
     group of resident targets, its batches streamed past all of them, instead of once
-    per target.
+    per target. ``image_shape`` is the stored shape of the data, which sizes the batch
+    search; with ``own_views`` each target's own input size does (the sets arrive at
+    their sources' sizes and are resized to it).
     """
     n_images = needed[0].shape[1] if needed else 0
     predictions = [np.full((len(adv_keys), n_images), -1, dtype=np.int64) for _ in targets]
@@ -471,11 +492,24 @@ def evaluate_targets(
                 image_shape,
                 batch_size,
                 precision,
+                own_views,
             )
             group, held = [], 0
     if group:
         _evaluate_group(
-            group, adv_keys, needed, todo, predictions, timings, cost, store, device, image_shape, batch_size, precision
+            group,
+            adv_keys,
+            needed,
+            todo,
+            predictions,
+            timings,
+            cost,
+            store,
+            device,
+            image_shape,
+            batch_size,
+            precision,
+            own_views,
         )
     return EvaluationOutcome(
         [compact_labels(p) for p in predictions],
@@ -500,6 +534,7 @@ def _evaluate_group(
     image_shape: tuple[int, ...],
     batch_size: int | str,
     precision: str,
+    own_views: bool,
 ) -> None:
     """Stream every set that some resident target lacks past those targets, once; store what they predict."""
     cost["groups"] += 1
@@ -508,7 +543,8 @@ def _evaluate_group(
     for t, model in group:
         searched = search_seconds()
         work = int(sum(needed[t][s].sum() for s in todo[t]))
-        sizes[t] = batch_size_for(model, batch_size, "evaluate", image_shape, n_images, store, precision, work)
+        shape = (own_views and model.preprocess.input_size) or image_shape
+        sizes[t] = batch_size_for(model, batch_size, "evaluate", shape, n_images, store, precision, work)
         timings[t]["search_s"] += search_seconds() - searched
     read_size = max(sizes.values())
     for s in sorted({s for t, _ in group for s in todo[t]}):
@@ -658,6 +694,7 @@ def run_transfer(
                 precision,
                 compile,
                 max_resident,
+                data.views == "own",
             )
             for group in groups
         ],
@@ -666,7 +703,7 @@ def run_transfer(
         [", ".join(names[t] for t in group) for group in groups],
     )
     adv_pred = np.stack([p for outcome in outcomes for p in outcome.predictions], axis=1)  # [source, target, image]
-    set_bytes = len(adv_keys) * int(np.prod(data.images.shape))
+    set_bytes = sum(int(np.prod(s.adv_shape)) for s in sources)
     stage2_read = sum(o.adversarial_bytes_read for o in outcomes)
     cost = {
         "preflight_s": round(checked - started, 3),

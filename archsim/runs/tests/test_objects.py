@@ -34,12 +34,14 @@ def test_modules_on_tensors_equal_their_specs_and_a_second_call_computes_nothing
     nets = {name: (model.net, model.preprocess) for name, model in models.items()}
     flags = {name: [p.requires_grad for p in model.net.parameters()] for name, model in models.items()}
     data = (digits.images.float() / 255, digits.labels, 10)  # floats in [0, 1], as a notebook holds them
-    first = run_sat(nets, data=data, eps=0.1, steps=5, rel_step=0.3, n_boot=50, cache=cache_dir, out=tmp_path / "run")
+    first = run_sat(
+        nets, data=data, eps=25 / 255, steps=5, rel_step=0.3, n_boot=50, cache=cache_dir, out=tmp_path / "run"
+    )
     # The same networks and pixels: the same fingerprints, so the spec run's sets and predictions serve.
     pd.testing.assert_frame_equal(first.sat, by_spec.sat, check_exact=True)
     assert list(first.models.fingerprint) == list(by_spec.models.fingerprint)
     assert first.config["data_fingerprint"] == by_spec.config["data_fingerprint"]
-    again = run_sat(nets, data=data, eps=0.1, steps=5, rel_step=0.3, n_boot=50, cache=cache_dir)
+    again = run_sat(nets, data=data, eps=25 / 255, steps=5, rel_step=0.3, n_boot=50, cache=cache_dir)
     assert again.cache_misses == 0
     # archsim attacked copies: the user's modules are as they were (the zoo's are frozen, as SimModels).
     assert {name: [p.requires_grad for p in model.net.parameters()] for name, model in models.items()} == flags
@@ -117,8 +119,8 @@ def test_bad_model_objects_are_one_line_naming_models(zoo_objects):
 
 
 def test_an_attack_instance_is_the_attack_of_its_spec(zoo_objects, cache_dir):
-    by_spec = run_sat(SPECS, attack="pgd", eps=0.1, **SETTINGS, cache=cache_dir)
-    instance = PGD(eps=0.1, steps=5, rel_step=0.3)
+    by_spec = run_sat(SPECS, attack="pgd", eps=25 / 255, **SETTINGS, cache=cache_dir)
+    instance = PGD(eps=25 / 255, steps=5, rel_step=0.3)
     by_object = run_sat(SPECS, attack=instance, n_images=60, n_boot=50, cache=cache_dir)
     pd.testing.assert_frame_equal(by_object.sat, by_spec.sat, check_exact=True)
     assert by_object.cache_misses == 0
@@ -132,7 +134,7 @@ def test_a_run_of_objects_in_the_cli_afterwards(zoo_objects, cache_dir, tmp_path
     held: ``add`` evaluates them on the newcomer's set, rebuilt from the copies the run saved in the cache."""
     models, digits = zoo_objects
     nets = {name: (model.net, model.preprocess) for name, model in models.items()}
-    run = run_sat(nets, data=(digits.images, digits.labels, 10), eps=0.1, **SETTINGS, cache=cache_dir)
+    run = run_sat(nets, data=(digits.images, digits.labels, 10), eps=25 / 255, **SETTINGS, cache=cache_dir)
     out = run.save(tmp_path / "saved")
     html = run._repr_html_()
     assert "Most similar pairs" in html and "data:image/png;base64," in html and "convnext ~ resnet-s0" in html
