@@ -22,7 +22,9 @@ from archsim.analysis.cards import card_agreement, cards_table, read_cards
 from archsim.analysis.extract import extract_card
 from archsim.models import create_model
 
-DEFAULT_CARDS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sat_release" / "Model Feature_release.csv"
+DEFAULT_CARDS = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sat_release" / "Model Feature_release.csv"
+)
 # Published names that timm has since renamed without a deprecation alias.
 RENAMED = {"gluon_xception65": "xception65"}
 
