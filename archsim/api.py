@@ -4,6 +4,7 @@
 ``run_sat``, ``load_run``, ``SatRun``  :mod:`archsim.runs` (one SAT run, its folder)
 ``RunFolder``                          :mod:`archsim.runs.folder`
 ``compare_attacks``                    :mod:`archsim.applications.attacks`
+``calibrate_radius``                   :mod:`archsim.applications.calibrate`
 ``compute_measures``                   :mod:`archsim.applications.measures`
 ``analyze``, ``analyze_run``           :mod:`archsim.report.analyze`
 ``resolve_device``                     :mod:`archsim.hardware`
@@ -11,6 +12,7 @@
 """
 
 from archsim.applications.attacks import AttackComparison, compare_attacks
+from archsim.applications.calibrate import Calibration, calibrate_radius
 from archsim.applications.measures import compute_measures
 from archsim.hardware import resolve_device
 from archsim.report.analyze import analyze, analyze_run
@@ -26,12 +28,14 @@ from archsim.runs import (
 
 __all__ = [
     "AttackComparison",
+    "Calibration",
     "DIGITS_EPS",
     "IMAGENET_EPS",
     "RunFolder",
     "SatRun",
     "analyze",
     "analyze_run",
+    "calibrate_radius",
     "compare_attacks",
     "compute_measures",
     "default_eps",

@@ -45,7 +45,7 @@ from archsim.models import (
     prepare,
     train_zoo,
 )
-from archsim.specs import AUTO, whole_levels
+from archsim.specs import AUTO
 from archsim.transfer.batching import batch_size_for, resident_budget, search_seconds, weight_bytes
 
 if TYPE_CHECKING:
@@ -121,9 +121,7 @@ PROVENANCE = ("view", "weights_tag", "hub_id", "weights_sha256")
 
 def adv_key(fingerprint: str, data: ImageSet, attack: Attack, seed: int, precision: str = "fp32") -> str:
     revision = ({"revision": attack.revision},) if attack.revision > 1 else ()  # absent at 1: earlier keys stay valid
-    # A radius between levels was floored to whole levels before; now it is rounded to the nearest.
-    levels = () if whole_levels(attack.eps)[1] is None else ({"levels": "nearest"},)
-    return digest("adv", fingerprint, data.key, attack.config(), seed, *_precision_part(precision), *revision, *levels)
+    return digest("adv", fingerprint, data.key, attack.config(), seed, *_precision_part(precision), *revision)
 
 
 def pred_key(fingerprint: str, images_key: str, precision: str = "fp32") -> str:
@@ -658,6 +656,7 @@ def run_transfer(
         # Ray tasks already train theirs side by side, on their nodes.
         train_zoo(specs, cache)
     started = time.perf_counter()
+    data.key  # noqa: B018 - computed here, once: it travels with the set to every task (a folder's key hashes its files)
     left_out = preflight(engine, specs, data, cache, precision, compile, keep_going) if check_models else {}
     specs = [spec for spec in specs if spec not in left_out]
     if len(specs) < 2:

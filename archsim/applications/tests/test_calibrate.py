@@ -9,20 +9,20 @@ from archsim.applications.calibrate import agreement, calibrate_radius
 from archsim.errors import ParameterError
 from archsim.tests.cli_runner import run_cli
 
-FOUR = ["zoo:resnet-s0", "zoo:resnet-s1", "zoo:convnext", "zoo:mobilevit"]
-QUICK = dict(n_images=60, steps=10, rel_step=0.2, n_boot=0)
+THREE = ["zoo:resnet-s0", "zoo:convnext", "zoo:mobilevit"]  # 16, 32 and 24 px
+QUICK = dict(n_images=40, steps=10, rel_step=0.2, n_boot=0)
 
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("calibrate") / "run"
-    run_sat(FOUR, **QUICK, cache=cache_dir, out=out)  # at the digits' default radius, 25/255
+    run_sat(THREE, **QUICK, cache=cache_dir, out=out)  # at the digits' default radius, 25/255
     return out
 
 
 def test_the_radius_a_matrix_was_made_at_is_recovered_from_the_grid(base_run, cache_dir, tmp_path, capsys):
     published = tmp_path / "published.csv"
-    run_sat(FOUR, **QUICK, eps=12 / 255, cache=cache_dir).sat.to_csv(published)
+    run_sat(THREE, **QUICK, eps=12 / 255, cache=cache_dir).sat.to_csv(published)
     code, stdout, err = run_cli(
         capsys,
         "calibrate",
@@ -40,7 +40,7 @@ def test_the_radius_a_matrix_was_made_at_is_recovered_from_the_grid(base_run, ca
     table = pd.read_csv(base_run / "calibration" / "calibration.csv")
     assert table.levels.tolist() == [6, 12, 24] and table.best.tolist() == [False, True, False]
     exact = table.set_index("levels").loc[12]
-    assert exact.mean_abs_diff == 0 and exact.spearman == pytest.approx(1) and exact.pairs == 12
+    assert exact.mean_abs_diff == 0 and exact.spearman == pytest.approx(1) and exact.pairs == 6
     # A larger radius fools more: the white-box diagonal and the distance from the 12/255 matrix grow with it.
     assert table.white_box_mean.is_monotonic_increasing
     assert table.set_index("levels").loc[24].mean_abs_diff > 0 and table.set_index("levels").loc[6].mean_abs_diff > 0
