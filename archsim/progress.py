@@ -24,11 +24,14 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def steps(items: Iterable[T], desc: str, total: int, per_step: int = 1, per_unit: str = "images") -> Iterator[T]:
+def steps(
+    items: Iterable[T], desc: str, total: int, per_step: int = 1, per_unit: str = "images", unit: str = "batch"
+) -> Iterator[T]:
     """Batches ``items`` as they come, with progress: tqdm's bar on a terminal; in a log, every :data:`LOG_EVERY_S`
-    seconds ``desc: k/total batches, R per_unit/s, about T left`` (``per_step`` of ``per_unit`` per batch)."""
+    seconds ``desc: k/total batches, R per_unit/s, about T left`` (``per_step`` of ``per_unit`` per batch; another
+    ``unit`` than a batch, e.g. ``set``, names the items)."""
     if sys.stderr.isatty():
-        yield from tqdm(items, desc=desc, total=total, unit="batch", leave=False)
+        yield from tqdm(items, desc=desc, total=total, unit=unit, leave=False)
         return
     start = last = time.monotonic()
     for done, item in enumerate(items, 1):
@@ -39,7 +42,8 @@ def steps(items: Iterable[T], desc: str, total: int, per_step: int = 1, per_unit
             rate = done * per_step / (now - start)
             left = (now - start) / done * (total - done)
             print(
-                f"{desc}: {done}/{total} batches, {rate:.1f} {per_unit}/s, about {duration(left)} left",
+                f"{desc}: {done}/{total} {unit}{'es' if unit.endswith('h') else 's'}, {rate:.1f} {per_unit}/s, about "
+                f"{duration(left)} left",
                 file=sys.stderr,
                 flush=True,
             )

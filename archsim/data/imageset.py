@@ -152,14 +152,15 @@ class ImageSet:
             resized = np.concatenate([resize_rows(b.numpy(), view) for b in rows.batches(256)])
             return ImageSet(torch.from_numpy(resized), rows.labels, rows.classes, rows.name)
         shape = (len(rows), rows.images.shape[1], *view.size)
+        key = digest("array view", rows.fingerprint, list(view.size), view.interpolation)  # arrays are never cropped
         entry = store.get_or_stream(
             "data",
-            digest("array view", rows.fingerprint, view.describe()),
+            key,
             "images",
             shape,
             np.uint8,
             lambda: (resize_rows(b.numpy(), view) for b in rows.batches(256)),
-            lambda: {"fingerprint": np.array(digest("array view", rows.fingerprint, view.describe()))},
+            lambda: {"fingerprint": np.array(key)},
         )
         return ImageSet(StoredImages(entry), rows.labels, rows.classes, rows.name)
 

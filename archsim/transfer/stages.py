@@ -45,6 +45,7 @@ from archsim.models import (
     prepare,
     train_zoo,
 )
+from archsim.progress import steps
 from archsim.specs import AUTO
 from archsim.transfer.batching import batch_size_for, resident_budget, search_seconds, weight_bytes
 
@@ -465,35 +466,8 @@ def evaluate_targets(
     budget = resident_budget(torch.device(device), max_resident)
     group: list[tuple[int, SimModel]] = []
     held = 0
-    for t, (spec, fingerprint) in enumerate(targets):
-        if not todo[t]:
-            continue
-        started = time.perf_counter()
-        model = create_model(spec, cache=store, device=device)
-        if model.fingerprint != fingerprint:
-            raise ArchsimError(f"model {spec} changed during the run (different weights); rerun")
-        prepare(model, precision, compile, purpose="evaluate")
-        timings[t]["load_s"] = time.perf_counter() - started
-        group.append((t, model))
-        held += weight_bytes(model)
-        if len(group) >= budget.models or held >= budget.bytes:
-            _evaluate_group(
-                group,
-                adv_keys,
-                needed,
-                todo,
-                predictions,
-                timings,
-                cost,
-                store,
-                device,
-                image_shape,
-                batch_size,
-                precision,
-                own_views,
-            )
-            group, held = [], 0
-    if group:
+
+    def evaluate_resident() -> None:
         _evaluate_group(
             group,
             adv_keys,
@@ -509,6 +483,23 @@ def evaluate_targets(
             precision,
             own_views,
         )
+
+    for t, (spec, fingerprint) in enumerate(targets):
+        if not todo[t]:
+            continue
+        started = time.perf_counter()
+        model = create_model(spec, cache=store, device=device)
+        if model.fingerprint != fingerprint:
+            raise ArchsimError(f"model {spec} changed during the run (different weights); rerun")
+        prepare(model, precision, compile, purpose="evaluate")
+        timings[t]["load_s"] = time.perf_counter() - started
+        group.append((t, model))
+        held += weight_bytes(model)
+        if len(group) >= budget.models or held >= budget.bytes:
+            evaluate_resident()
+            group, held = [], 0
+    if group:
+        evaluate_resident()
     return EvaluationOutcome(
         [compact_labels(p) for p in predictions],
         cost["bytes"],
@@ -545,7 +536,10 @@ def _evaluate_group(
         sizes[t] = batch_size_for(model, batch_size, "evaluate", shape, n_images, store, precision, work)
         timings[t]["search_s"] += search_seconds() - searched
     read_size = max(sizes.values())
-    for s in sorted({s for t, _ in group for s in todo[t]}):
+    # Reported per set streamed past the group: with every target resident, the stage is one group, silent otherwise.
+    sources = sorted({s for t, _ in group for s in todo[t]})
+    desc = f"evaluate {len(group)} target{'s' if len(group) > 1 else ''} on each set"
+    for s in steps(sources, desc, len(sources), per_unit="sets", unit="set"):
         members = [(t, model) for t, model in group if s in todo[t]]
         adv_images = store.open("adv", adv_keys[s])
         if adv_images is None:

@@ -58,3 +58,17 @@ def test_results_that_grow_with_the_data_are_mapped_or_compact(tmp_path, cache_d
     assert result.adv_pred.dtype == np.int16 and result.clean_pred.dtype == np.int16
     assert np.array_equal(result.clean_pred, np.asarray(result.clean_logits).argmax(-1))
     assert sum(kind == "logits" for kind, _ in store.used) == 1
+
+
+def test_the_evaluation_of_one_resident_group_reports_its_progress_per_set(tmp_path, cache_dir, monkeypatch, capsys):
+    """All targets resident make one group: off a terminal, a line per set streamed past it (count, rate, time left)
+    instead of silence until the stage ends."""
+    from archsim import progress
+
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    store = store_in(tmp_path / "results", cache_dir)
+    data = load_data("digits", n_images=30).with_views("own")
+    run_transfer(SPECS, data, create_attack("pgd", eps=25 / 255, steps=1), store, seed=0, batch_size=16)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("evaluate 2 targets on each set")]
+    assert [line.split(",")[0] for line in lines] == ["evaluate 2 targets on each set: 1/2 sets"]
+    assert " sets/s, about " in lines[0]
