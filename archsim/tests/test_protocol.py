@@ -37,13 +37,6 @@ def test_a_radius_between_levels_is_rounded_to_the_nearest_and_said():
     assert to_uint8(torch.tensor([1.0]), clean, 0.03).item() == 107
 
 
-def test_a_run_rounds_its_radius_in_one_warning(cache_dir):
-    with pytest.warns(UserWarning, match=r"^eps 0\.03 is 7\.65 levels.*rounded to the nearest, 8/255") as caught:
-        run = run_sat(["zoo:resnet-s0", "zoo:resnet-s1"], n_images=20, steps=1, eps=0.03, n_boot=0, cache=cache_dir)
-    assert run.config["settings"]["attack"]["eps"] == 8 / 255
-    assert len([w for w in caught if "levels of 1/255" in str(w.message)]) == 1
-
-
 def test_the_paper_zoo_names_pinned_tags_under_the_published_names():
     lines = [line for line in (ROOT / "zoos" / "sat-paper.txt").read_text().splitlines() if line.startswith("timm:")]
     assert len(lines) == 68

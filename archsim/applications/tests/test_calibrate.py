@@ -9,7 +9,7 @@ from archsim.applications.calibrate import agreement, calibrate_radius
 from archsim.errors import ParameterError
 from archsim.tests.cli_runner import run_cli
 
-THREE = ["zoo:resnet-s0", "zoo:convnext", "zoo:mobilevit"]  # 16, 32 and 24 px
+THREE = ["zoo:resnet-s0", "zoo:resnet-s1", "zoo:convnext"]  # 16, 16 and 32 px; trained for other tests too
 QUICK = dict(n_images=40, steps=10, rel_step=0.2, n_boot=0)
 
 
@@ -65,3 +65,10 @@ def test_a_published_matrix_naming_too_few_of_the_run_models_is_refused(base_run
         calibrate_radius(base_run, tmp_path / "p.csv", [4 / 255, 8 / 255])
     with pytest.raises(ParameterError, match="at least two different radii"):
         calibrate_radius(base_run, tmp_path / "p.csv", [4 / 255, 4.2 / 255])
+
+
+def test_a_run_rounds_its_radius_in_one_warning(cache_dir):
+    with pytest.warns(UserWarning, match=r"^eps 0\.03 is 7\.65 levels.*rounded to the nearest, 8/255") as caught:
+        run = run_sat(THREE[:2], n_images=20, steps=1, eps=0.03, n_boot=0, cache=cache_dir)
+    assert run.config["settings"]["attack"]["eps"] == 8 / 255
+    assert len([w for w in caught if "levels of 1/255" in str(w.message)]) == 1

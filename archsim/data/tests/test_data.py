@@ -278,7 +278,7 @@ def test_a_damaged_png_is_one_line_not_a_crash(tmp_path):
     torch.manual_seed(0)
     png = bytearray(encode_png(torch.randint(0, 256, (3, 4, 4), dtype=torch.uint8)).numpy().tobytes())
     png[100 % len(png)] ^= 0xFF  # inside the IDAT chunk: its checksum and the zlib stream no longer match
-    for cls in "abcdefghij":  # the zoo's ten classes
+    for cls in "abcdefghij":  # ten classes, as the models have
         (tmp_path / "set" / cls).mkdir(parents=True)
         (tmp_path / "set" / cls / "good.png").write_bytes(bytes(encode_png(torch.zeros((3, 4, 4), dtype=torch.uint8))))
     (tmp_path / "set" / "a" / "bad.png").write_bytes(bytes(png))
@@ -290,8 +290,9 @@ def test_a_damaged_png_is_one_line_not_a_crash(tmp_path):
                 "-m",
                 "archsim.cli",
                 "run",
-                "--models",
-                "zoo:resnet-s0 zoo:resnet-s1",
+                "--models",  # random weights: nothing to train before the bad file is met
+                "timm:resnet18,pretrained=false,num_classes=10,init_seed=1 "
+                "timm:resnet18,pretrained=false,num_classes=10,init_seed=2,name=other",
                 "--data",
                 f"imagefolder:{tmp_path / 'set'},size=8",
                 "--views",
