@@ -241,7 +241,7 @@ def _decode_subset(
 
     # The key is the files' bytes, not their names or times: a renamed or copied folder is the same data.
     source = ImageFiles([files[i] for i in chosen], spec.target)
-    key = lambda: ("decoded", size, crop_pct, source.contents())  # noqa: E731
+    key = lambda: ("decoded", size, crop_pct, source.identity())  # noqa: E731
     return _image_set((len(chosen), 3, size, size), decoded, labels[chosen], classes, spec.text, store, key, source)
 
 
@@ -262,14 +262,11 @@ class ImageFiles:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_in_memory": {}}  # a worker decodes its own; the arrays would travel otherwise
 
-    def contents(self) -> str:
+    def identity(self) -> str:
         """SHA-256 of the files' bytes, in order (read once per process)."""
         if self._contents is None:
             self._contents = _contents_digest(self.files, self.what)
         return self._contents
-
-    def identity(self) -> str:
-        return self.contents()
 
     def seen_by(self, view: View, of: ImageSet, store: CacheStore | None, limit: int | None) -> ImageSet:
         """The files through ``view`` (the first ``limit`` of them, in memory, if given), labelled as ``of``."""
@@ -293,7 +290,7 @@ class ImageFiles:
                     self._in_memory.pop(next(iter(self._in_memory)))
                 self._in_memory[view] = _image_set(shape, decoded, labels, of.classes, of.name, None, lambda: ())
             return self._in_memory[view]
-        key = lambda: ("view", VIEW_REVISION, view.describe(), self.contents())  # noqa: E731
+        key = lambda: ("view", VIEW_REVISION, view.describe(), self.identity())  # noqa: E731
         return _image_set(shape, decoded, labels, of.classes, of.name, store, key)
 
 
