@@ -6,9 +6,11 @@ paper's timm architectures with random weights and seeded synthetic 224-px image
 empty cache, at ``--n-images`` and ``--steps``. Each model's load time, attack rate
 (image-steps/s) and clean forward rate (images/s, the rate of evaluation too) are
 taken from the run's ``timings``. The extrapolation to the full study (``--full-images``,
-``--full-steps``, all N x N evaluations) counts, per model, three loads (preflight, attack,
-evaluation), the clean pass and the attack of ``--full-images`` images, and the evaluation of
-N sets on the images inside X_st (``--accuracy`` squared of them: random weights classify
+``--full-steps``, all N x N evaluations) counts, per model, the model check (its share of the
+run's check stage: build and 2 images), two more builds (attack task, evaluation group), the
+batch-size searches (at most their share of the work they size, and never less than measured
+here), the clean pass and the attack of ``--full-images`` images, and the evaluation of N sets
+on the images inside X_st (``--accuracy`` squared of them: random weights classify
 nothing right, so the run itself skips every evaluation and its rate is taken from the clean pass).
 
 Beside it, the naive way an attack-library user writes: for every ordered pair, torchattacks
@@ -38,6 +40,7 @@ from archsim.attacks.base import to_device
 from archsim.cache import CacheStore
 from archsim.models import create_model, prepare
 from archsim.specs import model_list
+from archsim.transfer.batching import SEARCH_SHARE
 
 PAPER_MODELS = Path(__file__).resolve().parents[1] / "zoos" / "sat-paper.txt"
 
@@ -115,6 +118,7 @@ def main() -> None:
         shown = ["model", "load_s", "search_s", "attack_image_steps_per_s", "clean_images_per_s"]
         shown += ["torchattacks_image_steps_per_s"]
         print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    args.preflight_s = cost["preflight_s"]
     totals = extrapolate(table, args)
     for label, hours in totals.items():
         print(f"{label:<60}{hours:>10.2f} h")
@@ -130,18 +134,24 @@ def extrapolate(table: pd.DataFrame, args: argparse.Namespace) -> dict[str, floa
     """Device-hours of the full study from the per-model rates, scaled from the models measured to ``--full-models``."""
     n_full, images, steps = args.full_models, args.full_images, args.full_steps
     scale = n_full / len(table)  # the measured models stand for the study's mix of architectures
-    loads = 3 * table.load_s  # preflight, attack task, evaluation group
+    # The model check builds each model and runs 2 images through it (the run measured its whole stage); the attack
+    # task and the evaluation group build it again.
+    check = pd.Series(args.preflight_s / len(table), index=table.index)
+    loads = 2 * table.load_s
     clean = images / table.clean_images_per_s
     attack = images * steps / table.attack_image_steps_per_s
     evaluate = n_full * images * args.accuracy**2 / table.clean_images_per_s
-    # Batch-size searches (--batch-size auto) as this run measured them; for the full study's larger work a search
-    # may go further, where a larger batch still pays for its trial (archsim.transfer.batching.search_batch_size).
-    search = table.search_s + table.evaluate_search_s
-    per_model = loads + search + clean + attack + evaluate
+    # Batch-size searches (--batch-size auto): their trials take at most SEARCH_SHARE of the work they size, so the
+    # full study's are bounded by that share of its clean passes, attacks and evaluations; never less than this run's.
+    bound = SEARCH_SHARE if args.batch_size == "auto" else 0.0
+    search_first = np.maximum(table.search_s, bound * (clean + attack))
+    search_second = np.maximum(table.evaluate_search_s, bound * evaluate)
+    search = search_first + search_second
+    per_model = check + loads + search + clean + attack + evaluate
     one_device = per_model.sum() * scale / 3600
-    # Ray on a node: attacks spread over the devices, then each device evaluates a group of N/gpus targets.
-    first = loads / 3 * 2 + table.search_s + clean + attack
-    second = loads / 3 + table.evaluate_search_s + evaluate
+    # Ray on a node: checks and attacks spread over the devices, then each device evaluates a group of N/gpus targets.
+    first = check + table.load_s + search_first + clean + attack
+    second = table.load_s + search_second + evaluate
     stage1 = max(first.sum() * scale / args.gpus, first.max())
     stage2 = max(second.sum() * scale / args.gpus, second.max())
     naive_attack = images * steps / table.torchattacks_image_steps_per_s
@@ -151,8 +161,10 @@ def extrapolate(table: pd.DataFrame, args: argparse.Namespace) -> dict[str, floa
         f"archsim, {n_full} models, one device": one_device,
         "  of which attacks": attack.sum() * scale / 3600,
         "  of which evaluations (inside X_st)": evaluate.sum() * scale / 3600,
-        "  of which model loads": loads.sum() * scale / 3600,
-        "  of which batch-size searches (as measured here)": search.sum() * scale / 3600,
+        "  of which clean passes": clean.sum() * scale / 3600,
+        "  of which model checks (build and 2 images)": check.sum() * scale / 3600,
+        "  of which model builds (attack task, evaluation group)": loads.sum() * scale / 3600,
+        "  of which batch-size searches (at most 3 % of the work)": search.sum() * scale / 3600,
         f"archsim under Ray, {args.gpus} devices (wall time)": (stage1 + stage2) / 3600,
         "naive: torchattacks PGD per pair, one device": naive,
     }

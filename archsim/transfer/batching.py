@@ -1,7 +1,7 @@
 """Batch sizes measured on the model itself: as large as pays, within the device's memory.
 
 ``--batch-size auto`` times the attack step (forward and input gradient) or the
-evaluation forward of a model at 1, 2, 4, ... images and keeps the smallest batch
+evaluation forward of a model at growing batch sizes and keeps the smallest batch
 that no larger one beats by 5 %, never passing a share of the memory left on the
 device. The best batch differs by model and device, so no fixed number serves:
 on a 2-core CPU ResNet-50 at 224 px evaluates 22 images/s at 4 and 11 at 128
@@ -10,9 +10,24 @@ embedded zoo's small models run up to 1.3x faster at 256-360 than at 128
 (BENCHMARKS.md); on a GPU throughput grows with the batch until the device is
 busy, so there the search fills memory as far as that pays.
 
-A choice is cached per architecture, input, precision and device, so each is
-searched once per machine. Results do not depend on the batch size beyond the
-order of floating-point operations (random starts are drawn per image).
+The search is paid for by the work it sizes, so it is bounded by it. Where the caller
+says how much work the batch serves (``work``: images times passes), the trials may
+take at most :data:`SEARCH_SHARE` of that work's time at the best rate measured. A
+trial runs only if the search stays within that share whatever it finds: its batch
+takes between the last batch's time (the rate then grows with the batch, and the
+work's time shrinks) and that time scaled by the sizes (the rate stays). The sizes
+grow by doubling, or jump (at most :data:`MAX_JUMP` times) where the last two trials
+show a fixed cost per call that a larger batch would spread (time ~ a + c x batch:
+the next size is where a is under :data:`FIXED_SHARE` of the batch's time), as far
+as the share allows. Work too small to pay for even one trial (4 images through a
+large network) gets no trial: its batch is the largest that the model check's
+measured memory (:func:`record_check`, 2 images through the attack step) predicts to
+fit, up to the work itself.
+
+A choice is cached per architecture, input, precision, device and order of magnitude
+of the work, so each is searched once per machine. Results do not depend on the
+batch size beyond the order of floating-point operations (random starts are drawn
+per image).
 """
 
 from __future__ import annotations
@@ -41,6 +56,9 @@ from archsim.specs import AUTO, check_batch_size, check_max_resident
 
 MIN_GAIN = 0.05
 """A larger batch must be this much faster (images per second) to be preferred."""
+SEARCH_SHARE = 0.03
+"""Share of the work's time (at the best rate measured) that a search's trials may take in all: 3 %, under the 5 %
+target, as the last trial's cost is a prediction."""
 MAX_BATCH_SIZE = 1024
 UNMEASURED_LIMIT = 128
 """The largest batch tried where peak memory cannot be measured (a CPU that is not Linux)."""
@@ -54,18 +72,25 @@ RESIDENT_SHARE = 0.5
 targets' weights; the rest is left for their batches."""
 UNKNOWN_MEMORY_BYTES = 4 << 30
 """Weights kept resident where the free memory cannot be read (not Linux)."""
-_MIN_TIMED_RUNS = 3
+MISSES = 3
+"""Sizes in a row without a gain that end a search: three, as on this VM's CPU ConvNeXt-T attacks at 4.3 images/s at
+1, 2.0 at 2 and 2.3 at 4, and at 6.0 at 8 (BENCHMARKS.md)."""
+MAX_JUMP = 8
+"""A search's next size is at most this many times its last."""
+FIXED_SHARE = 0.05
+"""Where a batch's time shows a fixed part per call, the search jumps to the size at which that part is this share of
+the batch's time (as :data:`MIN_GAIN`: a larger batch could not gain more)."""
+TRIAL_STEPS = 2
+"""Steps of the work in one trial: the first at a size (which also picks kernels and grows the allocator's pools)
+and one more; the faster counts. What a trial costs where its own wall time is not given."""
 _MIN_TIMED_SECONDS = 0.01
-
-
-TRIAL_RUNS = 4
-"""Runs of the work in one trial, its warm-up included: what a trial costs where its own time is not given."""
+"""A trial of a model this fast runs more steps, up to this many seconds, for a stable minimum."""
 
 
 @dataclass(frozen=True)
 class Trial:
     """One batch size tried: seconds per batch, the peak memory it took (None where unmeasured), and the wall
-    seconds the whole trial took (None: :data:`TRIAL_RUNS` batches)."""
+    seconds the whole trial took (None: :data:`TRIAL_STEPS` batches)."""
 
     seconds: float
     peak_bytes: int | None
@@ -73,7 +98,7 @@ class Trial:
 
     @property
     def wall_seconds(self) -> float:
-        return self.cost if self.cost is not None else TRIAL_RUNS * self.seconds
+        return self.cost if self.cost is not None else TRIAL_STEPS * self.seconds
 
 
 class OutOfMemory(Exception):
@@ -87,8 +112,9 @@ def search_batch_size(
     min_gain: float = MIN_GAIN,
     extra_bytes_per_image: int = 0,
     work: int | None = None,
+    checked: tuple[int, Trial] | None = None,
 ) -> int:
-    """The batch size to use, from trials at 1, 2, 4, ... up to ``limit`` images.
+    """The batch size to use, from trials at 1, 2 and larger sizes up to ``limit`` images.
 
     Parameters
     ----------
@@ -103,57 +129,132 @@ def search_batch_size(
     extra_bytes_per_image : int
         Memory the caller keeps per image beside the trial's own peak.
     work : int, optional
-        Images (times passes) the chosen batch size will serve. The search then tries a
-        larger size only if that pays: if its trial would cost less than the time it
-        could save on the work, were the rate to grow again by the factor of the better
-        of the last two doublings. None: no such limit.
+        Images (times passes) the chosen batch size will serve. The trials then take at
+        most :data:`SEARCH_SHARE` of the time that work takes at the best rate measured
+        so far; a trial predicted to pass that share is not run. None: no such limit.
+    checked : (int, Trial), optional
+        A batch size already run (the model check's) with its peak memory: it predicts
+        memory before any trial, and sizes the batch where the work pays for no trial.
 
     Returns
     -------
     int
         The smallest batch size that no larger one tried beat by ``min_gain``. The
         growth stops at the first size that does not fit, would not fit by the
-        memory measured so far, after two sizes in a row without such a gain, or
-        where the next trial would cost more than it could save.
+        memory measured so far, after :data:`MISSES` sizes in a row without such a gain, or
+        where the next trial would pass the work's share. Where no trial was
+        affordable: the largest size up to ``limit`` that ``checked`` predicts to fit.
     """
     if limit < 1:
         raise ValueError(f"limit must be positive, got {limit}")
-    sizes = [1 << k for k in range(limit.bit_length()) if 1 << k < limit] + [limit]
-    best, best_rate, misses = 0, 0.0, 0
-    rates: list[float] = []
-    last = 0.0  # wall seconds of the last trial
+    best, best_rate, misses, spent = 0, 0.0, 0, 0.0
+    tried: list[tuple[int, Trial]] = []
     measured: list[tuple[int, int]] = []  # (batch, peak bytes)
-    for previous, size in zip([0, *sizes], sizes):
+    if checked is not None and checked[1].peak_bytes is not None:
+        measured.append((checked[0], checked[1].peak_bytes))
+    size: int | None = 1
+    while size is not None:
         if budget is not None and measured and _predicted_peak(measured, size, extra_bytes_per_image) > budget:
             break
-        # A trial's time grows with its batch: the next one costs about the last one scaled by the sizes. At best it
-        # speeds the work up as much as the better of the last two doublings did (rates level off as a device fills;
-        # two, so that one noisy timing does not end the search). Where neither gained (on a CPU 2 images often run
-        # slower than 1), the rule of two misses decides.
-        if work is not None and len(rates) >= 2:
-            gain = max(rates[-1] / rates[-2], rates[-2] / rates[-3] if len(rates) >= 3 else 0.0)
-            if gain > 1 and last * size / previous > work / best_rate * (1 - 1 / gain):
-                break
+        if work is not None and not _affordable(size, tried, spent, work):
+            break
         try:
             result = trial(size)
         except OutOfMemory:
-            break
-        last = result.wall_seconds
-        if result.peak_bytes is not None:
-            if budget is not None and result.peak_bytes + extra_bytes_per_image * size > budget:
+            result = None
+        if result is not None:
+            spent += result.wall_seconds
+        if result is None or (
+            budget is not None
+            and result.peak_bytes is not None
+            and result.peak_bytes + extra_bytes_per_image * size > budget
+        ):
+            # Too large: after a jump, the sizes skipped below it are still open.
+            if not tried:
                 break
+            limit = 1 << ((size - 1).bit_length() - 1)
+            size = _next_size(tried, limit, budget, measured, extra_bytes_per_image, spent, work)
+            continue
+        if result.peak_bytes is not None:
             measured.append((size, result.peak_bytes))
+        tried.append((size, result))
         rate = size / result.seconds
-        rates.append(rate)
         if rate > best_rate * (1 + min_gain):
             best, best_rate, misses = size, rate, 0
         else:
             misses += 1
-            if misses == 2:
+            if misses == MISSES:
                 break
-    if best == 0:
-        raise ArchsimError("not even one image fits in the device's free memory; free memory or use a smaller model")
-    return best
+        size = _next_size(tried, limit, budget, measured, extra_bytes_per_image, spent, work)
+    if best:
+        return best
+    if size == 1 and work is not None and not _affordable(1, tried, spent, work):  # the work pays for no trial
+        return _largest_fitting(limit, budget, measured, extra_bytes_per_image)
+    raise ArchsimError("not even one image fits in the device's free memory; free memory or use a smaller model")
+
+
+def _affordable(size: int, tried: list[tuple[int, Trial]], spent: float, work: int) -> bool:
+    """Whether a trial at ``size`` keeps the search within :data:`SEARCH_SHARE` of the work, whatever it finds."""
+    allowed = SEARCH_SHARE * work
+    if not tried:
+        # Nothing measured: in units of one image's step, the trial costs TRIAL_STEPS x size and the work ``work``.
+        return TRIAL_STEPS * size <= allowed
+    last_size, last = tried[-1]
+    overhead = last.wall_seconds / last.seconds  # a trial's wall time per second of its batch
+    best = min(t.seconds / s for s, t in tried)
+    # The new batch takes between the last one's time (a flat curve: its rate then grows in proportion, and the work's
+    # time shrinks with it) and that time scaled by the sizes (the rate stays): the search must fit either way.
+    return all(
+        spent + overhead * seconds <= allowed * min(best, seconds / size)
+        for seconds in (last.seconds, last.seconds * size / last_size)
+    )
+
+
+def _next_size(
+    tried: list[tuple[int, Trial]],
+    limit: int,
+    budget: int | None,
+    measured: list[tuple[int, int]],
+    extra_bytes_per_image: int,
+    spent: float,
+    work: int | None,
+) -> int | None:
+    """The next size to try (None: the limit is reached): twice the last, or further where the last two trials show
+    a fixed cost per call, to the largest power of two on the way that fits memory and the work's share."""
+    last = tried[-1][0]
+    if last >= limit:
+        return None
+    target = 2 * last
+    ceiling = MAX_JUMP * last  # memory and time are extrapolated from the last two sizes: not too far
+    if len(tried) >= 2:
+        (s0, t0), (s1, t1) = tried[-2], tried[-1]
+        per_image = (t1.seconds - t0.seconds) / (s1 - s0)
+        fixed = t1.seconds - per_image * s1
+        # time(batch) = fixed + per_image x batch: the rate is near its limit once the fixed part is under
+        # FIXED_SHARE of the batch's time. No per-image time measured yet (a flat curve): as far as allowed.
+        target = (
+            limit if per_image <= 0 else max(target, math.ceil(fixed * (1 - FIXED_SHARE) / (FIXED_SHARE * per_image)))
+        )
+    target = min(target, ceiling)
+    candidates = [1 << k for k in range(last.bit_length(), limit.bit_length()) if 1 << k <= min(target, limit)]
+    if limit <= target and limit not in candidates:
+        candidates.append(limit)
+    candidates = candidates or [min(2 * last, limit)]
+    for size in reversed(candidates):
+        fits = budget is None or not measured or _predicted_peak(measured, size, extra_bytes_per_image) <= budget
+        if fits and (work is None or _affordable(size, tried, spent, work)):
+            return size
+    return candidates[0]  # the next doubling, which the caller's own checks then turn down
+
+
+def _largest_fitting(
+    limit: int, budget: int | None, measured: list[tuple[int, int]], extra_bytes_per_image: int
+) -> int:
+    """The largest size up to ``limit`` the memory measured predicts to fit (``limit`` where nothing is known)."""
+    if budget is None or not measured:
+        return limit
+    per_image = max(peak / size for size, peak in measured) + extra_bytes_per_image  # linear from none: pessimistic
+    return max(1, min(limit, int(budget // per_image)))
 
 
 def _predicted_peak(measured: list[tuple[int, int]], size: int, extra_bytes_per_image: int) -> float:
@@ -182,9 +283,11 @@ def batch_size_for(
     ``purpose`` is ``"attack"`` (forward and input gradient) or ``"evaluate"``
     (forward under inference mode) on uint8 images of ``image_shape`` [C, H, W].
     ``work``: the passes of one image the batch will serve in all (e.g. images x
-    attack steps); the search tries a larger size only where it can pay for itself
-    on that work (:func:`search_batch_size`), and its choice is kept per order of
-    magnitude of ``work``.
+    attack steps); the search's trials then take at most :data:`SEARCH_SHARE` of that
+    work's time (:func:`search_batch_size`), the batch is at most the work, and the
+    choice is kept per order of magnitude of ``work``. The model check's memory
+    (:func:`record_check`) predicts what fits before any trial; where the store has
+    none, one step at 2 images measures it.
     """
     batch_size = check_batch_size(batch_size)
     if batch_size != AUTO:
@@ -192,12 +295,16 @@ def batch_size_for(
     device = model.device
     budget = memory_budget(device) if _peak_measurable(device) else None
     measurable = budget is not None
-    limit = max(1, min(n_images, MAX_BATCH_SIZE if measurable else UNMEASURED_LIMIT))
+    limit = max(1, min(n_images, MAX_BATCH_SIZE if measurable else UNMEASURED_LIMIT, work or n_images))
     state_bytes = ATTACK_STATE_COPIES * 4 * math.prod(image_shape) if purpose == "attack" else 0
 
     def search() -> dict[str, np.ndarray]:
-        trial = _trial_on(model, purpose, tuple(image_shape), precision)
-        chosen = search_batch_size(trial, limit, budget, extra_bytes_per_image=state_bytes, work=work)
+        trial = step_trial(model, purpose, tuple(image_shape), precision)
+        checked = _checked(model, image_shape, precision, store) if work is not None else None
+        if work is not None and checked is None:
+            size = min(CHECK_IMAGES, limit)
+            checked = (size, trial(size))
+        chosen = search_batch_size(trial, limit, budget, extra_bytes_per_image=state_bytes, work=work, checked=checked)
         return {"batch_size": np.array(chosen)}
 
     if store is None:
@@ -207,7 +314,7 @@ def batch_size_for(
     # valid.
     layout = ("channels-last",) if model.channels_last else ()
     # A search for a larger job may go further: a larger batch saves more on it.
-    scale = () if work is None else ({"work": int(math.log10(max(work, 1)))},)
+    scale = () if work is None else ({"work": int(math.log10(max(work, 1))), "rule": SEARCH_RULE},)
     key = digest(
         "batch size",
         model.architecture_id,
@@ -229,6 +336,49 @@ def batch_size_for(
     else:
         store.touch("batch", key)  # so `cache prune --older-than` keeps choices still in use
     return int(found["batch_size"])
+
+
+SEARCH_RULE = 2
+"""Raised when the search's rule changes, so that choices made by an earlier rule are searched again."""
+CHECK_IMAGES = 2
+"""Images the model check runs through the attack step (:func:`record_check`)."""
+
+
+def record_check(
+    model: SimModel,
+    images: int,
+    image_shape: tuple[int, ...],
+    precision: str,
+    run: Callable[[], None],
+    store: CacheStore,
+) -> None:
+    """Run ``run`` (the model check's attack step on ``images`` images of ``image_shape``) and keep its peak memory
+    and time in ``store``, where :func:`batch_size_for` reads them as a first measurement."""
+    began = time.perf_counter()
+    peak = peak_memory(model.device, run)
+    seconds = time.perf_counter() - began
+    if peak is not None:
+        store.put(
+            "batch",
+            _check_key(model, image_shape, precision),
+            {"images": np.array(images), "peak": np.array(peak), "seconds": np.array(seconds)},
+        )
+
+
+def _checked(
+    model: SimModel, image_shape: tuple[int, ...], precision: str, store: CacheStore | None
+) -> tuple[int, Trial] | None:
+    found = store.get("batch", _check_key(model, image_shape, precision)) if store is not None else None
+    if found is None:
+        return None
+    return int(found["images"]), Trial(float(found["seconds"]), int(found["peak"]))
+
+
+def _check_key(model: SimModel, image_shape: tuple[int, ...], precision: str) -> str:
+    # The attack step's memory bounds evaluation's too (no backward), whatever the layout.
+    return digest(
+        "checked step", model.architecture_id, list(image_shape), precision, _device_description(model.device)
+    )
 
 
 _searching = [0.0]  # seconds this process has spent searching batch sizes
@@ -308,9 +458,11 @@ class ResidentModels:
         return sum(size for _, size in self._held.values())
 
 
-def _trial_on(
+def step_trial(
     model: SimModel, purpose: Purpose, image_shape: tuple[int, ...], precision: str
 ) -> Callable[[int], Trial]:
+    """A trial of ``model``'s attack step or evaluation forward on zero images of ``image_shape``, for
+    :func:`search_batch_size` (and benchmarks that time the same step)."""
     device = model.device
 
     def trial(size: int) -> Trial:
@@ -332,11 +484,12 @@ def _trial_on(
 
         began = time.perf_counter()
         try:
-            peak = peak_memory(device, step)  # also the warm-up: first calls at a size allocate and pick kernels
-            # The fastest of several runs: the first ones at a new size still grow the allocator's pools,
-            # and a busy machine only ever adds time.
-            times: list[float] = []
-            while len(times) < _MIN_TIMED_RUNS or sum(times) < _MIN_TIMED_SECONDS:
+            # The first step at a size also measures the peak, allocates and picks kernels; it is timed too, and the
+            # faster of it and the next counts (a busy machine only ever adds time). A fast model runs a few more
+            # steps, which cost it nothing, for a stable minimum.
+            peak = peak_memory(device, step)
+            times = [time.perf_counter() - began]
+            while len(times) < TRIAL_STEPS or sum(times) < _MIN_TIMED_SECONDS:
                 start = time.perf_counter()
                 step()
                 times.append(time.perf_counter() - start)

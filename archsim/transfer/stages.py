@@ -38,8 +38,10 @@ from archsim.errors import ArchsimError, ParameterError, one_line
 from archsim.labels import compact_labels, predicted_labels
 from archsim.models import (
     SimModel,
+    channels_last_by_default,
     check_model_specs,
     check_precision,
+    convolutional,
     create_model,
     precision_context,
     prepare,
@@ -47,7 +49,14 @@ from archsim.models import (
 )
 from archsim.progress import steps
 from archsim.specs import AUTO
-from archsim.transfer.batching import batch_size_for, resident_budget, search_seconds, weight_bytes
+from archsim.transfer.batching import (
+    CHECK_IMAGES,
+    batch_size_for,
+    record_check,
+    resident_budget,
+    search_seconds,
+    weight_bytes,
+)
 
 if TYPE_CHECKING:
     from archsim.engines import Engine
@@ -232,9 +241,11 @@ def attack_source(
     """Stage-1 task: load one model, cache its clean logits and its adversarial set, both on the data as the model
     sees it (its own view, or the shared set: :meth:`ImageSet.seen_by`)."""
     started = time.perf_counter()
-    model = create_model(spec, cache=store, device=device)
-    check_compatible(model, data)
-    prepare(model, precision, compile)
+    model = CHECKED.take(spec, device)
+    if model is None:
+        model = create_model(spec, cache=store, device=device)
+        check_compatible(model, data)
+    prepare(model, precision, compile)  # the checked model was left prepared for evaluation where that differs
     timing = {"load_s": time.perf_counter() - started}
     seen = data.seen_by(model.preprocess.view, store)
 
@@ -272,6 +283,40 @@ def attack_source(
     return SourceOutcome(model.name, model.fingerprint, info, card, key, clean_key, timing, tuple(seen.images.shape))
 
 
+class CheckedModels:
+    """Models the check built, kept in this process for the attack stage while their weights fit ``limit`` bytes.
+
+    The attack task takes its model from here instead of building it again. Kept first come and never pushed out:
+    the attack stage takes them in the order the check built them. ``limit`` is 0 (nothing kept) unless a run in
+    this process sets it: an engine's other processes (Ray workers) keep nothing.
+    """
+
+    def __init__(self) -> None:
+        self.limit = 0
+        self._models: dict[tuple[str, str], tuple[SimModel, int]] = {}
+
+    def offer(self, spec: str, device: str, model: SimModel) -> None:
+        size = weight_bytes(model)
+        if self.held_bytes + size <= self.limit:
+            self._models[spec, device] = (model, size)
+
+    def take(self, spec: str, device: str) -> SimModel | None:
+        found = self._models.pop((spec, device), None)
+        return found[0] if found is not None else None
+
+    @property
+    def held_bytes(self) -> int:
+        return sum(size for _, size in self._models.values())
+
+    def release(self) -> None:
+        self._models.clear()
+        self.limit = 0
+
+
+CHECKED = CheckedModels()
+"""This process's models built by the check and not yet taken by their attack task."""
+
+
 @dataclass
 class PreflightOutcome:
     """Whether one model runs through the preparation a run will use; ``problem`` is None where it does."""
@@ -293,9 +338,9 @@ def preflight_model(
     precision: str = "fp32",
     compile: bool = False,
 ) -> PreflightOutcome:
-    """Stage-0 task: build one model and run two images forward and backward (as an attack does) and
-    forward under inference (as evaluation does), each in the layout, precision and compilation the
-    run will use. Never raises for the model's own faults: they come back as ``problem``, one line.
+    """Stage-0 task: build one model and run two images forward and backward (as an attack does) in the
+    layout, precision and compilation the run will use, and forward under inference where evaluation
+    uses another layout. Never raises for the model's own faults: they come back as ``problem``, one line.
     A failure is tried once more before it counts: a model that fails twice cannot run, while a passing
     fault (a file system that hiccups, memory another process held) should not end a study."""
     started = time.perf_counter()
@@ -321,17 +366,32 @@ def _check_model(
         model = create_model(spec, cache=store, device=device)
         size = model.preprocess.input_size
         check_compatible(model, data)
-        images = data.seen_by(model.preprocess.view, store, limit=2).images
+        images = data.seen_by(model.preprocess.view, store, limit=CHECK_IMAGES).images
         x, y = to_device(images, model.device).float().div_(255.0), data.labels[: len(images)].to(model.device)
         prepare(model, precision, compile, purpose="attack")
-        with precision_context(device, precision):
-            losses, grad, _ = Attack.input_gradient(model, x, y)
-            if not (torch.isfinite(losses).all() and torch.isfinite(grad).all()):
-                raise ArchsimError("its loss or input gradient is not finite on the first images")
-        if not compile:  # the layout evaluation may choose differs (channels-last for inference on CUDA)
-            prepare(model, precision, compile, purpose="evaluate")
-        with precision_context(device, precision), torch.inference_mode():
-            model(x).argmax(-1).cpu()
+        finite = []
+
+        def attack_step() -> None:
+            with precision_context(device, precision):
+                losses, grad, _ = Attack.input_gradient(model, x, y)
+                finite.append(bool(torch.isfinite(losses).all() and torch.isfinite(grad).all()))
+
+        # Its memory is kept: the batch-size search predicts from it what fits before trying anything.
+        record_check(model, len(images), tuple(images.shape[1:]), precision, attack_step, store)
+        if not finite[0]:
+            raise ArchsimError("its loss or input gradient is not finite on the first images")
+        # Evaluation runs the same network, checked apart (a second forward) only where it runs otherwise: in another
+        # layout (prepare() picks channels-last inference on CUDA) or compiled anew for inference.
+        evaluation_layout = channels_last_by_default(
+            convolutional(model), model.device.type == "cuda", precision, compile, "evaluate"
+        )
+        if compile or evaluation_layout != model.channels_last:
+            if not compile:
+                prepare(model, precision, compile, purpose="evaluate")
+            with precision_context(device, precision), torch.inference_mode():
+                model(x).argmax(-1).cpu()
+        else:  # ready for its attack task as it stands: kept for it, not built again
+            CHECKED.offer(spec, device, model)
     except ArchsimError as error:
         return str(error), True, size
     except Exception as error:  # noqa: BLE001 - any network may fail in its own way; the run reports it in one line
@@ -651,22 +711,28 @@ def run_transfer(
         train_zoo(specs, cache)
     started = time.perf_counter()
     data.key  # noqa: B018 - computed here, once: it travels with the set to every task (a folder's key hashes its files)
-    left_out = preflight(engine, specs, data, cache, precision, compile, keep_going) if check_models else {}
-    specs = [spec for spec in specs if spec not in left_out]
-    if len(specs) < 2:
-        raise ArchsimError(
-            f"only {len(specs)} of the models can run; SAT needs two (left out: "
-            f"{'; '.join(f'{k}: {v}' for k, v in left_out.items())})"
+    if isinstance(engine, LocalEngine):
+        # The attack tasks run here, after the checks: the models the check built are kept for them, as memory allows.
+        CHECKED.limit = resident_budget(torch.device(engine.device)).bytes
+    try:
+        left_out = preflight(engine, specs, data, cache, precision, compile, keep_going) if check_models else {}
+        specs = [spec for spec in specs if spec not in left_out]
+        if len(specs) < 2:
+            raise ArchsimError(
+                f"only {len(specs)} of the models can run; SAT needs two (left out: "
+                f"{'; '.join(f'{k}: {v}' for k, v in left_out.items())})"
+            )
+        checked = time.perf_counter()
+        read_before = cache.bytes_read
+        sources: list[SourceOutcome] = engine.map(
+            attack_source,
+            [(spec, data, attack, seed, batch_size, describe, precision, compile) for spec in specs],
+            cache,
+            "attack sources",
+            specs,
         )
-    checked = time.perf_counter()
-    read_before = cache.bytes_read
-    sources: list[SourceOutcome] = engine.map(
-        attack_source,
-        [(spec, data, attack, seed, batch_size, describe, precision, compile) for spec in specs],
-        cache,
-        "attack sources",
-        specs,
-    )
+    finally:
+        CHECKED.release()
     attacked, stage1_read = time.perf_counter(), cache.bytes_read - read_before
     names = [source.name for source in sources]
     adv_keys = [source.adv_key for source in sources]

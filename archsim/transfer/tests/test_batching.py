@@ -48,59 +48,87 @@ def _curve(rates: dict[int, float], peaks: dict[int, int] | None = None, out_of_
 
 
 def test_search_keeps_the_smallest_batch_no_larger_one_beats_by_five_percent():
-    # A GPU-like curve that saturates: 64 -> 128 gains 4 % (a miss), 256 gains 4.8 % over 64 (a second miss).
-    rates = {1: 10, 2: 20, 4: 40, 8: 80, 16: 150, 32: 250, 64: 500, 128: 520, 256: 524, 512: 2000}
-    trial, tried = _curve(rates)
-    assert search_batch_size(trial, 512, None) == 64
-    assert tried == [1, 2, 4, 8, 16, 32, 64, 128, 256]  # two misses in a row end the growth: 512 is never tried
-    # A miss followed by a gain goes on from the gain.
-    rates = {1: 10, 2: 10.2, 4: 30, 8: 30, 16: 30}
-    trial, tried = _curve(rates)
-    assert search_batch_size(trial, 16, None) == 4 and tried == [1, 2, 4, 8, 16]
-
-
-def test_search_finds_an_optimum_in_the_middle_as_on_a_cpu():
-    # ResNet-50 on this VM's CPU: throughput peaks at a few images and falls with larger activations.
+    # ResNet-50 on this VM's CPU: throughput peaks at a few images and falls with larger activations. The batch's
+    # time is almost all per image (a fixed 0.02-0.04 s), so the search doubles: 2 is 9 % over 1, 4 (6 % over 2) is
+    # chosen, 8 is 4.5 % over 4, 16 and 32 slower: three misses in a row end the growth, and 64 is never tried.
     rates = {1: 7.7, 2: 8.4, 4: 8.9, 8: 9.3, 16: 8.4, 32: 6.2, 64: 3.8}
     trial, tried = _curve(rates)
-    # 2 is 9 % over 1; 4 (6 % over 2) is chosen; 8 is 4.5 % over 4 and 16 slower: two misses.
-    assert search_batch_size(trial, 64, None) == 4 and tried == [1, 2, 4, 8, 16]
+    assert search_batch_size(trial, 64, None) == 4 and tried == [1, 2, 4, 8, 16, 32]
+    # ConvNeXt-T's attack step on this CPU: slower at 2 and 4 than at 1, fastest at 8. A third size is tried after two
+    # misses, and finds it; 8 images took less time than 4, so no per-image time shows and the search jumps to the
+    # limit, slower.
+    convnext = {1: 4.27, 2: 1.99, 4: 2.3, 8: 5.95, 16: 5.62, 32: 3.9, 64: 3.0}
+    trial, tried = _curve(convnext)
+    assert search_batch_size(trial, 64, None) == 8 and tried == [1, 2, 4, 8, 64]
+    # A miss followed by a gain goes on from the gain: 2 misses, 4 gains. Then 2 -> 4 took less time, no per-image
+    # time shows, and the search jumps to the limit (within MAX_JUMP): no gain there, and nothing is left.
+    trial, tried = _curve({1: 10, 2: 10.2, 4: 30, 8: 30, 16: 30})
+    assert search_batch_size(trial, 16, None) == 4 and tried == [1, 2, 4, 16]
 
 
-def test_search_stops_where_the_next_trial_would_cost_more_than_it_can_save():
-    # Rate grows linearly (a GPU far from busy): each trial takes TRIAL_RUNS x 1 s = 4 s, whatever the size.
-    rates = {size: float(size) for size in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)}
+def test_search_jumps_where_a_fixed_cost_per_call_dominates_as_on_a_gpu():
+    # A device far from busy: 0.1 s per call whatever the batch up to 64, then the time grows.
+    rates = {1: 10, 2: 20, 4: 40, 8: 80, 16: 160, 32: 320, 64: 640, 128: 1000, 256: 1100, 512: 1120}
     trial, tried = _curve(rates)
-    assert search_batch_size(trial, 1024, None) == 1024 and len(tried) == 11  # no work given: no limit
-    # 1,000 images of work: at s images/s, another doubling could save 1000 / s * (1 - 1/2) = 500 / s seconds, and
-    # its trial is predicted at twice the last (8 s): worth it after 32 (15.6 s) and 64 (7.8 s is less than 8: stop).
-    trial, tried = _curve(rates)
-    assert search_batch_size(trial, 1024, None, work=1000) == 64 and tried[-1] == 64
-    # A large job searches on to the limit.
-    trial, tried = _curve(rates)
+    # 1 -> 2 shows no per-image time: a jump of MAX_JUMP to 16. From 2 and 16 (still flat) to 128; from 16 and 128,
+    # time = 0.1 + 0.00028 x batch says the fixed part is under 5 % past 6,800 images: MAX_JUMP again, to the limit.
+    # 512 gains 12 % over 128: chosen.
+    assert search_batch_size(trial, 512, None) == 512 and tried == [1, 2, 16, 128, 512]
+    # A device that saturates at 128: 512 is a miss, and 128 stays.
+    trial, tried = _curve({**rates, 256: 1030, 512: 1040})
+    assert search_batch_size(trial, 512, None) == 128 and tried == [1, 2, 16, 128, 512]
+
+
+def test_search_takes_at_most_its_share_of_the_work_whatever_the_trials_find():
+    # Each batch takes 1 s, whatever its size: every trial costs 2 s (TRIAL_STEPS), and the rate is the batch size.
+    flat = {size: float(size) for size in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)}
+    for work in (100, 1_000, 10_000, 100_000, 10**6, 10**7):
+        trial, tried = _curve(flat)
+        chosen = search_batch_size(trial, 1024, None, work=work)
+        spent = batching.TRIAL_STEPS * len(tried)
+        assert spent <= batching.SEARCH_SHARE * work / chosen + 1e-9  # the work takes work / chosen seconds
+        # Each trial stopped short would have broken the share had the rate kept growing with the batch.
+        assert chosen == max(tried)
+    # 1,000 image-steps, 3 % of which is 30 image-steps: 1 and 2 are tried (2 + 2 s, within the 15 s the work takes at
+    # 2 images a second). The next jump would go to 16, but had 16 taken 1 s too, 6 s would pass 3 % of the 62 s left:
+    # 4 fits (6 s of 250 s) and 8 would not (8 s of 125 s). A larger job goes further; a large one to the limit.
+    trial, tried = _curve(flat)
+    assert search_batch_size(trial, 1024, None, work=1_000) == 4 and tried == [1, 2, 4]
+    trial, tried = _curve(flat)
+    assert search_batch_size(trial, 1024, None, work=10**5) == 256 and tried == [1, 2, 16, 128, 256]
+    trial, tried = _curve(flat)
     assert search_batch_size(trial, 1024, None, work=10**9) == 1024
-    # A device filling up: 128 -> 256 gains 10 %, so one more doubling could save at most 9 % of the work.
-    saturating = {1: 10, 2: 20, 4: 40, 8: 80, 16: 160, 32: 320, 64: 600, 128: 1000, 256: 1100, 512: 1150, 1024: 1150}
-    trial, tried = _curve(saturating)
-    # 50,000 images at 1,100/s take 45 s; 9 % of that (4.1 s) pays for the 512 trial (predicted at 2 x 4 x 256 / 1,100
-    # = 1.9 s). The better of the last two gains is then 1.1 again, 3.7 s, and 1024's trial is predicted at 3.6 s:
-    # tried, it gains too little, and the search ends on its second miss.
-    assert search_batch_size(trial, 1024, None, work=50_000) == 256 and tried[-1] == 1024
-    trial, tried = _curve(saturating)
-    assert search_batch_size(trial, 1024, None, work=30_000) == 256 and tried[-1] == 512  # 1024 could save 2.5 s
-    trial, tried = _curve(saturating)
-    # 2,000 images: after 128 (1.67x over 64), 256 could save 0.8 s, and its trial would take 1.0 s.
-    assert search_batch_size(trial, 1024, None, work=2_000) == 128 and tried[-1] == 128
-    # The wall time a trial reports is what counts (a GPU's first call at a size picks its kernels).
-    slow = {size: Trial(1.0 / size, None, cost=100.0) for size in (1, 2, 4)}
-    assert search_batch_size(lambda size: slow[size], 4, None, work=100) == 2
-    assert search_batch_size(lambda size: slow[size], 4, None, work=10**6) == 4
+    # Work where even one trial at 1 image costs more than the share (2 image-steps > 3 % of 50) gets no trial: the
+    # batch is then the largest the memory the model check measured predicts to fit, and at most the work.
+    trial, tried = _curve(flat, {size: 1000 * size for size in flat})
+    assert search_batch_size(trial, 64, budget=40_000, work=50, checked=(2, Trial(1.0, 2_000))) == 40
+    assert search_batch_size(trial, 8, budget=40_000, work=50, checked=(2, Trial(1.0, 2_000))) == 8
+    assert search_batch_size(trial, 8, budget=None, work=50) == 8 and tried == []
+    # The wall time a trial reports is what counts (a GPU's first call at a size picks its kernels): a trial that
+    # took 100 s leaves no room for another on 100,000 image-steps at 2 images a second (3 % is 1,500 s).
+    slow = {size: Trial(1.0 / size, None, cost=1_000.0) for size in (1, 2, 4)}
+    assert search_batch_size(lambda size: slow[size], 4, None, work=10**5) == 1
+
+
+def test_a_cpu_curve_gets_its_best_size_within_the_share():
+    # ResNet-50's attack step on this CPU (above) for PGD-10 on 256 images: 2,560 image-steps, about 290 s at the
+    # best rate; 3 % is 8.3 s. Trials of 1, 2, 4 and 8 images cost 0.26 + 0.48 + 0.90 + 1.72 s. 16 is not tried: had
+    # it taken 8's time (twice the rate), 5.1 s would pass 3 % of the 149 s the work would then take. 4 is chosen,
+    # as without a share (8 is 4.5 % faster, a miss).
+    rates = {1: 7.7, 2: 8.4, 4: 8.9, 8: 9.3, 16: 8.4, 32: 6.2, 64: 3.8}
+    trial, tried = _curve(rates)
+    assert search_batch_size(trial, 256, None, work=2_560) == 4 and tried == [1, 2, 4, 8]
+    # 4 images through 1 step: no trial is worth it, and the batch is the whole work (memory allowing).
+    trial, tried = _curve(rates)
+    assert search_batch_size(trial, 4, None, work=4) == 4 and tried == []
 
 
 def test_search_tries_the_limit_last_when_it_is_not_a_power_of_two():
     rates = {size: float(size) for size in (1, 2, 4, 8, 16, 32, 64, 100)}
     trial, tried = _curve(rates)
-    assert search_batch_size(trial, 100, None) == 100 and tried == [1, 2, 4, 8, 16, 32, 64, 100]
+    assert search_batch_size(trial, 100, None) == 100 and tried == [1, 2, 16, 100]  # 128 is past the limit
+    trial, tried = _curve({size: size / (0.01 + size) for size in (1, 2, 4, 8, 16, 32, 64, 100)})
+    assert search_batch_size(trial, 100, None, min_gain=0.0) == 100 and tried == [1, 2, 4, 8, 16, 32, 64, 100]
     trial, tried = _curve({1: 1.0})
     assert search_batch_size(trial, 1, None) == 1 and tried == [1]
 
@@ -109,21 +137,24 @@ def test_search_stays_within_the_memory_budget_without_trying_a_size_that_would_
     rates = {size: float(size) for size in (1, 2, 4, 8, 16, 32, 64, 128)}
     peaks = {size: 100 + 10 * size for size in rates}
     trial, tried = _curve(rates, peaks)
-    # 64 takes 740 bytes; 128 would take 1380 by the line through 32 and 64, over 1000: not tried.
-    assert search_batch_size(trial, 128, budget=1000) == 64 and tried == [1, 2, 4, 8, 16, 32, 64]
+    # The flat curve jumps from 16 towards 128, which would take 1380 bytes by the line through 2 and 16, over 1000:
+    # 64 (740) is the largest size on the way that fits, and nothing beyond it does.
+    assert search_batch_size(trial, 128, budget=1000) == 64 and tried == [1, 2, 16, 64]
     # What the caller keeps per image counts too: 32 * (10 + 15) + 100 = 900 fits, 64 would take 1700.
     trial, tried = _curve(rates, peaks)
-    assert search_batch_size(trial, 128, budget=1000, extra_bytes_per_image=15) == 32 and tried[-1] == 32
-    # A measured peak over the budget is never chosen, even where the line from smaller sizes said it would fit.
+    assert search_batch_size(trial, 128, budget=1000, extra_bytes_per_image=15) == 32 and tried == [1, 2, 16, 32]
+    # A measured peak over the budget is never chosen, even where the line from smaller sizes said it would fit; the
+    # sizes a jump skipped below it are tried instead.
     peaks = {1: 10, 2: 20, 4: 40, 8: 5000, 16: 6000}
     trial, tried = _curve({size: float(size) for size in peaks}, peaks)
-    assert search_batch_size(trial, 16, budget=1000) == 4 and tried == [1, 2, 4, 8]
+    assert search_batch_size(trial, 16, budget=1000) == 4 and tried == [1, 2, 16, 8, 4]
 
 
 def test_search_stops_at_the_first_size_out_of_memory():
     rates = {size: float(size) for size in (1, 2, 4, 8, 16, 32, 64)}
     trial, tried = _curve(rates, out_of_memory_from=32)
-    assert search_batch_size(trial, 64, None) == 16 and tried == [1, 2, 4, 8, 16, 32]
+    # The jump from 16 to the limit fails; the size it skipped, 32, fails too, and 16 stays.
+    assert search_batch_size(trial, 64, None) == 16 and tried == [1, 2, 16, 64, 32]
     trial, _ = _curve(rates, out_of_memory_from=1)
     with pytest.raises(ArchsimError, match="not even one image fits"):
         search_batch_size(trial, 64, None)
@@ -174,7 +205,7 @@ def test_cuda_search_backs_off_at_out_of_memory_and_the_device_stays_usable():
     model = create_model("timm:resnet18,pretrained=false", device="cuda")
     shape = (3, 2048, 2048)  # gigabytes per image in an attack step: out of memory long before 1024 images
     tried, failed = [], []
-    trial = batching._trial_on(model, "attack", shape, "fp32")
+    trial = batching.step_trial(model, "attack", shape, "fp32")
 
     def recorded(size: int) -> Trial:
         tried.append(size)
@@ -238,7 +269,8 @@ def test_auto_is_searched_on_the_model_once_and_cached(tmp_path, cache_dir, monk
 
 
 def _choices(store: CacheStore) -> int:
-    return len(list((store.root / "batch").rglob("*.bin")))
+    """Batch sizes chosen in ``store`` (beside the memory the model check measured)."""
+    return sum(b"batch_size.npy" in entry.read_bytes() for entry in (store.root / "batch").rglob("*.bin"))
 
 
 def test_a_run_with_auto_equals_one_with_a_fixed_batch(tmp_path, cache_dir):
@@ -284,3 +316,38 @@ def test_resident_models_keep_what_fits_and_let_the_least_recently_used_go():
     count_bound = ResidentModels(load, ResidentBudget(models=1, bytes=1 << 40))
     count_bound("a"), count_bound("b"), count_bound("a")
     assert loaded[-3:] == ["a", "b", "a"] and count_bound.held_bytes == 40
+
+
+def test_the_check_costs_one_attack_step_and_its_models_serve_the_attacks(tmp_path, cache_dir, monkeypatch):
+    from archsim.attacks import Attack
+    from archsim.transfer import stages
+
+    built, steps = [], []
+    real_create, real_gradient = stages.create_model, Attack.input_gradient
+
+    def counted_create(spec, **kwargs):
+        built.append(spec)
+        return real_create(spec, **kwargs)
+
+    def counted_gradient(model, x, y):
+        steps.append(len(x))
+        return real_gradient(model, x, y)
+
+    monkeypatch.setattr(stages, "create_model", counted_create)
+    monkeypatch.setattr(Attack, "input_gradient", staticmethod(counted_gradient))
+    data = load_data("digits", n_images=20)
+    store = store_in(tmp_path / "results", cache_dir)
+    result = run_transfer(SPECS, data, create_attack("fgsm", eps=0.1), store, batch_size=8)
+    # The check: one build and one attack step on 2 images per model (evaluation runs in the same layout on a CPU).
+    # The attack tasks take the checked models; evaluation builds each target once more.
+    assert steps[:2] == [2, 2] and built == SPECS + SPECS
+    assert stages.CHECKED.limit == 0 and stages.CHECKED.held_bytes == 0  # released when the run ends
+    # Where nothing may be kept (an engine's other processes), the attack tasks build their own.
+    built.clear()
+    monkeypatch.setattr(stages.CheckedModels, "offer", lambda self, spec, device, model: None)
+    again = run_transfer(SPECS, data, create_attack("fgsm", eps=0.1), store_in(tmp_path / "b", cache_dir), batch_size=8)
+    assert built == SPECS * 3
+    assert np.array_equal(result.adv_pred, again.adv_pred)
+    # What the check measured is kept for the batch-size search: the peak memory of its 2 images.
+    checked = batching._checked(create_model(SPECS[0], cache=store), tuple(data.images.shape[1:]), "fp32", store)
+    assert checked is not None and checked[0] == 2 and checked[1].peak_bytes >= 0
