@@ -282,6 +282,7 @@ class CacheStore:
             found = self.get(kind, key)  # another process may have finished it meanwhile
             if found is not None:
                 self.hits += 1
+                self._mark_used(kind, key)  # part of this run all the same: `cache prune --run` keeps it
                 return found
             self.misses += 1
             arrays = {name: np.asarray(value) for name, value in compute().items()}

@@ -125,7 +125,7 @@ def model_list(chunks: tuple[str, ...] | list[str]) -> list[str]:
             continue
         path = Path(token[1:]).expanduser()
         try:
-            lines = path.read_text().splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark (Windows editors) is no spec
         except (OSError, UnicodeDecodeError) as error:
             reason = (
                 "does not exist" if isinstance(error, FileNotFoundError) else f"cannot be read ({type(error).__name__})"

@@ -226,6 +226,22 @@ def stratified_indices(labels: np.ndarray, n: int | None, seed: int) -> np.ndarr
     try:
         chosen, _ = train_test_split(np.arange(len(labels)), train_size=n, stratify=labels, random_state=seed)
     except ValueError:
-        # A class with a single image cannot be stratified; fall back to a seeded uniform draw.
-        chosen = np.random.default_rng(seed).choice(len(labels), size=n, replace=False)
+        # scikit-learn will not split a class of a single image; the draw keeps every class all the same.
+        chosen = _every_class_drawn(labels, n, seed)
     return np.sort(chosen)
+
+
+def _every_class_drawn(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` indices drawn per class in proportion to its size, each class at least once (``n`` >= the classes)."""
+    classes, counts = np.unique(labels, return_counts=True)
+    share = n * counts / len(labels)
+    quota = np.minimum(counts, np.maximum(1, np.floor(share).astype(int)))
+    while quota.sum() < n:  # the largest remainders first, among classes with images left
+        room = np.where(quota < counts, share - quota, -np.inf)
+        quota[int(np.argmax(room))] += 1
+    while quota.sum() > n:  # classes raised to one image took places from the largest
+        quota[int(np.argmax(np.where(quota > 1, quota - share, -np.inf)))] -= 1
+    rng = np.random.default_rng(seed)
+    return np.concatenate(
+        [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota)]
+    )

@@ -186,3 +186,22 @@ def test_check_cache_makes_the_store_once(tmp_path, monkeypatch):
     assert check_cache(None, tmp_path / "run's").root == tmp_path / "run's"  # a run's own cache where none is given
     monkeypatch.setenv("ARCHSIM_CACHE", str(tmp_path / "env"))
     assert check_cache(None).root == tmp_path / "env"
+
+
+def test_an_entry_another_process_wrote_while_this_one_waited_counts_as_used(tmp_path):
+    writer, reader = CacheStore(tmp_path), CacheStore(tmp_path)
+    real_get = reader.get
+    calls = []
+
+    def get_after_the_other_wrote(kind, key):
+        # The first look finds nothing; the other process then writes the entry before this one takes the lock.
+        calls.append(key)
+        if len(calls) == 1:
+            writer.put(kind, key, {"a": np.arange(3)})
+            return None
+        return real_get(kind, key)
+
+    reader.get = get_after_the_other_wrote
+    found = reader.get_or_compute("k", "beef", lambda: pytest.fail("computed although the entry was there"))
+    assert found["a"].tolist() == [0, 1, 2] and reader.hits == 1 and reader.misses == 0
+    assert ("k", "beef") in reader.used  # so the run's cache_entries.txt lists it and `cache prune --run` keeps it

@@ -190,22 +190,23 @@ def test_ensemble_select_and_checks_on_a_run(three_run, cache_dir, tmp_path, cap
     assert len(identical) == 3 and (identical.identical_rate.between(0, 100)).all()
 
 
-def test_distill_trains_one_student_per_teacher(three_run, cache_dir, capsys):
-    code, stdout, err = run_cli(
-        capsys,
-        "distill",
-        "--run",
-        str(three_run),
-        "--student",
-        "resnet-s0",
-        "--teachers",
-        "resnet-s1 convnext",
-        "--epochs",
-        "3",
-        "--cache",
-        str(cache_dir),
-    )
-    assert code == 0, err
+@pytest.fixture(scope="module")
+def distilled(three_run, cache_dir):
+    """``archsim distill`` on the run: three students of resnet-s0 (no teacher, resnet-s1, convnext), trained once for
+    the tests that read them, in whatever order they run."""
+    from archsim.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["distill", "--run", str(three_run), "--student", "resnet-s0", "--teachers", "resnet-s1 convnext"]
+            + ["--epochs", "3", "--cache", str(cache_dir)]
+        )
+        raise SystemExit(0)
+    return exit_info.value.code
+
+
+def test_distill_trains_one_student_per_teacher(three_run, distilled, capsys):
+    assert distilled == 0
     table = pd.read_csv(three_run / "distill" / "resnet-s0" / "distill.csv")
     assert table.teacher.tolist() == ["(no teacher)", "resnet-s1", "convnext"]
     assert table.student_accuracy.between(0, 100).all() and table.student_accuracy.nunique() > 1
@@ -218,7 +219,7 @@ def test_distill_trains_one_student_per_teacher(three_run, cache_dir, capsys):
     assert code == 0 and "ranked by the measured" in stdout and f"recommended teacher: {best}" in stdout, err
 
 
-def test_a_student_trained_in_a_worker_equals_one_trained_in_process(three_run, cache_dir, tmp_path):
+def test_a_student_trained_in_a_worker_equals_one_trained_in_process(distilled, cache_dir, tmp_path):
     from dataclasses import replace
 
     from archsim.applications.distill import _student_accuracy, _student_key
@@ -233,7 +234,7 @@ def test_a_student_trained_in_a_worker_equals_one_trained_in_process(three_run, 
     recipe = replace(ZOO["resnet-s0"].recipe, augment="affine", epochs=3)
     train, evaluation = load_data("digits", split="train"), load_data("digits", split="eval")
     key = _student_key(ZOO["resnet-s0"], recipe, teacher, train)
-    assert store.contains("distill", key)  # trained by a worker of the test above (three students on two cores)
+    assert distilled == 0 and store.contains("distill", key)  # trained by a worker (three students on two cores)
     in_process = _student_accuracy(
         "resnet-s0", recipe, train, evaluation, teacher, key, "resnet-s0", CacheStore(tmp_path)
     )

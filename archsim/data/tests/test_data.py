@@ -191,6 +191,19 @@ def test_npz_is_read_in_batches_with_the_same_result(tmp_path, layout, compresse
     assert np.array_equal(torch.cat(list(stored.batches(5))).numpy(), expected[chosen])
 
 
+def test_a_stratified_draw_keeps_a_class_of_one_image():
+    # scikit-learn cannot stratify a class of one image: the draw still takes every class, in proportion.
+    labels = np.array([c for c in range(9) for _ in range(20)] + [9])
+    for seed in range(5):
+        chosen = stratified_indices(labels, 30, seed)
+        counts = np.bincount(labels[chosen], minlength=10)
+        assert len(chosen) == 30 == len(set(chosen.tolist())) and counts[9] == 1
+        assert set(counts[:9].tolist()) <= {3, 4} and counts.sum() == 30
+    assert not np.array_equal(stratified_indices(labels, 30, 0), stratified_indices(labels, 30, 1))  # seeded
+    # As many images as classes: one of each.
+    assert np.bincount(labels[stratified_indices(labels, 10, 0)]).tolist() == [1] * 10
+
+
 def test_npz_errors_are_one_line(tmp_path):
     np.savez(tmp_path / "short.npz", images=np.zeros((3, 4, 4), np.uint8), labels=np.array([0, 1]))
     (tmp_path / "junk.npz").write_bytes(b"not a zip file")
