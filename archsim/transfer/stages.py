@@ -245,7 +245,7 @@ def attack_source(
     if model is None:
         model = create_model(spec, cache=store, device=device)
         check_compatible(model, data)
-    prepare(model, precision, compile)  # the checked model was left prepared for evaluation where that differs
+    prepare(model, precision, compile)  # a checked model is kept only as the attack prepares it: nothing changes
     timing = {"load_s": time.perf_counter() - started}
     seen = data.seen_by(model.preprocess.view, store)
 
