@@ -22,7 +22,9 @@ the next size is where a is under :data:`FIXED_SHARE` of the batch's time), as f
 as the share allows. Work too small to pay for even one trial (4 images through a
 large network) gets no trial: its batch is the largest that the model check's
 measured memory (:func:`record_check`, 2 images through the attack step) predicts to
-fit, up to the work itself.
+fit, up to the work itself. Evaluation's search starts at twice the attack's choice for
+the same model (:data:`EVALUATION_START`), and a work too small for a trial there runs at
+that size: the small sizes a forward alone never prefers are not paid for.
 
 A choice is cached per architecture, input, precision, device and order of magnitude
 of the work, so each is searched once per machine. Results do not depend on the
@@ -113,8 +115,9 @@ def search_batch_size(
     extra_bytes_per_image: int = 0,
     work: int | None = None,
     checked: tuple[int, Trial] | None = None,
+    start: int = 1,
 ) -> int:
-    """The batch size to use, from trials at 1, 2 and larger sizes up to ``limit`` images.
+    """The batch size to use, from trials at ``start`` (1), twice that and larger sizes up to ``limit`` images.
 
     Parameters
     ----------
@@ -135,6 +138,9 @@ def search_batch_size(
     checked : (int, Trial), optional
         A batch size already run (the model check's) with its peak memory: it predicts
         memory before any trial, and sizes the batch where the work pays for no trial.
+    start : int
+        The first size tried, where something already measured says smaller ones do not
+        pay (:func:`batch_size_for`: evaluation starts from twice the attack's choice).
 
     Returns
     -------
@@ -143,16 +149,18 @@ def search_batch_size(
         growth stops at the first size that does not fit, would not fit by the
         memory measured so far, after :data:`MISSES` sizes in a row without such a gain, or
         where the next trial would pass the work's share. Where no trial was
-        affordable: the largest size up to ``limit`` that ``checked`` predicts to fit.
+        affordable or ``start`` does not fit: the largest size up to ``start`` (up to
+        ``limit`` from 1) that ``checked`` predicts to fit.
     """
     if limit < 1:
         raise ValueError(f"limit must be positive, got {limit}")
+    start = max(1, min(start, limit))
     best, best_rate, misses, spent = 0, 0.0, 0, 0.0
     tried: list[tuple[int, Trial]] = []
     measured: list[tuple[int, int]] = []  # (batch, peak bytes)
     if checked is not None and checked[1].peak_bytes is not None:
         measured.append((checked[0], checked[1].peak_bytes))
-    size: int | None = 1
+    size: int | None = start
     while size is not None:
         if budget is not None and measured and _predicted_peak(measured, size, extra_bytes_per_image) > budget:
             break
@@ -170,9 +178,12 @@ def search_batch_size(
             and result.peak_bytes + extra_bytes_per_image * size > budget
         ):
             # Too large: after a jump, the sizes skipped below it are still open.
-            if not tried:
+            if size == 1:
                 break
             limit = 1 << ((size - 1).bit_length() - 1)
+            if not tried:  # the start did not fit: from 1 below it
+                start = size = 1
+                continue
             size = _next_size(tried, limit, budget, measured, extra_bytes_per_image, spent, work)
             continue
         if result.peak_bytes is not None:
@@ -188,8 +199,9 @@ def search_batch_size(
         size = _next_size(tried, limit, budget, measured, extra_bytes_per_image, spent, work)
     if best:
         return best
-    if size == 1 and work is not None and not _affordable(1, tried, spent, work):  # the work pays for no trial
-        return _largest_fitting(limit, budget, measured, extra_bytes_per_image)
+    if not tried and size == start and (start > 1 or (work is not None and not _affordable(1, tried, spent, work))):
+        # The work pays for no trial, or the start would not fit memory.
+        return _largest_fitting(start if start > 1 else limit, budget, measured, extra_bytes_per_image)
     raise ArchsimError("not even one image fits in the device's free memory; free memory or use a smaller model")
 
 
@@ -287,7 +299,9 @@ def batch_size_for(
     work's time (:func:`search_batch_size`), the batch is at most the work, and the
     choice is kept per order of magnitude of ``work``. The model check's memory
     (:func:`record_check`) predicts what fits before any trial; where the store has
-    none, one step at 2 images measures it.
+    none, one step at 2 images measures it. Evaluation's search starts at twice the
+    size the attack's search chose for the same model (:data:`EVALUATION_START`), where
+    the store has that choice.
     """
     batch_size = check_batch_size(batch_size)
     if batch_size != AUTO:
@@ -304,7 +318,13 @@ def batch_size_for(
         if work is not None and checked is None:
             size = min(CHECK_IMAGES, limit)
             checked = (size, trial(size))
-        chosen = search_batch_size(trial, limit, budget, extra_bytes_per_image=state_bytes, work=work, checked=checked)
+        attacked = store.get("batch", _attack_choice_key(model, image_shape, precision)) if store else None
+        start = EVALUATION_START * int(attacked["attack_choice"]) if purpose == "evaluate" and attacked else 1
+        chosen = search_batch_size(
+            trial, limit, budget, extra_bytes_per_image=state_bytes, work=work, checked=checked, start=start
+        )
+        if purpose == "attack" and store is not None:
+            store.put("batch", _attack_choice_key(model, image_shape, precision), {"attack_choice": np.array(chosen)})
         return {"batch_size": np.array(chosen)}
 
     if store is None:
@@ -335,11 +355,18 @@ def batch_size_for(
         store.put("batch", key, found)
     else:
         store.touch("batch", key)  # so `cache prune --older-than` keeps choices still in use
+        if purpose == "attack":
+            store.touch("batch", _attack_choice_key(model, image_shape, precision))
     return int(found["batch_size"])
 
 
-SEARCH_RULE = 2
+SEARCH_RULE = 3
 """Raised when the search's rule changes, so that choices made by an earlier rule are searched again."""
+EVALUATION_START = 2
+"""Evaluation's search starts at this multiple of the attack's choice for the model: a forward alone keeps no
+activations for a backward, so on every curve measured its best batch is at least twice the attack step's
+(224 px on a 2-core CPU: ResNet-50 4 -> 16, ViT-B/16 8 -> 16, ConvNeXt-T 8 -> 32, BENCHMARKS.md), and the
+smaller trials would spend the share of a small evaluation before reaching it."""
 CHECK_IMAGES = 2
 """Images the model check runs through the attack step (:func:`record_check`)."""
 
@@ -372,6 +399,13 @@ def _checked(
     if found is None:
         return None
     return int(found["images"]), Trial(float(found["seconds"]), int(found["peak"]))
+
+
+def _attack_choice_key(model: SimModel, image_shape: tuple[int, ...], precision: str) -> str:
+    # The attack's last choice for the architecture, whatever its work: where evaluation's search starts.
+    return digest(
+        "attack choice", model.architecture_id, list(image_shape), precision, _device_description(model.device)
+    )
 
 
 def _check_key(model: SimModel, image_shape: tuple[int, ...], precision: str) -> str:

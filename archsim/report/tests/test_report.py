@@ -76,7 +76,7 @@ def test_report_is_self_contained_and_complete():
     assert page.count("<img") == 5  # SAT, spectral distances, eigenvalues, importance, training
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (Debian package 'chromium'; .ci/run installs it)")
+@pytest.mark.needs("chromium")
 def test_report_renders_in_headless_chromium(tmp_path):
     write_analysis(small_analysis(), tmp_path)
     shot = tmp_path / "shot.png"

@@ -123,6 +123,27 @@ def test_a_cpu_curve_gets_its_best_size_within_the_share():
     assert search_batch_size(trial, 4, None, work=4) == 4 and tried == []
 
 
+def test_evaluation_starts_from_the_attack_choice_and_a_small_one_runs_there_untried():
+    # ResNet-50's evaluation forward on this CPU (BENCHMARKS.md): best at 8-16, where its attack step is best at 4.
+    # The clean pass of 256 images: 3 % of it pays for 7.7 images' forwards, less than one trial at 8 (2 x 8): it
+    # runs at 8 (0.98x the best) untried, where the search from 1 could pay for 1 alone (0.49x).
+    rates = {1: 8.44, 2: 11.83, 4: 12.68, 8: 16.96, 16: 17.33, 32: 16.91}
+    trial, tried = _curve(rates)
+    assert search_batch_size(trial, 256, None, work=256, start=8) == 8 and tried == []
+    trial, tried = _curve(rates)
+    assert search_batch_size(trial, 256, None, work=256) == 1 and tried == [1]
+    # Its evaluation in a study of 20 sources, 5,120 images: the trials start at 8 and find nothing 5 % better.
+    trial, tried = _curve(rates)
+    assert search_batch_size(trial, 256, None, work=5_120, start=8) == 8 and tried[0] == 8 and 4 not in tried
+    # A start the memory measured says does not fit gives the largest size below it that does: the check took 50
+    # bytes for 2 images, so 8 would take 200, over 100, and 4 fits.
+    trial, tried = _curve(rates)
+    assert search_batch_size(trial, 256, 100, work=256, checked=(2, Trial(0.1, 50)), start=8) == 4 and tried == []
+    # A start out of memory searches from 1 below it.
+    trial, tried = _curve(rates, out_of_memory_from=8)
+    assert search_batch_size(trial, 256, None, start=8) == 4 and tried == [8, 1, 2, 4]
+
+
 def test_search_tries_the_limit_last_when_it_is_not_a_power_of_two():
     rates = {size: float(size) for size in (1, 2, 4, 8, 16, 32, 64, 100)}
     trial, tried = _curve(rates)
@@ -266,6 +287,27 @@ def test_auto_is_searched_on_the_model_once_and_cached(tmp_path, cache_dir, monk
     # Another number of images is another search.
     with pytest.raises(AssertionError, match="searched again"):
         batch_size_for(model, "auto", "attack", shape, 99, store)
+
+
+def test_evaluation_search_starts_at_twice_the_attack_choice_of_the_architecture(tmp_path, cache_dir, monkeypatch):
+    store = store_in(tmp_path / "results", cache_dir)
+    model = create_model("zoo:resnet-s0", cache=store)
+    shape = tuple(load_data("digits", n_images=10).images.shape[1:])
+    starts = []
+    search = batching.search_batch_size
+
+    def spied(*args, **kwargs):
+        starts.append(kwargs["start"])
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(batching, "search_batch_size", spied)
+    batch_size_for(model, "auto", "evaluate", shape, 100, store, work=100)  # no attack searched yet: from 1
+    attack = batch_size_for(model, "auto", "attack", shape, 100, store, work=1_000)
+    batch_size_for(model, "auto", "evaluate", shape, 100, store, work=10_000)
+    assert starts == [1, 1, batching.EVALUATION_START * attack]
+    # Another input shape has no attack choice yet: from 1.
+    batch_size_for(model, "auto", "evaluate", (shape[0], 12, 12), 100, store, work=10_000)
+    assert starts[-1] == 1
 
 
 def _choices(store: CacheStore) -> int:
