@@ -187,7 +187,9 @@ def search_batch_size(
             size = _next_size(tried, limit, budget, measured, extra_bytes_per_image, spent, work)
             continue
         if result.peak_bytes is not None:
-            measured.append((size, result.peak_bytes))
+            # One point per size (a start at the check's size measures it again): the larger peak, for a line.
+            earlier = [peak for b, peak in measured if b == size]
+            measured = [(b, peak) for b, peak in measured if b != size] + [(size, max([result.peak_bytes, *earlier]))]
         tried.append((size, result))
         rate = size / result.seconds
         if rate > best_rate * (1 + min_gain):

@@ -139,6 +139,10 @@ def test_evaluation_starts_from_the_attack_choice_and_a_small_one_runs_there_unt
     # bytes for 2 images, so 8 would take 200, over 100, and 4 fits.
     trial, tried = _curve(rates)
     assert search_batch_size(trial, 256, 100, work=256, checked=(2, Trial(0.1, 50)), start=8) == 4 and tried == []
+    # A start at the check's own size measures that size again: one point per size, and the line still extrapolates.
+    peaks = {size: 100 * size for size in rates}
+    trial, tried = _curve(rates, peaks)
+    assert search_batch_size(trial, 32, 10_000, checked=(2, Trial(0.1, 150)), start=2) in rates and tried[:2] == [2, 4]
     # A start out of memory searches from 1 below it.
     trial, tried = _curve(rates, out_of_memory_from=8)
     assert search_batch_size(trial, 256, None, start=8) == 4 and tried == [8, 1, 2, 4]
