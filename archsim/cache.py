@@ -27,6 +27,7 @@ import time
 import warnings
 import zipfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
@@ -98,6 +99,52 @@ def _sha256_to_end(handle: BinaryIO) -> bytes:
     return h.digest()
 
 
+class Footprint(set):
+    """The (kind, key) of entries used through a store, remembering when each was last used, so that one piece of
+    work on a store that served others before it can name its own entries (:meth:`since`)."""
+
+    def __init__(self, entries: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__()
+        self._last: dict[tuple[str, str], int] = {}
+        self._clock = itertools.count(1)
+        self.update(entries)
+
+    def __reduce__(self) -> tuple:
+        # A copy sent to another process (a Ray task's store) keeps the entries, not when this process used them.
+        return Footprint, (sorted(self),)
+
+    def add(self, entry: tuple[str, str]) -> None:
+        super().add(entry)
+        self._last[entry] = next(self._clock)
+
+    def update(self, *entries: Iterable[tuple[str, str]]) -> None:
+        for group in entries:
+            for entry in group:
+                self.add(entry)
+
+    def mark(self) -> int:
+        """A point to ask :meth:`since` about."""
+        return next(self._clock)
+
+    def since(self, mark: int) -> set[tuple[str, str]]:
+        """The entries used after ``mark`` (taken with :meth:`mark`)."""
+        return {entry for entry, last in self._last.items() if last > mark}
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Where a store's counters stood when a piece of work began (:meth:`CacheStore.tally`)."""
+
+    store: "CacheStore"
+    hits: int
+    misses: int
+    mark: int
+
+    def counts(self) -> tuple[int, int, set[tuple[str, str]]]:
+        """Hits, misses and the entries used since the tally was taken."""
+        return self.store.hits - self.hits, self.store.misses - self.misses, self.store.used.since(self.mark)
+
+
 class CacheStore:
     """Named-array entries keyed by content digests.
 
@@ -111,7 +158,7 @@ class CacheStore:
         self.root = Path(root) if root is not None else default_cache_root()
         self.hits = 0
         self.misses = 0
-        self.used: set[tuple[str, str]] = set()
+        self.used = Footprint()
         """(kind, key) of every entry read or written through this store: a run's footprint."""
         self.bytes_read = 0
         """Bytes read back from entries: checksums, loads, and the batches callers report (:meth:`count_read`)."""
@@ -125,6 +172,10 @@ class CacheStore:
             raise ParameterError(
                 "cache", f"cache path {self.root} cannot be made: {existing} {why}; pass {{}} a folder you can write to"
             )
+
+    def tally(self) -> Tally:
+        """The counters now, to count one piece of work's hits, misses and entries on a store that served others."""
+        return Tally(self, self.hits, self.misses, self.used.mark())
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:2] / f"{key}.bin"

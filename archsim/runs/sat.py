@@ -63,9 +63,12 @@ class SatRun:
     config: dict[str, Any]
     transfer: TransferResult
     cache_hits: int
+    """Entries this run read from the cache (not those of earlier work on the same store)."""
     cache_misses: int
+    """Entries this run computed and wrote."""
     cards: pd.DataFrame
     cache_used: set[tuple[str, str]]
+    """(kind, key) of the entries this run read or wrote: its footprint, which ``cache prune --run`` keeps."""
 
     @property
     def timings(self) -> pd.DataFrame:
@@ -215,6 +218,7 @@ def run_sat(
     if precision != "auto":
         check_precision(precision)
     store = check_cache(cache)
+    tally = store.tally()  # this run's hits, misses and entries, on a store that may have served other work
     chosen = {
         k: v for k, v in {"steps": steps, "rel_step": rel_step, "random_start": random_start}.items() if v is not None
     }
@@ -331,6 +335,7 @@ def run_sat(
                 config["attack_seed_noise"] = noise
             # Before the run's footprint is taken: the saved modules are part of it (cache_entries.txt).
             kept = keep_modules(transfer.specs, store) if out_dir is not None else set()
+            hits, misses, used = tally.counts()
             run = SatRun(
                 rounded(tables.sat, "sat"),
                 tables.one_sided,
@@ -338,10 +343,10 @@ def run_sat(
                 rounded(transfer.models_table(), "models"),
                 config,
                 transfer,
-                store.hits,
-                store.misses,
+                hits,
+                misses,
                 cards_table({name: card for name, card in zip(transfer.names, transfer.cards) if card}),
-                set(store.used) | kept,
+                used | kept,
             )
             if out_dir is not None:
                 RunFolder(out_dir).write(run)

@@ -205,3 +205,15 @@ def test_an_entry_another_process_wrote_while_this_one_waited_counts_as_used(tmp
     found = reader.get_or_compute("k", "beef", lambda: pytest.fail("computed although the entry was there"))
     assert found["a"].tolist() == [0, 1, 2] and reader.hits == 1 and reader.misses == 0
     assert ("k", "beef") in reader.used  # so the run's cache_entries.txt lists it and `cache prune --run` keeps it
+
+
+def test_a_tally_counts_only_the_work_after_it_on_a_store_that_served_other_work(tmp_path):
+    store = CacheStore(tmp_path)
+    store.get_or_compute("a", "k1", lambda: {"x": np.arange(2)})
+    store.get_or_compute("a", "k2", lambda: {"x": np.arange(2)})
+    tally = store.tally()
+    store.get_or_compute("a", "k1", lambda: {"x": np.arange(2)})  # used before and again: this work's too
+    store.get_or_compute("a", "k3", lambda: {"x": np.arange(2)})
+    store.used.update([("b", "k4")])  # as the engines merge their workers' footprints
+    assert tally.counts() == (1, 1, {("a", "k1"), ("a", "k3"), ("b", "k4")})
+    assert store.used == {("a", "k1"), ("a", "k2"), ("a", "k3"), ("b", "k4")} and (store.hits, store.misses) == (1, 3)

@@ -25,6 +25,8 @@ from archsim.engines.tests.flaky import save_flaky
 from archsim.errors import ParameterError
 from archsim.models import create_model, object_spec
 from archsim.tests.cli_runner import run_cli
+from archsim.tests.test_independent_sat import DIGITS_ATTACK, DIGITS_MODELS, assert_matches, digits_reference
+from archsim.tests.test_independent_sat import fresh_cache as independent_cache
 from archsim.tests.test_resilience import entries, kill_when
 
 ray = pytest.importorskip("ray")
@@ -135,6 +137,23 @@ def test_four_model_zoo_on_three_nodes_equals_the_local_engine(cpu_cluster, weig
     with pytest.raises(ParameterError, match="cannot go to Ray's workers: it cannot be pickled") as error:
         ray_run(cpu_cluster.address, ZOO[:1] + [flat], tmp_path / "cache")
     assert error.value.parameter == "engine"
+
+
+def test_a_ray_run_gives_the_independent_reference_sat(cpu_cluster, weights, tmp_path):
+    """Not only the local engine's matrix: the SAT the reference computes from the definition (see
+    :mod:`archsim.tests.test_independent_sat`), with one target resident per task."""
+    data, reference = digits_reference(weights["cache"], tmp_path)
+    store = independent_cache(weights["cache"], tmp_path / "cache")
+    runner = create_engine("ray", device="auto", address=cpu_cluster.address)
+    try:
+        run = run_sat(
+            DIGITS_MODELS, data=data, **DIGITS_ATTACK, random_start=False, n_boot=0, cache=store, engine=runner,
+            max_resident=1, precision="fp32",
+        )  # fmt: skip
+    finally:
+        runner.close()
+    assert run.config["engine"] == "ray" and run.config["cost"]["stage2_groups"] == len(DIGITS_MODELS)
+    assert_matches(run, reference, store)
 
 
 def test_a_task_that_raises_once_and_a_worker_killed_mid_task_end_in_the_same_matrix(
