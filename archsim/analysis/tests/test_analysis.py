@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
 from archsim.analysis import (
     cluster_keywords,
@@ -103,6 +104,32 @@ def test_stability_is_perfect_on_clean_blocks():
     sat = block_matrix()
     reps, per_model = cluster_stability(sat, spectral_clusters(sat, k=2).labels, k=2, n_resamples=10)
     assert reps.ari.eq(1.0).all() and per_model.eq(1.0).all()
+
+
+def test_stability_against_given_labels_counts_each_replicate_by_hand():
+    """Clean blocks of 4 recluster into the blocks in every replicate, so against labels that swap two models between
+    blocks each replicate's ARI and each model's Jaccard overlap are known from the kept models alone, counted here
+    with sets."""
+    names = [f"m{i}" for i in range(12)]
+    blocks = np.repeat(np.arange(3), 4)
+    values = np.where(blocks[:, None] == blocks[None, :], 4.0, 0.5)
+    sat = pd.DataFrame(values, index=names, columns=names)
+    given = blocks.copy()
+    given[[0, 4]] = given[[4, 0]]
+    reps, per_model = cluster_stability(sat, pd.Series(given, index=names), k=3, n_resamples=8, keep=0.75, seed=3)
+    rng = np.random.default_rng(3)
+    overlaps = {i: [] for i in range(12)}
+    for replicate in range(8):
+        kept = np.sort(rng.choice(12, size=9, replace=False))
+        assert reps.ari[replicate] == pytest.approx(adjusted_rand_score(given[kept], blocks[kept]))
+        for i in kept:
+            before = {j for j in kept if given[j] == given[i]}
+            after = {j for j in kept if blocks[j] == blocks[i]}
+            overlaps[i].append(len(before & after) / len(before | after))
+    assert reps.ari.lt(1).any() and reps.models.eq(9).all()
+    expected = [np.mean(overlaps[i]) if overlaps[i] else np.nan for i in range(12)]
+    np.testing.assert_allclose(per_model.to_numpy(), expected)
+    assert per_model["m0"] < 1 and per_model["m11"] == 1
 
 
 def test_training_vs_architecture_groups_pairs():

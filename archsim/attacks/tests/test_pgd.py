@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from archsim.attacks import PGD, create_attack, to_uint8
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 from archsim.models import Preprocess, SimModel
 
 
@@ -110,3 +110,23 @@ def test_bad_settings(options, message):
 def test_unknown_attack():
     with pytest.raises(ArchsimError, match="unknown attack"):
         create_attack("nope", eps=0.1)
+
+
+def test_the_defaults_are_the_papers_and_the_config_names_every_setting():
+    """50 steps of 0.1 x eps from a random start; the config is the attack's part of every cache key, so each
+    setting must be in it under its own name."""
+    pgd = PGD(eps=4 / 255)
+    assert (pgd.steps, pgd.rel_step, pgd.random_start, pgd.uses_noise) == (50, 0.1, True, True)
+    assert pgd.config() == {"name": "pgd", "eps": 4 / 255, "steps": 50, "rel_step": 0.1, "random_start": True}
+    assert PGD(eps=0.1, steps=3, rel_step=0.5, random_start=False).config() == {
+        "name": "pgd",
+        "eps": 0.1,
+        "steps": 3,
+        "rel_step": 0.5,
+        "random_start": False,
+    }
+    assert PGD(eps=0.1, random_start=False).uses_noise is False
+    assert PGD(eps=0.1, rel_step=1.0).rel_step == 1.0  # a step of the whole radius is allowed, more is not
+    with pytest.raises(ParameterError, match=r"^rel_step must lie in \(0, 1\], got 1.5$") as error:
+        PGD(eps=0.1, rel_step=1.5)
+    assert error.value.parameter == "rel_step"

@@ -391,3 +391,47 @@ def test_cka_of_a_run_streams_its_features_into_the_cache(tmp_path, monkeypatch)
     with pytest.warns(UserWarning, match="constant in one"):
         rerun = compute_measures(tmp_path / "run", ["cka"], device="cpu", batch_size=4, cache=again)["cka"]
     assert again.misses == 0 and np.array_equal(rerun.to_numpy(), matrix.to_numpy())
+
+
+def test_the_measures_comparison_table_by_hand():
+    """Three models, three pairs: items at the budget, the spread of the resamples (the callbacks record what they
+    were given), the spread across pairs, and the rank and linear correlations, each computed here."""
+    from archsim.measures.comparison import compare_measures
+
+    def matrix(upper):
+        m = np.zeros((3, 3))
+        m[np.triu_indices(3, 1)] = upper
+        return m + m.T
+
+    given = {"sat": [], "cka": [], "boundary": []}
+
+    def recording(name, pool):
+        def resample(index):
+            assert index.min() >= 0 and index.max() < pool
+            given[name].append(float(index.sum()))
+            return given[name][-1]
+
+        return resample
+
+    pools = {"sat": 10, "cka": 4, "boundary": 7}
+    table = compare_measures(
+        {"sat": matrix([1, 2, 3]), "cka": matrix([3, 1, 2]), "boundary": matrix([5, 5, 5])},
+        {name: recording(name, pool) for name, pool in pools.items()},
+        pools,
+        {"sat": 50.0, "cka": 3.0, "boundary": 1000.0},
+        matrix([0.1, 0.3, 0.2]),
+        budget=100.0,
+        n_resamples=25,
+        seed=4,
+    ).set_index("measure")
+    assert table.items_at_budget.to_dict() == {"sat": 2, "cka": 33, "boundary": 1}  # 100/50, 100/3 rounded, at least 1
+    assert {name: len(values) for name, values in given.items()} == {"sat": 25, "cka": 25, "boundary": 25}
+    for name in pools:
+        assert table.spread_sd[name] == pytest.approx(np.std(given[name]))
+    assert table.across_pairs_sd["sat"] == pytest.approx(np.sqrt(2 / 3))
+    assert table.noise_to_signal["cka"] == pytest.approx(np.std(given["cka"]) / np.sqrt(2 / 3))
+    assert np.isnan(table.noise_to_signal["boundary"])  # the same value for every pair: no signal to divide by
+    assert table.spearman_vs_sat["sat"] == pytest.approx(1.0) and table.spearman_vs_sat["cka"] == pytest.approx(-0.5)
+    assert table.pearson_vs_err["sat"] == pytest.approx(np.corrcoef([1, 2, 3], [0.1, 0.3, 0.2])[0, 1])
+    assert table.pearson_vs_err["cka"] == pytest.approx(np.corrcoef([3, 1, 2], [0.1, 0.3, 0.2])[0, 1])
+    assert np.isnan(table.spearman_vs_err["boundary"]) and table.passes_per_item["cka"] == 3.0
