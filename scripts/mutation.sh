@@ -8,9 +8,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# file -> the fast tests that guard it (pytest arguments; the runner adds -m 'not slow').
 declare -A GUARDS=(
   [archsim/measures/sat.py]="archsim/measures/tests/test_sat.py"
   [archsim/attacks/pgd.py]="archsim/attacks/tests/test_pgd.py"
+  [archsim/analysis/clustering.py]="archsim/analysis/tests/test_analysis.py"
+  [archsim/analysis/stability.py]="archsim/analysis/tests/test_analysis.py"
+  [archsim/analysis/importance.py]="archsim/analysis/tests/test_analysis.py"
+  [archsim/analysis/keywords.py]="archsim/analysis/tests/test_analysis.py"
+  [archsim/analysis/training.py]="archsim/analysis/tests/test_analysis.py"
+  [archsim/analysis/agreement.py]="archsim/analysis/tests/test_analysis.py"
+  [archsim/measures/comparison.py]="archsim/measures/tests/test_measures.py archsim/applications/tests/test_decisions.py"
+  [archsim/applications/selection.py]="archsim/applications/tests/test_decisions.py -k sampl"
+  [archsim/knowledge/alphas.py]="archsim/knowledge/tests/test_knowledge.py -k 'target or deviations or alpha_'"
 )
 
 test -x .venv-mutmut/bin/mutmut || { python3 -m venv .venv-mutmut && .venv-mutmut/bin/pip install -q mutmut==2.5.1; }
@@ -21,8 +31,9 @@ for file in "${files[@]}"; do
   tests=${GUARDS[$file]:?"no tests named for $file in scripts/mutation.sh's GUARDS"}
   rm -f .mutmut-cache
   .venv-mutmut/bin/mutmut run --paths-to-mutate "$file" --tests-dir "$(dirname "${tests%% *}")" --no-progress \
-    --runner ".venv/bin/python -m pytest -x -q -p no:cacheprovider $tests" >/dev/null || true
+    --runner ".venv/bin/python -m pytest -x -q -p no:cacheprovider -m 'not slow' $tests" >/dev/null || true
   survived=$(.venv-mutmut/bin/mutmut result-ids survived | wc -w)
   killed=$(.venv-mutmut/bin/mutmut result-ids killed | wc -w)
   echo "$file: $killed of $((killed + survived)) mutants killed; survivors: $(.venv-mutmut/bin/mutmut result-ids survived)"
+  for id in $(.venv-mutmut/bin/mutmut result-ids survived); do .venv-mutmut/bin/mutmut show "$id" | sed 1,2d; done
 done

@@ -12,7 +12,7 @@ import numpy as np
 
 
 def unit_rows(v: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length; zero rows stay zero (they carry no direction)."""
+    """Rows (the last axis) scaled to unit length; zero rows stay zero (they carry no direction)."""
     norms = np.linalg.norm(v, axis=-1, keepdims=True)
     return np.divide(v, norms, out=np.zeros_like(v, dtype=float), where=norms > 0)
 
@@ -24,6 +24,7 @@ def alpha_1(delta_st: np.ndarray, delta_tt: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     delta_st, delta_tt : arrays [items, d_T]
+        Or [..., items, d_T]: several pairs at once, alpha_1 of each (the norm is over the last axis).
     """
     own = np.linalg.norm(delta_tt, axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):

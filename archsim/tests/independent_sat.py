@@ -89,9 +89,11 @@ def timm_reference(net: nn.Module) -> ReferenceModel:
 @dataclass
 class ReferenceSat:
     """What SAT is computed from, and the matrices: ``fooled[s, t]`` counts the images of X_st that target t gets
-    wrong on source s's adversarial image; ``both[s, t]`` is |X_st|."""
+    wrong on source s's adversarial image; ``both[s, t]`` is |X_st|; ``adv_pred[s, t]`` the labels target t gives
+    source s's adversarial images."""
 
     clean_correct: np.ndarray
+    adv_pred: np.ndarray
     adv_wrong: np.ndarray
     both: np.ndarray
     fooled: np.ndarray
@@ -126,11 +128,12 @@ def reference_sat(
         low, high = np.maximum(view.astype(int) - radius, 0), np.minimum(view.astype(int) + radius, 255)
         adversarial.append(np.clip(rounded, low, high).astype(np.uint8))
     n, m = len(models), len(labels)
-    adv_wrong = np.zeros((n, n, m), dtype=bool)
+    adv_pred = np.zeros((n, n, m), dtype=np.int64)
     with torch.no_grad():
         for s, images in enumerate(adversarial):
             for t, target in enumerate(models):
-                adv_wrong[s, t] = target(torch.from_numpy(images).float() / 255).argmax(1).numpy() != y.numpy()
+                adv_pred[s, t] = target(torch.from_numpy(images).float() / 255).argmax(1).numpy()
+    adv_wrong = adv_pred != y.numpy()
     clean_correct = np.array(clean_correct)
     both = np.array([[(clean_correct[s] & clean_correct[t]).sum() for t in range(n)] for s in range(n)])
     fooled = np.array(
@@ -139,4 +142,4 @@ def reference_sat(
     with np.errstate(divide="ignore", invalid="ignore"):
         sat = np.where(both > 0, np.log(np.maximum(eps_s, 100 * (fooled + fooled.T) / (2 * both))), np.nan)
         one_sided = np.where(both > 0, np.log(np.maximum(eps_s, 100 * fooled / both)), np.nan)
-    return ReferenceSat(clean_correct, adv_wrong, both, fooled, sat, one_sided, adversarial)
+    return ReferenceSat(clean_correct, adv_pred, adv_wrong, both, fooled, sat, one_sided, adversarial)

@@ -30,6 +30,13 @@ def check_sat_csv(path, names):
     # PGD fools its own model: 98.9-100 % on the zoo here; the bar leaves room for the weights another CPU trains
     # (the earlier trainer's mobilenetv3 kept 93.2 % on an AMD EPYC VM). A broken attack gives far less.
     assert (np.diag(values) >= math.log(90)).all()
+    # Each cell off the diagonal from the counts beside it: ln(max(1, mean of the two directions' fool rates in %)).
+    pairs = pd.read_csv(path.parent / "pairs.csv").set_index(["source", "target"]).fool_rate_source_to_target
+    for a in names:
+        for b in names:
+            if a != b:
+                expected = math.log(max(1.0, (pairs[a, b] + pairs[b, a]) / 2))
+                assert sat.loc[a, b] == pytest.approx(expected, abs=1e-4), (a, b)
     return sat
 
 
@@ -89,6 +96,22 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
         "torchattacks:DIFGSM,steps=3,alpha=0.04",
     ]
     assert (white_box > 20).all().all()  # each attack fools its own model, the torchattacks ones included
+    # The run's own PGD fools each model on its own set as often as the run's diagonal says (SAT = ln of that %).
+    own = pd.read_csv(out / "sat.csv", index_col=0)
+    np.testing.assert_allclose(
+        white_box.iloc[:, 0], np.exp(np.diag(own.loc[white_box.index, white_box.index])), atol=0.01
+    )
+    # Each correlation from the two attacks' matrices by scipy: their off-diagonal entries, each pair once.
+    from scipy import stats
+
+    from archsim.runs.folder import file_label
+
+    upper = lambda spec: (  # noqa: E731
+        lambda m: m[np.triu_indices(3, 1)]
+    )(pd.read_csv(out / "attacks" / f"sat_{file_label(spec)}.csv", index_col=0).to_numpy())
+    for row in correlations.itertuples():
+        expected = stats.spearmanr(upper(row.a), upper(row.b)).statistic
+        assert row.spearman == pytest.approx(expected, abs=1e-5, nan_ok=True), (row.a, row.b)
     # A bad --pair is refused before any measure is computed (here: before CKA's features are cached).
     features = len(list(cache_dir.glob("feat/*/*")))
     code, _, err = run_cli(

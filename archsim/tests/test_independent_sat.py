@@ -115,6 +115,69 @@ def test_local_runs_give_the_reference_sat(digits, cache_dir, tmp_path, batch_si
     assert_matches(again, reference, store)
 
 
+def test_alphas_and_identical_mistakes_of_a_run_are_the_definition_on_the_reference_sets(digits, cache_dir, tmp_path):
+    """alpha_1, alpha_2 and the combined score of every ordered pair, recomputed from the reference's adversarial
+    images with plain forward passes and the formulas in numpy (docs/guide/knowledge.md): deviations of the logits on the
+    images both models classify right, alpha_1 the mean of |D_st| / |D_tt|, alpha_2 the Frobenius norm of the mean
+    outer product of the unit deviations D_ss and D_st, the combined score that mean weighted by each image's
+    alpha_1."""
+    from archsim.applications.checks import identical_misclassifications
+    from archsim.knowledge.on_run import alpha_matrices
+
+    data, reference = digits
+    store = fresh_cache(cache_dir, tmp_path / "cache")
+    run = run_sat(
+        DIGITS_MODELS, data=data, **DIGITS_ATTACK, random_start=False, n_boot=0, cache=store, out=tmp_path / "run"
+    )
+    result = alpha_matrices(tmp_path / "run", n_boot=0, cache=store)
+
+    models = [create_model(spec, cache=store) for spec in DIGITS_MODELS]
+    nets = [
+        ReferenceModel(m.net, m.preprocess.mean.flatten().tolist(), m.preprocess.std.flatten().tolist(),
+                       m.preprocess.input_size[1:], m.preprocess.interpolation)
+        for m in models
+    ]  # fmt: skip
+    source_images = np.load(data.removeprefix("npz:"))["images"]
+    with torch.no_grad():
+        logits = lambda net, x: net(torch.from_numpy(x).float() / 255).double().numpy()  # noqa: E731
+        clean = [logits(net, np.stack([net.sees(item) for item in source_images])) for net in nets]
+        adv = [[logits(net, images) for net in nets] for images in reference.adversarial]  # adv[s][t]
+    unit = lambda d: d / np.linalg.norm(d, axis=1, keepdims=True)  # noqa: E731
+    checked = 0
+    for s in range(3):
+        for t in range(3):
+            both = reference.clean_correct[s] & reference.clean_correct[t]
+            d_ss, d_st, d_tt = (adv[s][s] - clean[s])[both], (adv[s][t] - clean[t])[both], (adv[t][t] - clean[t])[both]
+            per_image = np.linalg.norm(d_st, axis=1) / np.linalg.norm(d_tt, axis=1)
+            outer = np.einsum("ia,ib->iab", unit(d_ss), unit(d_st))
+            expected = {
+                "alpha_1": per_image.mean(),
+                "alpha_2": np.linalg.norm(outer.mean(0)),
+                "alpha_combined": np.linalg.norm((per_image[:, None, None] * outer).mean(0)),
+            }
+            for name, value in expected.items():
+                assert result[name].iloc[s, t] == pytest.approx(value, rel=1e-4, abs=1e-6), (name, s, t)
+            checked += s != t
+    assert checked == 6 and result["alpha_2"].to_numpy().std() > 0.01  # pairs that differ, not one value repeated
+
+    # Identical misclassifications: on X_ab, the attacked target gives the very wrong label the attacked source gives.
+    labels = np.load(data.removeprefix("npz:"))["labels"]
+    identical = identical_misclassifications(run.transfer, run.sat).set_index(["a", "b"])
+    for a, b in [(0, 1), (0, 2), (1, 2)]:
+        both = reference.clean_correct[a] & reference.clean_correct[b]
+        count = sum(
+            int(
+                (
+                    (reference.adv_pred[s, t] == reference.adv_pred[s, s]) & (reference.adv_pred[s, s] != labels) & both
+                ).sum()
+            )
+            for s, t in [(a, b), (b, a)]
+        )
+        row = identical.loc[(DIGITS_MODELS[a].removeprefix("zoo:"), DIGITS_MODELS[b].removeprefix("zoo:"))]
+        assert row.identical == count and row.identical_rate == pytest.approx(100 * count / (2 * both.sum()))
+    assert identical.identical.max() > 0
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="polls the cache while a process runs")
 def test_a_killed_and_resumed_run_gives_the_reference_sat(digits, cache_dir, tmp_path):

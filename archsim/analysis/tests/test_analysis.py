@@ -1,3 +1,4 @@
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -285,3 +286,191 @@ def test_permutation_importance_on_distinct_rows_equals_the_models_own():
     distinct = permutation_importance(DistinctRows(model), features, target, n_repeats=5, random_state=0)
     assert np.array_equal(plain.importances, distinct.importances)
     assert len(np.unique(features.to_numpy(), axis=0)) < len(features)
+
+
+def test_the_defaults_are_the_papers_settings():
+    """The settings the SAT paper's analysis used (docs/analysis.md); a changed default changes every user's table."""
+    import inspect
+
+    from archsim.analysis.keywords import cluster_keywords as keywords
+
+    defaults = lambda f: {n: p.default for n, p in inspect.signature(f).parameters.items() if p.default is not p.empty}  # noqa: E731
+    assert defaults(spectral_clusters) == {"k": None, "n_init": 100, "seed": 0}
+    assert defaults(cluster_stability) == {"n_resamples": 30, "keep": 0.8, "n_init": 100, "seed": 0}
+    assert defaults(keywords) == {"top": 5}
+    assert defaults(component_importance) == {
+        "n_estimators": 500, "max_depth": 12, "min_samples_split": 4, "learning_rate": 0.02, "n_repeats": 10, "seed": 0
+    }  # fmt: skip
+    from archsim.analysis.training import PAPER_MEANS
+
+    assert PAPER_MEANS == {"different seeds": 4.2, "different training regimes": 3.3, "different architectures": 2.7}
+
+
+def test_the_spectrum_and_features_by_hand():
+    """Equal affinities between all n models: D^-1/2 W D^-1/2 = (J - I) / (n - 1), eigenvalues 1 and -1/(n - 1)
+    (n - 1 times), in descending order. Each feature column's largest entry is positive (the sign convention); the
+    block picture orders models by cluster, keeping their order within one."""
+    n = 5
+    equal = pd.DataFrame(np.full((n, n), 2.0) + np.eye(n), index=list("abcde"), columns=list("abcde"))
+    result = spectral_clusters(equal, k=2)
+    np.testing.assert_allclose(result.eigenvalues, [1.0] + [-1 / (n - 1)] * (n - 1), atol=1e-12)
+    blocks = block_matrix().iloc[[0, 3, 1, 4, 2, 5], [0, 3, 1, 4, 2, 5]]
+    result = spectral_clusters(blocks, k=2)
+    assert result.labels.name == "cluster" and result.eigenvalues[0] == pytest.approx(1.0)
+    columns = result.features[np.abs(result.features).argmax(0), range(2)]
+    assert (columns > 0).all()
+    np.testing.assert_allclose(np.linalg.norm(result.features, axis=1), 1.0)
+    distances = result.ordered_distances()
+    first = result.labels.iloc[0]
+    order = [m for m in blocks.index if result.labels[m] == first] + [
+        m for m in blocks.index if result.labels[m] != first
+    ]
+    if first != min(result.labels):
+        order = order[3:] + order[:3]
+    assert list(distances.index) == order == list(distances.columns)
+    assert distances.to_numpy()[:3, :3] == pytest.approx(0, abs=1e-9) and distances.to_numpy()[0, 3] > 1
+    # Two models: no gap to choose k by, so k = 2; k may be every model; small affinities are affinities.
+    pair = pd.DataFrame([[4.6, 0.2], [0.2, 4.6]], index=["x", "y"], columns=["x", "y"])
+    assert spectral_clusters(pair).k == 2 and spectral_clusters(block_matrix() * 0.1, k=6).k == 6
+
+
+def test_clustering_refuses_what_it_cannot_cluster_naming_the_pair():
+    sat = block_matrix()
+    sat.iloc[1, 4] = sat.iloc[4, 1] = np.nan
+    message = (
+        "SAT of m1 and m4 is undefined (no image both classify correctly; 1 such pairs); cluster models that "
+        "classify a shared part of the images, or use more images"
+    )
+    with pytest.raises(ArchsimError) as error:
+        spectral_clusters(sat)
+    assert str(error.value) == message
+    with pytest.raises(ArchsimError) as error:
+        spectral_clusters(block_matrix() - 2)
+    assert (
+        str(error.value)
+        == "the SAT matrix has negative entries; affinities must be >= 0 (use eps_s >= 1, i.e. SAT >= 0)"
+    )
+    lonely = block_matrix()
+    lonely.iloc[0, 1:] = lonely.iloc[1:, 0] = 0.0
+    with pytest.raises(ArchsimError) as error:
+        spectral_clusters(lonely)
+    assert str(error.value) == "a model has zero affinity to every other model; it cannot be clustered"
+    with pytest.raises(ArchsimError) as error:
+        spectral_clusters(block_matrix(), k=1)
+    assert error.value.parameter == "k" and "1 must lie between 2 and the 6 models" in str(error.value)
+
+
+def test_stability_of_one_small_resample():
+    """keep x n rounds below k + 1 models: each resample takes k + 1 (the fewest that can split into k clusters and
+    leave a choice). Models never drawn have no stability (NaN); a model drawn once has that draw's Jaccard overlap,
+    computed here from the reclustering of the drawn models."""
+    sat = block_matrix()
+    labels = spectral_clusters(sat, k=2).labels
+    replicates, per_model = cluster_stability(sat, labels, k=2, n_resamples=1, keep=0.3)
+    assert list(replicates.columns) == ["replicate", "models", "ari"] and replicates.models.tolist() == [3]
+    assert per_model.name == "stability"
+    drawn = per_model.index[per_model.notna()]
+    assert len(drawn) == 3 and per_model.isna().sum() == 3
+    sub = spectral_clusters(sat.loc[drawn, drawn], k=2).labels.to_numpy()
+    full = labels[drawn].to_numpy()
+    same_full, same_sub = full[:, None] == full[None], sub[:, None] == sub[None]
+    jaccard = (same_full & same_sub).sum(1) / (same_full | same_sub).sum(1)
+    np.testing.assert_allclose(per_model[drawn].to_numpy(), jaccard)
+    assert replicates.ari.iloc[0] == pytest.approx(adjusted_rand_score(full, sub))
+
+
+def test_keywords_table_by_hand():
+    """TF-IDF as scikit-learn defines it (smooth idf = ln((1 + n) / (1 + df)) + 1, rows scaled to unit length),
+    averaged over a cluster's models, ranked from 1; words of components that do not apply ("~" or empty) left out."""
+    from archsim.analysis.keywords import card_words
+
+    cards = pd.DataFrame({"Base": ["CNN", "CNN", "ViT"], "Act": ["ReLU", "", "~"]}, index=list("abc"))
+    assert card_words(cards.loc["b"]) == ["Base: CNN"] and card_words(cards.loc["c"]) == ["Base: ViT"]
+    words = cluster_keywords(cards, pd.Series([0, 0, 1], index=list("abc")))
+    assert list(words.columns) == ["cluster", "rank", "word", "score"]
+    zero = words[words.cluster == 0]
+    # Words a cluster's models do not have follow at score 0, in alphabetical order, up to ``top``.
+    assert zero["rank"].tolist() == [1, 2, 3] and zero.word.tolist() == ["Base: CNN", "Act: ReLU", "Base: ViT"]
+    idf_cnn, idf_relu = np.log(4 / 3) + 1, np.log(4 / 2) + 1
+    a = np.array([idf_cnn, idf_relu]) / np.hypot(idf_cnn, idf_relu)  # model a: both words; b: CNN alone, weight 1
+    np.testing.assert_allclose(zero.score, [(a[0] + 1) / 2, a[1] / 2, 0])
+    assert words[words.cluster == 1][["rank", "word", "score"]].values.tolist()[0] == [1, "Base: ViT", 1.0]
+    six = pd.DataFrame({f"c{i}": ["x", "y"] for i in range(7)}, index=["p", "q"])
+    assert len(cluster_keywords(six, pd.Series([0, 1], index=["p", "q"]))) == 2 * 5
+
+
+def test_training_table_columns_and_the_papers_means():
+    sat = block_matrix()
+    regimes, seeds = ["s", "s", None, "s", "s", "s"], [0, 1, 0, 0, 0, 1]
+    models = pd.DataFrame({"model": sat.index, "architecture": list("aaabbb"), "regime": regimes, "seed": seeds})
+    table = training_vs_architecture(sat, models)
+    assert list(table.columns) == ["comparison", "pairs", "mean_sat", "std_sat", "paper_mean_sat"]
+    assert table.comparison.tolist() == [
+        "different seeds",
+        "different architectures",
+        "same architecture, other differences",
+    ]
+    rows = table.set_index("comparison")
+    # m0-m1, m3-m5, m4-m5 differ by seed; a missing regime is unknown, not a regime of its own (m2 against m0, m1).
+    assert rows.loc["different seeds", "pairs"] == 3 and rows.loc["same architecture, other differences", "pairs"] == 3
+    assert rows.loc["different seeds", "std_sat"] == 0 and rows.loc["different architectures", "paper_mean_sat"] == 2.7
+    assert rows.loc["different seeds", "paper_mean_sat"] == 4.2
+    assert np.isnan(rows.loc["same architecture, other differences", "paper_mean_sat"])
+
+
+def test_importance_columns_and_every_pair():
+    from archsim.analysis.importance import pair_features
+
+    sat = block_matrix()
+    cards = pd.DataFrame({"Base": list("CCCVVV"), "Act": list("RGRGRG")}, index=sat.index)
+    features, target = pair_features(sat, cards)
+    assert len(features) == 15 and target.tolist()[:5] == [3.5, 3.5, 1.0, 1.0, 1.0]
+    assert features.Base.tolist()[:5] == [0, 0, 1, 1, 1] and features.Act.tolist()[:2] == [1, 0]
+    table = component_importance(sat, cards, n_estimators=20, n_repeats=3)
+    assert list(table.columns) == ["component", "importance_mean", "importance_std"]
+    assert list(table.index) == [0, 1] and table.component.tolist() == ["Base", "Act"]
+
+
+def test_agreement_at_its_boundaries_and_by_hand():
+    """Three models (three pairs) are enough to correlate, two are not; a side whose values span exactly 1 is not
+    constant; the table's columns, and the mean (absolute) difference of the off-diagonal entries by hand."""
+    from scipy import stats
+
+    from archsim.analysis.agreement import common_models, compare_matrices, matrix_correlations
+
+    names = ["p", "q", "r"]
+    a = pd.DataFrame([[4.6, 1.0, 2.0], [1.0, 4.6, 1.5], [2.0, 1.5, 4.6]], index=names, columns=names)
+    b = pd.DataFrame([[4.6, 2.0, 2.5], [2.0, 4.6, 4.0], [2.5, 4.0, 4.6]], index=names, columns=names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = matrix_correlations({"a": a, "b": b})
+    assert list(table.columns) == ["a", "b", "pairs", "pearson", "pearson_p", "spearman", "spearman_p"]
+    x, y = [1.0, 2.0, 1.5], [2.0, 2.5, 4.0]
+    row = table.iloc[0]
+    assert row.pairs == 3 and row.pearson == pytest.approx(stats.pearsonr(x, y).statistic)
+    assert row.pearson_p == pytest.approx(stats.pearsonr(x, y).pvalue)
+    assert (row.spearman, row.spearman_p) == pytest.approx(tuple(stats.spearmanr(x, y)))
+    with pytest.raises(ArchsimError) as error:
+        matrix_correlations({"a": a, "b": a.iloc[::-1, ::-1], "c": a})
+    assert str(error.value) == "matrix 'b' lists other models than 'a'; compare matrices of the same models"
+    with pytest.raises(ArchsimError) as error:
+        matrix_correlations({"a": a.iloc[:2, :2], "b": a.iloc[:2, :2]})
+    assert str(error.value) == "2 models give fewer than 3 model pairs to correlate; compare at least 3 models"
+    two = b.copy()
+    two.loc["p", "q"] = two.loc["q", "p"] = np.nan  # two pairs left, neither side constant
+    with pytest.warns(UserWarning, match="b and two: 2 model pairs with finite values in both, fewer than 3"):
+        nan_row = matrix_correlations({"b": b, "two": two}).iloc[0]
+    assert list(nan_row.index) == list(table.columns) and nan_row[["pearson", "spearman"]].astype(float).isna().all()
+
+    compared, aligned, left_out = compare_matrices({"a": a, "b": b.loc[["r", "q", "p"], ["r", "q", "p"]]})
+    assert list(aligned["b"].index) == names and left_out == {"a": [], "b": []}
+    assert compared.mean_difference.iloc[0] == pytest.approx(np.mean(np.subtract(y, x)))
+    assert compared.mean_abs_difference.iloc[0] == pytest.approx(np.mean(np.abs(np.subtract(y, x))))
+    with pytest.raises(ArchsimError) as error:
+        common_models({"a": a, "b": b.rename(index={"r": "s"}, columns={"r": "s"})})
+    assert str(error.value) == (
+        "the matrices share 2 model name(s) (p, q); at least 3 are needed. Models match by their names in the CSV "
+        "header: give runs matching names with ,name=DISPLAY"
+    )
+    with pytest.raises(ArchsimError, match=r"share 0 model name\(s\) \(none\)"):
+        common_models({"a": a, "b": b.set_axis(list("xyz")).set_axis(list("xyz"), axis=1)})

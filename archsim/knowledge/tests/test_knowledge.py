@@ -25,6 +25,9 @@ def test_a_target_equal_to_the_source():
     # mean of u u^T over unit vectors: its Frobenius norm, computed directly.
     u = d / np.linalg.norm(d, axis=1, keepdims=True)
     assert alpha_2(d, d) == pytest.approx(np.linalg.norm(u.T @ u / len(u)))
+    # Directions uniform on the sphere in 5 dimensions: E[u u^T] = I / 5, whose Frobenius norm is 1 / sqrt(5).
+    isotropic = deviations(20000)
+    assert alpha_2(isotropic, isotropic) == pytest.approx(1 / np.sqrt(5), abs=0.01)
     same_direction = np.tile([[1.0, 2.0, 0.0]], (50, 1)) * np.arange(1, 51)[:, None]
     assert alpha_2(same_direction, same_direction) == pytest.approx(1.0)
 
@@ -166,3 +169,20 @@ def test_an_image_without_alpha_1_is_left_out_of_estimate_and_bootstrap_alike():
     assert row["alpha_2"] == pytest.approx(alpha_2(d_ss, d_st))  # alpha_2 needs no alpha_1: every image
     every = pair_alphas(d_ss, d_st, d_st / 2.0, n_boot=0, rng=rng)
     assert every["alpha_1"] == pytest.approx(2.0) and "alpha_1_low" not in every
+
+
+def test_alpha_2_of_one_image_is_one():
+    """One image: the mean outer product is the outer product of two unit vectors, whose Frobenius norm is 1; with
+    every other image's weight undefined the combined score is that image's alpha_1 (the weight)."""
+    d_s, d_t = deviations(3, 4, 0), deviations(3, 2, 1)
+    assert alpha_2(d_s[:1], d_t[:1]) == pytest.approx(1.0)
+    assert alpha_2(d_s, d_t, np.array([np.nan, 2.5, np.nan])) == pytest.approx(2.5)
+
+
+def test_alpha_1_and_unit_rows_over_stacked_pairs():
+    """Deviations of several pairs stacked [pairs, items, d]: each pair's values, the norm over the output axis."""
+    from archsim.knowledge.alphas import unit_rows
+
+    d_st, d_tt = deviations(12, 3, 0).reshape(2, 6, 3), deviations(12, 3, 1).reshape(2, 6, 3)
+    np.testing.assert_allclose(alpha_1(d_st, d_tt), [alpha_1(d_st[0], d_tt[0]), alpha_1(d_st[1], d_tt[1])])
+    np.testing.assert_allclose(np.linalg.norm(unit_rows(d_st), axis=-1), 1.0)

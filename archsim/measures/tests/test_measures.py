@@ -435,3 +435,46 @@ def test_the_measures_comparison_table_by_hand():
     assert table.pearson_vs_err["sat"] == pytest.approx(np.corrcoef([1, 2, 3], [0.1, 0.3, 0.2])[0, 1])
     assert table.pearson_vs_err["cka"] == pytest.approx(np.corrcoef([3, 1, 2], [0.1, 0.3, 0.2])[0, 1])
     assert np.isnan(table.spearman_vs_err["boundary"]) and table.passes_per_item["cka"] == 3.0
+
+
+def test_correlate_and_err_at_their_edges():
+    """Pairs unknown in either matrix are left out; a side spanning exactly 1 is not constant; the four columns
+    whatever the case; every item of a pool can be drawn; the defaults; ERR of two flawless models is NaN without
+    dividing 0 by 0."""
+    import inspect
+    import warnings
+
+    from scipy import stats
+
+    from archsim.measures.comparison import compare_measures, correlate, ensemble_err
+
+    x, y = np.array([1.0, 2.0, 1.5, np.nan, 7.0]), np.array([0.3, 0.9, 0.1, 0.5, np.nan])
+    result = correlate(x, y)
+    assert list(result) == ["spearman", "spearman_p", "pearson", "pearson_p"]
+    expected = stats.pearsonr(x[:3], y[:3])
+    assert (result["pearson"], result["pearson_p"]) == pytest.approx((expected.statistic, expected.pvalue))
+    assert result["spearman_p"] == pytest.approx(stats.spearmanr(x[:3], y[:3]).pvalue)
+    assert np.ptp(x[:3]) == 1 and np.ptp(y[:3]) != 1
+    assert correlate(y, x)["pearson"] == pytest.approx(expected.statistic)  # either side spanning 1
+    undefined = correlate(np.ones(4), np.arange(4.0))
+    assert list(undefined) == list(result) and np.isnan(list(undefined.values())).all()
+
+    drawn = []
+    compare_measures(
+        {"sat": np.array([[0, 1.0, 2], [1, 0, 3], [2, 3, 0]])},
+        {"sat": lambda index: drawn.extend(index) or 0.0},
+        {"sat": 2},
+        {"sat": 1.0},
+        np.zeros((3, 3)),
+        budget=3.0,
+        n_resamples=20,
+    )
+    assert set(drawn) == {0, 1}
+    defaults = inspect.signature(compare_measures).parameters
+    assert (defaults["n_resamples"].default, defaults["seed"].default) == (200, 0)
+
+    labels = np.array([0, 1, 2])
+    perfect = np.eye(3)[None].repeat(2, 0) * 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(ensemble_err(perfect, labels)).all()
