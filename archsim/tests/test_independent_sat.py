@@ -117,8 +117,8 @@ def test_local_runs_give_the_reference_sat(digits, cache_dir, tmp_path, batch_si
 
 def test_alphas_and_identical_mistakes_of_a_run_are_the_definition_on_the_reference_sets(digits, cache_dir, tmp_path):
     """alpha_1, alpha_2 and the combined score of every ordered pair, recomputed from the reference's adversarial
-    images with plain forward passes and the formulas in numpy (docs/guide/knowledge.md): deviations of the logits on the
-    images both models classify right, alpha_1 the mean of |D_st| / |D_tt|, alpha_2 the Frobenius norm of the mean
+    images with plain forward passes and the formulas in numpy (docs/guide/knowledge.md): deviations of the logits on
+    the images both models classify right, alpha_1 the mean of |D_st| / |D_tt|, alpha_2 the Frobenius norm of the mean
     outer product of the unit deviations D_ss and D_st, the combined score that mean weighted by each image's
     alpha_1."""
     from archsim.applications.checks import identical_misclassifications

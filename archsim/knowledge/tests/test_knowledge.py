@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy.stats import ortho_group
 
 from archsim.knowledge import alpha_1, alpha_2
@@ -186,3 +187,60 @@ def test_alpha_1_and_unit_rows_over_stacked_pairs():
     d_st, d_tt = deviations(12, 3, 0).reshape(2, 6, 3), deviations(12, 3, 1).reshape(2, 6, 3)
     np.testing.assert_allclose(alpha_1(d_st, d_tt), [alpha_1(d_st[0], d_tt[0]), alpha_1(d_st[1], d_tt[1])])
     np.testing.assert_allclose(np.linalg.norm(unit_rows(d_st), axis=-1), 1.0)
+
+
+@needs_data
+@pytest.mark.parametrize("level", [0, 1])
+def test_synthetic_metrics_and_refit_equal_autograd_svd_and_least_squares(level):
+    """One drifted source against the published target on 200 points, from independent parts: input Jacobians by
+    autograd, attack directions from numpy's SVD (the right singular vector at rank ``level``), the metrics' formulas
+    in numpy, the best linear map between the Jacobians and the last-layer refit by least squares (numpy, and
+    scikit-learn's LinearRegression)."""
+    from sklearn.linear_model import LinearRegression
+
+    from archsim.knowledge.synthetic import DATA_FILE, Network, refit_loss, transfer_metrics, weights_file
+
+    data = np.load(SYNTHETIC / DATA_FILE)
+    x, y = (
+        torch.as_tensor(data["X"][:, :200], dtype=torch.float64),
+        torch.as_tensor(data["Y"][:, :200], dtype=torch.float64),
+    )
+    load = lambda width: torch.load(SYNTHETIC / weights_file(width), weights_only=True)  # noqa: E731
+    target = Network(*(load(100)[k].double() for k in ("W1", "b1", "W2", "b2")))
+    generator = torch.Generator().manual_seed(3)
+    drift = lambda w: w.double() + 0.3 * (torch.rand(w.shape, generator=generator, dtype=torch.float64) - 0.5)  # noqa: E731
+    source = Network(*(drift(load(50)[k]) for k in ("W1", "b1", "W2", "b2")))
+    metrics = transfer_metrics(source.jacobians(x), target.jacobians(x), level)
+
+    def jacobians(net):
+        forward = lambda point: net.W2 @ torch.sigmoid(net.W1 @ point[:, None] + net.b1)[:, 0] + net.b2[:, 0]  # noqa: E731
+        return np.stack([torch.autograd.functional.jacobian(forward, x[:, i]).numpy() for i in range(x.shape[1])])
+
+    j_s, j_t = jacobians(source), jacobians(target)
+    svd_s, svd_t = np.linalg.svd(j_s), np.linalg.svd(j_t)  # U, S, Vt per point
+    v_s, v_t = svd_s[2][:, level], svd_t[2][:, level]
+    d_ss, d_st = np.einsum("Ndn,Nn->Nd", j_s, v_s), np.einsum("Ndn,Nn->Nd", j_t, v_s)
+    d_tt, d_ts = np.einsum("Ndn,Nn->Nd", j_t, v_t), np.einsum("Ndn,Nn->Nd", j_s, v_t)
+    a_st = np.linalg.norm(d_st, axis=1) / svd_t[1][:, 0]
+    a_ts = np.linalg.norm(d_ts, axis=1) / svd_s[1][:, 0]
+    unit = lambda d: d / np.linalg.norm(d, axis=1, keepdims=True)  # noqa: E731
+    gamma = lambda a, b, w: np.linalg.norm(np.einsum("i,ia,ib->ab", w, unit(a), unit(b)) / len(a))  # noqa: E731
+    ones = np.ones(len(a_st))
+    stacked_s, stacked_t = np.concatenate(j_s, axis=1), np.concatenate(j_t, axis=1)  # [d, N n]
+    mapping = np.linalg.lstsq(stacked_s.T, stacked_t.T, rcond=None)[0].T
+    residual = j_t - np.einsum("ab,Nbn->Nan", mapping, j_s)
+    expected = {
+        "alpha_S_T": a_st.mean(),
+        "alpha_T_S": a_ts.mean(),
+        "gamma_S_T": gamma(d_ss, d_st, ones),
+        "gamma_T_S": gamma(d_tt, d_ts, ones),
+        "alpha_gamma_combined_S_T": gamma(d_ss, d_st, a_st),
+        "alpha_gamma_combined_T_S": gamma(d_tt, d_ts, a_ts),
+        "gradient_loss": np.sqrt((residual**2).sum((1, 2)).mean()),
+    }
+    assert metrics == pytest.approx(expected, rel=1e-6)
+    assert 0.05 < metrics["alpha_S_T"] < 0.95  # a drifted source: neither the target itself nor unrelated
+
+    hidden = source.hidden(x).numpy().T
+    fitted = LinearRegression().fit(hidden, y.numpy().T).predict(hidden)
+    assert refit_loss(source, x, y) == pytest.approx(np.sqrt(((y.numpy().T - fitted) ** 2).sum(1).mean()), rel=1e-6)

@@ -148,6 +148,15 @@ def test_knowledge_transfer_command_end_to_end(cache_dir, tmp_path, capsys):
     assert sources["transfer_accuracy"].between(0, 100).all() and (sources["alpha_1_S_T"] > 0).all()
     correlations = pd.read_csv(out / "knowledge_correlations.csv")
     assert set(correlations["metric"]) == set(METRICS) and (correlations["sources"] == 3).all()
+    from scipy import stats
+
+    for row in correlations[correlations.group == "all"].itertuples():  # each from the sources' table by scipy
+        x, y = sources[row.metric].to_numpy(float), sources["transfer_accuracy"].to_numpy(float)
+        if np.ptp(x) > 0 and np.ptp(y) > 0:
+            assert row.spearman == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-6), row.metric
+            assert row.pearson == pytest.approx(stats.pearsonr(x, y).statistic, abs=1e-5), row.metric
+        else:
+            assert np.isnan(row.spearman)
     assert (out / "knowledge_transfer.png").stat().st_size > 10_000
     for args, message in (
         (["--overlaps", "0,30,100"], "overlap 30 % is not one of"),
