@@ -29,7 +29,7 @@ vit = timm.create_model(
     "vit_tiny_patch16_224", num_classes=10, in_chans=1, img_size=32, patch_size=8, depth=2, embed_dim=96, num_heads=3
 )
 preprocess = {"input_size": (1, 32, 32), "mean": 0.5, "std": 0.5}
-for net, epochs in ((resnet, 1), (vit, 8)):
+for net, epochs in ((resnet, 4), (vit, 8)):
     optimiser = torch.optim.AdamW(net.parameters(), lr=2e-3)
     for epoch in range(epochs):
         for start in range(0, 1400, 50):
@@ -44,7 +44,7 @@ for net, epochs in ((resnet, 1), (vit, 8)):
 run = archsim.run_sat(
     {"resnet10t": (resnet, preprocess), "vit": (vit, preprocess)},
     data=(images[held_out], labels[held_out], 10),
-    eps=0.1,  # digits are coarse: 25/255 (the default for images given in Python is 4/255)
+    eps=25 / 255,  # digits are coarse (the default for images given in Python is 4/255)
     steps=10,
     cache=os.environ.get("ARCHSIM_CACHE"),
 )
@@ -55,7 +55,7 @@ print(run.to_frame()[["source", "target", "sat", "sat_low", "sat_high"]].round(3
 again = archsim.run_sat(
     {"resnet10t": (resnet, preprocess), "vit": (vit, preprocess)},
     data=(images[held_out], labels[held_out], 10),
-    eps=0.1,
+    eps=25 / 255,
     steps=10,
     cache=os.environ.get("ARCHSIM_CACHE"),
 )
