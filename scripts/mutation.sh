@@ -19,7 +19,7 @@ declare -A GUARDS=(
   [archsim/analysis/training.py]="archsim/analysis/tests/test_analysis.py"
   [archsim/analysis/agreement.py]="archsim/analysis/tests/test_analysis.py"
   [archsim/measures/comparison.py]="archsim/measures/tests/test_measures.py archsim/applications/tests/test_decisions.py"
-  [archsim/applications/selection.py]="archsim/applications/tests/test_decisions.py -k sampl"
+  [archsim/applications/selection.py]="archsim/applications/tests/test_decisions.py -k 'sampl or select'"
   [archsim/knowledge/alphas.py]="archsim/knowledge/tests/test_knowledge.py -k 'target or deviations or alpha_'"
 )
 

@@ -41,8 +41,14 @@ def digits_reference(cache_dir: Path, folder: Path) -> tuple[str, ReferenceSat]:
     digits = load_data("digits")
     images, labels = digits.images[:48].numpy(), digits.labels[:48].numpy()
     np.savez(folder / "digits.npz", images=images, labels=labels)
-    models = [create_model(spec, cache=CacheStore(cache_dir)) for spec in DIGITS_MODELS]
-    references = [
+    references = zoo_references(CacheStore(cache_dir))
+    return f"npz:{folder / 'digits.npz'}", reference_sat(references, images, labels, **DIGITS_ATTACK)
+
+
+def zoo_references(store: CacheStore) -> list[ReferenceModel]:
+    """The networks of :data:`DIGITS_MODELS` trained in ``store``, each with the preprocessing its zoo entry states."""
+    models = [create_model(spec, cache=store) for spec in DIGITS_MODELS]
+    return [
         ReferenceModel(
             m.net,
             m.preprocess.mean.flatten().tolist(),
@@ -52,7 +58,6 @@ def digits_reference(cache_dir: Path, folder: Path) -> tuple[str, ReferenceSat]:
         )
         for m in models
     ]
-    return f"npz:{folder / 'digits.npz'}", reference_sat(references, images, labels, **DIGITS_ATTACK)
 
 
 def fresh_cache(cache_dir: Path, folder: Path) -> CacheStore:
@@ -131,13 +136,9 @@ def test_alphas_and_identical_mistakes_of_a_run_are_the_definition_on_the_refere
     )
     result = alpha_matrices(tmp_path / "run", n_boot=0, cache=store)
 
-    models = [create_model(spec, cache=store) for spec in DIGITS_MODELS]
-    nets = [
-        ReferenceModel(m.net, m.preprocess.mean.flatten().tolist(), m.preprocess.std.flatten().tolist(),
-                       m.preprocess.input_size[1:], m.preprocess.interpolation)
-        for m in models
-    ]  # fmt: skip
-    source_images = np.load(data.removeprefix("npz:"))["images"]
+    nets = zoo_references(store)
+    source = np.load(data.removeprefix("npz:"))
+    source_images, labels = source["images"], source["labels"]
     with torch.no_grad():
         logits = lambda net, x: net(torch.from_numpy(x).float() / 255).double().numpy()  # noqa: E731
         clean = [logits(net, np.stack([net.sees(item) for item in source_images])) for net in nets]
@@ -161,7 +162,6 @@ def test_alphas_and_identical_mistakes_of_a_run_are_the_definition_on_the_refere
     assert checked == 6 and result["alpha_2"].to_numpy().std() > 0.01  # pairs that differ, not one value repeated
 
     # Identical misclassifications: on X_ab, the attacked target gives the very wrong label the attacked source gives.
-    labels = np.load(data.removeprefix("npz:"))["labels"]
     identical = identical_misclassifications(run.transfer, run.sat).set_index(["a", "b"])
     for a, b in [(0, 1), (0, 2), (1, 2)]:
         both = reference.clean_correct[a] & reference.clean_correct[b]

@@ -292,3 +292,90 @@ def test_the_sampler_refuses_bad_input_in_one_line():
             assert error.value.parameter == "k"
     assert inspect.signature(diverse_sample).parameters["power"].default == 1.0
     assert inspect.signature(compare_samplers).parameters["n_draws"].default == 1000
+
+
+def sampler_probabilities(sat, method, power=1.0):
+    """P(first = a, second = b) of a 2-model draw, from the rule as the docs state it: the first uniformly, the second
+    in proportion to (max(similarity, 1e-3)) ** -power (inverse), ** power (proportional) or 1 (uniform)."""
+    n = len(sat)
+    probability = np.zeros((n, n))
+    for first in range(n):
+        others = [j for j in range(n) if j != first]
+        closest = np.maximum(sat[first, others], 1e-3)
+        weight = {"inverse": closest**-power, "proportional": closest**power, "uniform": np.ones(n - 1)}[method]
+        probability[first, others] = weight / weight.sum() / n
+    return probability
+
+
+def test_compare_samplers_summarises_each_samplers_draws_as_the_probabilities_say():
+    from archsim.applications.selection import compare_samplers
+
+    sat = np.array([[4.6, 4.0, 0.5], [4.0, 4.6, 1.5], [0.5, 1.5, 4.6]])
+    frame = pd.DataFrame(sat, index=list("abc"), columns=list("abc"))
+    table = compare_samplers(
+        frame, 2, n_draws=4000, seed=3, score=lambda members: {"first": members[0], "size": len(members)}, power=2.0
+    )
+    assert list(table.method) == ["inverse", "proportional", "uniform"]
+    assert list(table.columns) == ["method", "k", "power", "draws", "mean_similarity", "mean_first", "mean_size"]
+    assert (table.k == 2).all() and (table.draws == 4000).all() and (table.mean_size == 2).all()
+    assert table.power.iloc[:2].tolist() == [2.0, 2.0] and np.isnan(table.power.iloc[2])
+    for row in table.itertuples():
+        p = sampler_probabilities(sat, row.method, power=2.0)
+        pair = p + p.T  # the set {a, b}, drawn in either order; the score sees it sorted
+        iu = np.triu_indices(3, k=1)
+        expected_similarity = (pair[iu] * sat[iu]).sum()
+        expected_first = (pair[iu] * iu[0]).sum()  # the smaller index of the sorted pair
+        assert row.mean_similarity == pytest.approx(expected_similarity, abs=0.06), row.method
+        assert row.mean_first == pytest.approx(expected_first, abs=0.03), row.method
+    # Inverse draws are the most diverse, proportional ones the least, uniform in between.
+    assert table.mean_similarity.iloc[0] < table.mean_similarity.iloc[2] < table.mean_similarity.iloc[1]
+    # Every sampler draws the whole zoo when k is its size: one value, the mean of the off-diagonal.
+    whole = compare_samplers(frame, 3, n_draws=5, seed=0)
+    assert whole.mean_similarity.tolist() == pytest.approx([2.0] * 3) and "mean_first" not in whole
+    # The seed fixes the draws; another seed gives other ones.
+    assert compare_samplers(frame, 2, n_draws=50, seed=1).equals(compare_samplers(frame, 2, n_draws=50, seed=1))
+    assert not compare_samplers(frame, 2, n_draws=50, seed=1).equals(compare_samplers(frame, 2, n_draws=50, seed=2))
+    with pytest.raises(ArchsimError, match="k must be at least 2 to compare how diverse the drawn sets are"):
+        compare_samplers(frame, 1)
+
+
+def test_select_models_on_a_matrix_file(tmp_path):
+    from archsim.applications.selection import select_models
+    from archsim.errors import ParameterError
+
+    names = ["a", "b", "c", "d"]
+    sat = np.array([[4.6, 4.2, 4.1, 0.2], [4.2, 4.6, 4.0, 0.3], [4.1, 4.0, 4.6, 0.4], [0.2, 0.3, 0.4, 4.6]])
+    path = tmp_path / "sat.csv"
+    pd.DataFrame(sat, index=names, columns=names).to_csv(path)
+    # Nearly deterministic at a high power: after the first (uniform) pick, the model least like it; from a, b or c
+    # that is d, and from d the least like d, a.
+    for seed in range(8):
+        result = select_models(2, matrix=path, power=50.0, draws=20, seed=seed)
+        assert result.picked in (["a", "d"], ["b", "d"], ["c", "d"], ["d", "a"]) and result.out is None
+        assert result.table is not None and result.table.k.tolist() == [2, 2, 2] and (result.table.draws == 20).all()
+    assert {tuple(select_models(2, matrix=path, power=50.0, draws=1, seed=s).picked)[0] for s in range(20)} == set(
+        names
+    )
+    # The proportional sampler picks the most similar: never d after another model.
+    for seed in range(8):
+        picked = select_models(2, matrix=path, method="proportional", power=50.0, draws=1, seed=seed).picked
+        assert "d" not in picked[1:]
+    # Written where asked, as the table it returns; one model is a selection with nothing to compare.
+    result = select_models(3, matrix=path, draws=30, seed=0, out=tmp_path / "sel")
+    assert result.out == tmp_path / "sel" and len(set(result.picked)) == 3
+    written = pd.read_csv(tmp_path / "sel" / "selection.csv")
+    pd.testing.assert_frame_equal(written, result.table, check_exact=False, rtol=1e-5)
+    single = select_models(1, matrix=path, seed=0, out=tmp_path / "one")
+    assert single.table is None and single.out is None and not (tmp_path / "one").exists()
+    for extra, parameter in [
+        ({}, "run_dir"),
+        ({"matrix": path, "run_dir": tmp_path}, "run_dir"),
+        ({"matrix": path, "draws": 0}, "draws"),
+        ({"matrix": path, "draws": True}, "draws"),
+        ({"matrix": path, "draws": 2.5}, "draws"),
+    ]:
+        with pytest.raises(ParameterError) as error:
+            select_models(2, **extra)
+        assert error.value.parameter == parameter
+    with pytest.raises(ParameterError, match="give exactly one of run_dir"):
+        select_models(2)
