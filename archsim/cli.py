@@ -1126,6 +1126,7 @@ def cache_prune(root, older_than, run_dir, dry_run) -> None:
 def _print_analysis(result, out: Path) -> None:
     clusters = result.clusters
     click.echo(f"{len(clusters)} models in {clusters.cluster.nunique()} clusters")
+    click.echo(result.spectral.search.describe())
     if result.stability is not None:
         click.echo(
             f"cluster stability (ARI over {len(result.stability)} subsamples): {result.stability.ari.mean():.2f} ± "

@@ -3,7 +3,7 @@ importance, keywords, training vs architecture (written as CSVs and a report by 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -44,7 +44,12 @@ class Analysis:
     """Results of ``compare-attacks`` and ``measures`` found in the run folder, shown in the report."""
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        tables = {"clusters.csv": self.clusters, "spectral_distances.csv": self.spectral.ordered_distances()}
+        search = self.spectral.search
+        tables = {
+            "clusters.csv": self.clusters,
+            "spectral_distances.csv": self.spectral.ordered_distances(),
+            "kmeans_search.csv": pd.DataFrame([{**asdict(search), "settled": search.settled}]),
+        }
         for name, table in (
             ("importance.csv", self.importance),
             ("keywords.csv", self.keywords),

@@ -15,7 +15,6 @@ def cluster_stability(
     k: int,
     n_resamples: int = 30,
     keep: float = 0.8,
-    n_init: int = 100,
     seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Recluster random ``keep`` shares of the models with the same k.
@@ -34,7 +33,7 @@ def cluster_stability(
     rows = []
     for replicate in range(n_resamples):
         kept = np.sort(rng.choice(n, size=size, replace=False))
-        sub = spectral_clusters(sat.iloc[kept, kept], k=k, n_init=n_init, seed=seed).labels.to_numpy()
+        sub = spectral_clusters(sat.iloc[kept, kept], k=k, seed=seed).labels.to_numpy()
         rows.append({"replicate": replicate, "models": size, "ari": adjusted_rand_score(full[kept], sub)})
         same_full = full[kept][:, None] == full[kept][None, :]
         same_sub = sub[:, None] == sub[None, :]

@@ -161,6 +161,7 @@ def render_report(analysis) -> str:
             f"reclusterings "
             f"of {int(analysis.stability['models'].iloc[0])} randomly kept models (1 = identical clusters).</p>"
         )
+    summary += f"<p>{escape(spectral.search.describe())}.</p>"
     if analysis.importance is not None:
         top = analysis.importance.head(3)
         summary += (
