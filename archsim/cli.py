@@ -173,7 +173,8 @@ def engine_options(command):
     help="Model spec, repeatable or space-separated: zoo:NAME, "
     "timm:NAME[,pretrained=false][,checkpoint=PATH][,init_seed=S], "
     "torchvision:NAME (same options), file:PATH[,input_size=C:H:W,mean=..,std=..]; any spec takes ,name=DISPLAY, "
-    "and all but zoo: ,regime=LABEL,seed=N (how your weights were trained, for the training-vs-architecture table). "
+    "and all but zoo: ,regime=LABEL,hparams=LABEL,seed=N (how your weights were trained, for the "
+    "training-vs-architecture table). "
     "@FILE: the specs in FILE, one per line (# comments). Default: the embedded zoo.",
     cls=PluginOption,
     plugin_group=plugins.SOURCES,

@@ -61,7 +61,7 @@ def create_model(spec: str, cache: CacheStore | None = None, device: str = "cpu"
         ``zoo:NAME[,epoch=E]``, ``timm:NAME[,pretrained=false][,checkpoint=PATH][,num_classes=K][,init_seed=S]``,
         ``torchvision:NAME[,pretrained=false][,checkpoint=PATH][,init_seed=S]`` or
         ``file:PATH[,input_size=C:H:W][,mean=..][,std=..]``; every scheme also
-        takes ``name=DISPLAY``, and all but ``zoo:`` ``regime=LABEL`` and ``seed=N``
+        takes ``name=DISPLAY``, and all but ``zoo:`` ``regime=LABEL``, ``hparams=LABEL`` and ``seed=N``
         (:func:`training_labels`).
     cache : CacheStore, optional
         Where the embedded zoo keeps its trained weights.
@@ -113,18 +113,23 @@ def name_problem(value: str) -> str | None:
 
 
 def training_labels(spec: Spec) -> dict[str, str | int]:
-    """``regime=LABEL`` and ``seed=N``, taken from ``spec``: how the user's weights were trained, for the
+    """``regime=LABEL``, ``hparams=LABEL`` and ``seed=N``, taken from ``spec``: how the user's weights were trained
+    (the training regime, its hyper-parameters and the seed), for the
     training-vs-architecture table (SPEC §2.5), where a checkpoint's training is otherwise unknown.
     They change no weights (``init_seed`` draws random ones); zoo models know their own."""
     labels = {
         key: value
-        for key, value in (("regime", spec.take("regime")), ("seed", spec.take_int("seed", minimum=0)))
+        for key, value in (
+            ("regime", spec.take("regime")),
+            ("hparams", spec.take("hparams")),
+            ("seed", spec.take_int("seed", minimum=0)),
+        )
         if value is not None
     }
     if labels and spec.scheme == "zoo":
         raise ArchsimError(
-            f"{' and '.join(f'{k}=' for k in labels)} in {spec.text!r}: a zoo model's regime and seed are its own "
-            f"(see archsim zoo)"
+            f"{' and '.join(f'{k}=' for k in labels)} in {spec.text!r}: a zoo model's regime, hyper-parameters and "
+            f"seed are its own (see archsim zoo)"
         )
     return labels
 

@@ -64,6 +64,13 @@ class ZooEntry:
         ]
         return "+".join(parts) or "standard"
 
+    @property
+    def hparams(self) -> str:
+        """The optimiser's hyper-parameters of its recipe (learning rate, weight decay, batch, epochs, warm-up), the
+        label by which the training-vs-architecture table tells a change of hyper-parameters within a regime."""
+        r = self.recipe
+        return f"lr={r.lr:g},wd={r.weight_decay:g},batch={r.batch_size},epochs={r.epochs},warmup={r.warmup_epochs}"
+
     def build(self, num_classes: int = 10) -> nn.Module:
         common = dict(num_classes=num_classes, in_chans=1)
         if self.architecture == "mlp_mixer":
@@ -252,5 +259,12 @@ def zoo_model(spec: Spec, cache: CacheStore) -> SimModel:
     state, facts = zoo_weights(spec.target, cache, options["epoch"])
     net = entry.build()
     net.load_state_dict(state)
-    info = {"source": "zoo", "family": entry.family, "regime": entry.regime, "seed": entry.seed, **facts}
+    info = {
+        "source": "zoo",
+        "family": entry.family,
+        "regime": entry.regime,
+        "hparams": entry.hparams,
+        "seed": entry.seed,
+        **facts,
+    }
     return SimModel(net, entry.preprocess(), options["name"], spec.text, info)

@@ -197,7 +197,7 @@ class RunFolder:
             "pairs": _read_typed(self.path / "pairs.csv", text=("source", "target")),
             "models": _read_typed(
                 self.path / "models.csv",
-                text=("model", "spec", "fingerprint", "family", "architecture", "regime", *PROVENANCE),
+                text=("model", "spec", "fingerprint", "family", "architecture", "regime", "hparams", *PROVENANCE),
                 whole=("seed",),
             ),
             "cards": pd.read_csv(self.path / "cards.csv", index_col=0, dtype=str, keep_default_na=False),

@@ -119,6 +119,7 @@ class TransferResult:
                 "family": [i.get("family", "") for i in self.info],
                 "architecture": [i.get("architecture", "") for i in self.info],
                 "regime": [i.get("regime", "") for i in self.info],
+                "hparams": [i.get("hparams", "") for i in self.info],
                 "seed": pd.array([i.get("seed") for i in self.info], dtype="Int64"),
                 **{column: [i.get(column, "") for i in self.info] for column in PROVENANCE},
             }

@@ -126,15 +126,17 @@ def test_training_regimes_come_from_the_weights(tmp_path):
     assert "regime" not in create_model(f"timm:resnet18,checkpoint={path},num_classes=3", cache=cache).info
     # ... unless the user says: labels that change no weights.
     labelled = create_model(
-        f"timm:resnet18,checkpoint={path},num_classes=3,regime=cutmix,seed=4,name=mine", cache=cache
+        f"timm:resnet18,checkpoint={path},num_classes=3,regime=cutmix,hparams=lr0.1,seed=4,name=mine", cache=cache
     )
-    assert (labelled.info["regime"], labelled.info["seed"], labelled.fingerprint) == (
+    assert (labelled.info["regime"], labelled.info["hparams"], labelled.info["seed"], labelled.fingerprint) == (
         "cutmix",
+        "lr0.1",
         4,
         models["a"].fingerprint,
     )
+    assert create_model("zoo:resnet-s0", cache=cache).info["hparams"] == "lr=0.002,wd=0.05,batch=64,epochs=20,warmup=2"
     for spec, message in (
-        ("zoo:resnet-s0,regime=cutmix", "a zoo model's regime and seed are its own"),
+        ("zoo:resnet-s0,regime=cutmix", "a zoo model's regime, hyper-parameters and seed are its own"),
         ("timm:resnet18,pretrained=false,seed=-2", "seed='-2' .* must be at least 0"),
     ):
         with pytest.raises(ArchsimError, match=message):
