@@ -1133,6 +1133,10 @@ def _print_analysis(result, out: Path) -> None:
             f"cluster stability (ARI over {len(result.stability)} subsamples): {result.stability.ari.mean():.2f} ± "
             f"{result.stability.ari.std():.2f}"
         )
+    if result.component_baseline is not None:
+        from archsim.analysis.baseline import describe_baseline
+
+        click.echo(describe_baseline(result.component_baseline))
     if result.importance is not None:
         click.echo("top components:")
         click.echo(result.importance.head(5).to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -33,10 +33,11 @@ class KMeansSearch:
     inertia: float
     runner_up_inertia: float
     runner_up_ari: float
+    max_restarts: int = MAX_RESTARTS
 
     @property
     def settled(self) -> bool:
-        """Whether the lowest objective was reached :data:`MIN_HITS` times before :data:`MAX_RESTARTS`."""
+        """Whether the lowest objective was reached :data:`MIN_HITS` times before the search's cap."""
         return self.hits >= MIN_HITS
 
     def describe(self) -> str:
@@ -49,7 +50,9 @@ class KMeansSearch:
             f"; the next-best partition {self.runner_up_inertia:.4f} (+{gap:.4f}, {100 * gap / self.inertia:.2f} %), "
             f"ARI {self.runner_up_ari:.3f} against it"
         )
-        return line if self.settled else line + f" (not settled within {MAX_RESTARTS} restarts: treat it as tentative)"
+        if self.settled:
+            return line
+        return line + f" (not settled within {self.max_restarts} restarts: treat it as tentative)"
 
 
 @dataclass
@@ -67,7 +70,9 @@ class SpectralResult:
         return pd.DataFrame(squareform(pdist(self.features[order])), index=names, columns=names)
 
 
-def spectral_clusters(sat: pd.DataFrame, k: int | None = None, seed: int = 0) -> SpectralResult:
+def spectral_clusters(
+    sat: pd.DataFrame, k: int | None = None, seed: int = 0, *, max_restarts: int = MAX_RESTARTS
+) -> SpectralResult:
     """Cluster models with affinity W = SAT between distinct models.
 
     The normalised spectral clustering of Ng, Jordan and Weiss (NIPS 2001), as von
@@ -115,13 +120,15 @@ def spectral_clusters(sat: pd.DataFrame, k: int | None = None, seed: int = 0) ->
     # Eigenvector signs are arbitrary; fix them so results are reproducible across LAPACK builds.
     features = features * np.where(features[np.abs(features).argmax(0), range(k)] < 0, -1.0, 1.0)
     features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), np.finfo(float).tiny)
-    labels, search = kmeans_restarts(features, k, seed=seed)
+    labels, search = kmeans_restarts(features, k, seed=seed, max_restarts=max_restarts)
     return SpectralResult(pd.Series(labels, index=sat.index, name="cluster"), features, eigenvalues, k, search)
 
 
-def kmeans_restarts(points: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, KMeansSearch]:
+def kmeans_restarts(
+    points: np.ndarray, k: int, seed: int = 0, *, max_restarts: int = MAX_RESTARTS
+) -> tuple[np.ndarray, KMeansSearch]:
     """K-means (k-means++ starts, Lloyd's iterations) restarted until the lowest objective found has been reached
-    :data:`MIN_HITS` times, in rounds of :data:`ROUND`, at most :data:`MAX_RESTARTS`.
+    :data:`MIN_HITS` times, in rounds of :data:`ROUND`, at most ``max_restarts``.
 
     A fixed number of restarts leaves the partition to the seed where the best one is rare: on the SAT paper's
     69-model matrix at k = 10 about 1 restart in 100 finds it, and 100 restarts missed it for 2 seeds in 5. Requiring
@@ -143,7 +150,7 @@ def kmeans_restarts(points: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarr
         inertia_all = np.concatenate(found_inertia)
         best = inertia_all.min()
         hits = int((inertia_all <= best * (1 + 1e-9) + 1e-12).sum())
-        if hits >= MIN_HITS or len(inertia_all) >= MAX_RESTARTS:
+        if hits >= MIN_HITS or len(inertia_all) >= max_restarts:
             break
     labels_all = np.concatenate(found_labels)
     chosen = canonical_labels(labels_all[int(inertia_all.argmin())])
@@ -153,7 +160,7 @@ def kmeans_restarts(points: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarr
         runner_up, runner_ari = float(inertia_all[runner]), float(adjusted_rand_score(chosen, labels_all[runner]))
     else:
         runner_up, runner_ari = float("nan"), float("nan")
-    return chosen, KMeansSearch(len(inertia_all), hits, float(best), runner_up, runner_ari)
+    return chosen, KMeansSearch(len(inertia_all), hits, float(best), runner_up, runner_ari, max_restarts)
 
 
 def kmeans_plusplus_starts(points: np.ndarray, k: int, restarts: int, rng: np.random.Generator) -> np.ndarray:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from archsim.analysis.baseline import component_baseline
 from archsim.analysis.cards import cards_for
 from archsim.analysis.clustering import SpectralResult, spectral_clusters
 from archsim.analysis.importance import component_importance
@@ -34,6 +35,8 @@ class Analysis:
     importance: pd.DataFrame | None = None
     keywords: pd.DataFrame | None = None
     training: pd.DataFrame | None = None
+    component_baseline: pd.DataFrame | None = None
+    """Clusters of the cards alone against the SAT clusters (:func:`~archsim.analysis.baseline.component_baseline`)."""
     models: pd.DataFrame | None = None
     pairs: pd.DataFrame | None = None
     """A run's pairs table (intervals, fooled shares, |X_AB|), for the report's hover; None for a bare matrix."""
@@ -55,6 +58,7 @@ class Analysis:
             ("keywords.csv", self.keywords),
             ("stability.csv", self.stability),
             ("training_vs_architecture.csv", self.training),
+            ("component_baseline.csv", self.component_baseline),
         ):
             if table is not None:
                 tables[name] = table
@@ -84,6 +88,7 @@ def analyze_matrix(
     if cards is not None:
         analysis.cards = cards_for(cards, list(sat.index))
         analysis.keywords = cluster_keywords(analysis.cards, spectral.labels)
+        analysis.component_baseline = component_baseline(analysis.cards, spectral.labels, spectral.k, seed=seed)
         if len(sat) >= MIN_MODELS_IMPORTANCE:
             analysis.importance = component_importance(sat, analysis.cards, seed=seed)
         else:

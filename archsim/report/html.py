@@ -11,6 +11,7 @@ from html import escape
 import numpy as np
 import pandas as pd
 
+from archsim.analysis.baseline import describe_baseline
 from archsim.analysis.training import mean_both_ways
 from archsim.report import figures, interactive
 from archsim.version import __version__
@@ -165,6 +166,8 @@ def render_report(analysis) -> str:
             f"of {int(analysis.stability['models'].iloc[0])} randomly kept models (1 = identical clusters).</p>"
         )
     summary += f"<p>{escape(spectral.search.describe())}.</p>"
+    if analysis.component_baseline is not None:
+        summary += f"<p>{escape(describe_baseline(analysis.component_baseline))}</p>"
     if analysis.importance is not None:
         top = analysis.importance.head(3)
         summary += (

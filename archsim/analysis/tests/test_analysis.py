@@ -603,7 +603,56 @@ def test_a_search_that_finds_one_partition_and_one_that_does_not_settle(monkeypa
     assert np.isnan(search.runner_up_inertia) and "every restart found the same partition" in search.describe()
     # More hits asked than restarts allowed: it stops at the cap and says so.
     monkeypatch.setattr(clustering, "MIN_HITS", 10**6)
-    monkeypatch.setattr(clustering, "MAX_RESTARTS", 300)
     points = np.random.default_rng(0).normal(size=(30, 2))
-    _, search = clustering.kmeans_restarts(points, 6, seed=0)
+    _, search = clustering.kmeans_restarts(points, 6, seed=0, max_restarts=300)
     assert search.restarts == 300 and not search.settled and "not settled within 300 restarts" in search.describe()
+
+
+def test_the_component_baseline_by_hand_and_where_components_decide_sat():
+    from sklearn.preprocessing import OneHotEncoder
+
+    from archsim.analysis.baseline import card_similarity, component_baseline, describe_baseline, one_hot_cards
+
+    cards = pd.DataFrame(
+        {"Base": ["CNN", "CNN", "CNN", "ViT", "ViT", "ViT"], "Act": ["ReLU", "ReLU", "GELU", "GELU", "GELU", None]},
+        index=[f"m{i}" for i in range(6)],
+    )
+    encoded = OneHotEncoder(sparse_output=False).fit_transform(cards.fillna("~"))
+    ours = one_hot_cards(cards)
+    assert sorted(map(tuple, ours.to_numpy())) == sorted(map(tuple, encoded))
+    assert set(ours.columns) == {"Base: CNN", "Base: ViT", "Act: ReLU", "Act: GELU", "Act: ~"}
+    similarity = card_similarity(cards)
+    assert similarity.loc["m0", "m1"] == 1 and similarity.loc["m2", "m3"] == 0.5 and similarity.loc["m0", "m5"] == 0
+    # SAT clusters that follow the base architecture: the cards alone find them (ARI 1); clusters that cut across
+    # it (m0-m2 with m3, the rest apart) do not.
+    by_base = pd.Series([0, 0, 0, 1, 1, 1], index=cards.index)
+    table = component_baseline(cards, by_base, 2)
+    assert table.method.tolist() == [
+        "K-means on the one-hot components",
+        "spectral clustering of the components' similarity",
+    ]
+    assert table.ari_vs_sat_clusters.tolist() == [1.0, 1.0] and table.settled.all()
+    across = pd.Series([0, 1, 0, 1, 0, 1], index=cards.index)
+    table = component_baseline(cards, across, 2)
+    for row in table.itertuples():
+        labels = np.array(row.labels.split(), dtype=int)
+        assert (
+            row.ari_vs_sat_clusters == pytest.approx(adjusted_rand_score(across, labels))
+            and row.ari_vs_sat_clusters < 0.2
+        )
+    assert "K-means on the one-hot components" in describe_baseline(table)
+
+
+@needs_release
+def test_the_component_baseline_on_the_published_matrix():
+    """The paper's point: clusters of the components alone are not SAT's (ARI 0.31-0.41 for K-means on the one-hot
+    cards and 0.43-0.48 for spectral clustering of their similarity over seeds 0-3, measured 2026-12-04)."""
+    from archsim.analysis.baseline import component_baseline
+
+    sat = read_matrix(MATRIX)
+    cards = cards_for(read_cards(CARDS), list(sat.index))
+    table = component_baseline(cards, spectral_clusters(sat, k=10).labels, 10)
+    assert table.ari_vs_sat_clusters.round(3).tolist() == [0.413, 0.465] and (table.restarts == 2000).all()
+    for row in table.itertuples():
+        labels = np.array(row.labels.split(), dtype=int)
+        assert len(set(labels)) == 10 and len(labels) == 69
