@@ -680,14 +680,14 @@ def ensemble(run_dir, k, clusters, random_sets, out, device, batch_size, cache) 
     type=click.Choice(["inverse", "proportional", "uniform"]),
     default="inverse",
     show_default=True,
-    help="inverse: k-means++ style, diverse; proportional and uniform: the baselines.",
+    help="inverse: k-means++ style, diverse (the paper's P_1/sim); proportional (P_sim) and uniform: the baselines.",
 )
 @click.option(
-    "--power",
+    "--exponent",
     type=float,
     default=1.0,
     show_default=True,
-    help="Exponent of the sampling weights (1 / SAT)^power: 1 is the SPEC's sampler, near uniform on SAT's "
+    help="Exponent of the sampling weights (1 / SAT)^E: 1 is the paper's P_1/sim, near uniform on SAT's "
     "narrow range; higher is more diverse.",
 )
 @click.option("--draws", type=int, default=1000, show_default=True, help="Draws per method for the comparison table.")
@@ -696,11 +696,23 @@ def ensemble(run_dir, k, clusters, random_sets, out, device, batch_size, cache) 
     "--out", type=PATH, default=None, help="Folder for selection.csv [default: RUN/selection; none with --matrix]."
 )
 @rerun_options
-def select(run_dir, matrix, k, method, power, draws, seed, out, device, batch_size, cache) -> None:
+def select(run_dir, matrix, k, method, exponent, draws, seed, out, device, batch_size, cache) -> None:
     """Draw a diverse set of k models (SPEC §2.9) and compare the three samplers."""
     from archsim.applications.selection import select_models
 
-    result = select_models(k, run_dir, matrix, method, power, draws, seed, out, device, batch_size, cache)
+    result = select_models(
+        k,
+        run_dir=run_dir,
+        matrix=matrix,
+        method=method,
+        exponent=exponent,
+        draws=draws,
+        seed=seed,
+        out=out,
+        device=device,
+        batch_size=batch_size,
+        cache=cache,
+    )
     click.echo(f"{method} draw of {k}: {', '.join(result.picked)}")
     if result.table is not None:
         click.echo(f"\nthe samplers over {draws} draws each:")

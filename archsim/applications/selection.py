@@ -3,12 +3,14 @@
 k-means++ style: the first model uniformly at random, each next one with
 probability proportional to the inverse of its similarity to the models already
 chosen (its similarity to the closest chosen one, as k-means++ uses the distance
-to the closest centre). The similarity-proportional and uniform samplers are the
-baselines the paper compares against.
+to the closest centre): the paper's P_1/sim. The similarity-proportional (P_sim)
+and uniform samplers are the baselines the paper compares against. archsim adds an
+``exponent`` on those weights (1: the paper's distributions).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,9 @@ from archsim.specs import check_seed
 
 METHODS = ("inverse", "proportional", "uniform")
 
+DISTRIBUTIONS = {"inverse": "P_1/sim", "proportional": "P_sim", "uniform": "uniform"}
+"""The paper's name for each method's sampling distribution."""
+
 FLOOR = 1e-3
 """Similarities are floored here before inverting: SAT can be exactly 0 (ln of the 1 % floor)."""
 
@@ -27,9 +32,10 @@ FLOOR = 1e-3
 def diverse_sample(
     similarity: np.ndarray | pd.DataFrame,
     k: int,
+    *,
     method: str = "inverse",
     seed: int | np.random.Generator | None = None,
-    power: float = 1.0,
+    exponent: float = 1.0,
 ) -> list[int] | list[str]:
     """Draw ``k`` distinct models.
 
@@ -41,15 +47,16 @@ def diverse_sample(
     k : int
         How many models, 1 <= k <= N.
     method : {"inverse", "proportional", "uniform"}
-        ``inverse``: next model with probability proportional to
-        1 / max similarity to the chosen ones (diverse); ``proportional``: to that
-        similarity (similar); ``uniform``: all remaining models equally likely.
+        ``inverse`` (the paper's P_1/sim): next model with probability proportional
+        to 1 / max similarity to the chosen ones (diverse); ``proportional``
+        (P_sim): to that similarity (similar); ``uniform``: all remaining models
+        equally likely.
     seed : int or Generator, optional
-    power : float
-        Exponent of those weights (1: the SPEC's sampler). SAT spans about 2-4.6
+    exponent : float
+        Exponent of those weights (1: the paper's distributions). SAT spans about 2-4.6
         between distinct models, so 1 / SAT weighs them within a factor of ~2 and
         the draws differ little from uniform ones (5 of the paper's 69 models, 1,000
-        draws: mean SAT 2.64 against 2.66); higher powers sharpen the choice (4: 2.58,
+        draws: mean SAT 2.64 against 2.66); higher exponents sharpen the choice (4: 2.58,
         16: 2.38). 0 is uniform.
 
     Examples
@@ -69,8 +76,8 @@ def diverse_sample(
         raise ArchsimError(f"unknown selection method {method!r}; choose from {', '.join(METHODS)}")
     if not 1 <= k <= n:
         raise ParameterError("k", f"{k} must lie between 1 and the {n} models")
-    if not (np.isfinite(power) and power >= 0):
-        raise ParameterError("power", f"must be a finite number >= 0 (1: the SPEC's sampler), got {power}")
+    if not (np.isfinite(exponent) and exponent >= 0):
+        raise ParameterError("exponent", f"must be a finite number >= 0 (1: the paper's sampler), got {exponent}")
     rng = (
         seed
         if isinstance(seed, np.random.Generator)
@@ -80,11 +87,11 @@ def diverse_sample(
     while len(chosen) < k:
         rest = np.setdiff1d(np.arange(n), chosen)
         closest = np.maximum(s[np.ix_(rest, chosen)].max(1), FLOOR)
-        # In logs, shifted by the largest: closest**-power overflows (to inf, then NaN weights) at large powers, where
+        # In logs, shifted by the largest: closest**-exponent overflows (to inf, then NaN weights) at large ones, where
         # the draw tends to the least similar model; the shift changes no weight's share.
         log_weights = {
-            "inverse": -power * np.log(closest),
-            "proportional": power * np.log(closest),
+            "inverse": -exponent * np.log(closest),
+            "proportional": exponent * np.log(closest),
             "uniform": np.zeros(len(rest)),
         }[method]
         weights = np.exp(log_weights - log_weights.max())
@@ -93,11 +100,17 @@ def diverse_sample(
 
 
 def compare_samplers(
-    similarity: pd.DataFrame, k: int, n_draws: int = 1000, seed: int = 0, score=None, power: float = 1.0
+    similarity: pd.DataFrame,
+    k: int,
+    *,
+    n_draws: int = 1000,
+    seed: int = 0,
+    score: Callable[[tuple[int, ...]], dict[str, float]] | None = None,
+    exponent: float = 1.0,
 ) -> pd.DataFrame:
     """Each sampler's draws summarised: mean pairwise similarity of the drawn sets and,
     if ``score(indices) -> dict`` is given (e.g. ensemble error), the mean of its values.
-    ``power`` as in :func:`diverse_sample`."""
+    ``exponent`` as in :func:`diverse_sample`; ``distribution`` names each sampler as the paper does."""
     if k < 2:
         raise ParameterError("k", "must be at least 2 to compare how diverse the drawn sets are")
     rng = np.random.default_rng(check_seed(seed))
@@ -105,11 +118,12 @@ def compare_samplers(
     i, j = np.triu_indices(k, k=1)
     rows = []
     for method in METHODS:
-        draws = [sorted(diverse_sample(values, k, method, rng, power)) for _ in range(n_draws)]
+        draws = [sorted(diverse_sample(values, k, method=method, seed=rng, exponent=exponent)) for _ in range(n_draws)]
         row = {
             "method": method,
+            "distribution": DISTRIBUTIONS[method],
             "k": k,
-            "power": power if method != "uniform" else np.nan,
+            "exponent": exponent if method != "uniform" else np.nan,
             "draws": n_draws,
             "mean_similarity": float(np.mean([values[np.ix_(d, d)][i, j].mean() for d in draws])),
         }
@@ -132,10 +146,11 @@ class Selection:
 
 def select_models(
     k: int,
+    *,
     run_dir: str | Path | None = None,
     matrix: str | Path | None = None,
     method: str = "inverse",
-    power: float = 1.0,
+    exponent: float = 1.0,
     draws: int = 1000,
     seed: int = 0,
     out: str | Path | None = None,
@@ -167,8 +182,10 @@ def select_models(
 
     else:
         similarity = read_matrix(matrix)
-    picked = diverse_sample(similarity, k, method, seed, power)
-    table = compare_samplers(similarity, k, draws, seed, score, power) if k >= 2 else None
+    picked = diverse_sample(similarity, k, method=method, seed=seed, exponent=exponent)
+    table = (
+        compare_samplers(similarity, k, n_draws=draws, seed=seed, score=score, exponent=exponent) if k >= 2 else None
+    )
     target = Path(out) if out is not None else (Path(run_dir) / "selection" if run_dir is not None else None)
     if table is not None and target is not None:
         target.mkdir(parents=True, exist_ok=True)

@@ -322,7 +322,7 @@ def _files_outside(folder: Path, allowed: set[str]) -> list[str]:
             ("analyze", "--clusters"),
             ("analyze", "--seed"),
             ("select", "--k"),
-            ("select", "--power"),
+            ("select", "--exponent"),
             ("select", "--draws"),
             ("select", "--seed"),
             ("run", "--n-boot"),

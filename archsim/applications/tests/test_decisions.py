@@ -116,7 +116,7 @@ def test_inverse_sampling_is_diverse_and_the_baselines_are_not():
     rng = np.random.default_rng(0)
     spread = {}
     for method in ("inverse", "uniform", "proportional"):
-        draws = [diverse_sample(sat, 3, method, rng) for _ in range(400)]
+        draws = [diverse_sample(sat, 3, method=method, seed=rng) for _ in range(400)]
         assert all(len(set(d)) == 3 for d in draws)
         spread[method] = np.mean([len(set(clusters[d])) == 3 for d in draws])
     # Uniform: 4*4*4 / C(12,3) = 0.29 of draws hit three blocks. Inverse: the second pick leaves the first block with
@@ -124,25 +124,26 @@ def test_inverse_sampling_is_diverse_and_the_baselines_are_not():
     assert spread["inverse"] > 0.8 > 0.4 > spread["uniform"] > 0.2 > spread["proportional"]
 
 
-def test_the_power_sharpens_the_sampler():
-    """Weights (1 / SAT)^power: 0 draws as uniform does, higher powers leave the first block more often."""
+def test_the_exponent_sharpens_the_sampler():
+    """Weights (1 / SAT)^exponent: 0 draws as uniform does, higher exponents leave the first block more often."""
     sat = np.array([[4.6, 4.0, 4.0, 2.0], [4.0, 4.6, 4.0, 2.0], [4.0, 4.0, 4.6, 2.0], [2.0, 2.0, 2.0, 4.6]])
-    assert [diverse_sample(sat, 3, "inverse", s, power=0) for s in range(20)] == [
-        diverse_sample(sat, 3, "uniform", s) for s in range(20)
+    assert [diverse_sample(sat, 3, method="inverse", seed=s, exponent=0) for s in range(20)] == [
+        diverse_sample(sat, 3, method="uniform", seed=s) for s in range(20)
     ]
     rng = np.random.default_rng(0)
     # From one of the first three, the fourth model is drawn with weight 2^-p against 2 * 4^-p:
-    # probability 1/2 at power 1, 1 / (1 + 2 * 2^-4) = 0.89 at power 4.
+    # probability 1/2 at exponent 1, 1 / (1 + 2 * 2^-4) = 0.89 at exponent 4.
     leave = {
-        p: np.mean([3 in diverse_sample(sat, 2, "inverse", rng, power=p)[1:] for _ in range(2000)]) for p in (1, 4)
+        p: np.mean([3 in diverse_sample(sat, 2, method="inverse", seed=rng, exponent=p)[1:] for _ in range(2000)])
+        for p in (1, 4)
     }
     first_ones = 3 / 4  # draws that start in the block; those starting at model 3 never pick it again
     assert abs(leave[1] - first_ones * 0.5) < 0.04 and abs(leave[4] - first_ones / (1 + 2 / 16)) < 0.04
-    with pytest.raises(ArchsimError, match="^power must be a finite number >= 0"):
-        diverse_sample(sat, 2, power=-1)
-    # A power past what floats hold (SAT**-1e6 overflows) picks the least similar model, not a NaN weight (found by
+    with pytest.raises(ArchsimError, match="^exponent must be a finite number >= 0"):
+        diverse_sample(sat, 2, exponent=-1)
+    # An exponent past what floats hold (SAT**-1e6 overflows) picks the least similar model, not a NaN weight (found by
     # fuzzing).
-    first_then_least = [diverse_sample(sat, 2, "inverse", s, power=1e6) for s in range(10)]
+    first_then_least = [diverse_sample(sat, 2, method="inverse", seed=s, exponent=1e6) for s in range(10)]
     assert all(len(set(pair)) == 2 for pair in first_then_least)
 
 
@@ -154,7 +155,7 @@ def test_diverse_sample_returns_names_and_refuses_bad_input():
     with pytest.raises(ArchsimError, match="non-negative"):
         diverse_sample(-frame, 2)
     with pytest.raises(ArchsimError, match="unknown selection method"):
-        diverse_sample(frame, 2, "greedy")
+        diverse_sample(frame, 2, method="greedy")
 
 
 def test_assign_cluster_by_mean_sat():
@@ -245,12 +246,12 @@ def test_distill_correlations_split_by_base():
 
 
 def test_the_samplers_draw_with_the_probabilities_they_state():
-    """First model uniform, the second with probability proportional to (its similarity to the first) ** -power
-    (inverse), ** power (proportional) or equal (uniform): each ordered pair's probability by hand against the share
+    """First model uniform, the second with probability proportional to (its similarity to the first) ** -exponent
+    (inverse), ** exponent (proportional) or equal (uniform): each ordered pair's probability by hand against the share
     of 6,000 draws (a share's standard error is at most 0.0065). A similarity of 0 is floored, not refused."""
     sat = np.array([[4.6, 4.0, 0.0], [4.0, 4.6, 2.0], [0.0, 2.0, 4.6]])
     floored = np.maximum(sat, 1e-3)
-    for method, power, weight in [
+    for method, exponent, weight in [
         ("inverse", None, lambda v: 1 / v),
         ("inverse", 2.0, lambda v: v**-2.0),
         ("proportional", None, lambda v: v),
@@ -262,7 +263,7 @@ def test_the_samplers_draw_with_the_probabilities_they_state():
             w = weight(floored[first, others])
             expected[first, others] = w / w.sum() / 3
         rng = np.random.default_rng(0)
-        extra = {} if power is None else {"power": power}
+        extra = {} if exponent is None else {"exponent": exponent}
         counts = np.zeros((3, 3))
         for _ in range(6000):
             a, b = diverse_sample(sat, 2, method=method, seed=rng, **extra)
@@ -290,19 +291,19 @@ def test_the_sampler_refuses_bad_input_in_one_line():
         assert message in str(error.value)
         if "k" in extra:
             assert error.value.parameter == "k"
-    assert inspect.signature(diverse_sample).parameters["power"].default == 1.0
+    assert inspect.signature(diverse_sample).parameters["exponent"].default == 1.0
     assert inspect.signature(compare_samplers).parameters["n_draws"].default == 1000
 
 
-def sampler_probabilities(sat, method, power=1.0):
+def sampler_probabilities(sat, method, exponent=1.0):
     """P(first = a, second = b) of a 2-model draw, from the rule as the docs state it: the first uniformly, the second
-    in proportion to (max(similarity, 1e-3)) ** -power (inverse), ** power (proportional) or 1 (uniform)."""
+    in proportion to (max(similarity, 1e-3)) ** -exponent (inverse), ** exponent (proportional) or 1 (uniform)."""
     n = len(sat)
     probability = np.zeros((n, n))
     for first in range(n):
         others = [j for j in range(n) if j != first]
         closest = np.maximum(sat[first, others], 1e-3)
-        weight = {"inverse": closest**-power, "proportional": closest**power, "uniform": np.ones(n - 1)}[method]
+        weight = {"inverse": closest**-exponent, "proportional": closest**exponent, "uniform": np.ones(n - 1)}[method]
         probability[first, others] = weight / weight.sum() / n
     return probability
 
@@ -313,14 +314,24 @@ def test_compare_samplers_summarises_each_samplers_draws_as_the_probabilities_sa
     sat = np.array([[4.6, 4.0, 0.5], [4.0, 4.6, 1.5], [0.5, 1.5, 4.6]])
     frame = pd.DataFrame(sat, index=list("abc"), columns=list("abc"))
     table = compare_samplers(
-        frame, 2, n_draws=4000, seed=3, score=lambda members: {"first": members[0], "size": len(members)}, power=2.0
+        frame, 2, n_draws=4000, seed=3, score=lambda members: {"first": members[0], "size": len(members)}, exponent=2.0
     )
     assert list(table.method) == ["inverse", "proportional", "uniform"]
-    assert list(table.columns) == ["method", "k", "power", "draws", "mean_similarity", "mean_first", "mean_size"]
+    assert list(table.columns) == [
+        "method",
+        "distribution",
+        "k",
+        "exponent",
+        "draws",
+        "mean_similarity",
+        "mean_first",
+        "mean_size",
+    ]
+    assert table.distribution.tolist() == ["P_1/sim", "P_sim", "uniform"]  # as the paper names them
     assert (table.k == 2).all() and (table.draws == 4000).all() and (table.mean_size == 2).all()
-    assert table.power.iloc[:2].tolist() == [2.0, 2.0] and np.isnan(table.power.iloc[2])
+    assert table.exponent.iloc[:2].tolist() == [2.0, 2.0] and np.isnan(table.exponent.iloc[2])
     for row in table.itertuples():
-        p = sampler_probabilities(sat, row.method, power=2.0)
+        p = sampler_probabilities(sat, row.method, exponent=2.0)
         pair = p + p.T  # the set {a, b}, drawn in either order; the score sees it sorted
         iu = np.triu_indices(3, k=1)
         expected_similarity = (pair[iu] * sat[iu]).sum()
@@ -347,18 +358,18 @@ def test_select_models_on_a_matrix_file(tmp_path):
     sat = np.array([[4.6, 4.2, 4.1, 0.2], [4.2, 4.6, 4.0, 0.3], [4.1, 4.0, 4.6, 0.4], [0.2, 0.3, 0.4, 4.6]])
     path = tmp_path / "sat.csv"
     pd.DataFrame(sat, index=names, columns=names).to_csv(path)
-    # Nearly deterministic at a high power: after the first (uniform) pick, the model least like it; from a, b or c
+    # Nearly deterministic at a high exponent: after the first (uniform) pick, the model least like it; from a, b or c
     # that is d, and from d the least like d, a.
     for seed in range(8):
-        result = select_models(2, matrix=path, power=50.0, draws=20, seed=seed)
+        result = select_models(2, matrix=path, exponent=50.0, draws=20, seed=seed)
         assert result.picked in (["a", "d"], ["b", "d"], ["c", "d"], ["d", "a"]) and result.out is None
         assert result.table is not None and result.table.k.tolist() == [2, 2, 2] and (result.table.draws == 20).all()
-    assert {tuple(select_models(2, matrix=path, power=50.0, draws=1, seed=s).picked)[0] for s in range(20)} == set(
+    assert {tuple(select_models(2, matrix=path, exponent=50.0, draws=1, seed=s).picked)[0] for s in range(20)} == set(
         names
     )
     # The proportional sampler picks the most similar: never d after another model.
     for seed in range(8):
-        picked = select_models(2, matrix=path, method="proportional", power=50.0, draws=1, seed=seed).picked
+        picked = select_models(2, matrix=path, method="proportional", exponent=50.0, draws=1, seed=seed).picked
         assert "d" not in picked[1:]
     # Written where asked, as the table it returns; one model is a selection with nothing to compare.
     result = select_models(3, matrix=path, draws=30, seed=0, out=tmp_path / "sel")
