@@ -631,38 +631,61 @@ def _show(table: pd.DataFrame, columns: list[str] | None = None) -> None:
     "--clusters",
     type=click.IntRange(min=2),
     default=None,
-    help="Spectral clusters for the K-from-L table [default: min(5, N)].",
+    help="Spectral clusters for the K-from-L table and the L = K choice [default: the run's analysis' k, else the "
+    "eigengap's].",
 )
 @click.option(
     "--random-sets",
     type=click.IntRange(min=1),
     default=1000,
     show_default=True,
-    help="Random k-sets the diverse choice is compared with.",
+    help="Random k-sets the choices are compared with, at every K.",
+)
+@click.option(
+    "--images",
+    type=click.Choice(["eval", "sat"]),
+    default="eval",
+    show_default=True,
+    help="eval: score ensembles on every image of the run's evaluation split (as the paper, on the whole validation "
+    "set; the members' logits on the other images are computed once and cached) and measure the recommendation on "
+    "the held-out ones; sat: on the run's SAT images alone.",
 )
 @click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/ensembles].")
 @rerun_options
-def ensemble(run_dir, k, clusters, random_sets, out, device, batch_size, cache) -> None:
-    """Logit-averaging ensembles against SAT (SPEC §2.6): all pairs, K models from L clusters,
-    SAT-diverse vs random k-sets, and the most diverse k-set with its measured error."""
+def ensemble(run_dir, k, clusters, random_sets, images, out, device, batch_size, cache) -> None:
+    """Logit-averaging ensembles against SAT (SPEC §2.6): all pairs, K models from L clusters beside random K-sets,
+    the paper's most diverse choice (one model from each of K clusters) and the lowest-mean-SAT set against random
+    k-sets, and a recommended k-set with its measured error."""
     from archsim.applications.ensembles import ensembles_on_run
 
-    study = ensembles_on_run(run_dir, k, clusters, random_sets, out, cache, device, batch_size)
-    click.echo("SAT vs 2-ensemble error reduction rate, and k-set diversity vs errors:")
+    study = ensembles_on_run(
+        run_dir,
+        k=k,
+        clusters=clusters,
+        random_sets=random_sets,
+        images=images,
+        out=out,
+        cache=cache,
+        device=device,
+        batch_size=batch_size,
+    )
+    best = study.recommended
+    click.echo(f"{best['clusters']} clusters ({best['clusters_from']}); ensembles scored on {best['scored_on']}")
+    click.echo("SAT vs 2-ensemble error reduction rate (also given the members' error), and k-set diversity vs errors:")
     _show(study.correlations)
-    click.echo("\nK models from L clusters (means over the sets):")
+    click.echo("\nK models from L clusters, beside random K-sets (means over the sets):")
     _show(study.k_table)
     click.echo("\nselection:")
     _show(
         study.selection,
         ["selection", "members", "mean_sat", "error", "err_reduction", "all_wrong", "random_sets_not_better"],
     )
-    best = study.recommended
     click.echo(
         f"\nrecommended {k}-ensemble: {' + '.join(best['members'])} (mean SAT {best['mean_sat']:.2f}): "
-        f"top-1 error {best['error']:.2f}% on the run's images, random {k}-sets {best['random_mean_error']:.2f}% on "
-        f"average"
+        f"top-1 error {best['error']:.2f}% on {best['images']} {best['measured_on']}, random {k}-sets "
+        f"{best['random_mean_error']:.2f}% on average there"
     )
+    click.echo(f"rule: {best['rule']}")
     click.echo(
         f"wrote ensemble_pairs.csv, ensemble_k.csv, ensemble_selection.csv, ensemble_correlations.csv, ensembles.png "
         f"to {out or run_dir / 'ensembles'}"

@@ -1,7 +1,10 @@
 """Ensembles (SPEC §2.6): does SAT diversity predict what logit averaging gains?
 
-All scores come from a run's clean logits on its evaluation images, so an ensemble's
-error is measured on the same images SAT was; no model is run again.
+Ensembles are scored from the members' clean logits, by default on every image of the
+run's evaluation split (as the paper scores them on the whole validation set; the
+members' logits on images beyond the run's are computed once and cached), or on the
+run's SAT images alone. The recommended ensemble is chosen on the run's SAT images and
+its error measured on the images the run did not use (held out), where there are any.
 """
 
 from __future__ import annotations
@@ -16,10 +19,19 @@ import pandas as pd
 
 from archsim.cache import CacheStore, atomic_write_text
 from archsim.errors import ParameterError
-from archsim.measures.comparison import correlate
+from archsim.measures.comparison import correlate, partial_correlate
+from archsim.runs import RunFolder
 
 MAX_ENUMERATED = 5000
 """Up to this many k-subsets every one is scored; beyond, sets are sampled."""
+
+IMAGES = ("eval", "sat")
+"""Where ensembles are scored: every image of the run's evaluation split, or the run's SAT images."""
+
+RECOMMENDATION_RULE = (
+    "the k-set of lowest ensemble error on the run's SAT images; among the sets within one standard error of it "
+    "(comparable accuracy), the one of lowest mean SAT"
+)
 
 
 def set_scores(logits: np.ndarray, labels: np.ndarray, sat: np.ndarray, members: tuple[int, ...]) -> dict[str, float]:
@@ -92,16 +104,20 @@ def k_from_l(
     labels: np.ndarray,
     sat: np.ndarray,
     clusters: np.ndarray,
+    *,
     ks: tuple[int, ...] = (2, 3, 4, 5),
     max_sets: int = MAX_ENUMERATED,
+    n_random: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Mean ensemble scores of K models drawn from L clusters (SPEC §2.6b).
+    """Mean ensemble scores of K models drawn from L clusters (SPEC §2.6b), beside random K-sets.
 
     Every K-subset is scored when there are at most ``max_sets`` of them (L is then
     the number of clusters a subset spans); otherwise up to ``max_sets / K`` sets are
     sampled per L, one member from each of L random clusters and the rest from their
-    union.
+    union. L = K (one model from each of K clusters) is the paper's most diverse choice;
+    every row also holds the mean of ``n_random`` uniformly drawn K-sets of its K
+    (``random_*``), the baseline at every size.
     """
     rng = np.random.default_rng(seed)
     n = len(names)
@@ -109,6 +125,12 @@ def k_from_l(
     for k in ks:
         if k > n:
             continue
+        random_scores = _scored(names, logits, labels, sat, _sets_of_size(n, k, n_random, rng))
+        baseline = {
+            "random_sets": len(random_scores),
+            "random_mean_error": random_scores["error"].mean(),
+            "random_mean_err_reduction": random_scores["err_reduction"].mean(),
+        }
         if math.comb(n, k) <= max_sets:
             by_l: dict[int, list[tuple[int, ...]]] = {}
             for s in itertools.combinations(range(n), k):
@@ -129,6 +151,7 @@ def k_from_l(
                         f"mean_{c}": scores[c].mean()
                         for c in ("err_reduction", "error", "mean_member_error", "all_wrong", "mean_sat")
                     },
+                    **baseline,
                 }
             )
     return pd.DataFrame(rows)
@@ -151,7 +174,8 @@ def most_diverse_set(sat: np.ndarray, k: int, max_sets: int = 20 * MAX_ENUMERATE
 
 @dataclass
 class EnsembleStudy:
-    """Result of :func:`study_ensembles`; each table is one CSV of ``archsim ensemble``."""
+    """Result of :func:`study_ensembles`; each table is one CSV of ``archsim ensemble``. ``recommended`` holds the
+    recommended set (:data:`RECOMMENDATION_RULE`), its error where it was measured and the random sets' there."""
 
     pairs: pd.DataFrame
     k_table: pd.DataFrame
@@ -160,24 +184,43 @@ class EnsembleStudy:
     recommended: dict
 
 
+def recommend(sets: list[tuple[int, ...]], logits: np.ndarray, labels: np.ndarray, sat: np.ndarray) -> tuple[int, ...]:
+    """The set of :data:`RECOMMENDATION_RULE` among ``sets``, chosen on ``logits`` and ``labels``.
+
+    Diversity alone can choose badly: where the most diverse models of a zoo are its weakest, the set of lowest mean
+    SAT reduces its members' error the most and still errs more than random sets. So error comes first, and SAT
+    chooses among the sets that accuracy cannot tell apart (one binomial standard error, at least one image).
+    """
+    scores = [set_scores(logits, labels, sat, s) for s in sets]
+    errors = np.array([score["error"] for score in scores])
+    best = errors.min() / 100
+    margin = 100 * max(math.sqrt(best * (1 - best) / len(labels)), 1 / len(labels))
+    comparable = [i for i in range(len(sets)) if errors[i] <= errors.min() + margin + 1e-9]
+    return sets[min(comparable, key=lambda i: (scores[i]["mean_sat"], errors[i], sets[i]))]
+
+
 def study_ensembles(
     names: list[str],
     logits: np.ndarray,
     labels: np.ndarray,
     sat: np.ndarray,
     clusters: np.ndarray,
+    *,
     k: int = 3,
     n_random: int = 1000,
     seed: int = 0,
+    choose_on: tuple[np.ndarray, np.ndarray] | None = None,
+    measure_on: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> EnsembleStudy:
-    """SPEC §2.6 a-d on one run: pairs, K-from-L, SAT-diverse vs random k-sets, all-wrong counts.
+    """SPEC §2.6 a-d on one run: pairs, K-from-L with a random baseline at every K, the paper's most diverse choice
+    (L = K) and the lowest-mean-SAT set against random k-sets, all-wrong counts, and a recommended k-set.
 
     Parameters
     ----------
     names : list of str
         Model names, N.
     logits : array [N, M, C]
-        Clean logits of every model on the run's M images.
+        Clean logits of every model on the M images ensembles are scored on.
     labels : int array [M]
     sat : array [N, N]
         The run's SAT matrix.
@@ -186,40 +229,73 @@ def study_ensembles(
     k : int
         Size of the recommended ensemble.
     n_random : int
-        Random k-sets the diverse choice is compared against.
+        Random k-sets the choices are compared against (at every K of the K-from-L table too).
+    choose_on, measure_on : (logits, labels), optional
+        Images the recommendation is chosen on (default: ``logits``) and those its error is measured on (default:
+        ``logits``; give held-out images, so that the choice is not scored on the images that chose it).
     """
     n = len(names)
     if not 2 <= k <= n:
         raise ParameterError("k", f"{k} must lie between 2 and the {n} models of the run")
     rng = np.random.default_rng(seed)
     pairs = pair_table(names, logits, labels, sat)
-    k_table = k_from_l(names, logits, labels, sat, clusters, seed=seed)
+    k_table = k_from_l(names, logits, labels, sat, clusters, n_random=n_random, seed=seed)
 
-    diverse = most_diverse_set(sat, k)
-    least = most_diverse_set(-sat, k)
+    lowest, highest = most_diverse_set(sat, k), most_diverse_set(-sat, k)
     random_sets = _sets_of_size(n, k, n_random, rng)
+    one_per_cluster = _sets_from_clusters(clusters, k, k, n_random, rng) if len(np.unique(clusters)) >= k else []
     random_scores = _scored(names, logits, labels, sat, random_sets)
-    chosen = _scored(names, logits, labels, sat, [diverse, least])
-    chosen.insert(0, "selection", ["most diverse by SAT", "least diverse by SAT"])
-    summary = random_scores.drop(columns="members").mean().to_dict()
-    selection = pd.concat(
-        [chosen, pd.DataFrame([{"selection": f"random (mean of {len(random_sets)})", "members": "", **summary}])],
-        ignore_index=True,
+    candidates = (
+        sorted({*random_sets, *one_per_cluster, lowest, highest})
+        if math.comb(n, k) > MAX_ENUMERATED
+        else (list(itertools.combinations(range(n), k)))
     )
-    # Share of random sets the SAT-diverse choice beats or ties: its percentile among them.
-    selection["random_sets_not_better"] = [float((random_scores["error"] >= e).mean()) for e in chosen["error"]] + [
-        np.nan
-    ]
+    chosen_logits, chosen_labels = choose_on if choose_on is not None else (logits, labels)
+    recommended = recommend(candidates, chosen_logits, chosen_labels, sat)
+    singles = _scored(names, logits, labels, sat, [recommended, lowest, highest])
+    singles.insert(0, "selection", ["recommended (error first, then SAT)", "lowest mean SAT", "highest mean SAT"])
+    summaries = [("random", random_scores)]
+    if one_per_cluster:
+        summaries.insert(
+            0, (f"one from each of {k} clusters (L = K)", _scored(names, logits, labels, sat, one_per_cluster))
+        )
+    means = pd.DataFrame(
+        [
+            {"selection": f"{name} (mean of {len(table)})", "members": "", **table.drop(columns="members").mean()}
+            for name, table in summaries
+        ]
+    )
+    selection = pd.concat([singles, means], ignore_index=True)
+    # The share of random sets each choice beats or ties: its percentile among them.
+    selection["random_sets_not_better"] = [float((random_scores["error"] >= e).mean()) for e in selection["error"]]
     selection.insert(1, "k", k)
 
+    member_error = pairs["mean_member_error"].to_numpy()
     rows = [
         {
             "x": "sat",
             "y": "err_reduction",
             "over": "2-ensembles",
+            "given": "",
             "n": len(pairs),
             **correlate(pairs["sat"].to_numpy(), pairs["err_reduction"].to_numpy()),
-        }
+        },
+        {
+            "x": "sat",
+            "y": "err_reduction",
+            "over": "2-ensembles",
+            "given": "mean_member_error",
+            "n": len(pairs),
+            **partial_correlate(pairs["sat"].to_numpy(), pairs["err_reduction"].to_numpy(), member_error),
+        },
+        {
+            "x": "sat",
+            "y": "error",
+            "over": "2-ensembles",
+            "given": "mean_member_error",
+            "n": len(pairs),
+            **partial_correlate(pairs["sat"].to_numpy(), pairs["error"].to_numpy(), member_error),
+        },
     ]
     for column in ("all_wrong", "error", "err_reduction"):
         rows.append(
@@ -227,26 +303,67 @@ def study_ensembles(
                 "x": "mean_sat",
                 "y": column,
                 "over": f"{len(random_sets)} random {k}-ensembles",
+                "given": "",
                 "n": len(random_sets),
                 **correlate(random_scores["mean_sat"].to_numpy(), random_scores[column].to_numpy().astype(float)),
             }
         )
-    best = chosen.iloc[0]
-    recommended = {
-        "members": best["members"].split(" + "),
-        "error": best["error"],
-        "err_reduction": best["err_reduction"],
-        "mean_sat": best["mean_sat"],
-        "random_mean_error": summary["error"],
-    }
-    return EnsembleStudy(pairs, k_table, selection, pd.DataFrame(rows), recommended)
+    measured_logits, measured_labels = measure_on if measure_on is not None else (logits, labels)
+    measured = _scored(names, measured_logits, measured_labels, sat, [recommended, *random_sets])
+    return EnsembleStudy(
+        pairs,
+        k_table,
+        selection,
+        pd.DataFrame(rows),
+        {
+            "members": [names[m] for m in recommended],
+            "error": measured["error"].iloc[0],
+            "err_reduction": measured["err_reduction"].iloc[0],
+            "mean_sat": measured["mean_sat"].iloc[0],
+            "random_mean_error": measured["error"].iloc[1:].mean(),
+            "images": len(measured_labels),
+            "rule": RECOMMENDATION_RULE,
+        },
+    )
+
+
+def evaluation_logits(
+    folder: RunFolder, run_labels: np.ndarray, store: CacheStore, device: str, batch_size: int | str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every model's clean logits on every image of the run's evaluation split [N, M, C], their labels [M], and a mask
+    [M] of the images the run did not use (held out). Logits found in the cache are read; the rest computed there."""
+    from archsim.data import load_data, stratified_indices
+    from archsim.hardware import resolve_device
+    from archsim.models import create_model
+    from archsim.transfer.stages import cache_clean_logits
+
+    settings = folder.settings
+    full = load_data(settings["data"], split="eval", seed=settings["seed"], store=store, views=folder.views)
+    on = resolve_device(device)
+    logits = []
+    for spec in settings["models"]:
+        model = create_model(spec, cache=store, device=on)
+        key, _ = cache_clean_logits(model, full, store, batch_size, folder.precision)
+        logits.append(np.concatenate(list(store.open("pred", key).batches("logits", 4096))))
+        del model
+    labels = full.labels.numpy()
+    used = stratified_indices(labels, settings["n_images"], settings["seed"])
+    held_out = np.ones(len(labels), dtype=bool)
+    held_out[used] = False
+    if not np.array_equal(labels[used], run_labels):
+        raise ParameterError(
+            "run_dir", f"the run's images are not the draw its settings make of {settings['data']!r}; use images='sat'"
+        )
+    return np.stack(logits), labels, held_out
 
 
 def ensembles_on_run(
     run_dir: str | Path,
+    *,
     k: int = 3,
     clusters: int | None = None,
     random_sets: int = 1000,
+    images: str = "eval",
     out: str | Path | None = None,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
@@ -256,15 +373,18 @@ def ensembles_on_run(
     (default ``RUN/ensembles``): ``ensemble_pairs.csv``, ``ensemble_k.csv``,
     ``ensemble_selection.csv``, ``ensemble_correlations.csv``, ``ensembles.png``.
 
-    ``clusters``: spectral clusters for the K-from-L table (default min(5, N), so L
-    can reach K = 5; the run's own eigengap k is often smaller). ``random_sets``: the
-    random k-sets the diverse choice is compared with.
+    ``clusters``: spectral clusters for the K-from-L table and the L = K choice (default: the k of the run's own
+    analysis, ``clusters.csv``, else the eigengap's). ``random_sets``: the random k-sets the choices are compared
+    with. ``images``: ``eval`` scores ensembles on every image of the run's evaluation split (the members' logits on
+    the images beyond the run's are computed once and cached) and measures the recommendation on the held-out ones;
+    ``sat`` on the run's SAT images alone. ``recommended["clusters_from"]`` says where the clusters' k came from.
     """
     from archsim.analysis import spectral_clusters
     from archsim.report.figures import ensemble_figure, write_png
-    from archsim.runs import RunFolder, load_run
+    from archsim.runs import load_run
 
-    settings = RunFolder(run_dir).settings
+    folder = RunFolder(run_dir)
+    settings = folder.settings
     n = len(settings["models"])
     if not 2 <= k <= n:
         raise ParameterError("k", f"{k} must lie between 2 and the {n} models of the run")
@@ -272,20 +392,45 @@ def ensembles_on_run(
         raise ParameterError("clusters", f"{clusters} must lie between 2 and the {n} models of the run")
     if isinstance(random_sets, bool) or not isinstance(random_sets, int) or random_sets < 1:
         raise ParameterError("random_sets", f"must be a whole number of 1 or more, got {random_sets!r}")
-    run = load_run(run_dir, cache, device, batch_size)
-    labels = spectral_clusters(run.sat, k=min(clusters if clusters is not None else 5, n)).labels
+    if images not in IMAGES:
+        raise ParameterError("images", f"must be one of {', '.join(IMAGES)}, got {images!r}")
+    store = folder.cache(cache)
+    run = load_run(run_dir, store, device, batch_size)
+    if clusters is None:
+        analysed = Path(run_dir) / "clusters.csv"
+        if analysed.is_file():
+            clusters, clusters_from = int(pd.read_csv(analysed)["cluster"].nunique()), "the run's analysis"
+        else:
+            clusters, clusters_from = None, "the eigengap"
+    else:
+        clusters_from = "given"
+    spectral = spectral_clusters(run.sat, k=clusters)
     transfer = run.transfer
+    sat_images = (transfer.clean_logits, transfer.labels)
+    scored, measure_on = sat_images, sat_images
+    if images == "eval":
+        logits, labels, held_out = evaluation_logits(folder, transfer.labels, store, device, batch_size)
+        scored = (logits, labels)
+        if held_out.any():
+            measure_on = (logits[:, held_out], labels[held_out])
     study = study_ensembles(
         transfer.names,
-        transfer.clean_logits,
-        transfer.labels,
+        *scored,
         run.sat.to_numpy(),
-        labels.to_numpy(),
-        k,
-        random_sets,
-        settings["seed"],
+        spectral.labels.to_numpy(),
+        k=k,
+        n_random=random_sets,
+        seed=settings["seed"],
+        choose_on=sat_images,
+        measure_on=measure_on,
     )
-    study.k_table.insert(0, "clusters", labels.nunique())
+    study.recommended.update(
+        clusters=spectral.k,
+        clusters_from=clusters_from,
+        measured_on="held-out images" if measure_on is not sat_images else "the run's SAT images",
+        scored_on="every evaluation image" if images == "eval" else "the run's SAT images",
+    )
+    study.k_table.insert(0, "clusters", spectral.k)
     out = Path(out) if out is not None else Path(run_dir) / "ensembles"
     out.mkdir(parents=True, exist_ok=True)
     for name, table in (

@@ -106,9 +106,94 @@ def test_study_refuses_k_outside_the_zoo_and_scores_the_diverse_choice():
     with pytest.raises(ArchsimError, match="between 2 and the 4 models"):
         study_ensembles(list("abcd"), logits, labels, sat, clusters, k=5)
     study = study_ensembles(list("abcd"), logits, labels, sat, clusters, k=2, n_random=50)
-    assert study.selection.selection.tolist()[:2] == ["most diverse by SAT", "least diverse by SAT"]
-    assert study.recommended["mean_sat"] == 0.5 and len(study.pairs) == 6
-    assert study.correlations.loc[0, "n"] == 6
+    assert study.selection.selection.tolist() == [
+        "recommended (error first, then SAT)",
+        "lowest mean SAT",
+        "highest mean SAT",
+        "one from each of 2 clusters (L = K) (mean of 4)",  # a or b with c or d
+        "random (mean of 6)",  # C(4, 2) = 6: every pair
+    ]
+    rows = study.selection.set_index("selection")
+    assert rows.loc["lowest mean SAT", "mean_sat"] == 0.5 and rows.loc["highest mean SAT", "mean_sat"] == 4.0
+    assert rows.loc["one from each of 2 clusters (L = K) (mean of 4)", "mean_sat"] == 0.5
+    # The random baseline at every K, here every set of that K, by hand.
+    for row in study.k_table.itertuples():
+        every = [set_scores(logits, labels, sat, s)["error"] for s in itertools.combinations(range(4), row.k)]
+        assert row.random_sets == len(every) and row.random_mean_error == pytest.approx(np.mean(every))
+    assert len(study.pairs) == 6 and study.correlations.loc[0, "n"] == 6
+    assert study.correlations.given.tolist()[:3] == ["", "mean_member_error", "mean_member_error"]
+
+
+def test_the_recommendation_puts_error_first_and_sat_among_comparable_sets():
+    """A zoo whose most diverse models are its weakest (the demo's case): the lowest-mean-SAT pair errs most, the
+    recommendation is the most accurate pair and, between two pairs of equal error, the less similar one."""
+    from archsim.applications.ensembles import RECOMMENDATION_RULE, recommend
+
+    labels = np.arange(100) % 4
+
+    def model(errors_at, confidence):
+        """Right with logit 3, and wrong on ``errors_at`` with logit ``confidence``."""
+        logits = np.eye(4)[labels] * 3.0
+        logits[errors_at] = np.eye(4)[(labels[errors_at] + 1) % 4] * confidence
+        return logits
+
+    # Strong models err on 2 images each, unsure (logit 2): any two of them average to no error at all. The weak ones
+    # err on 30 images, sure of it (logit 5): they outvote whoever they are averaged with.
+    strong = [model(slice(0, 2), 2.0), model(slice(2, 4), 2.0), model(slice(4, 6), 2.0)]
+    weak = [model(slice(10, 40), 5.0), model(slice(20, 50), 5.0)]
+    logits = np.stack(strong + weak)
+    sat = np.array(
+        [
+            [4.6, 3.0, 3.5, 1.0, 1.1],
+            [3.0, 4.6, 3.6, 1.2, 1.3],
+            [3.5, 3.6, 4.6, 1.4, 1.5],
+            [1.0, 1.2, 1.4, 4.6, 0.5],
+            [1.1, 1.3, 1.5, 0.5, 4.6],
+        ]
+    )
+    pairs = list(itertools.combinations(range(5), 2))
+    errors = {s: set_scores(logits, labels, sat, s)["error"] for s in pairs}
+    assert [errors[s] for s in [(0, 1), (0, 2), (1, 2), (0, 3), (3, 4)]] == [0.0, 0.0, 0.0, 30.0, 40.0]
+    # The three strong pairs tie at 0 %; of them the least similar, (0, 1) at SAT 3.0. The lowest-SAT pair (3, 4)
+    # would err on 40 % of the images.
+    assert recommend(pairs, logits, labels, sat) == (0, 1)
+    assert most_diverse_set(sat, 2) == (3, 4)
+    assert "lowest ensemble error" in RECOMMENDATION_RULE and "lowest mean SAT" in RECOMMENDATION_RULE
+    # Chosen on some images, measured on others: the study reports the error where it was measured.
+    held_out = (logits[:, :50], labels[:50])
+    study = study_ensembles(
+        [f"m{i}" for i in range(5)], logits, labels, sat, np.array([0, 0, 0, 1, 1]), k=2, n_random=10,
+        measure_on=held_out,
+    )  # fmt: skip
+    members = tuple(int(m[1:]) for m in study.recommended["members"])
+    assert study.recommended["images"] == 50
+    assert members == (0, 1) and study.recommended["error"] == set_scores(*held_out, sat, members)["error"] == 0
+    random_errors = [set_scores(*held_out, sat, s)["error"] for s in pairs]
+    assert study.recommended["random_mean_error"] == pytest.approx(np.mean(random_errors))
+    assert study.recommended["error"] <= study.recommended["random_mean_error"]
+
+
+def test_partial_correlation_is_the_precision_matrix_formula():
+    """Given z, the correlation of x and y is -P_xy / sqrt(P_xx P_yy) of the inverse correlation matrix of (x, y, z)
+    (Pearson; Spearman the same on ranks), with p from t on n - 3 degrees of freedom."""
+    from scipy import stats
+
+    from archsim.measures.comparison import partial_correlate
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=60)
+    x = z + rng.normal(size=60)
+    y = z + 0.3 * x + rng.normal(size=60)
+    result = partial_correlate(x, y, z)
+    for name, data in (("pearson", (x, y, z)), ("spearman", [stats.rankdata(v) for v in (x, y, z)])):
+        precision = np.linalg.inv(np.corrcoef(np.stack(data)))
+        r = -precision[0, 1] / math.sqrt(precision[0, 0] * precision[1, 1])
+        t = r * math.sqrt(57 / (1 - r * r))
+        assert result[name] == pytest.approx(r, abs=1e-12)
+        assert result[f"{name}_p"] == pytest.approx(2 * stats.t.sf(abs(t), 57), rel=1e-9)
+    assert result["pearson"] < stats.pearsonr(x, y).statistic  # z explained part of it
+    assert all(np.isnan(v) for v in partial_correlate(x[:3], y[:3], z[:3]).values())
+    assert all(np.isnan(v) for v in partial_correlate(x, y, np.ones(60)).values())
 
 
 def test_inverse_sampling_is_diverse_and_the_baselines_are_not():

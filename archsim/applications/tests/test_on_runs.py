@@ -158,16 +158,33 @@ def test_ensemble_select_and_checks_on_a_run(three_run, cache_dir, tmp_path, cap
         str(tmp_path / "ens"),
     )
     assert code == 0, err
-    assert "recommended 2-ensemble" in stdout
+    assert "recommended 2-ensemble" in stdout and "held-out images" in stdout and "rule: the k-set of lowest" in stdout
+    # Scored on every evaluation image: each pair's ERR from the members' logits on the whole split, by a plain loop.
+    from archsim.data import load_data
+    from archsim.transfer import predict
+
+    evaluation = load_data("digits", split="eval")
+    names = [spec.removeprefix("zoo:") for spec in THREE]
+    logits = np.stack([predict(create_model(spec, cache=CacheStore(cache_dir)), evaluation.images, 64).numpy()
+                       for spec in THREE])  # fmt: skip
+    reference = ensemble_err(logits, evaluation.labels.numpy())
     pairs = pd.read_csv(tmp_path / "ens" / "ensemble_pairs.csv")
-    run = run_sat(THREE, **FAST, cache=cache_dir)
-    reference = ensemble_err(run.transfer.clean_logits, run.transfer.labels)
-    names = run.transfer.names
+    assert len(pairs) == 3
     for row in pairs.itertuples():
         assert np.isclose(row.err_reduction, reference[names.index(row.a), names.index(row.b)], equal_nan=True)
     assert {"ensemble_k.csv", "ensemble_selection.csv", "ensemble_correlations.csv", "ensembles.png"} <= {
         p.name for p in (tmp_path / "ens").iterdir()
     }
+    # On the run's SAT images alone, from the run's own clean logits.
+    code, stdout, err = run_cli(
+        capsys, "ensemble", "--run", str(three_run), "--k", "2", "--images", "sat", "--cache", str(cache_dir),
+        "--out", str(tmp_path / "ens-sat"),
+    )  # fmt: skip
+    assert code == 0 and "on the run's SAT images" in stdout, err
+    run = run_sat(THREE, **FAST, cache=cache_dir)
+    reference = ensemble_err(run.transfer.clean_logits, run.transfer.labels)
+    for row in pd.read_csv(tmp_path / "ens-sat" / "ensemble_pairs.csv").itertuples():
+        assert np.isclose(row.err_reduction, reference[names.index(row.a), names.index(row.b)], equal_nan=True)
 
     code, stdout, err = run_cli(
         capsys,
