@@ -671,6 +671,8 @@ def ensemble(run_dir, k, clusters, random_sets, images, out, device, batch_size,
     )
     best = study.recommended
     click.echo(f"{best['clusters']} clusters ({best['clusters_from']}); ensembles scored on {best['scored_on']}")
+    if k > best["clusters"]:
+        click.echo(f"note: no {k}-set takes one model from each of {k} clusters (L = K); give --clusters {k} or more")
     click.echo("SAT vs 2-ensemble error reduction rate (also given the members' error), and k-set diversity vs errors:")
     _show(study.correlations)
     click.echo("\nK models from L clusters, beside random K-sets (means over the sets):")
@@ -889,10 +891,12 @@ def recommend_teacher(run_dir, student) -> None:
 )
 @click.option(
     "--adversarial",
-    default=None,
+    multiple=True,
     metavar="SPEC",
-    help="Also an adversarially trained model (e.g. zoo:resnet-adv): its SAT with the run's models of its "
-    "architecture against the run's SAT between seeds, regimes and architectures. The run stays as it is.",
+    help="Also adversarially trained models, repeatable or space-separated (the paper's check: several of one "
+    "architecture with different seeds, e.g. 'zoo:resnet-adv zoo:resnet-adv-s1 zoo:resnet-adv-s2'): their mean SAT "
+    "among themselves and with the run's models, against the run's SAT between seeds, regimes and architectures. The "
+    "run stays as it is.",
 )
 @click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/checks].")
 @rerun_options
@@ -911,7 +915,15 @@ def checks(
         raise ArchsimError(f"--epochs {epochs!r} must be whole numbers separated by commas, e.g. 1,5,10") from None
     with engine_for(engine, device, address, cpus_per_task) as runner:
         tables = checks_on_run(
-            run_dir, checkpoints_of, chosen, adversarial, out, cache, device, batch_size, engine=runner
+            run_dir,
+            checkpoints_of,
+            chosen,
+            [spec for text in adversarial for spec in text.split()] or None,
+            out,
+            cache,
+            device,
+            batch_size,
+            engine=runner,
         )
     if "checkpoints.csv" in tables:
         _show(tables["checkpoints.csv"])

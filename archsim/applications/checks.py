@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from archsim.analysis.training import relation_groups, summarise
+from archsim.analysis.training import mean_both_ways, relation_groups, summarise
 from archsim.cache import CacheStore, atomic_write_text
 from archsim.engines import Engine
 from archsim.errors import ArchsimError, ParameterError, parameter_called
@@ -106,20 +106,27 @@ def checkpoint_sat(
 class AdversarialCheck:
     """Result of :func:`adversarially_trained`."""
 
-    name: str
+    names: list[str]
     table: pd.DataFrame
-    """The adversarially trained model (``relation`` itself: its white-box SAT), then one row per other
-    model of the run: ``relation`` (same or different architecture), ``regime``, accuracy, white-box
-    success, and ``sat`` with the adversarially trained model (95 % interval ``sat_low``, ``sat_high``)."""
+    """One row per adversarially trained model (``adversarial``) and model of the run (or other adversarially
+    trained one): ``relation`` (itself, adversarially trained, same or different architecture), ``regime``,
+    accuracy, white-box success, and their ``sat`` (95 % interval ``sat_low``, ``sat_high``)."""
     summary: pd.DataFrame
-    """Mean SAT of the adversarially trained model with the same and with other architectures, then
-    the run's own pairs by relation (seeds, regimes, architectures; SPEC §2.5), ``nearest`` marking the
-    run relation whose mean is closest to the same-architecture mean."""
+    """Mean SAT among the adversarially trained models (the paper's comparison, with two or more), between them and
+    the run's models of their architecture and of others, then the run's own pairs by relation (seeds,
+    hyper-parameters, regimes, architectures; SPEC §2.5); each mean also as the ln of the mean percentage (the paper's
+    kind), ``mean_sat_low``/``mean_sat_high`` the means of the pairs' 95 % bounds, ``paper_mean_sat`` the paper's
+    value where it gives one, ``nearest`` marking the run relation closest to the first row."""
+
+
+PAPER_ADVERSARIAL = {"adversarially trained among themselves": 3.15, "run: different training regimes": 3.27}
+"""The paper's means: five adversarially trained ResNet-18s among themselves, and training regimes."""
 
 
 def adversarially_trained(
     run_dir: str | Path,
-    model: str,
+    models: str | list[str],
+    *,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
     batch_size: int | str = "auto",
@@ -129,73 +136,112 @@ def adversarially_trained(
     """Does adversarial training change a model like a change of training regime (the SAT paper's
     finding) or like a change of architecture?
 
-    ``model`` (e.g. ``zoo:resnet-adv``) joins the run as :func:`~archsim.applications.newcomer.add_model`
-    does (one attack, the rest from the cache; the run folder is not modified), or is taken from the
-    run if it is in it. Its SAT with the run's models of its own architecture is set beside the run's
-    mean SAT between seeds, between training regimes and between architectures.
+    ``models`` (e.g. ``zoo:resnet-adv zoo:resnet-adv-s1 zoo:resnet-adv-s2``) join the run as
+    :func:`~archsim.applications.newcomer.add_model` does (one attack each, the rest from the cache; the run folder is
+    not modified), or are taken from the run where they are in it. As the paper ran it: the mean SAT among several
+    adversarially trained models of one architecture (different seeds; the paper's five ResNet-18s: 3.15) against the
+    run's mean SAT between training regimes (the paper: 3.27), seeds and architectures; with one model, its SAT with
+    the run's models of its own architecture takes that place.
     """
     from archsim.models import create_model
 
+    specs = [models] if isinstance(models, str) else list(models)
+    if not specs:
+        raise ParameterError("models", "give at least one adversarially trained model")
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
     store = folder.cache(cache)
-    folder.require_cached(store)  # before the model is loaded (a zoo model may train first)
+    folder.require_cached(store)  # before the models are loaded (a zoo model may train first)
     known = pd.read_csv(run_dir / "models.csv")
-    loaded = create_model(model, cache=store, device="cpu")  # for its name, weights and architecture only
-    same_weights = known.loc[known["fingerprint"] == loaded.fingerprint, "model"]
-    name = same_weights.iloc[0] if len(same_weights) else loaded.name
-    if not len(same_weights) and name in set(known["model"]):
+    names, joining, architectures = [], [], {}
+    for spec in specs:
+        loaded = create_model(spec, cache=store, device="cpu")  # for its name, weights and architecture only
+        same_weights = known.loc[known["fingerprint"] == loaded.fingerprint, "model"]
+        name = same_weights.iloc[0] if len(same_weights) else loaded.name
+        if not len(same_weights) and name in set(known["model"]):
+            raise ParameterError(
+                "models",
+                f"the run {run_dir} already has another model named {name!r}; give {{}} another name with ,name=OTHER",
+            )
+        if name in names:
+            raise ParameterError("models", f"{spec} is {name!r} again; give {{}} each model once")
+        names.append(name)
+        architectures[name] = loaded.architecture_id
+        if not len(same_weights):
+            joining.append(spec)
+        del loaded
+    adversarial = set(names)
+    peers = {
+        name: set(known.loc[(known["architecture"] == arch) & ~known["model"].isin(adversarial), "model"])
+        for name, arch in architectures.items()
+    }
+    lonely = [spec for spec, name in zip(specs, names) if not peers[name]]
+    if lonely:
         raise ParameterError(
-            "model",
-            f"the run {run_dir} already has another model named {name!r}; give {{}} another name with ,name=OTHER",
-        )
-    peers = known.loc[(known["architecture"] == loaded.architecture_id) & (known["model"] != name), "model"]
-    del loaded
-    if not len(peers):
-        raise ParameterError(
-            "model",
-            f"{model} has the architecture of no other model in {run_dir}; "
+            "models",
+            f"{lonely[0]} has the architecture of no other model in {run_dir}; "
             "run it beside the same architecture trained normally (e.g. zoo:resnet-adv with zoo:resnet-s0)",
         )
-    run = load_run(
-        run_dir, store, device, batch_size, models=[] if len(same_weights) else [model], engine=engine, address=address
-    )
-    models = run.models
-    others = [m for m in run.transfer.names if m != name]
+    run = load_run(run_dir, store, device, batch_size, models=joining, engine=engine, address=address)
+    others = [m for m in run.transfer.names if m not in adversarial]
     pairs = run.pairs.set_index(["source", "target"])
-    info = models.set_index("model")
-    listed = [name, *others]
+    info = run.models.set_index("model")
+
+    def relation(name: str, other: str) -> str:
+        if other == name:
+            return "itself"
+        if other in adversarial:
+            return "adversarially trained"
+        return "same architecture" if other in peers[name] else "different architecture"
+
     table = pd.DataFrame(
-        {
-            "model": listed,
-            "relation": ["itself"]
-            + ["same architecture" if m in set(peers) else "different architecture" for m in others],
-            "regime": [info.loc[m, "regime"] for m in listed],
-            "clean_accuracy": [float(info.loc[m, "clean_accuracy"]) for m in listed],
-            "white_box_success": [float(info.loc[m, "white_box_success"]) for m in listed],
-            "sat": [float(run.sat.loc[name, m]) for m in listed],
-            "sat_low": [float(pairs.loc[(name, m), "sat_low"]) for m in listed],
-            "sat_high": [float(pairs.loc[(name, m), "sat_high"]) for m in listed],
-        }
+        [
+            {
+                "adversarial": name,
+                "model": other,
+                "relation": relation(name, other),
+                "regime": info.loc[other, "regime"],
+                "clean_accuracy": float(info.loc[other, "clean_accuracy"]),
+                "white_box_success": float(info.loc[other, "white_box_success"]),
+                "sat": float(run.sat.loc[name, other]),
+                "sat_low": float(pairs.loc[(name, other), "sat_low"]),
+                "sat_high": float(pairs.loc[(name, other), "sat_high"]),
+            }
+            for name in names
+            for other in [name, *[n for n in names if n != name], *others]
+        ]
     )
-    rows = [
-        {
-            "comparison": f"{name} vs {relation}",
-            "pairs": len(part),
-            "mean_sat": float(part["sat"].mean()),
-            "std_sat": float(part["sat"].std(ddof=0)),
-        }
-        for relation, part in (
-            (r, table[table["relation"] == r]) for r in ("same architecture", "different architecture")
-        )
-        if len(part)
+    # Each unordered pair once: SAT is symmetric, and among the adversarially trained both orders are listed.
+    among = table[(table["relation"] == "adversarially trained") & (table["adversarial"] < table["model"])]
+    groups = [
+        ("adversarially trained among themselves", among),
+        ("adversarially trained vs same architecture", table[table["relation"] == "same architecture"]),
+        ("adversarially trained vs different architecture", table[table["relation"] == "different architecture"]),
     ]
-    own = summarise(relation_groups(run.sat.loc[others, others], models))
+    rows = [summary_row(comparison, part) for comparison, part in groups if len(part)]
+    own = summarise(relation_groups(run.sat.loc[others, others], run.models))
     own["comparison"] = "run: " + own["comparison"]
+    own = own.drop(columns="paper_mean_sat")
     summary = pd.concat([pd.DataFrame(rows), own], ignore_index=True)
-    gap = (own["mean_sat"] - rows[0]["mean_sat"]).abs()
-    summary["nearest"] = summary.index == gap.idxmin() + len(rows) if gap.notna().any() else False
-    return AdversarialCheck(name, table, summary)
+    summary["paper_mean_sat"] = summary["comparison"].map(PAPER_ADVERSARIAL)
+    gap = (summary.loc[len(rows) :, "mean_sat"] - rows[0]["mean_sat"]).abs()
+    summary["nearest"] = summary.index == gap.idxmin() if gap.notna().any() else False
+    return AdversarialCheck(names, table, summary)
+
+
+def summary_row(comparison: str, part: pd.DataFrame) -> dict[str, float | int | str]:
+    """Pairs, mean SAT (also as the ln of the mean percentage) and spread of ``part``, with the means of its pairs'
+    95 % bounds."""
+    mean_sat, ln_mean_percent = mean_both_ways(part["sat"])
+    return {
+        "comparison": comparison,
+        "pairs": len(part),
+        "mean_sat": mean_sat,
+        "ln_mean_percent": ln_mean_percent,
+        "std_sat": float(part["sat"].std(ddof=0)),
+        "mean_sat_low": float(part["sat_low"].mean()),
+        "mean_sat_high": float(part["sat_high"].mean()),
+    }
 
 
 def misclassification_correlation(table: pd.DataFrame) -> dict[str, float]:
@@ -207,7 +253,7 @@ def checks_on_run(
     run_dir: str | Path,
     checkpoints_of: str | None = None,
     epochs: list[int] | None = None,
-    adversarial: str | None = None,
+    adversarial: list[str] | None = None,
     out: str | Path | None = None,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
@@ -218,13 +264,13 @@ def checks_on_run(
     """``archsim checks``, written into ``out`` (default ``RUN/checks``):
     ``identical_misclassifications.csv``, ``checks_summary.csv``, ``checkpoints.csv``
     (with ``checkpoints_of``), ``adversarial.csv`` and ``adversarial_summary.csv`` (with
-    ``adversarial``, a model spec: :func:`adversarially_trained`) and ``checks.png``."""
+    ``adversarial``, model specs: :func:`adversarially_trained`) and ``checks.png``."""
     from archsim.report.figures import checks_figure, write_png
 
-    if adversarial is not None:
+    if adversarial:
         from archsim.models import check_model_specs
 
-        check_model_specs([adversarial])  # a typo is refused before any work
+        check_model_specs(list(adversarial))  # a typo is refused before any work
     run = load_run(run_dir, cache, device, batch_size)
     identical = identical_misclassifications(run.transfer, run.sat)
     summary = pd.DataFrame([{"check": "sat vs identical_rate", **misclassification_correlation(identical)}])
@@ -240,9 +286,17 @@ def checks_on_run(
         )
     tables["checks_summary.csv"] = summary
     robust = None
-    if adversarial is not None:
-        with parameter_called("model", "adversarial"):
-            robust = adversarially_trained(run_dir, adversarial, cache, device, batch_size, engine, address)
+    if adversarial:
+        with parameter_called("models", "adversarial"):
+            robust = adversarially_trained(
+                run_dir,
+                list(adversarial),
+                cache=cache,
+                device=device,
+                batch_size=batch_size,
+                engine=engine,
+                address=address,
+            )
         tables["adversarial.csv"] = robust.table
         tables["adversarial_summary.csv"] = robust.summary
     out = Path(out) if out is not None else Path(run_dir) / "checks"

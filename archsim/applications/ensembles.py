@@ -268,6 +268,7 @@ def study_ensembles(
     selection = pd.concat([singles, means], ignore_index=True)
     # The share of random sets each choice beats or ties: its percentile among them.
     selection["random_sets_not_better"] = [float((random_scores["error"] >= e).mean()) for e in selection["error"]]
+    selection.loc[len(selection) - 1, "random_sets_not_better"] = np.nan  # the random sets' own mean
     selection.insert(1, "k", k)
 
     member_error = pairs["mean_member_error"].to_numpy()
@@ -427,7 +428,9 @@ def ensembles_on_run(
     study.recommended.update(
         clusters=spectral.k,
         clusters_from=clusters_from,
-        measured_on="held-out images" if measure_on is not sat_images else "the run's SAT images",
+        measured_on="held-out images"
+        if measure_on is not sat_images
+        else "SAT images of the run (none held out: chosen and measured on the same images)",
         scored_on="every evaluation image" if images == "eval" else "the run's SAT images",
     )
     study.k_table.insert(0, "clusters", spectral.k)

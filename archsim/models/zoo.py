@@ -125,6 +125,13 @@ ZOO: dict[str, ZooEntry] = {
     # SAT paper's third further check (SPEC §2.10, archsim checks --adversarial). Not in the default
     # run, whose matrix is the paper's standard-training zoo.
     "resnet-adv": ZooEntry("ResNet", "resnet18", _RESNET, 16, Recipe(adversarial_eps=0.1), in_default_run=False),
+    # Two more seeds: the paper's check compares several adversarially trained models of one architecture.
+    "resnet-adv-s1": ZooEntry(
+        "ResNet", "resnet18", _RESNET, 16, Recipe(adversarial_eps=0.1), seed=1, in_default_run=False
+    ),
+    "resnet-adv-s2": ZooEntry(
+        "ResNet", "resnet18", _RESNET, 16, Recipe(adversarial_eps=0.1), seed=2, in_default_run=False
+    ),
 }
 
 

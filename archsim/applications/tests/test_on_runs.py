@@ -307,7 +307,10 @@ def test_checkpoints_against_the_final_model(three_run, cache_dir, tmp_path, cap
 
 
 @pytest.mark.slow
-def test_an_adversarially_trained_model_against_the_run(three_run, cache_dir, tmp_path, capsys):
+def test_adversarially_trained_models_against_the_run(three_run, cache_dir, tmp_path, capsys):
+    """Two models join the run: resnet-adv, and resnet-s2 in place of a second adversarially trained seed (training
+    one costs the suite a minute; the check's arithmetic is the same). Every number of both tables from the full
+    run's matrix and pairs."""
     before = snapshot(three_run)
     code, stdout, err = run_cli(
         capsys,
@@ -315,7 +318,7 @@ def test_an_adversarially_trained_model_against_the_run(three_run, cache_dir, tm
         "--run",
         str(three_run),
         "--adversarial",
-        "zoo:resnet-adv",
+        "zoo:resnet-adv zoo:resnet-s2",
         "--cache",
         str(cache_dir),
         "--out",
@@ -324,23 +327,50 @@ def test_an_adversarially_trained_model_against_the_run(three_run, cache_dir, tm
     assert code == 0, err
     assert snapshot(three_run) == before  # the run keeps its three models
     table = pd.read_csv(tmp_path / "chk" / "adversarial.csv")
-    assert table.model.tolist() == ["resnet-adv", "resnet-s0", "resnet-s1", "convnext"]
-    assert table.relation.tolist() == ["itself", "same architecture", "same architecture", "different architecture"]
-    own = table.set_index("model").loc["resnet-adv"]
-    assert own.white_box_success < table.white_box_success.iloc[1] - 30  # trained to resist the attack
-    full = run_sat(THREE + ["zoo:resnet-adv"], **FAST, cache=cache_dir)
-    assert np.allclose(table.sat, full.sat.loc["resnet-adv", table.model])
-    summary = pd.read_csv(tmp_path / "chk" / "adversarial_summary.csv")
-    assert summary.comparison.tolist() == [
-        "resnet-adv vs same architecture",
-        "resnet-adv vs different architecture",
+    assert table.adversarial.tolist() == ["resnet-adv"] * 5 + ["resnet-s2"] * 5
+    assert table.model.tolist()[:5] == ["resnet-adv", "resnet-s2", "resnet-s0", "resnet-s1", "convnext"]
+    assert table.relation.tolist()[:5] == [
+        "itself",
+        "adversarially trained",
+        "same architecture",
+        "same architecture",
+        "different architecture",
+    ]
+    own = table.set_index("model").loc["resnet-adv"].iloc[0]
+    assert own.white_box_success < table.white_box_success.iloc[2] - 30  # trained to resist the attack
+    full = run_sat(THREE + ["zoo:resnet-adv", "zoo:resnet-s2"], **FAST, cache=cache_dir)
+    pairs = full.pairs.set_index(["source", "target"])
+    for row in table.itertuples():
+        assert row.sat == pytest.approx(full.sat.loc[row.adversarial, row.model], abs=1e-12)
+        assert row.sat_low == pytest.approx(pairs.loc[(row.adversarial, row.model), "sat_low"], abs=1e-12)
+    summary = pd.read_csv(tmp_path / "chk" / "adversarial_summary.csv").set_index("comparison")
+    assert list(summary.index) == [
+        "adversarially trained among themselves",
+        "adversarially trained vs same architecture",
+        "adversarially trained vs different architecture",
         "run: different seeds",
         "run: different architectures",
     ]
-    assert summary.pairs.tolist() == [2, 1, 1, 2] and summary.nearest.sum() == 1
-    assert np.isclose(summary.mean_sat.iloc[0], table.sat.iloc[1:3].mean())
-    assert np.isclose(summary.mean_sat.iloc[2], full.sat.loc["resnet-s0", "resnet-s1"])
-    assert "resnet-adv vs same architecture: mean SAT" in stdout
+    assert summary.pairs.tolist() == [1, 4, 2, 1, 2] and summary.nearest.sum() == 1
+    sat = full.sat
+    same = [sat.loc[a, b] for a in ("resnet-adv", "resnet-s2") for b in ("resnet-s0", "resnet-s1")]
+    expected = {
+        "adversarially trained among themselves": [sat.loc["resnet-adv", "resnet-s2"]],
+        "adversarially trained vs same architecture": same,
+        "adversarially trained vs different architecture": [
+            sat.loc[m, "convnext"] for m in ("resnet-adv", "resnet-s2")
+        ],
+        "run: different seeds": [sat.loc["resnet-s0", "resnet-s1"]],
+    }
+    for comparison, cells in expected.items():
+        assert summary.loc[comparison, "mean_sat"] == pytest.approx(np.mean(cells), abs=1e-9)
+        assert summary.loc[comparison, "ln_mean_percent"] == pytest.approx(np.log(np.mean(np.exp(cells))), abs=1e-9)
+    among = summary.loc["adversarially trained among themselves"]
+    assert among.mean_sat_low == pytest.approx(pairs.loc[("resnet-adv", "resnet-s2"), "sat_low"], abs=1e-9)
+    assert among.paper_mean_sat == 3.15 and np.isnan(summary.loc["run: different seeds", "paper_mean_sat"])
+    gaps = (summary.mean_sat.iloc[3:] - among.mean_sat).abs()
+    assert summary.nearest.idxmax() == gaps.idxmin()
+    assert "adversarially trained among themselves: mean SAT" in stdout
 
 
 def test_the_adversarial_check_refuses_models_it_cannot_place(three_run, cache_dir, tmp_path, capsys):
@@ -350,6 +380,7 @@ def test_the_adversarial_check_refuses_models_it_cannot_place(three_run, cache_d
         (stranger, f"--adversarial {stranger} has the architecture of no other model in"),
         (stranger + ",name=resnet-s0", "already has another model named 'resnet-s0'; give --adversarial another name"),
         ("zoo:resnet-nope", "unknown zoo model"),
+        ("zoo:resnet-adv zoo:resnet-adv", "two models are named 'resnet-adv'"),
     ):
         code, _, err = run_cli(
             capsys,
