@@ -373,7 +373,7 @@ def test_the_sampler_refuses_bad_input_in_one_line():
     for similarity, extra, message in cases:
         with pytest.raises(ArchsimError) as error:
             diverse_sample(similarity, **{"k": 2, **extra})
-        assert message in str(error.value)
+        assert str(error.value) == (f"k {message}" if "k" in extra else message)
         if "k" in extra:
             assert error.value.parameter == "k"
     assert inspect.signature(diverse_sample).parameters["exponent"].default == 1.0
@@ -436,7 +436,9 @@ def test_compare_samplers_summarises_each_samplers_draws_as_the_probabilities_sa
 
 
 def test_select_models_on_a_matrix_file(tmp_path):
-    from archsim.applications.selection import select_models
+    import inspect
+
+    from archsim.applications.selection import compare_samplers, select_models
     from archsim.errors import ParameterError
 
     names = ["a", "b", "c", "d"]
@@ -461,17 +463,44 @@ def test_select_models_on_a_matrix_file(tmp_path):
     assert result.out == tmp_path / "sel" and len(set(result.picked)) == 3
     written = pd.read_csv(tmp_path / "sel" / "selection.csv")
     pd.testing.assert_frame_equal(written, result.table, check_exact=False, rtol=1e-5)
+    again = select_models(3, matrix=path, draws=30, seed=0, out=tmp_path / "sel")  # an existing folder is reused
+    assert again.picked == result.picked and again.table.equals(result.table)
+    nested = select_models(2, matrix=path, draws=5, seed=0, out=tmp_path / "a" / "b")  # parents are made
+    assert (nested.out / "selection.csv").is_file()
     single = select_models(1, matrix=path, seed=0, out=tmp_path / "one")
     assert single.table is None and single.out is None and not (tmp_path / "one").exists()
-    for extra, parameter in [
-        ({}, "run_dir"),
-        ({"matrix": path, "run_dir": tmp_path}, "run_dir"),
-        ({"matrix": path, "draws": 0}, "draws"),
-        ({"matrix": path, "draws": True}, "draws"),
-        ({"matrix": path, "draws": 2.5}, "draws"),
+    for extra, parameter, message in [
+        ({}, "run_dir", "give exactly one of run_dir (a run folder) or a matrix file"),
+        (
+            {"matrix": path, "run_dir": tmp_path},
+            "run_dir",
+            "give exactly one of run_dir (a run folder) or a matrix file",
+        ),
+        ({"matrix": path, "draws": 0}, "draws", "draws must be positive, got 0"),
+        ({"matrix": path, "draws": True}, "draws", "draws must be positive, got True"),
+        ({"matrix": path, "draws": 2.5}, "draws", "draws must be positive, got 2.5"),
     ]:
         with pytest.raises(ParameterError) as error:
             select_models(2, **extra)
-        assert error.value.parameter == parameter
-    with pytest.raises(ParameterError, match="give exactly one of run_dir"):
-        select_models(2)
+        assert error.value.parameter == parameter and str(error.value) == message
+    defaults = {
+        name: p.default for name, p in inspect.signature(select_models).parameters.items() if name not in ("k", "cache")
+    }
+    assert defaults == {
+        "run_dir": None,
+        "matrix": None,
+        "method": "inverse",
+        "exponent": 1.0,
+        "draws": 1000,
+        "seed": 0,
+        "out": None,
+        "device": "auto",
+        "batch_size": "auto",
+    }
+    sampler_defaults = inspect.signature(compare_samplers).parameters
+    assert {name: sampler_defaults[name].default for name in ("n_draws", "seed", "score", "exponent")} == {
+        "n_draws": 1000,
+        "seed": 0,
+        "score": None,
+        "exponent": 1.0,
+    }
