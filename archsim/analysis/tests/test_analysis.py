@@ -361,7 +361,7 @@ def test_the_defaults_are_the_papers_settings():
     from archsim.analysis.keywords import cluster_keywords as keywords
 
     defaults = lambda f: {n: p.default for n, p in inspect.signature(f).parameters.items() if p.default is not p.empty}  # noqa: E731
-    assert defaults(spectral_clusters) == {"k": None, "seed": 0}
+    assert defaults(spectral_clusters) == {"k": None, "seed": 0, "max_restarts": 20_000}
     assert defaults(cluster_stability) == {"n_resamples": 30, "keep": 0.8, "seed": 0}
     assert defaults(keywords) == {"top": 5}
     assert defaults(component_importance) == {
