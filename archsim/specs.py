@@ -160,6 +160,8 @@ ZOO_NAMES = (
     "mobilenetv3",
     "mobilevit",
     "resnet-adv",
+    "resnet-adv-s1",
+    "resnet-adv-s2",
 )
 """The embedded zoo's models (:data:`archsim.models.ZOO`, whose module imports timm; a test keeps the two equal)."""
 

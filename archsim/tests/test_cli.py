@@ -574,7 +574,11 @@ def test_zoo_command_shows_what_sets_the_models_apart(capsys):
     assert "block_args=(attn_layer=se)" in rows["zoo:seresnet"] and "attn_layer" not in rows["zoo:resnet-s0"]
     assert "label_smoothing=0.1" in rows["zoo:resnet-ls"] and " default " in rows["zoo:resnet-s1"]
     assert "adversarial_eps=0.1 adversarial_steps=7" in rows["zoo:resnet-adv"]
-    assert stdout.splitlines()[-2] == "not in a run without --models: zoo:resnet-adv (for archsim checks --adversarial)"
+    assert stdout.splitlines()[-2] == (
+        "not in a run without --models: zoo:resnet-adv, zoo:resnet-adv-s1, zoo:resnet-adv-s2 "
+        "(for archsim checks --adversarial)"
+    )
+    assert rows["zoo:resnet-adv-s1"].split()[-1] == "1" and rows["zoo:resnet-adv-s2"].split()[-1] == "2"  # their seeds
     assert stdout.splitlines()[-1].startswith("default recipe: epochs=20 ")
 
 
