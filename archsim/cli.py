@@ -742,6 +742,8 @@ def select(run_dir, matrix, k, method, exponent, draws, seed, out, device, batch
     if result.table is not None:
         click.echo(f"\nthe samplers over {draws} draws each:")
         _show(result.table)
+    for note in result.notes:
+        click.echo(f"note: {note}")
     if result.out is not None:
         click.echo(f"wrote selection.csv to {result.out}")
         if run_dir is not None and result.out == run_dir / "selection":

@@ -136,12 +136,13 @@ def compare_samplers(
 
 @dataclass
 class Selection:
-    """Result of :func:`select_models`: the drawn models, the samplers compared (None for k = 1) and where that
-    table was written (None if nowhere)."""
+    """Result of :func:`select_models`: the drawn models, the samplers compared (None for k = 1), where that
+    table was written (None if nowhere) and what a user building an ensemble should know (``notes``)."""
 
     picked: list[str]
     table: pd.DataFrame | None
     out: Path | None
+    notes: list[str]
 
 
 def select_models(
@@ -190,4 +191,13 @@ def select_models(
     if table is not None and target is not None:
         target.mkdir(parents=True, exist_ok=True)
         atomic_write_text(target / "selection.csv", table.to_csv(index=False, float_format="%.6g"))
-    return Selection(picked, table, target if table is not None else None)
+    notes = []
+    if table is not None and "mean_error" in table:
+        errors = table.set_index("method")["mean_error"]
+        if errors["inverse"] > errors["uniform"]:
+            notes.append(
+                f"diverse draws err more than uniform ones on this run ({errors['inverse']:.3g} % against "
+                f"{errors['uniform']:.3g} %): its most diverse models are among its weakest. To build an ensemble, "
+                f"use archsim ensemble, which chooses by error first and by SAT among sets of comparable error"
+            )
+    return Selection(picked, table, target if table is not None else None, notes)

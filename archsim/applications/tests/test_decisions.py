@@ -460,7 +460,7 @@ def test_select_models_on_a_matrix_file(tmp_path):
         assert "d" not in picked[1:]
     # Written where asked, as the table it returns; one model is a selection with nothing to compare.
     result = select_models(3, matrix=path, draws=30, seed=0, out=tmp_path / "sel")
-    assert result.out == tmp_path / "sel" and len(set(result.picked)) == 3
+    assert result.out == tmp_path / "sel" and len(set(result.picked)) == 3 and result.notes == []
     written = pd.read_csv(tmp_path / "sel" / "selection.csv")
     pd.testing.assert_frame_equal(written, result.table, check_exact=False, rtol=1e-5)
     again = select_models(3, matrix=path, draws=30, seed=0, out=tmp_path / "sel")  # an existing folder is reused

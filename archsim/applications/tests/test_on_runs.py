@@ -203,6 +203,8 @@ def test_ensemble_select_and_checks_on_a_run(three_run, cache_dir, tmp_path, cap
     assert code == 0, err
     table = pd.read_csv(tmp_path / "sel" / "selection.csv")
     assert table.method.tolist() == ["inverse", "proportional", "uniform"] and "mean_error" in table
+    errors = table.set_index("method").mean_error
+    assert ("note: diverse draws err more than uniform ones" in stdout) == (errors["inverse"] > errors["uniform"])
     assert table.mean_similarity.iloc[0] < table.mean_similarity.iloc[1]
 
     code, stdout, err = run_cli(
