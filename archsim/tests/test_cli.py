@@ -398,8 +398,19 @@ def test_bf16_run_is_recorded_and_cached_apart_from_fp32(tmp_path, cache_dir, ca
     computed = {entry for entry in fp32.cache_used if entry[0] in ("adv", "pred")}
     # 2 clean + 2 adversarial sets + 4 predictions, none shared
     assert len(computed) == 8 and not computed & bf16_entries
-    bf16_sat = pd.read_csv(out / "sat.csv", index_col=0).to_numpy()
-    assert np.abs(bf16_sat - fp32.sat.to_numpy()).max() < 0.5
+    # Each bf16 cell from its own counts, and those counts within two images of fp32's: bf16 keeps about three
+    # significant digits, which moves a sign step or a clean prediction here and there, not the attack (1 image
+    # measured per cell, of 37-39).
+    check_sat_csv(out / "sat.csv", ["resnet-s0", "resnet-s1"])
+    bf16_pairs = pd.read_csv(out / "pairs.csv").set_index(["source", "target"])
+    fp32_pairs = fp32.pairs.set_index(["source", "target"])
+    for key in fp32_pairs.index:
+        fooled = [
+            p.loc[key, "fool_rate_source_to_target"] * p.loc[key, "n_both_correct"] / 100
+            for p in (bf16_pairs, fp32_pairs)
+        ]
+        assert abs(fooled[0] - fooled[1]) <= 2 + 1e-6, key
+        assert abs(bf16_pairs.loc[key, "n_both_correct"] - fp32_pairs.loc[key, "n_both_correct"]) <= 2, key
 
     # The same folder in fp32 is another configuration: refused, nothing touched.
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
