@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from archsim.cache import CacheStore, atomic_write_text, digest
 from archsim.data import ImageSet, load_data
 from archsim.errors import ArchsimError, ParameterError
-from archsim.measures.comparison import correlate
+from archsim.measures.comparison import correlate, partial_correlate
 from archsim.models import create_model
 from archsim.models.parallel import train_side_by_side
 from archsim.models.train import Recipe, train_classifier
@@ -237,7 +237,9 @@ def _student_accuracy(
 
 
 def distill_correlations(table: pd.DataFrame) -> pd.DataFrame:
-    """Student accuracy against teacher-student SAT (all, same base, different base) and against teacher accuracy."""
+    """Student accuracy against teacher-student SAT (all, same base, different base) and against teacher accuracy;
+    then SAT again given the teacher's accuracy (``given``: a partial correlation), so that a SAT effect that is only
+    an effect of how accurate the teacher is shows."""
     taught = table[table["teacher"] != NO_TEACHER]
     groups = [
         ("sat", "all teachers", taught),
@@ -245,17 +247,31 @@ def distill_correlations(table: pd.DataFrame) -> pd.DataFrame:
         ("sat", "different base architecture", taught[~taught["same_base"]]),
         ("teacher_accuracy", "all teachers (control)", taught),
     ]
-    return pd.DataFrame(
-        [
-            {
-                "x": x,
-                "group": name,
-                "teachers": len(part),
-                **correlate(part[x].to_numpy(float), part["student_accuracy"].to_numpy(float)),
-            }
-            for x, name, part in groups
-        ]
-    )
+    rows = [
+        {
+            "x": x,
+            "group": name,
+            "given": "",
+            "teachers": len(part),
+            **correlate(part[x].to_numpy(float), part["student_accuracy"].to_numpy(float)),
+        }
+        for x, name, part in groups
+    ]
+    rows += [
+        {
+            "x": "sat",
+            "group": name,
+            "given": "teacher_accuracy",
+            "teachers": len(part),
+            **partial_correlate(
+                part["sat"].to_numpy(float),
+                part["student_accuracy"].to_numpy(float),
+                part["teacher_accuracy"].to_numpy(float),
+            ),
+        }
+        for x, name, part in groups[:3]
+    ]
+    return pd.DataFrame(rows)
 
 
 PAPER_RULE = "paper: different base architecture first, least similar first; then same base, most similar first"

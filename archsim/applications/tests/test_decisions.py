@@ -324,10 +324,22 @@ def test_distill_correlations_split_by_base():
             "student_accuracy": [80, 81, 82, 83, 83, 82, 81],
         }
     )
-    result = distill_correlations(table).set_index("group")
+    from archsim.measures.comparison import partial_correlate
+
+    correlations = distill_correlations(table)
+    result = correlations[correlations.given == ""].set_index("group")
     assert result.loc["same base architecture", "spearman"] == pytest.approx(1.0)
     assert result.loc["different base architecture", "spearman"] == pytest.approx(-1.0)
     assert result.loc["all teachers", "teachers"] == 6 and list(itertools.chain(result.x))[-1] == "teacher_accuracy"
+    # SAT given the teacher's accuracy, per group: the partial correlation over the same teachers.
+    given = correlations[correlations.given == "teacher_accuracy"].set_index("group")
+    assert list(given.index) == ["all teachers", "same base architecture", "different base architecture"]
+    taught = table.iloc[1:]
+    expected = partial_correlate(
+        taught.sat.to_numpy(float), taught.student_accuracy.to_numpy(float), taught.teacher_accuracy.to_numpy(float)
+    )
+    assert given.loc["all teachers", "pearson"] == pytest.approx(expected["pearson"])
+    assert np.isnan(given.loc["same base architecture", "pearson"])  # 3 teachers: too few for a partial correlation
 
 
 def test_the_samplers_draw_with_the_probabilities_they_state():
