@@ -28,8 +28,8 @@ test-fast: $(STAMP)
 
 # ruff (pyflakes, pycodestyle, isort; 120 columns) and import-linter's contracts (the layers, no import cycles).
 lint: $(STAMP)
-	$(BIN)/ruff check archsim benchmarks
-	$(BIN)/ruff format --check archsim benchmarks
+	$(BIN)/ruff check archsim benchmarks scripts
+	$(BIN)/ruff format --check archsim benchmarks scripts
 	$(BIN)/lint-imports --no-cache
 
 # The SAT paper's 68 architectures through `archsim run` (random weights, 2 images, PGD-1), with a per-model time table,

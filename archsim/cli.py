@@ -421,7 +421,7 @@ def report(run_dir, cards, k, seed) -> None:
 @click.option("--out", type=PATH, required=True, help="CSV to write (layout of 'Model Feature_release.csv').")
 @click.option("--cache", type=PATH, default=None, help="Cache folder (zoo weights).")
 def cards(specs, out, cache) -> None:
-    """Extract model cards (SPEC §2.1) from the models' forward passes."""
+    """Extract model cards (docs/method.md#analysis) from the models' forward passes."""
     from archsim.analysis.extract import model_cards
 
     table = model_cards(list(specs), cache=cache, out=out)
@@ -455,7 +455,7 @@ def rerun_options(command):
 @rerun_options
 @engine_options
 def compare_attacks(run_dir, attacks, out, device, batch_size, cache, engine, address, cpus_per_task) -> None:
-    """SAT of a run's models under several attacks, and how the matrices correlate (SPEC §1)."""
+    """SAT of a run's models under several attacks, and how the matrices correlate (docs/method.md#sat)."""
     from archsim.applications.attacks import compare_attacks as compare
 
     specs = [part for chunk in attacks for part in chunk.split()]
@@ -574,7 +574,7 @@ def calibrate(run_dir, published, radii, out, device, batch_size, cache, engine,
     "auto: as many as fit a quarter of the free memory.",
 )
 def measures(run_dir, measures, out, device, batch_size, cache, pair, max_resident) -> None:
-    """Similarity measures beside SAT (SPEC §3) for a run's models, one CSV each in the sat.csv layout,
+    """Similarity measures beside SAT (docs/guide/measures.md) for a run's models, one CSV each in the sat.csv layout,
     and their comparison with SAT (spread at matched compute, cost, correlation with SAT and ensemble gains)."""
     from archsim.applications.measures import compute_measures
 
@@ -597,7 +597,7 @@ def measures(run_dir, measures, out, device, batch_size, cache, pair, max_reside
             .to_string(index=False, float_format=lambda v: f"{v:.3g}")
         )
     if "comparison" in result:
-        click.echo("\ncomparison (SPEC §3):")
+        click.echo("\ncomparison (docs/guide/measures.md):")
         columns = [
             "measure",
             "passes_per_item",
@@ -653,9 +653,9 @@ def _show(table: pd.DataFrame, columns: list[str] | None = None) -> None:
 @click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/ensembles].")
 @rerun_options
 def ensemble(run_dir, k, clusters, random_sets, images, out, device, batch_size, cache) -> None:
-    """Logit-averaging ensembles against SAT (SPEC §2.6): all pairs, K models from L clusters beside random K-sets,
-    the paper's most diverse choice (one model from each of K clusters) and the lowest-mean-SAT set against random
-    k-sets, and a recommended k-set with its measured error."""
+    """Logit-averaging ensembles against SAT (docs/method.md#decisions): all pairs, K models from L clusters beside
+    random K-sets, the paper's most diverse choice (one model from each of K clusters) and the lowest-mean-SAT set
+    against random k-sets, and a recommended k-set with its measured error."""
     from archsim.applications.ensembles import ensembles_on_run
 
     study = ensembles_on_run(
@@ -722,7 +722,7 @@ def ensemble(run_dir, k, clusters, random_sets, images, out, device, batch_size,
 )
 @rerun_options
 def select(run_dir, matrix, k, method, exponent, draws, seed, out, device, batch_size, cache) -> None:
-    """Draw a diverse set of k models (SPEC §2.9) and compare the three samplers."""
+    """Draw a diverse set of k models (docs/method.md#decisions) and compare the three samplers."""
     from archsim.applications.selection import select_models
 
     result = select_models(
@@ -764,7 +764,7 @@ def select(run_dir, matrix, k, method, exponent, draws, seed, out, device, batch
 @rerun_options
 @engine_options
 def add(run_dir, spec, out, one_sided, device, batch_size, cache, engine, address, cpus_per_task) -> None:
-    """Add a model to a finished run (SPEC §2.8): attack only it, reuse every cached set,
+    """Add a model to a finished run (docs/method.md#decisions): attack only it, reuse every cached set,
     write its SAT row (symmetric and one-sided) and the existing cluster it joins."""
     from archsim.applications.newcomer import add_model
     from archsim.report.analyze import analyze_run
@@ -825,7 +825,7 @@ def add(run_dir, spec, out, one_sided, device, batch_size, cache, engine, addres
 @click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/distill/<student>].")
 @click.option("--cache", type=PATH, default=None, help="Cache folder [default: the run's].")
 def distill(run_dir, student, teachers, epochs, out, cache) -> None:
-    """Hard-label distillation from every teacher (SPEC §2.7): student accuracy against
+    """Hard-label distillation from every teacher (docs/method.md#decisions): student accuracy against
     teacher-student SAT, overall and by shared base architecture, with teacher accuracy as control."""
     from archsim.applications.distill import distill as run_distill
 
@@ -906,7 +906,7 @@ def recommend_teacher(run_dir, student) -> None:
 def checks(
     run_dir, checkpoints_of, epochs, adversarial, out, device, batch_size, cache, engine, address, cpus_per_task
 ) -> None:
-    """The SAT paper's further checks (SPEC §2.10): SAT against identical misclassifications under
+    """The SAT paper's further checks (docs/method.md#analysis): SAT against identical misclassifications under
     attack, SAT of training checkpoints against the final model, and whether adversarial training
     acts like a change of training regime."""
     from archsim.applications.checks import checks_on_run
@@ -958,7 +958,7 @@ def checks(
 @rerun_options
 def alphas(run_dir, n_boot, out, device, batch_size, cache) -> None:
     """Liang et al.'s alpha_1, alpha_2 and combined score between every pair of a run's models
-    (SPEC §4), from the run's cached attacks; N x N CSVs in the sat.csv layout (row = source)."""
+    (docs/method.md#knowledge), from the run's cached attacks; N x N CSVs in the sat.csv layout (row = source)."""
     from archsim.knowledge.on_run import alpha_matrices
 
     if n_boot < 0:
@@ -1003,7 +1003,7 @@ def alphas(run_dir, n_boot, out, device, batch_size, cache) -> None:
 )
 @click.option("--cache", type=PATH, default=None, help="Cache folder [default: the run's, or $ARCHSIM_CACHE].")
 def knowledge_transfer(architectures, overlaps, epochs, eps, steps, seed, run_dir, out, cache) -> None:
-    """Does adversarial transferability indicate knowledge transferability (SPEC §4)? Liang et al.'s
+    """Does adversarial transferability indicate knowledge transferability (docs/method.md#knowledge)? Liang et al.'s
     data-overlap experiment on digits: alphas, SAT and adversarial loss of each source against the
     accuracy of its retrained last layer on the target task, and their correlations."""
     from archsim.knowledge.overlap import overlap_experiment
@@ -1059,8 +1059,8 @@ def knowledge_transfer(architectures, overlaps, epochs, eps, steps, seed, run_di
 )
 @click.option("--out", type=PATH, required=True, help="Folder for the six CSVs and liang_synthetic.png.")
 def liang_synthetic(data_dir, out) -> None:
-    """Liang et al.'s synthetic experiment (SPEC §4): alpha_1, alpha_2 (gamma), their combination, the gradient
-    loss and the refit loss as the source drifts, for source widths 100, 50, 200 and attack levels 0, 1."""
+    """Liang et al.'s synthetic experiment (docs/method.md#knowledge): alpha_1, alpha_2 (gamma), their combination,
+    the gradient loss and the refit loss as the source drifts, for source widths 100, 50, 200 and attack levels 0, 1."""
     from archsim.knowledge.synthetic import liang_synthetic as run_synthetic
 
     results = run_synthetic(data_dir, out)

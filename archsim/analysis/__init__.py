@@ -1,5 +1,5 @@
-"""Analysis of a SAT matrix (SPEC §2.1-2.4): model cards, component importance, spectral clusters, keywords;
-and how far matrices computed elsewhere agree."""
+"""Analysis of a SAT matrix (docs/method.md#analysis): model cards, component importance, spectral clusters,
+keywords; and how far matrices computed elsewhere agree."""
 
 from archsim.analysis.agreement import compare_matrices
 from archsim.analysis.cards import CARD_COLUMNS, read_cards

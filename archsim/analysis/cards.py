@@ -1,4 +1,4 @@
-"""Model cards: the 13 architecture components of SPEC §2.1, in the published CSV layout."""
+"""Model cards: the 13 architecture components of docs/method.md#analysis, in the published CSV layout."""
 
 from __future__ import annotations
 

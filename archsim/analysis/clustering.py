@@ -1,4 +1,4 @@
-"""Spectral clustering of a SAT matrix (SPEC §2.3)."""
+"""Spectral clustering of a SAT matrix (docs/method.md#analysis)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Model cards read off a network's forward pass (SPEC §2.1).
+"""Model cards read off a network's forward pass (docs/method.md#analysis).
 
 Every component comes from what the network computes — convolution shapes,
 normalisation and activation operations, attention (a softmax over a

@@ -1,4 +1,5 @@
-"""Which components make models differ (SPEC §2.2): boosting on component differences, permutation importance."""
+"""Which components make models differ (docs/method.md#analysis): boosting on component differences, permutation
+importance."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cluster keywords (SPEC §2.4): TF-IDF over component values, averaged per cluster."""
+"""Cluster keywords (docs/method.md#analysis): TF-IDF over component values, averaged per cluster."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One analysis of one SAT matrix (SPEC §2.1-2.5): clusters and their stability, component
+"""One analysis of one SAT matrix (docs/method.md#analysis): clusters and their stability, component
 importance, keywords, training vs architecture (written as CSVs and a report by :mod:`archsim.report.analyze`)."""
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def analyze_matrix(
     seed: int = 0,
     n_resamples: int = 30,
 ) -> Analysis:
-    """Analyse a validated SAT matrix; ``cards`` enable importance and keywords, ``models`` §2.5."""
+    """Analyse a validated SAT matrix; ``cards`` enable importance and keywords, ``models`` the training-vs-architecture
+    table."""
     if k is not None and k > len(sat):
         raise ParameterError("k", f"{k} is more than the {len(sat)} models; choose at most {len(sat)}")
     spectral = spectral_clusters(sat, k=k, seed=check_seed(seed))

@@ -1,4 +1,4 @@
-"""Training strategy vs architecture (SPEC §2.5): mean SAT within and across architectures.
+"""Training strategy vs architecture (docs/method.md#analysis): mean SAT within and across architectures.
 
 The paper's Table 2 compares three strategies of training one architecture (initialisation, hyper-parameters, training
 regime) with pairs of different architectures. Its means are over percentages: the off-diagonal mean of the published

@@ -1,4 +1,4 @@
-"""Decisions from a SAT run (SPEC §2.6-2.10): ensembles, distillation teachers, a newcomer
+"""Decisions from a SAT run (docs/method.md#decisions): ensembles, distillation teachers, a newcomer
 in the zoo, diverse selection, and the paper's further checks."""
 
 from archsim.applications.selection import METHODS, compare_samplers, diverse_sample

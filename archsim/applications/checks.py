@@ -1,4 +1,4 @@
-"""The SAT paper's further checks (SPEC §2.10) on a run: checkpoints during training
+"""The SAT paper's further checks (docs/method.md#analysis) on a run: checkpoints during training
 against the final model, SAT against identical misclassifications under attack, and
 where an adversarially trained model sits among the run's models."""
 
@@ -114,7 +114,8 @@ class AdversarialCheck:
     summary: pd.DataFrame
     """Mean SAT among the adversarially trained models (the paper's comparison, with two or more), between them and
     the run's models of their architecture and of others, then the run's own pairs by relation (seeds,
-    hyper-parameters, regimes, architectures; SPEC §2.5); each mean also as the ln of the mean percentage (the paper's
+    hyper-parameters, regimes, architectures; docs/method.md#analysis); each mean also as the ln of the mean
+    percentage (the paper's
     kind), ``mean_sat_low``/``mean_sat_high`` the means of the pairs' 95 % bounds, ``paper_mean_sat`` the paper's
     value where it gives one, ``nearest`` marking the run relation closest to the first row."""
 

@@ -1,4 +1,4 @@
-"""Knowledge distillation against SAT (SPEC §2.7): which teacher makes the best student?
+"""Knowledge distillation against SAT (docs/method.md#decisions): which teacher makes the best student?
 
 One student per teacher, trained from scratch with DeiT-style hard-label
 distillation on the run's training data under random affine augmentation (the

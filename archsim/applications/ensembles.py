@@ -1,4 +1,4 @@
-"""Ensembles (SPEC §2.6): does SAT diversity predict what logit averaging gains?
+"""Ensembles (docs/method.md#decisions): does SAT diversity predict what logit averaging gains?
 
 Ensembles are scored from the members' clean logits, by default on every image of the
 run's evaluation split (as the paper scores them on the whole validation set; the
@@ -61,7 +61,7 @@ def _scored(names: list[str], logits, labels, sat, sets) -> pd.DataFrame:
 
 
 def pair_table(names: list[str], logits: np.ndarray, labels: np.ndarray, sat: np.ndarray) -> pd.DataFrame:
-    """Every 2-ensemble: ``a``, ``b``, their SAT, errors and error reduction rate (SPEC §2.6a)."""
+    """Every 2-ensemble: ``a``, ``b``, their SAT, errors and error reduction rate (docs/method.md#decisions)."""
     rows = []
     for a, b in itertools.combinations(range(len(names)), 2):
         rows.append({"a": names[a], "b": names[b], "sat": float(sat[a, b]), **set_scores(logits, labels, sat, (a, b))})
@@ -110,7 +110,7 @@ def k_from_l(
     n_random: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Mean ensemble scores of K models drawn from L clusters (SPEC §2.6b), beside random K-sets.
+    """Mean ensemble scores of K models drawn from L clusters (docs/method.md#decisions), beside random K-sets.
 
     Every K-subset is scored when there are at most ``max_sets`` of them (L is then
     the number of clusters a subset spans); otherwise up to ``max_sets / K`` sets are
@@ -212,8 +212,9 @@ def study_ensembles(
     choose_on: tuple[np.ndarray, np.ndarray] | None = None,
     measure_on: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> EnsembleStudy:
-    """SPEC §2.6 a-d on one run: pairs, K-from-L with a random baseline at every K, the paper's most diverse choice
-    (L = K) and the lowest-mean-SAT set against random k-sets, all-wrong counts, and a recommended k-set.
+    """The ensemble study on one run (docs/method.md#decisions): pairs, K-from-L with a random baseline at every K,
+    the paper's most diverse choice (L = K) and the lowest-mean-SAT set against random k-sets, all-wrong counts, and
+    a recommended k-set.
 
     Parameters
     ----------

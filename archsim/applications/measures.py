@@ -92,12 +92,12 @@ def compute_measures(
     pair: tuple[str, str] | None = None,
     max_resident: int | str = "auto",
 ) -> dict[str, pd.DataFrame]:
-    """Other similarity measures (SPEC §3) of a finished run's models on its images.
+    """Other similarity measures (docs/guide/measures.md) of a finished run's models on its images.
 
     Writes ``measure_<name>.csv`` in the ``sat.csv`` layout,
     ``measure_correlations.csv`` (each measure against the run's SAT, off-diagonal
     Pearson and Spearman) and, with 3 models or more, ``measure_comparison.csv``
-    (SPEC §3: passes per item, spread over 200 resamples for ``pair`` at the compute
+    (docs/guide/measures.md: passes per item, spread over 200 resamples for ``pair`` at the compute
     of SAT on the run's images, rank correlation with SAT, correlation with the
     2-ensemble error reduction rate) with ``measure_comparison.png``, into ``out``
     (default ``RUN/measures``).
@@ -174,8 +174,8 @@ def comparison_table(
     settings: dict[str, Any],
     pair: tuple[str, str] | None,
 ) -> pd.DataFrame:
-    """SPEC §3 table for the measures of one run (their per-item values and matrices): spread at the compute of SAT on
-    the run's images."""
+    """The comparison table of docs/guide/measures.md for the measures of one run (their per-item values and
+    matrices): spread at the compute of SAT on the run's images."""
     transfer, names = run.transfer, run.transfer.names
     if pair is None:  # the pair of median SAT: neither near-copies nor strangers
         i, j = np.triu_indices(len(names), k=1)

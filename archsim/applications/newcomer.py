@@ -1,4 +1,4 @@
-"""A new model against a finished run (SPEC §2.8): its SAT row and column, and its cluster.
+"""A new model against a finished run (docs/method.md#decisions): its SAT row and column, and its cluster.
 
 Only the newcomer is attacked; every existing adversarial set, clean prediction
 and cross prediction comes from the cache, so the cost is one attack plus 2N + 2

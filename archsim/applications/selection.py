@@ -1,4 +1,4 @@
-"""Diverse selection of k models from a similarity matrix (SPEC §2.9).
+"""Diverse selection of k models from a similarity matrix (docs/method.md#decisions).
 
 k-means++ style: the first model uniformly at random, each next one with
 probability proportional to the inverse of its similarity to the models already

@@ -1,4 +1,4 @@
-"""Adversarial vs knowledge transferability (Liang et al., SPEC §4)."""
+"""Adversarial vs knowledge transferability (Liang et al., docs/method.md#knowledge)."""
 
 from archsim.knowledge.alphas import alpha_1, alpha_2
 from archsim.knowledge.synthetic import liang_synthetic

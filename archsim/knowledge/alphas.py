@@ -1,4 +1,4 @@
-"""Liang et al.'s adversarial-transferability metrics (SPEC §4) from output deviations.
+"""Liang et al.'s adversarial-transferability metrics (docs/method.md#knowledge) from output deviations.
 
 A deviation is the change of a model's output under an attack: ``delta_st[i]`` is
 the target's output change on item i under the source's attack, and so on. The

@@ -1,4 +1,4 @@
-"""alpha_1, alpha_2 and their combination (SPEC §4) between every pair of a finished run's models.
+"""alpha_1, alpha_2 and their combination (docs/method.md#knowledge) between every pair of a finished run's models.
 
 The attack is the run's own, read from the cache: on images both models classify
 correctly the label is each model's own prediction, so the run's untargeted attack

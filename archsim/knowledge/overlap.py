@@ -1,5 +1,5 @@
 """Does adversarial transferability indicate knowledge transferability? The data-overlap
-experiment of Liang et al. (SPEC §4) on the bundled digits.
+experiment of Liang et al. (docs/method.md#knowledge) on the bundled digits.
 
 Target task: digits 0-3. The digits training split is cut in two stratified halves,
 standing in for the paper's two data sets: sources learn from the first half,

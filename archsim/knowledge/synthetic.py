@@ -1,4 +1,4 @@
-"""Liang et al.'s synthetic experiment (SPEC §4), vectorised over all 5,000 points.
+"""Liang et al.'s synthetic experiment (docs/method.md#knowledge), vectorised over all 5,000 points.
 
 Two one-hidden-layer networks y = W2 sigmoid(W1 x + b1) + b2: the target (width
 100) and a source (width 50, 100 or 200) that drifts further from its trained
@@ -116,7 +116,8 @@ def transfer_metrics(j_s: torch.Tensor, j_t: torch.Tensor, level: int) -> dict[s
     v_t, top_t = attack_directions(j_t, level)
     apply = lambda j, v: torch.einsum("Ndn,Nn->Nd", j, v).numpy()  # noqa: E731
     d_ss, d_st, d_tt, d_ts = apply(j_s, v_s), apply(j_t, v_s), apply(j_t, v_t), apply(j_s, v_t)
-    # alpha_1 relative to the attacked model's strongest response, sigma_max (SPEC §4, synthetic protocol).
+    # alpha_1 relative to the attacked model's strongest response, sigma_max (docs/method.md#knowledge, the synthetic
+    # protocol).
     a_st = np.linalg.norm(d_st, axis=1) / top_t.numpy()
     a_ts = np.linalg.norm(d_ts, axis=1) / top_s.numpy()
     p = torch.einsum("Nan,Nbn->ab", j_t, j_s) / len(j_s)

@@ -1,4 +1,5 @@
-"""SPEC §3: each measure's spread at matched compute, its cost, and how it tracks SAT and ensemble gains."""
+"""The measures comparison (docs/guide/measures.md): each measure's spread at matched compute, its cost, and how it
+tracks SAT and ensemble gains."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prediction-based similarity (SPEC §3): disagreement rate and error consistency."""
+"""Prediction-based similarity (docs/guide/measures.md): disagreement rate and error consistency."""
 
 from __future__ import annotations
 

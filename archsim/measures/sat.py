@@ -1,4 +1,4 @@
-"""SAT (SPEC §1): similarity by attack transferability, with bootstrap intervals."""
+"""SAT (docs/method.md#sat): similarity by attack transferability, with bootstrap intervals."""
 
 from __future__ import annotations
 

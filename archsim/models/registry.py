@@ -115,7 +115,7 @@ def name_problem(value: str) -> str | None:
 def training_labels(spec: Spec) -> dict[str, str | int]:
     """``regime=LABEL``, ``hparams=LABEL`` and ``seed=N``, taken from ``spec``: how the user's weights were trained
     (the training regime, its hyper-parameters and the seed), for the
-    training-vs-architecture table (SPEC §2.5), where a checkpoint's training is otherwise unknown.
+    training-vs-architecture table (docs/method.md#analysis), where a checkpoint's training is otherwise unknown.
     They change no weights (``init_seed`` draws random ones); zoo models know their own."""
     labels = {
         key: value

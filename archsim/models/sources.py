@@ -293,7 +293,7 @@ def torchvision_model(spec: Spec, cache: CacheStore) -> SimModel:
 
 
 def _training(options: dict[str, Any], hub_recipe: str | None) -> dict[str, Any]:
-    """Training regime and seed for the training-vs-architecture table (SPEC §2.5): the hub weights'
+    """Training regime and seed for the training-vs-architecture table (docs/method.md#analysis): the hub weights'
     recipe, or ``untrained`` with the ``init_seed`` for random weights; nothing for a checkpoint,
     whose training archsim cannot know."""
     if options["pretrained"]:

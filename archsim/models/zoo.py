@@ -122,7 +122,7 @@ ZOO: dict[str, ZooEntry] = {
     ),
     "mobilevit": ZooEntry("MobileViT (hybrid)", "mobilevit_xxs", {}, 24),
     # PGD adversarial training at the default attack radius on digits (archsim.runs.DIGITS_EPS): the
-    # SAT paper's third further check (SPEC §2.10, archsim checks --adversarial). Not in the default
+    # SAT paper's third further check (docs/method.md#analysis, archsim checks --adversarial). Not in the default
     # run, whose matrix is the paper's standard-training zoo.
     "resnet-adv": ZooEntry("ResNet", "resnet18", _RESNET, 16, Recipe(adversarial_eps=0.1), in_default_run=False),
     # Two more seeds: the paper's check compares several adversarially trained models of one architecture.
@@ -151,7 +151,7 @@ def checkpoint_key(entry: ZooEntry, train: ImageSet, epoch: int) -> str:
 def zoo_weights(name: str, cache: CacheStore, epoch: int | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """Trained weights of a zoo entry (trained and cached on first use) and training facts.
 
-    ``epoch``: the weights at the end of that training epoch instead (SPEC §2.10). The
+    ``epoch``: the weights at the end of that training epoch instead (docs/method.md#analysis). The
     first request retrains the entry keeping every epoch and caches them all; the
     last epoch is the final model itself.
     """

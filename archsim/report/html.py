@@ -96,34 +96,40 @@ def _clusters_table(analysis) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# Report sections of the decision commands (SPEC §2.6-2.10), by the run sub-folder they write.
+# Report sections of the decision commands (docs/method.md#decisions and #analysis), by the run sub-folder they write.
 _APPLICATIONS = {
     "ensembles": (
         "Ensembles",
-        "Logit-averaging ensembles of the run's models on its images (archsim ensemble, SPEC §2.6): correlation of SAT "
-        "with the error reduction rate of every 2-ensemble and of k-set diversity with errors; mean scores of K models "
-        "drawn from L spectral clusters; the most and least SAT-diverse k-sets against random k-sets "
-        "(random_sets_not_better: share of random sets with at least that error).",
+        "Logit-averaging ensembles of the run's models on its images (archsim ensemble, docs/method.md#decisions): "
+        "correlation of SAT with the error reduction rate of every 2-ensemble (also given the members' error) and of "
+        "k-set diversity with errors; mean scores of K models drawn from L spectral clusters beside random K-sets; the "
+        "recommended k-set (error first, SAT among comparable sets), the lowest- and highest-mean-SAT k-sets, one "
+        "model from each of k clusters, and random k-sets (random_sets_not_better: share of random sets with at least "
+        "that error).",
     ),
     "selection": (
         "Diverse selection",
-        "Sets of k models drawn by each sampler (archsim select, SPEC §2.9): inverse-similarity (k-means++ style), "
+        "Sets of k models drawn by each sampler (archsim select, docs/method.md#decisions): inverse-similarity "
+        "(k-means++ style), "
         "similarity-proportional and uniform; mean SAT among the drawn models and their ensembles' scores.",
     ),
     "distill": (
         "Distillation: student {name}",
-        "One student per teacher, hard-label distillation on the training data (archsim distill, SPEC §2.7); "
+        "One student per teacher, hard-label distillation on the training data (archsim distill, "
+        "docs/method.md#decisions); "
         "student accuracy against teacher-student SAT, overall and by shared base architecture, teacher accuracy as "
         "control.",
     ),
     "added": (
         "Newcomer: {name}",
-        "A model added to this run (archsim add, SPEC §2.8): its symmetric and one-sided SAT with each model, and "
+        "A model added to this run (archsim add, docs/method.md#decisions): its symmetric and one-sided SAT with each "
+        "model, and "
         "its mean SAT with each cluster's members; it joins the highest.",
     ),
     "checks": (
         "Further checks",
-        "SPEC §2.10 (archsim checks): SAT against the share of attacked decisions where the target repeats the "
+        "The paper's further checks (archsim checks, docs/method.md#analysis): SAT against the share of attacked "
+        "decisions where the target repeats the "
         "source's "
         "own mistake; SAT of training checkpoints with the final model; an adversarially trained model's mean SAT with "
         "its own architecture and with the others, beside the run's mean SAT between seeds, training regimes and "
@@ -131,7 +137,8 @@ _APPLICATIONS = {
     ),
     "knowledge": (
         "Adversarial vs knowledge transferability",
-        "Liang et al.'s data-overlap experiment on digits (archsim knowledge-transfer, SPEC §4): sources trained on 4 "
+        "Liang et al.'s data-overlap experiment on digits (archsim knowledge-transfer, docs/method.md#knowledge): "
+        "sources trained on 4 "
         "classes "
         "sharing 0-100 % of the target task's (digits 0-3) against a reference target model; per source alpha_1, "
         "alpha_2 "
@@ -230,8 +237,8 @@ def render_report(analysis) -> str:
                 + "</div>"
                 + '<p class="muted">Gradient boosting (500 stages, depth 12, min. samples 4, learning rate 0.02) '
                 "predicts each "
-                "pair's SAT from which of the 13 components differ; permutation importance with 10 repeats (SPEC "
-                "§2.2).</p>",
+                "pair's SAT from which of the 13 components differ; permutation importance with 10 repeats "
+                "(docs/method.md#analysis).</p>",
             )
         )
 
@@ -314,7 +321,8 @@ def render_report(analysis) -> str:
             (
                 "measures",
                 "Other similarity measures",
-                "<p>Each measure at the compute SAT spends on the run's images (archsim measures, SPEC §3): passes "
+                "<p>Each measure at the compute SAT spends on the run's images (archsim measures, "
+                "docs/guide/measures.md): passes "
                 "per item, "
                 "spread over resamples relative to the spread across pairs, rank correlation with SAT, correlation "
                 "with the "

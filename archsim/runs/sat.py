@@ -141,7 +141,7 @@ def run_sat(
     n_images : int, optional
         Seeded, class-stratified subset size.
     attack : str or Attack
-        ``NAME[,key=value...]``, e.g. ``pgd`` (SPEC §1), ``apgd-ce,steps=100``,
+        ``NAME[,key=value...]``, e.g. ``pgd`` (docs/method.md#sat), ``apgd-ce,steps=100``,
         ``torchattacks:DIFGSM`` (see :func:`archsim.attacks.create_attack`); or an
         :class:`archsim.attacks.Attack` instance, whose ``config()`` must name every
         setting that changes its result (it is the attack's part of the cache keys).

@@ -153,7 +153,7 @@ def test_three_model_run_and_cache_reuse(tmp_path, cache_dir, capsys):
         "--cache",
         str(cache_dir),
     )
-    assert code == 0 and "correlation with SAT" in stdout and "SPEC §3" in stdout, err
+    assert code == 0 and "correlation with SAT" in stdout and "docs/guide/measures.md" in stdout, err
     comparison = pd.read_csv(out / "measures" / "measure_comparison.csv")
     assert list(comparison.measure) == ["sat", "disagreement", "error-consistency", "cka", "regions", "boundary"]
     assert comparison.passes_per_item.iloc[0] == 2 * 2 * 25 + 4 and (comparison.spread_sd >= 0).all()

@@ -97,7 +97,7 @@ def test_liang_synthetic_all_six(tmp_path, capsys):
     for name in files:
         table = pd.read_csv(tmp_path / name)
         assert list(table.columns)[:3] == ["scale", "alpha_S_T", "alpha_T_S"] and len(table) == 10
-        if name.endswith("level-0.csv"):  # the expected trend at level 0 (SPEC §4)
+        if name.endswith("level-0.csv"):  # the expected trend at level 0 (docs/method.md#knowledge)
             assert (
                 table.alpha_S_T.iloc[-1] < table.alpha_S_T.iloc[0] and table.loss_f_S.iloc[-1] > table.loss_f_S.iloc[0]
             )

@@ -102,7 +102,7 @@ def test_random_weights_are_drawn_from_init_seed(tmp_path, source):
 
 
 def test_training_regimes_come_from_the_weights(tmp_path):
-    """The training-vs-architecture table (SPEC §2.5) tells seeds from regimes from architectures."""
+    """The training-vs-architecture table (docs/method.md#analysis) tells seeds from regimes from architectures."""
     import pandas as pd
 
     from archsim.analysis.training import relation_groups
