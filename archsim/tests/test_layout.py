@@ -61,3 +61,21 @@ def test_layering_contracts_hold():
         pytest.skip("import-linter is not installed (pip install -e '.[lint]')")
     result = subprocess.run([lint, "--no-cache"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_the_api_lists_every_application_the_commands_run():
+    """Each function a command of the CLI calls from the applications, the knowledge package or the report's analyses
+    is importable from :mod:`archsim.api`."""
+    import archsim.api
+
+    called = set()
+    for node in ast.walk(ast.parse((ROOT / "archsim" / "cli.py").read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            ("archsim.applications.", "archsim.knowledge.", "archsim.report.analyze")
+        ):
+            called |= {alias.name for alias in node.names}
+    missing = sorted(name for name in called if name not in archsim.api.__all__ and name[0].islower())
+    assert not missing, f"archsim.api does not export {missing}"
+    assert {"ensembles_on_run", "select_models", "add_model", "distill", "checks_on_run", "alpha_matrices"} <= set(
+        archsim.api.__all__
+    )
