@@ -961,9 +961,7 @@ def alphas(run_dir, n_boot, out, device, batch_size, cache) -> None:
     (docs/method.md#knowledge), from the run's cached attacks; N x N CSVs in the sat.csv layout (row = source)."""
     from archsim.knowledge.on_run import alpha_matrices
 
-    if n_boot < 0:
-        raise ArchsimError(f"--n-boot must be 0 or more, got {n_boot}")
-    result = alpha_matrices(run_dir, out, n_boot, cache, device, batch_size)
+    result = alpha_matrices(run_dir, out=out, n_boot=n_boot, cache=cache, device=device, batch_size=batch_size)
     for name in ("alpha_1", "alpha_2", "alpha_combined"):
         click.echo(f"{name} (row: source, column: target):")
         with pd.option_context("display.width", 250, "display.max_columns", 100):

@@ -23,7 +23,7 @@ from archsim.cache import (
     atomic_write_text,
     digest,
 )
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 from archsim.hardware import resolve_device
 from archsim.knowledge.alphas import alpha_1, alpha_2, unit_rows
 from archsim.models import create_model
@@ -85,6 +85,7 @@ def pair_alphas(
 
 def alpha_matrices(
     run_dir: str | Path,
+    *,
     out: str | Path | None = None,
     n_boot: int = 200,
     cache: CacheStore | str | Path | None = None,
@@ -99,6 +100,8 @@ def alpha_matrices(
     95 % bootstrap intervals) into ``out`` (default ``RUN/alphas``). The target's
     logits on every adversarial set are cached (kind ``advlogits``).
     """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
+        raise ParameterError("n_boot", f"must be a whole number of 0 or more (0: no intervals), got {n_boot!r}")
     folder = RunFolder(run_dir)
     settings, store = folder.settings, folder.cache(cache)
     run = load_run(run_dir, store, device, batch_size)

@@ -244,3 +244,13 @@ def test_synthetic_metrics_and_refit_equal_autograd_svd_and_least_squares(level)
     hidden = source.hidden(x).numpy().T
     fitted = LinearRegression().fit(hidden, y.numpy().T).predict(hidden)
     assert refit_loss(source, x, y) == pytest.approx(np.sqrt(((y.numpy().T - fitted) ** 2).sum(1).mean()), rel=1e-6)
+
+
+def test_alpha_matrices_refuses_a_bad_n_boot_before_any_work(tmp_path):
+    from archsim.errors import ParameterError
+    from archsim.knowledge.on_run import alpha_matrices
+
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ParameterError) as error:
+            alpha_matrices(tmp_path / "no-run", n_boot=bad)
+        assert error.value.parameter == "n_boot" and str(error.value).startswith("n_boot must be a whole number of 0")
