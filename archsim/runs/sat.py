@@ -52,7 +52,7 @@ def default_eps(data: str) -> float:
     return DIGITS_EPS if data.split(":")[0].split(",")[0] == "digits" else IMAGENET_EPS
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SatRun:
     """Result of :func:`run_sat`."""
 
@@ -337,16 +337,16 @@ def run_sat(
             kept = keep_modules(transfer.specs, store) if out_dir is not None else set()
             hits, misses, used = tally.counts()
             run = SatRun(
-                rounded(tables.sat, "sat"),
-                tables.one_sided,
-                rounded(tables.pairs, "pairs"),
-                rounded(transfer.models_table(), "models"),
-                config,
-                transfer,
-                hits,
-                misses,
-                cards_table({name: card for name, card in zip(transfer.names, transfer.cards) if card}),
-                used | kept,
+                sat=rounded(tables.sat, "sat"),
+                one_sided=tables.one_sided,
+                pairs=rounded(tables.pairs, "pairs"),
+                models=rounded(transfer.models_table(), "models"),
+                config=config,
+                transfer=transfer,
+                cache_hits=hits,
+                cache_misses=misses,
+                cards=cards_table({name: card for name, card in zip(transfer.names, transfer.cards) if card}),
+                cache_used=used | kept,
             )
             if out_dir is not None:
                 RunFolder(out_dir).write(run)

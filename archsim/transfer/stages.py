@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from archsim.engines import Engine
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TransferResult:
     """Everything SAT and later analyses need from one run.
 
@@ -797,18 +797,18 @@ def run_transfer(
         }
     )
     return TransferResult(
-        names,
-        list(specs),
-        data.labels.numpy(),
-        logits,
-        adv_pred,
-        [s.fingerprint for s in sources],
-        adv_keys,
-        [s.info for s in sources],
-        [s.card for s in sources],
-        left_out,
-        cost,
-        table,
+        names=names,
+        specs=list(specs),
+        labels=data.labels.numpy(),
+        clean_logits=logits,
+        adv_pred=adv_pred,
+        fingerprints=[s.fingerprint for s in sources],
+        adv_keys=adv_keys,
+        info=[s.info for s in sources],
+        cards=[s.card for s in sources],
+        left_out=left_out,
+        cost=cost,
+        timings=table,
     )
 
 

@@ -256,7 +256,13 @@ def test_identical_misclassifications_by_hand():
     # adv_pred[s, t]: s's own set labels its mistakes 1, 2, 1; target copies the mistake on images 0 and 1.
     adv_pred = np.array([[[1, 2, 1], [1, 2, 0]], [[1, 1, 1], [1, 1, 1]]])
     transfer = TransferResult(
-        ["a", "b"], ["a", "b"], labels, np.tile(np.eye(3)[[0, 0, 0]], (2, 1, 1)), adv_pred, ["", ""], ["", ""]
+        names=["a", "b"],
+        specs=["a", "b"],
+        labels=labels,
+        clean_logits=np.tile(np.eye(3)[[0, 0, 0]], (2, 1, 1)),
+        adv_pred=adv_pred,
+        fingerprints=["", ""],
+        adv_keys=["", ""],
     )
     sat = pd.DataFrame([[4.6, 2.0], [2.0, 4.6]], index=["a", "b"], columns=["a", "b"])
     table = identical_misclassifications(transfer, sat)
