@@ -771,7 +771,16 @@ def add(run_dir, spec, out, one_sided, device, batch_size, cache, engine, addres
 
     started = time.perf_counter()
     with engine_for(engine, device, address, cpus_per_task) as runner:
-        result = add_model(run_dir, spec, out, cache, device, batch_size, engine=runner, one_sided=one_sided)
+        result = add_model(
+            run_dir,
+            spec,
+            out=out,
+            cache=cache,
+            device=device,
+            batch_size=batch_size,
+            engine=runner,
+            one_sided=one_sided,
+        )
     click.echo(f"{result.name} against the {len(result.row)} models of {run_dir}:")
     _show(result.row.sort_values("one_sided_sat" if one_sided else "sat", ascending=False))
     joined = result.clusters[result.clusters["assigned"]].iloc[0]
@@ -830,7 +839,7 @@ def distill(run_dir, student, teachers, epochs, out, cache) -> None:
     from archsim.applications.distill import distill as run_distill
 
     names = [part for chunk in teachers for part in chunk.split()]
-    result = run_distill(run_dir, student, names or None, epochs, out, cache)
+    result = run_distill(run_dir, student, teachers=names or None, epochs=epochs, out=out, cache=cache)
     _show(result.table)
     click.echo("\nstudent accuracy against:")
     _show(result.correlations)
@@ -918,13 +927,13 @@ def checks(
     with engine_for(engine, device, address, cpus_per_task) as runner:
         tables = checks_on_run(
             run_dir,
-            checkpoints_of,
-            chosen,
-            [spec for text in adversarial for spec in text.split()] or None,
-            out,
-            cache,
-            device,
-            batch_size,
+            checkpoints_of=checkpoints_of,
+            epochs=chosen,
+            adversarial=[spec for text in adversarial for spec in text.split()] or None,
+            out=out,
+            cache=cache,
+            device=device,
+            batch_size=batch_size,
             engine=runner,
         )
     if "checkpoints.csv" in tables:

@@ -252,6 +252,7 @@ def misclassification_correlation(table: pd.DataFrame) -> dict[str, float]:
 
 def checks_on_run(
     run_dir: str | Path,
+    *,
     checkpoints_of: str | None = None,
     epochs: list[int] | None = None,
     adversarial: list[str] | None = None,

@@ -69,6 +69,7 @@ def _accuracy(model: SimModel, images, labels) -> float:
 def distill(
     run_dir: str | Path,
     student: str,
+    *,
     teachers: list[str] | None = None,
     epochs: int | None = None,
     out: str | Path | None = None,

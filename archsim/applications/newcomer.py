@@ -95,6 +95,7 @@ def assign_cluster(sat_row: pd.Series, clusters: pd.Series) -> pd.DataFrame:
 def add_model(
     run_dir: str | Path,
     spec: str | ModelObject | Mapping[str, ModelObject],
+    *,
     out: str | Path | None = None,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
