@@ -1034,7 +1034,14 @@ def knowledge_transfer(architectures, overlaps, epochs, eps, steps, seed, run_di
         eps, seed, cache = settings["attack"]["eps"], settings["seed"], cache or folder.config.get("cache")
     target = out or (run_dir / "knowledge" if run_dir is not None else Path("runs") / "knowledge-transfer")
     study = overlap_experiment(
-        tuple(a for a in architectures.split(",") if a), shares, eps, steps, seed, epochs, cache, target
+        tuple(a for a in architectures.split(",") if a),
+        overlaps=shares,
+        eps=eps,
+        steps=steps,
+        seed=seed,
+        epochs=epochs,
+        cache=cache,
+        out=target,
     )
     _show(
         study.table,

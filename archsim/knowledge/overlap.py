@@ -248,6 +248,7 @@ class OverlapStudy:
 
 def overlap_experiment(
     architectures: tuple[str, ...] = ARCHITECTURES,
+    *,
     overlaps: tuple[int, ...] = OVERLAPS,
     eps: float = 0.1,
     steps: int = 50,
