@@ -214,7 +214,7 @@ def run_sat(
     if views not in VIEWS:
         raise ParameterError("views", f"must be one of {', '.join(VIEWS)}, got {views!r}")
     if isinstance(attack_seeds, bool) or not isinstance(attack_seeds, int) or attack_seeds < 1:
-        raise ArchsimError(f"attack_seeds must be a whole number of 1 or more, got {attack_seeds!r}")
+        raise ParameterError("attack_seeds", f"must be a whole number of 1 or more, got {attack_seeds!r}")
     if precision != "auto":
         check_precision(precision)
     store = check_cache(cache)

@@ -178,8 +178,9 @@ def test_attack_seeds_measure_the_attacks_own_noise(zoo, tmp_path):
         and noise["spearman_mean"] == pytest.approx(np.mean(rhos))
         and noise["spearman_min"] == pytest.approx(min(rhos))
     )
-    with pytest.raises(ArchsimError, match="attack_seeds must be a whole number of 1 or more"):
+    with pytest.raises(ArchsimError, match="attack_seeds must be a whole number of 1 or more") as error:
         _run(folder, specs, store, attack_seeds=0)
+    assert error.value.parameter == "attack_seeds"  # a ParameterError: the CLI names --attack-seeds
 
 
 def test_a_fault_that_passes_does_not_fail_the_check(zoo, tmp_path):
