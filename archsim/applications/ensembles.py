@@ -214,7 +214,8 @@ def study_ensembles(
 ) -> EnsembleStudy:
     """The ensemble study on one run (docs/method.md#decisions): pairs, K-from-L with a random baseline at every K,
     the paper's most diverse choice (L = K) and the lowest-mean-SAT set against random k-sets, all-wrong counts, and
-    a recommended k-set.
+    a recommended k-set, chosen among every k-set where there are at most :data:`MAX_ENUMERATED`, else among the
+    random sets, the L = K sets and the lowest- and highest-mean-SAT sets.
 
     Parameters
     ----------
@@ -249,7 +250,7 @@ def study_ensembles(
     candidates = (
         sorted({*random_sets, *one_per_cluster, lowest, highest})
         if math.comb(n, k) > MAX_ENUMERATED
-        else (list(itertools.combinations(range(n), k)))
+        else list(itertools.combinations(range(n), k))
     )
     chosen_logits, chosen_labels = choose_on if choose_on is not None else (logits, labels)
     recommended = recommend(candidates, chosen_logits, chosen_labels, sat)
