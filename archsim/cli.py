@@ -1013,7 +1013,7 @@ def knowledge_transfer(architectures, overlaps, epochs, eps, steps, seed, run_di
     """Does adversarial transferability indicate knowledge transferability (docs/method.md#knowledge)? Liang et al.'s
     data-overlap experiment on digits: alphas, SAT and adversarial loss of each source against the
     accuracy of its retrained last layer on the target task, and their correlations."""
-    from archsim.knowledge.overlap import overlap_experiment
+    from archsim.knowledge.overlap import overlap_experiment, overlap_on_run
 
     try:
         shares = tuple(int(v) for v in overlaps.split(","))
@@ -1021,28 +1021,21 @@ def knowledge_transfer(architectures, overlaps, epochs, eps, steps, seed, run_di
         raise ArchsimError(
             f"--overlaps {overlaps!r} must be whole percentages separated by commas, e.g. 0,50,100"
         ) from None
+    chosen = tuple(a for a in architectures.split(",") if a)
     if run_dir is not None:
-        from archsim.runs import RunFolder
-
-        folder = RunFolder(run_dir)
-        settings = folder.settings
-        if settings["data"].split(",")[0] != "digits":
-            raise ArchsimError(
-                f"the run {run_dir} is on {settings['data']}; the data-overlap experiment is on digits: give a digits "
-                f"run or no --run"
-            )
-        eps, seed, cache = settings["attack"]["eps"], settings["seed"], cache or folder.config.get("cache")
-    target = out or (run_dir / "knowledge" if run_dir is not None else Path("runs") / "knowledge-transfer")
-    study = overlap_experiment(
-        tuple(a for a in architectures.split(",") if a),
-        overlaps=shares,
-        eps=eps,
-        steps=steps,
-        seed=seed,
-        epochs=epochs,
-        cache=cache,
-        out=target,
-    )
+        study = overlap_on_run(run_dir, chosen, overlaps=shares, steps=steps, epochs=epochs, out=out, cache=cache)
+    else:
+        study = overlap_experiment(
+            chosen,
+            overlaps=shares,
+            eps=eps,
+            steps=steps,
+            seed=seed,
+            epochs=epochs,
+            cache=cache,
+            out=out or Path("runs") / "knowledge-transfer",
+        )
+    target = study.out
     _show(
         study.table,
         [

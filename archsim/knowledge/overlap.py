@@ -40,7 +40,7 @@ from archsim.attacks import Attack, create_attack
 from archsim.cache import CacheStore, atomic_write_text, check_cache, digest
 from archsim.data import ImageSet, load_data
 from archsim.data.imageset import stratified_indices
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 from archsim.knowledge.alphas import alpha_1, alpha_2
 from archsim.measures import DEFAULT_EPS_S, sat_value
 from archsim.measures.comparison import correlate
@@ -240,10 +240,12 @@ def knowledge_correlations(table: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class OverlapStudy:
-    """Result of :func:`overlap_experiment`: one row per source, and the correlations."""
+    """Result of :func:`overlap_experiment`: one row per source, the correlations, and the folder they were written
+    to (None if nowhere)."""
 
     table: pd.DataFrame
     correlations: pd.DataFrame
+    out: Path | None = None
 
 
 def overlap_experiment(
@@ -321,7 +323,7 @@ def overlap_experiment(
     table = pd.DataFrame(rows)
     table["test_images"] = table["test_images"].astype(int)
     correlations = knowledge_correlations(table)
-    study = OverlapStudy(table, correlations)
+    study = OverlapStudy(table, correlations, Path(out) if out is not None else None)
     if out is not None:
         from archsim.report.figures import knowledge_transfer_figure, write_png
 
@@ -331,3 +333,37 @@ def overlap_experiment(
         atomic_write_text(out / "knowledge_correlations.csv", correlations.to_csv(index=False, float_format="%.6g"))
         write_png(knowledge_transfer_figure(table, correlations), out / "knowledge_transfer.png")
     return study
+
+
+def overlap_on_run(
+    run_dir: str | Path,
+    architectures: tuple[str, ...] = ARCHITECTURES,
+    *,
+    overlaps: tuple[int, ...] = OVERLAPS,
+    steps: int = 50,
+    epochs: int | None = None,
+    out: str | Path | None = None,
+    cache: CacheStore | str | Path | None = None,
+) -> OverlapStudy:
+    """:func:`overlap_experiment` at a finished digits run's radius and seed, with its cache (unless ``cache`` is
+    given), written into ``out`` (default ``RUN/knowledge``), where the run's report finds it."""
+    from archsim.runs import RunFolder
+
+    folder = RunFolder(run_dir)
+    settings = folder.settings
+    if settings["data"].split(",")[0] != "digits":
+        raise ParameterError(
+            "run_dir",
+            f"the run {run_dir} is on {settings['data']}; the data-overlap experiment is on digits: give {{}} a digits "
+            f"run, or none",
+        )
+    return overlap_experiment(
+        architectures,
+        overlaps=overlaps,
+        eps=settings["attack"]["eps"],
+        steps=steps,
+        seed=settings["seed"],
+        epochs=epochs,
+        cache=cache or folder.config.get("cache"),
+        out=out if out is not None else Path(run_dir) / "knowledge",
+    )

@@ -169,3 +169,19 @@ def test_knowledge_transfer_command_end_to_end(cache_dir, tmp_path, capsys):
         )
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_experiment_on_a_run_refuses_a_run_that_is_not_on_digits(tmp_path):
+    import json
+
+    from archsim.errors import ParameterError
+    from archsim.knowledge.overlap import overlap_on_run
+
+    (tmp_path / "run").mkdir()
+    settings = {"data": "npz:/photos.npz", "seed": 0, "attack": {"name": "pgd", "eps": 0.1}}
+    (tmp_path / "run" / "settings.json").write_text(json.dumps(settings))
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"settings": settings}))
+    with pytest.raises(ParameterError) as error:
+        overlap_on_run(tmp_path / "run", ("resnet-s0",))
+    assert error.value.parameter == "run_dir" and "the data-overlap experiment is on digits" in str(error.value)
+    assert not (tmp_path / "run" / "knowledge").exists()
