@@ -12,7 +12,8 @@
 ``distill``, ``recommend_teachers``    :mod:`archsim.applications.distill`
 ``checks_on_run``                      :mod:`archsim.applications.checks`
 ``alpha_matrices``                     :mod:`archsim.knowledge.on_run`
-``overlap_experiment``                 :mod:`archsim.knowledge.overlap`
+``overlap_experiment``,                :mod:`archsim.knowledge.overlap`
+``overlap_on_run``
 ``liang_synthetic``                    :mod:`archsim.knowledge.synthetic`
 ``analyze``, ``analyze_run``,          :mod:`archsim.report.analyze`
 ``compare_matrix_files``
@@ -30,7 +31,7 @@ from archsim.applications.newcomer import add_model
 from archsim.applications.selection import select_models
 from archsim.hardware import resolve_device
 from archsim.knowledge.on_run import alpha_matrices
-from archsim.knowledge.overlap import overlap_experiment
+from archsim.knowledge.overlap import overlap_experiment, overlap_on_run
 from archsim.knowledge.synthetic import liang_synthetic
 from archsim.report.analyze import analyze, analyze_run, compare_matrix_files
 from archsim.runs import (
@@ -65,6 +66,7 @@ __all__ = [
     "liang_synthetic",
     "load_run",
     "overlap_experiment",
+    "overlap_on_run",
     "recommend_teachers",
     "resolve_device",
     "run_sat",
