@@ -21,16 +21,15 @@ PAPER_MEANS = {
 
 def pair_relation(a: pd.Series, b: pd.Series) -> str:
     """How two models differ: by seed only, by hyper-parameters within a regime, by training regime, by architecture,
-    or unknown. ``hparams`` labels (optional) tell hyper-parameters apart; where either model has none, a pair of one
-    regime is compared by seed alone."""
+    or unknown. ``hparams`` labels (may be empty) tell hyper-parameters apart; where either model has none, a pair of
+    one regime is compared by seed alone."""
     if a["architecture"] != b["architecture"]:
         return "different architectures"
     if a["regime"] and b["regime"] and a["regime"] != b["regime"]:
         return "different training regimes"
     if a["regime"] != b["regime"] or not a["regime"]:
         return "same architecture, other differences"
-    hparams_a, hparams_b = a.get("hparams", ""), b.get("hparams", "")
-    if hparams_a and hparams_b and hparams_a != hparams_b:
+    if a["hparams"] and b["hparams"] and a["hparams"] != b["hparams"]:
         return "different hyper-parameters"
     if pd.notna(a["seed"]) and pd.notna(b["seed"]) and a["seed"] != b["seed"]:
         return "different seeds"
@@ -54,8 +53,10 @@ def relation_groups(sat: pd.DataFrame, models: pd.DataFrame) -> dict[str, list[f
     """
     info = models.set_index("model").loc[list(sat.index)]
     info["regime"] = info["regime"].astype(object).fillna("").astype(str)
-    info["hparams"] = (info["hparams"] if "hparams" in info else pd.Series("", index=info.index)).astype(object)
-    info["hparams"] = info["hparams"].fillna("").astype(str)
+    # Run folders written before hparams existed have no such column: every model unlabelled.
+    info["hparams"] = (
+        info.get("hparams", pd.Series(index=info.index, dtype=object)).astype(object).fillna("").astype(str)
+    )
     names = list(sat.index)
     groups: dict[str, list[float]] = {}
     for i in range(len(names)):

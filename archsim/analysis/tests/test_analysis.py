@@ -199,9 +199,13 @@ def test_the_three_training_strategies_and_both_kinds_of_mean():
         assert table.loc[name, "ln_mean_percent"] == pytest.approx(math.log(percent), abs=1e-12)
     hparams = table.loc["different hyper-parameters"]
     assert hparams.ln_mean_percent > hparams.mean_sat  # the ln of a mean exceeds the mean of lns
-    # A model without an hparams label is compared by seed alone.
-    unlabelled = training_vs_architecture(sat, models.assign(hparams=["lr=1", "", "lr=2", "lr=1", "lr=1"]))
-    assert unlabelled.set_index("comparison").loc["different seeds", "pairs"] == 2  # m0-m1, m1-m2
+    # A model without an hparams label (empty, or missing as a CSV reads it) is compared by seed alone; a table
+    # without the column (a run folder from before it) labels none.
+    for missing in ("", None):
+        unlabelled = training_vs_architecture(sat, models.assign(hparams=["lr=1", missing, "lr=2", "lr=1", "lr=1"]))
+        assert unlabelled.set_index("comparison").loc["different seeds", "pairs"] == 2  # m0-m1, m1-m2
+    old = training_vs_architecture(sat, models.drop(columns="hparams")).set_index("comparison")
+    assert "different hyper-parameters" not in old.index and old.loc["different seeds", "pairs"] == 2  # m0-m1, m1-m2
 
 
 @needs_release
