@@ -660,3 +660,27 @@ def test_the_component_baseline_on_the_published_matrix():
     for row in table.itertuples():
         labels = np.array(row.labels.split(), dtype=int)
         assert len(set(labels)) == 10 and len(labels) == 69
+
+
+def test_the_search_says_how_firm_the_partition_is_in_one_line():
+    import dataclasses
+
+    from archsim.analysis import clustering
+    from archsim.analysis.clustering import KMeansSearch
+
+    search = KMeansSearch(600, 5, 16.0, 16.1, 0.97)
+    assert search.describe() == (
+        "K-means: the lowest objective 16.0000 reached by 5 of 600 restarts; the next-best partition 16.1000 "
+        "(+0.1000, 0.63 %), ARI 0.970 against it"
+    )
+    assert search.settled and search.max_restarts == clustering.MAX_RESTARTS == 20_000
+    assert (clustering.ROUND, clustering.MIN_HITS) == (100, 5)
+    alone = KMeansSearch(100, 100, 2.5, float("nan"), float("nan"))
+    assert alone.describe() == (
+        "K-means: the lowest objective 2.5000 reached by 100 of 100 restarts; every restart found the same partition"
+    )
+    tentative = KMeansSearch(300, 4, 2.0, 3.0, 0.5, max_restarts=300)
+    assert tentative.describe().endswith("(+1.0000, 50.00 %), ARI 0.500 against it (not settled within 300 restarts: "
+                                         "treat it as tentative)")  # fmt: skip
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        search.hits = 6
