@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 declare -A GUARDS=(
   [archsim/measures/sat.py]="archsim/measures/tests/test_sat.py"
   [archsim/attacks/pgd.py]="archsim/attacks/tests/test_pgd.py"
-  [archsim/analysis/clustering.py]="archsim/analysis/tests/test_analysis.py -k 'kmeans or search or firm or eigengap or spectral_recovers or spectrum or refuses or defaults'"
+  [archsim/analysis/clustering.py]="archsim/analysis/tests/test_analysis.py -k 'kmeans or search or firm or fifth or eigengap or spectral_recovers or spectrum or refuses or defaults'"
   [archsim/analysis/stability.py]="archsim/analysis/tests/test_analysis.py"
   [archsim/analysis/importance.py]="archsim/analysis/tests/test_analysis.py"
   [archsim/analysis/keywords.py]="archsim/analysis/tests/test_analysis.py"
