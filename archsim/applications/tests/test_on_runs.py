@@ -248,10 +248,10 @@ def test_distill_trains_one_student_per_teacher(three_run, distilled, capsys):
     assert code == 0 and "ranked by the measured" in stdout and f"recommended teacher: {best}" in stdout, err
 
 
-def test_a_student_trained_in_a_worker_equals_one_trained_in_process(distilled, cache_dir, tmp_path):
+def test_a_student_trained_in_a_worker_equals_one_trained_in_process(distilled, cache_dir):
     from dataclasses import replace
 
-    from archsim.applications.distill import _student_accuracy, _student_key
+    from archsim.applications.distill import _student_key
     from archsim.data import load_data
     from archsim.hardware import usable_cores
     from archsim.models import ZOO
@@ -267,12 +267,9 @@ def test_a_student_trained_in_a_worker_equals_one_trained_in_process(distilled, 
     key = _student_key(ZOO["resnet-s0"], recipe, teacher, train)
     assert distilled == 0 and store.contains("distill", key)  # trained by a worker (three students on two cores)
     recorded = float(store.get("distill", key)["eval_accuracy"])
-    in_process = _student_accuracy(
-        "resnet-s0", recipe, train, evaluation, teacher, key, "resnet-s0", CacheStore(tmp_path)
-    )
-    assert in_process == recorded
-    # The recorded accuracy is the student's on every evaluation image, as a plain loop finds it: trained here with
-    # the same recipe and teacher, shown each image as Pillow resizes it with the zoo entry's stated preprocessing.
+    # The worker's recorded accuracy is that of the student trained here, in process, with the same recipe and
+    # teacher, on every evaluation image as a plain loop finds it, each image as Pillow resizes it with the zoo
+    # entry's stated preprocessing.
     entry = ZOO["resnet-s0"]
     state, _ = train_classifier(entry.build, entry.preprocess(), train, recipe, entry.seed, "test", teacher=teacher)
     net = entry.build()
