@@ -338,26 +338,26 @@ def evaluation_logits(
     from archsim.data import load_data, stratified_indices
     from archsim.hardware import resolve_device
     from archsim.models import create_model
-    from archsim.transfer.stages import cache_clean_logits
+    from archsim.transfer.stages import cache_clean_logits, stacked_logits
 
     settings = folder.settings
     full = load_data(settings["data"], split="eval", seed=settings["seed"], store=store, views=folder.views)
-    on = resolve_device(device)
-    logits = []
-    for spec in settings["models"]:
-        model = create_model(spec, cache=store, device=on)
-        key, _ = cache_clean_logits(model, full, store, batch_size, folder.precision)
-        logits.append(np.concatenate(list(store.open("pred", key).batches("logits", 4096))))
-        del model
     labels = full.labels.numpy()
     used = stratified_indices(labels, settings["n_images"], settings["seed"])
-    held_out = np.ones(len(labels), dtype=bool)
-    held_out[used] = False
-    if not np.array_equal(labels[used], run_labels):
+    if not np.array_equal(labels[used], run_labels):  # before any model is run
         raise ParameterError(
             "run_dir", f"the run's images are not the draw its settings make of {settings['data']!r}; use images='sat'"
         )
-    return np.stack(logits), labels, held_out
+    held_out = np.ones(len(labels), dtype=bool)
+    held_out[used] = False
+    on = resolve_device(device)
+    keys = []
+    for spec in settings["models"]:
+        model = create_model(spec, cache=store, device=on)
+        keys.append(cache_clean_logits(model, full, store, batch_size, folder.precision)[0])
+        del model
+    # One memory-mapped entry, built a model at a time, as the run stacks its own clean logits.
+    return stacked_logits(store, keys), labels, held_out
 
 
 def ensembles_on_run(
