@@ -4,7 +4,9 @@
 #   scripts/mutation.sh                      every file below
 #   scripts/mutation.sh archsim/attacks/pgd.py   one of them
 # mutmut runs in a venv of its own (.venv-mutmut), never the project's; results in .mutmut-cache (`mutmut results`,
-# `mutmut show ID`). Not part of CI: a file takes minutes to tens of minutes on two cores.
+# `mutmut show ID`). Not part of CI: a file takes minutes to tens of minutes on two cores. Each test run is cut at
+# 120 s (`timeout`): mutmut 2.5.1's own timeout kills pytest but then waits on its output, and stalled there on a
+# mutant that made the K-means search loop; a mutant cut off counts as killed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +33,7 @@ for file in "${files[@]}"; do
   tests=${GUARDS[$file]:?"no tests named for $file in scripts/mutation.sh's GUARDS"}
   rm -f .mutmut-cache
   .venv-mutmut/bin/mutmut run --paths-to-mutate "$file" --tests-dir "$(dirname "${tests%% *}")" --no-progress \
-    --runner ".venv/bin/python -m pytest -x -q -p no:cacheprovider -m 'not slow' $tests" >/dev/null || true
+    --runner "timeout -k 5 120 .venv/bin/python -m pytest -x -q -p no:cacheprovider -m 'not slow' $tests" >/dev/null || true
   survived=$(.venv-mutmut/bin/mutmut result-ids survived | wc -w)
   killed=$(.venv-mutmut/bin/mutmut result-ids killed | wc -w)
   echo "$file: $killed of $((killed + survived)) mutants killed; survivors: $(.venv-mutmut/bin/mutmut result-ids survived)"

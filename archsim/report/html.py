@@ -151,13 +151,13 @@ _APPLICATIONS = {
 }
 
 
-def render_report(analysis) -> str:
-    """The whole page for an :class:`~archsim.analysis.run.Analysis`."""
+Section = tuple[str, str, str]  # anchor, title, HTML
+
+
+def _summary_section(analysis) -> Section:
     sat, spectral = analysis.sat, analysis.spectral
     n = len(sat)
     off = sat.to_numpy()[~np.eye(n, dtype=bool)]
-    sections: list[tuple[str, str, str]] = []
-
     mean_sat, ln_mean_percent = mean_both_ways(off)
     summary = (
         f"<p>{n} models in {spectral.k} spectral clusters. "
@@ -179,12 +179,17 @@ def render_report(analysis) -> str:
         top = analysis.importance.head(3)
         summary += (
             "<p>Components that best explain SAT: "
-            + ", ".join(f"<b>{escape(c)}</b> ({v:.3f})" for c, v in zip(top["component"], top["importance_mean"]))
+            + ", ".join(
+                f"<b>{escape(c)}</b> ({v:.3f})" for c, v in zip(top["component"], top["importance_mean"], strict=True)
+            )
             + ".</p>"
         )
     summary += "".join(f'<p class="note">{escape(note)}</p>' for note in analysis.notes)
-    sections.append(("summary", "Summary", summary))
+    return "summary", "Summary", summary
 
+
+def _matrix_section(analysis) -> Section:
+    sat, spectral = analysis.sat, analysis.spectral
     explorable = (
         interactive.FINDER_HTML.format(
             options="".join(f'<option value="{escape(m)}">{escape(m)}</option>' for m in sat.index)
@@ -215,8 +220,11 @@ def render_report(analysis) -> str:
         "<details><summary>Static figures (PNG, for papers and slides)</summary>"
         f'<div class="figures">{heatmaps}</div></details>'
     )
-    sections.append(("matrix", "SAT matrix and clusters", explorable + static))
+    return "matrix", "SAT matrix and clusters", explorable + static
 
+
+def _clusters_section(analysis) -> Section:
+    spectral = analysis.spectral
     cluster_html = _table(_clusters_table(analysis), digits=2) + _figure(
         figures.eigenvalue_plot(spectral.eigenvalues, spectral.k), "eigenvalues"
     )
@@ -224,114 +232,124 @@ def render_report(analysis) -> str:
         '<p class="muted">Stability: mean Jaccard overlap of a model\'s cluster-mates between the full clustering '
         "and clusterings of random 80 % subsets of the models.</p>"
     )
-    sections.append(("clusters", "Clusters and keywords", cluster_html))
+    return "clusters", "Clusters and keywords", cluster_html
 
-    if analysis.importance is not None:
-        sections.append(
-            (
-                "importance",
-                "Component importance",
-                '<div class="figures">'
-                + _figure(figures.importance_bars(analysis.importance), "component importance")
-                + _table(analysis.importance)
-                + "</div>"
-                + '<p class="muted">Gradient boosting (500 stages, depth 12, min. samples 4, learning rate 0.02) '
-                "predicts each "
-                "pair's SAT from which of the 13 components differ; permutation importance with 10 repeats "
-                "(docs/method.md#analysis).</p>",
-            )
-        )
 
-    if analysis.training is not None:
-        sections.append(
-            (
-                "training",
-                "Training strategy vs architecture",
-                '<div class="figures">'
-                + _figure(figures.training_bars(analysis.training), "training vs architecture")
-                + _table(analysis.training, digits=2)
-                + "</div>",
-            )
-        )
+def _importance_section(analysis) -> Section | None:
+    if analysis.importance is None:
+        return None
+    return (
+        "importance",
+        "Component importance",
+        '<div class="figures">'
+        + _figure(figures.importance_bars(analysis.importance), "component importance")
+        + _table(analysis.importance)
+        + "</div>"
+        + '<p class="muted">Gradient boosting (500 stages, depth 12, min. samples 4, learning rate 0.02) '
+        "predicts each "
+        "pair's SAT from which of the 13 components differ; permutation importance with 10 repeats "
+        "(docs/method.md#analysis).</p>",
+    )
 
-    if analysis.models is not None:
-        columns = [
-            c
-            for c in ("model", "clean_accuracy", "white_box_success", "family", "regime", "seed", "spec")
-            if c in analysis.models
-        ]
-        sections.append(
-            (
-                "models",
-                "Models and accuracy",
-                _table(analysis.models[columns], digits=1)
-                + '<p class="muted">clean_accuracy: % of evaluation images classified correctly; '
-                "white_box_success: % of those the model's own attack fools.</p>",
-            )
-        )
 
+def _training_section(analysis) -> Section | None:
+    if analysis.training is None:
+        return None
+    return (
+        "training",
+        "Training strategy vs architecture",
+        '<div class="figures">'
+        + _figure(figures.training_bars(analysis.training), "training vs architecture")
+        + _table(analysis.training, digits=2)
+        + "</div>",
+    )
+
+
+def _models_section(analysis) -> Section | None:
+    if analysis.models is None:
+        return None
+    columns = [
+        c
+        for c in ("model", "clean_accuracy", "white_box_success", "family", "regime", "seed", "spec")
+        if c in analysis.models
+    ]
+    return (
+        "models",
+        "Models and accuracy",
+        _table(analysis.models[columns], digits=1)
+        + '<p class="muted">clean_accuracy: % of evaluation images classified correctly; '
+        "white_box_success: % of those the model's own attack fools.</p>",
+    )
+
+
+def _attacks_section(analysis) -> Section | None:
     attacks = analysis.extras.get("attacks")
-    if attacks is not None:
-        correlations, white_box = attacks["tables"]
-        sections.append(
-            (
-                "attacks",
-                "Attacks compared",
-                "<p>SAT of the same models and images under each attack (archsim compare-attacks); "
-                "correlation of the off-diagonal entries, every pair of attacks.</p>"
-                + _table(correlations[["a", "b", "pairs", "pearson", "spearman", "spearman_p"]])
-                + _figure(_png_uri(attacks["figure"]), "SAT under each attack against the reference")
-                + "<p>White-box success (%) of each attack on each model:</p>"
-                + _table(white_box.reset_index(), digits=1),
-            )
-        )
-    calibration = analysis.extras.get("calibration")
-    if calibration is not None:
-        (table,) = calibration["tables"]
-        best = table.loc[table["best"].astype(bool)].iloc[0]
-        sections.append(
-            (
-                "calibration",
-                "Radius calibrated against a published matrix",
-                f"<p>The run at each radius against the published matrix (archsim calibrate), on the {int(best.pairs)} "
-                f"pairs of models both name: the best radius is <b>{int(best.levels)}/255</b> (mean absolute SAT "
-                f"difference {best.mean_abs_diff:.3f}, Spearman {best.spearman:.2f}).</p>"
-                + _table(table)
-                + _figure(_png_uri(calibration["figure"]), "agreement with the published matrix per radius"),
-            )
-        )
-    measures = analysis.extras.get("measures")
-    if measures is not None:
-        comparison, _ = measures["tables"]
-        columns = [
-            c
-            for c in (
-                "measure",
-                "pair",
-                "passes_per_item",
-                "items_at_budget",
-                "noise_to_signal",
-                "spearman_vs_sat",
-                "spearman_vs_err",
-                "pearson_vs_err",
-            )
-            if c in comparison
-        ]
-        sections.append(
-            (
-                "measures",
-                "Other similarity measures",
-                "<p>Each measure at the compute SAT spends on the run's images (archsim measures, "
-                "docs/guide/measures.md): passes "
-                "per item, "
-                "spread over resamples relative to the spread across pairs, rank correlation with SAT, correlation "
-                "with the "
-                "error reduction of logit-averaged 2-ensembles.</p>"
-                + _table(comparison[columns])
-                + _figure(_png_uri(measures["figure"]), "each measure against SAT"),
-            )
-        )
+    if attacks is None:
+        return None
+    correlations, white_box = attacks["tables"]
+    return (
+        "attacks",
+        "Attacks compared",
+        "<p>SAT of the same models and images under each attack (archsim compare-attacks); "
+        "correlation of the off-diagonal entries, every pair of attacks.</p>"
+        + _table(correlations[["a", "b", "pairs", "pearson", "spearman", "spearman_p"]])
+        + _figure(_png_uri(attacks["figure"]), "SAT under each attack against the reference")
+        + "<p>White-box success (%) of each attack on each model:</p>"
+        + _table(white_box.reset_index(), digits=1),
+    )
 
+
+def _calibration_section(analysis) -> Section | None:
+    calibration = analysis.extras.get("calibration")
+    if calibration is None:
+        return None
+    (table,) = calibration["tables"]
+    best = table.loc[table["best"].astype(bool)].iloc[0]
+    return (
+        "calibration",
+        "Radius calibrated against a published matrix",
+        f"<p>The run at each radius against the published matrix (archsim calibrate), on the {int(best.pairs)} "
+        f"pairs of models both name: the best radius is <b>{int(best.levels)}/255</b> (mean absolute SAT "
+        f"difference {best.mean_abs_diff:.3f}, Spearman {best.spearman:.2f}).</p>"
+        + _table(table)
+        + _figure(_png_uri(calibration["figure"]), "agreement with the published matrix per radius"),
+    )
+
+
+_MEASURE_COLUMNS = (
+    "measure",
+    "pair",
+    "passes_per_item",
+    "items_at_budget",
+    "noise_to_signal",
+    "spearman_vs_sat",
+    "spearman_vs_err",
+    "pearson_vs_err",
+)
+
+
+def _measures_section(analysis) -> Section | None:
+    measures = analysis.extras.get("measures")
+    if measures is None:
+        return None
+    comparison, _ = measures["tables"]
+    columns = [c for c in _MEASURE_COLUMNS if c in comparison]
+    return (
+        "measures",
+        "Other similarity measures",
+        "<p>Each measure at the compute SAT spends on the run's images (archsim measures, "
+        "docs/guide/measures.md): passes "
+        "per item, "
+        "spread over resamples relative to the spread across pairs, rank correlation with SAT, correlation "
+        "with the "
+        "error reduction of logit-averaged 2-ensembles.</p>"
+        + _table(comparison[columns])
+        + _figure(_png_uri(measures["figure"]), "each measure against SAT"),
+    )
+
+
+def _application_sections(analysis) -> list[Section]:
+    sections = []
     for folder, found in analysis.extras.items():
         kind, _, name = folder.partition("/")
         if kind in _APPLICATIONS:
@@ -340,20 +358,43 @@ def render_report(analysis) -> str:
             if found["figure"] is not None:
                 html += _figure(_png_uri(found["figure"]), title)
             sections.append((folder.replace("/", "-"), title.format(name=name), html))
+    return sections
 
-    if analysis.cards is not None:
-        sections.append(("cards", "Model cards", _table(analysis.cards.reset_index())))
 
+def _cards_section(analysis) -> Section | None:
+    if analysis.cards is None:
+        return None
+    return "cards", "Model cards", _table(analysis.cards.reset_index())
+
+
+def _settings_section(analysis) -> Section:
     settings = analysis.config if analysis.config is not None else {"matrix": analysis.source}
-    sections.append(
-        ("settings", "Settings", f"<pre>{escape(json.dumps(settings, indent=2, sort_keys=True, default=str))}</pre>")
-    )
+    return "settings", "Settings", f"<pre>{escape(json.dumps(settings, indent=2, sort_keys=True, default=str))}</pre>"
 
+
+def render_report(analysis) -> str:
+    """The whole page for an :class:`~archsim.analysis.run.Analysis`."""
+    sections = [
+        _summary_section(analysis),
+        _matrix_section(analysis),
+        _clusters_section(analysis),
+        _importance_section(analysis),
+        _training_section(analysis),
+        _models_section(analysis),
+        _attacks_section(analysis),
+        _calibration_section(analysis),
+        _measures_section(analysis),
+        *_application_sections(analysis),
+        _cards_section(analysis),
+        _settings_section(analysis),
+    ]
+    sections = [section for section in sections if section is not None]
     nav = "".join(f'<a href="#{anchor}">{escape(title)}</a>' for anchor, title, _ in sections)
     body = "".join(
         f'<section id="{anchor}"><h2>{escape(title)}</h2>{content}</section>' for anchor, title, content in sections
     )
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    sat, spectral = analysis.sat, analysis.spectral
     finder = interactive.finder_data(sat, spectral.labels, analysis.pairs, analysis.cards)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
