@@ -95,19 +95,9 @@ def distill(
     folder = RunFolder(run_dir)
     settings = folder.settings
     models = pd.read_csv(run_dir / "models.csv")
-    row = _run_model(models, student, "--student", run_dir)
-    if not str(row["spec"]).startswith("zoo:"):
-        raise ParameterError(
-            "student",
-            f"{student!r} must be a zoo: model of the run (archsim needs its architecture and recipe to "
-            f"train it again)",
-        )
+    row = student_row(models, student, run_dir)
     entry_name = str(row["spec"]).split(":", 1)[1].split(",")[0]
     entry = ZOO[entry_name]
-    if "epoch=" in str(row["spec"]):
-        raise ParameterError(
-            "student", f"{student!r} is a training checkpoint; pick a fully trained zoo model of the run"
-        )
     try:
         train = load_data(settings["data"], split="train")
     except ArchsimError:
@@ -116,16 +106,7 @@ def distill(
             f"digits run"
         ) from None
     evaluation = load_data(settings["data"], split="eval")
-    chosen = [
-        _run_model(models, t, "teacher", run_dir)
-        for t in (teachers or [m for m in models["model"] if m != row["model"]])
-    ]
-    if any(t["model"] == row["model"] for t in chosen):
-        raise ParameterError(
-            "teachers", f"the student {row['model']!r} cannot be its own teacher; leave it out of {{}}"
-        )
-    if not chosen:
-        raise ParameterError("teachers", "no teachers: the run has only the student; give {}")
+    chosen = teacher_rows(models, teachers, row, run_dir)
     if epochs is not None and epochs <= 0:
         raise ParameterError("epochs", f"must be positive, got {epochs}")
     # Always augmented: on un-augmented digits every teacher's top-1 label is the true label
@@ -183,6 +164,37 @@ def distill(
 
     write_png(distill_scatter(table, name), out_dir / "distill.png")
     return Distillation(name, table, correlations, out_dir)
+
+
+def student_row(models: pd.DataFrame, student: str, run_dir: Path) -> pd.Series:
+    """The run's row of ``student``, which must be a fully trained zoo model (archsim trains it again)."""
+    row = _run_model(models, student, "--student", run_dir)
+    if not str(row["spec"]).startswith("zoo:"):
+        raise ParameterError(
+            "student",
+            f"{student!r} must be a zoo: model of the run (archsim needs its architecture and recipe to "
+            f"train it again)",
+        )
+    if "epoch=" in str(row["spec"]):
+        raise ParameterError(
+            "student", f"{student!r} is a training checkpoint; pick a fully trained zoo model of the run"
+        )
+    return row
+
+
+def teacher_rows(models: pd.DataFrame, teachers: list[str] | None, student: pd.Series, run_dir: Path) -> list:
+    """The run's rows of ``teachers`` (default: every model but the student), the student not among them."""
+    chosen = [
+        _run_model(models, t, "teacher", run_dir)
+        for t in (teachers or [m for m in models["model"] if m != student["model"]])
+    ]
+    if any(t["model"] == student["model"] for t in chosen):
+        raise ParameterError(
+            "teachers", f"the student {student['model']!r} cannot be its own teacher; leave it out of {{}}"
+        )
+    if not chosen:
+        raise ParameterError("teachers", "no teachers: the run has only the student; give {}")
+    return chosen
 
 
 def _student_key(entry: ZooEntry, recipe: Recipe, teacher: SimModel | None, train: ImageSet) -> str:
@@ -313,7 +325,7 @@ def recommend_teachers(run_dir: str | Path, student: str) -> pd.DataFrame:
     if len(taught) >= 2:
         accuracy = taught.set_index("teacher")["student_accuracy"]
         predicted, sources = [], []
-        for teacher, value, same in zip(table["teacher"], table["sat"], table["same_base"]):
+        for teacher, value, same in zip(table["teacher"], table["sat"], table["same_base"], strict=True):
             if teacher in accuracy.index:
                 predicted.append(float(accuracy[teacher]))
                 sources.append("measured")

@@ -273,6 +273,29 @@ def study_ensembles(
     selection.loc[len(selection) - 1, "random_sets_not_better"] = np.nan  # the random sets' own mean
     selection.insert(1, "k", k)
 
+    correlations = ensemble_correlations(pairs, random_scores, k)
+    measured_logits, measured_labels = measure_on if measure_on is not None else (logits, labels)
+    measured = _scored(names, measured_logits, measured_labels, sat, [recommended, *random_sets])
+    return EnsembleStudy(
+        pairs,
+        k_table,
+        selection,
+        correlations,
+        {
+            "members": [names[m] for m in recommended],
+            "error": measured["error"].iloc[0],
+            "err_reduction": measured["err_reduction"].iloc[0],
+            "mean_sat": measured["mean_sat"].iloc[0],
+            "random_mean_error": measured["error"].iloc[1:].mean(),
+            "images": len(measured_labels),
+            "rule": RECOMMENDATION_RULE,
+        },
+    )
+
+
+def ensemble_correlations(pairs: pd.DataFrame, random_scores: pd.DataFrame, k: int) -> pd.DataFrame:
+    """SAT against the 2-ensembles' error reduction (also given the members' mean error) and their error given it, and
+    the random k-sets' mean SAT against their all-wrong count, error and error reduction."""
     member_error = pairs["mean_member_error"].to_numpy()
     rows = [
         {
@@ -305,29 +328,13 @@ def study_ensembles(
             {
                 "x": "mean_sat",
                 "y": column,
-                "over": f"{len(random_sets)} random {k}-ensembles",
+                "over": f"{len(random_scores)} random {k}-ensembles",
                 "given": "",
-                "n": len(random_sets),
+                "n": len(random_scores),
                 **correlate(random_scores["mean_sat"].to_numpy(), random_scores[column].to_numpy().astype(float)),
             }
         )
-    measured_logits, measured_labels = measure_on if measure_on is not None else (logits, labels)
-    measured = _scored(names, measured_logits, measured_labels, sat, [recommended, *random_sets])
-    return EnsembleStudy(
-        pairs,
-        k_table,
-        selection,
-        pd.DataFrame(rows),
-        {
-            "members": [names[m] for m in recommended],
-            "error": measured["error"].iloc[0],
-            "err_reduction": measured["err_reduction"].iloc[0],
-            "mean_sat": measured["mean_sat"].iloc[0],
-            "random_mean_error": measured["error"].iloc[1:].mean(),
-            "images": len(measured_labels),
-            "rule": RECOMMENDATION_RULE,
-        },
-    )
+    return pd.DataFrame(rows)
 
 
 def evaluation_logits(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
@@ -134,16 +135,16 @@ def compute_measures(
     models = ResidentModels(
         lambda spec: create_model(spec, cache=store, device=on), resident_budget(torch.device(on), max_resident)
     )
-    per_item = measure_items(
-        list(dict.fromkeys(measures)),
-        transfer,
-        images,
-        models,
-        store,
-        settings["attack"]["eps"],
-        settings["seed"],
-        batch_size,
+    inputs = MeasureInputs(
+        transfer=transfer,
+        images=images,
+        models=models,
+        store=store,
+        eps=settings["attack"]["eps"],
+        seed=settings["seed"],
+        batch_size=batch_size,
     )
+    per_item = measure_items(list(dict.fromkeys(measures)), inputs)
     matrices: dict[str, pd.DataFrame] = {}
     for measure, items in per_item.items():
         matrices[measure] = pd.DataFrame(measure_matrix(measure, items), index=names, columns=names)
@@ -238,129 +239,167 @@ def measure_matrix(measure: str, items: Any) -> np.ndarray:
         return np.nanmean(items, axis=-1)
 
 
-def measure_items(
-    measures: list[str],
-    transfer: TransferResult,
-    images: ImageSet,
-    model_of: ResidentModels,
-    store: CacheStore,
-    eps: float,
-    seed: int,
-    batch_size: int | str,
-) -> dict[str, Any]:
-    """Per-item values of each measure, the raw material of its matrix and of its spread.
+@dataclass(frozen=True, kw_only=True)
+class MeasureInputs:
+    """What the measures' per-item values are made from: a finished run's transfer result and images, its models
+    (loaded within a memory budget, :class:`~archsim.transfer.batching.ResidentModels`), the cache, and the run's radius
+    and seed."""
 
-    [N, N, items] arrays (images, or planes for ``regions``) whose mean over items is
-    the matrix; for ``cka`` the per-model feature matrices instead, memory-mapped from the cache.
-    ``model_of`` loads the models within its budget.
-    """
+    transfer: TransferResult
+    images: ImageSet
+    models: ResidentModels
+    store: CacheStore
+    eps: float
+    seed: int
+    batch_size: int | str
 
-    def sized(model: SimModel, purpose: Purpose = "evaluate") -> int:
-        return batch_size_for(model, batch_size, purpose, tuple(images.images.shape[1:]), len(images), store)
+    def sized(self, model: SimModel, purpose: Purpose = "evaluate") -> int:
+        """The model's batch size for ``purpose`` on the run's images (searched once, then cached)."""
+        shape = tuple(self.images.images.shape[1:])
+        return batch_size_for(model, self.batch_size, purpose, shape, len(self.images), self.store)
+
+
+def disagreement_items(inputs: MeasureInputs) -> np.ndarray:
+    pred = inputs.transfer.clean_pred
+    # bool: 69 models x 50,000 images would be 1.9 GB as floats
+    return pred[:, None, :] != pred[None, :, :]
+
+
+def consistency_items(inputs: MeasureInputs) -> np.ndarray:
+    return inputs.transfer.clean_correct  # kappa is not a mean over images; see measure_matrix
+
+
+def cka_items(inputs: MeasureInputs) -> list[np.ndarray]:
+    """Memory maps of each model's cached input features: cka_matrix reads them a chunk of rows at a time."""
+    store, images = inputs.store, inputs.images
 
     def features_of(spec: str) -> Iterator[np.ndarray]:
-        model = model_of(spec)
-        return feature_batches(model, images.images, sized(model))
+        model = inputs.models(spec)
+        return feature_batches(model, images.images, inputs.sized(model))
+
+    return [
+        store.get_or_stream(
+            "feat",
+            digest("features", fp, images.fingerprint),
+            "features",
+            (len(images), -1),
+            np.float32,
+            lambda spec=spec: features_of(spec),
+        ).mapped("features")
+        for spec, fp in zip(inputs.transfer.specs, inputs.transfer.fingerprints, strict=True)
+    ]
+
+
+def regions_items(inputs: MeasureInputs) -> np.ndarray:
+    """Agreement of every pair's decision regions on planes through image triplets, per plane (each model's planes
+    cached)."""
+    store, images = inputs.store, inputs.images
+    triplets = regions.plane_triplets(images.labels.numpy(), regions.DEFAULT_TRIPLETS, inputs.seed)
+    setting = (regions.DEFAULT_TRIPLETS, regions.DEFAULT_RESOLUTION, regions.MARGIN, inputs.seed)
 
     def planes_of(spec: str) -> dict[str, np.ndarray]:
-        model = model_of(spec)
-        return {"labels": regions.region_labels(model, images.images, triplets, batch_size=sized(model))}
+        model = inputs.models(spec)
+        return {"labels": regions.region_labels(model, images.images, triplets, batch_size=inputs.sized(model))}
 
-    specs, fingerprints = transfer.specs, transfer.fingerprints
+    planes = [
+        store.get_or_compute(
+            "regions", digest("regions", fp, images.fingerprint, setting), lambda spec=spec: planes_of(spec)
+        )["labels"]
+        for spec, fp in zip(inputs.transfer.specs, inputs.transfer.fingerprints, strict=True)
+    ]
+    return regions.region_agreement(planes)
 
-    def plugin_items(plugin: Measure, measure: str) -> np.ndarray:
-        values = np.asarray(plugin.items(model_of, specs, images, transfer), dtype=float)
+
+def boundary_items(inputs: MeasureInputs) -> np.ndarray:
+    """The gap between every pair's decision boundaries along each source's directions, per image; each (source,
+    target) row cached, the missing targets of a source computed in as few passes as memory allows."""
+    specs, fingerprints, store = inputs.transfer.specs, inputs.transfer.fingerprints, inputs.store
+    reach, points = 4 * inputs.eps, boundary.DEFAULT_POINTS
+    distances = np.empty((len(specs), len(specs), len(inputs.images)))
+    for s, (source, fp_s) in enumerate(zip(specs, fingerprints, strict=True)):
+        keys = [digest("boundary", fp_s, fp_t, inputs.images.fingerprint, reach, points) for fp_t in fingerprints]
+        computed: dict[int, np.ndarray] = {}
+
+        def compute(t: int, source: str = source, keys: list[str] = keys, computed: dict = computed) -> dict:
+            if t not in computed:
+                todo = [u for u in range(len(specs)) if u == t or not store.contains("boundary", keys[u])]
+                computed.update(boundary_along(inputs, source, todo, reach=reach, points=points))
+            return {"distance": computed.pop(t)}
+
+        for t in range(len(specs)):
+            distances[s, t] = store.get_or_compute("boundary", keys[t], lambda t=t: compute(t))["distance"]
+    both = inputs.transfer.clean_correct[:, None, :] & inputs.transfer.clean_correct[None, :, :]
+    return boundary.boundary_gap(distances, both)
+
+
+def boundary_along(
+    inputs: MeasureInputs, source: str, todo: list[int], *, reach: float, points: int
+) -> dict[int, np.ndarray]:
+    """Distances of the targets ``todo`` along ``source``'s directions: the images streamed once past the source and
+    each group of targets that fits beside it (one group where all fit)."""
+    specs, model_of = inputs.transfer.specs, inputs.models
+    labels = torch.as_tensor(inputs.transfer.labels)
+    found: dict[int, np.ndarray] = {}
+    along = model_of(source)
+    group: list[tuple[int, SimModel]] = []
+    held = weight_bytes(along)
+    for k, u in enumerate(todo):
+        target = along if specs[u] == source else model_of(specs[u])
+        group.append((u, target))
+        held += weight_bytes(target) if target is not along else 0
+        full = len(group) + 1 >= model_of.budget.models or held >= model_of.budget.bytes
+        if full or k == len(todo) - 1:
+            rows = boundary.boundary_distances(
+                along,
+                [m for _, m in group],
+                inputs.images.images,
+                labels,
+                reach,
+                points,
+                inputs.sized(along, "attack"),
+                [inputs.sized(m) for _, m in group],
+            )
+            found.update(zip([v for v, _ in group], rows, strict=True))
+            group, held = [], weight_bytes(along)
+    return found
+
+
+def plugin_items(inputs: MeasureInputs, measure: str) -> np.ndarray:
+    """A plugin :class:`Measure`'s per-item values, cached under its version, the models, the images and the seed."""
+    plugin = all_measures()[measure]
+    specs = inputs.transfer.specs
+
+    def compute() -> dict[str, np.ndarray]:
+        values = np.asarray(plugin.items(inputs.models, specs, inputs.images, inputs.transfer), dtype=float)
         if values.ndim != 3 or values.shape[:2] != (len(specs), len(specs)):
             raise ArchsimError(
                 f"plugin measure {measure!r} gave values of shape {values.shape}, not [{len(specs)}, {len(specs)}, "
                 "items]; fix the plugin"
             )
-        return values
+        return {"items": values}
 
-    labels = torch.as_tensor(transfer.labels)
-    correct = transfer.clean_correct
-    both = correct[:, None, :] & correct[None, :, :]
-    out: dict[str, Any] = {}
-    for measure in measures:
-        if measure == "disagreement":
-            pred = transfer.clean_pred
-            # bool: 69 models x 50,000 images would be 1.9 GB as floats
-            out[measure] = pred[:, None, :] != pred[None, :, :]
-        elif measure == "error-consistency":
-            out[measure] = correct  # kappa is not a mean over images; see measure_matrix
-        elif measure == "cka":
-            # Memory maps of the cached features: cka_matrix reads them a chunk of rows at a time.
-            out[measure] = [
-                store.get_or_stream(
-                    "feat",
-                    digest("features", fp, images.fingerprint),
-                    "features",
-                    (len(images), -1),
-                    np.float32,
-                    lambda spec=spec: features_of(spec),
-                ).mapped("features")
-                for spec, fp in zip(specs, fingerprints)
-            ]
-        elif measure == "regions":
-            triplets = regions.plane_triplets(images.labels.numpy(), regions.DEFAULT_TRIPLETS, seed)
-            setting = (regions.DEFAULT_TRIPLETS, regions.DEFAULT_RESOLUTION, regions.MARGIN, seed)
-            planes = [
-                store.get_or_compute(
-                    "regions",
-                    digest("regions", fp, images.fingerprint, setting),
-                    lambda spec=spec: planes_of(spec),
-                )["labels"]
-                for spec, fp in zip(specs, fingerprints)
-            ]
-            out[measure] = regions.region_agreement(planes)
-        elif measure not in MEASURES:  # a plugin's
-            plugin = all_measures()[measure]
-            key = digest("plugin measure", measure, plugin.version, fingerprints, images.fingerprint, seed)
-            out[measure] = store.get_or_compute(
-                "measure", key, lambda plugin=plugin, measure=measure: {"items": plugin_items(plugin, measure)}
-            )["items"]
-        else:  # boundary
-            reach, points = 4 * eps, boundary.DEFAULT_POINTS
+    fingerprints, images = inputs.transfer.fingerprints, inputs.images
+    key = digest("plugin measure", measure, plugin.version, fingerprints, images.fingerprint, inputs.seed)
+    return inputs.store.get_or_compute("measure", key, compute)["items"]
 
-            def boundary_along(source: str, todo: list[int]) -> dict[int, np.ndarray]:
-                """Distances of the targets ``todo`` along ``source``'s directions: the images streamed once past the
-                source and each group of targets that fits beside it (one group where all fit)."""
-                found: dict[int, np.ndarray] = {}
-                along = model_of(source)
-                group: list[tuple[int, SimModel]] = []
-                held = weight_bytes(along)
-                for k, u in enumerate(todo):
-                    target = along if specs[u] == source else model_of(specs[u])
-                    group.append((u, target))
-                    held += weight_bytes(target) if target is not along else 0
-                    full = len(group) + 1 >= model_of.budget.models or held >= model_of.budget.bytes
-                    if full or k == len(todo) - 1:
-                        rows = boundary.boundary_distances(
-                            along,
-                            [m for _, m in group],
-                            images.images,
-                            labels,
-                            reach,
-                            points,
-                            sized(along, "attack"),
-                            [sized(m) for _, m in group],
-                        )
-                        found.update(zip([v for v, _ in group], rows))
-                        group, held = [], weight_bytes(along)
-                return found
 
-            distances = np.empty((len(specs), len(specs), len(images)))
-            for s, (source, fp_s) in enumerate(zip(specs, fingerprints)):
-                keys = [digest("boundary", fp_s, fp_t, images.fingerprint, reach, points) for fp_t in fingerprints]
-                computed: dict[int, np.ndarray] = {}
+BUILTIN_ITEMS: dict[str, Callable[[MeasureInputs], Any]] = {
+    "disagreement": disagreement_items,
+    "error-consistency": consistency_items,
+    "cka": cka_items,
+    "regions": regions_items,
+    "boundary": boundary_items,
+}
+"""How each of archsim's measures (:data:`archsim.measures.MEASURES`) makes its per-item values."""
 
-                def compute(t: int, source: str = source, keys: list[str] = keys, computed: dict = computed) -> dict:
-                    if t not in computed:
-                        todo = [u for u in range(len(specs)) if u == t or not store.contains("boundary", keys[u])]
-                        computed.update(boundary_along(source, todo))
-                    return {"distance": computed.pop(t)}
 
-                for t in range(len(specs)):
-                    distances[s, t] = store.get_or_compute("boundary", keys[t], lambda t=t: compute(t))["distance"]
-            out[measure] = boundary.boundary_gap(distances, both)
-    return out
+def measure_items(measures: list[str], inputs: MeasureInputs) -> dict[str, Any]:
+    """Per-item values of each measure, the raw material of its matrix and of its spread.
+
+    [N, N, items] arrays (images, or planes for ``regions``) whose mean over items is
+    the matrix; for ``cka`` the per-model feature matrices instead, memory-mapped from the cache.
+    """
+    return {
+        measure: BUILTIN_ITEMS[measure](inputs) if measure in BUILTIN_ITEMS else plugin_items(inputs, measure)
+        for measure in measures
+    }

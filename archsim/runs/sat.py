@@ -26,7 +26,7 @@ from archsim.cache import CacheStore, check_cache
 from archsim.data import VIEWS, load_data, memory_spec
 from archsim.engines import Engine, engine_for
 from archsim.errors import ArchsimError, ParameterError
-from archsim.measures import DEFAULT_EPS_S, sat_tables
+from archsim.measures import DEFAULT_EPS_S, SatTables, sat_tables
 from archsim.models import ModelObject, check_model_specs, check_precision, default_precision, model_specs, zoo_specs
 from archsim.models.objects import keep_modules
 from archsim.report.summary import run_summary_html
@@ -98,9 +98,10 @@ class SatRun:
         return run_summary_html(self)
 
 
-def run_sat(
+def run_sat(  # noqa: PLR0913 - one keyword per run setting, the flags of `archsim run`
     models: Sequence[str | ModelObject] | Mapping[str, str | ModelObject] | None = None,
     data: str | tuple | Any = "digits",
+    *,
     n_images: int | None = None,
     attack: str | Attack = "pgd",
     eps: float | None = None,
@@ -199,52 +200,19 @@ def run_sat(
         :mod:`archsim.data.views` and the method page say what each costs.
     """
     specs = model_specs(models) if models else zoo_specs()
-    if len(specs) < 2:
-        raise ParameterError("models", "SAT needs at least two models; pass more {}")
-    if len(set(specs)) != len(specs):
-        raise ArchsimError("a model spec is given twice; list each model once")
-    check_model_specs(specs)  # before the out folder is claimed and the data read (hashing a folder takes minutes)
-    if not eps_s > 0:
-        raise ParameterError("eps_s", f"must be positive (a percentage floor), got {eps_s}")
-    if n_boot < 0:
-        raise ParameterError("n_boot", f"must be 0 or more, got {n_boot}")
+    check_run_options(specs, eps_s=eps_s, n_boot=n_boot, views=views, attack_seeds=attack_seeds, precision=precision)
     batch_size = check_batch_size(batch_size)
     max_resident = check_max_resident(max_resident)
     seed = check_seed(seed)
-    if views not in VIEWS:
-        raise ParameterError("views", f"must be one of {', '.join(VIEWS)}, got {views!r}")
-    if isinstance(attack_seeds, bool) or not isinstance(attack_seeds, int) or attack_seeds < 1:
-        raise ParameterError("attack_seeds", f"must be a whole number of 1 or more, got {attack_seeds!r}")
-    if precision != "auto":
-        check_precision(precision)
     store = check_cache(cache)
     tally = store.tally()  # this run's hits, misses and entries, on a store that may have served other work
     chosen = {
         k: v for k, v in {"steps": steps, "rel_step": rel_step, "random_start": random_start}.items() if v is not None
     }
-    if isinstance(attack, Attack):
-        given = next((k for k, v in {"eps": eps, **chosen}.items() if v is not None), None)
-        if given is not None:
-            raise ParameterError(given, "is the Attack instance's own setting; set it when you make the attack")
-        hold_attack(attack)
-    elif not isinstance(attack, str):
-        raise ParameterError("attack", f"got a {type(attack).__name__}; give a spec string or an Attack instance")
+    check_attack_options(attack, eps=eps, chosen=chosen)
     if not isinstance(data, str):
         data = memory_spec(data, store)
-    if isinstance(attack, Attack):
-        if whole_levels(attack.eps)[1] is not None:
-            levels = math.floor(attack.eps * LEVELS + 1e-6)
-            warnings.warn(
-                f"{attack.name}'s eps {attack.eps} is {attack.eps * LEVELS:.2f} levels of 1/255 and adversarial images "
-                f"are whole levels: they keep the {levels} inside it (give eps as N/255 to choose)",
-                stacklevel=2,
-            )
-        the_attack = attack
-    else:
-        radius, note = whole_levels(default_eps(data) if eps is None else eps)
-        if note is not None:
-            warnings.warn(note, stacklevel=2)
-        the_attack = create_attack(attack, eps=radius, **chosen)
+    the_attack = run_attack(attack, data=data, eps=eps, chosen=chosen)
     settings = {
         "models": specs,
         "data": data,
@@ -258,79 +226,36 @@ def run_sat(
     with engine_for(engine, device, address) as runner:
         if precision == "auto":
             precision = default_precision(runner.device)
-        if check_precision(precision) != "fp32":  # absent for fp32, so run folders made before the option still resume
-            settings["precision"] = precision
-        if keep_going:  # absent unless set, as above; a rerun leaves out the same models
-            settings["keep_going"] = True
-        if attack_seeds > 1:
-            settings["attack_seeds"] = attack_seeds
-        if views != "shared":  # absent for shared, as above: run folders made before own views resume
-            settings["views"] = views
+        optional_settings(settings, precision=precision, keep_going=keep_going, attack_seeds=attack_seeds, views=views)
         # held until the last file is written
         with RunFolder(out_dir).claim(settings) if out_dir is not None else nullcontext():
             # Folder and npz data go into the cache and are read from there in batches: sets larger than memory run.
             images = load_data(data, split="eval", n_images=n_images, seed=seed, store=store, views=views)
             started = time.perf_counter()
-            transfer = run_transfer(
+            options = dict(
+                batch_size=batch_size,
+                engine=runner,
+                precision=precision,
+                compile=compile,
+                max_resident=max_resident,
+            )
+            transfer, *reseeded = transfers_at_seeds(
                 specs,
                 images,
                 the_attack,
                 store,
                 seed=seed,
-                batch_size=batch_size,
-                engine=runner,
-                describe=describe,
-                precision=precision,
-                compile=compile,
+                attack_seeds=attack_seeds,
                 keep_going=keep_going,
-                max_resident=max_resident,
                 check_models=check_models,
+                options=options,
             )
-            reseeded = [
-                run_transfer(
-                    transfer.specs,
-                    images,
-                    the_attack,
-                    store,
-                    seed=seed + k,
-                    batch_size=batch_size,
-                    engine=runner,
-                    describe=None,
-                    precision=precision,
-                    compile=compile,
-                    max_resident=max_resident,
-                    check_models=False,
-                )
-                for k in range(1, attack_seeds)
-            ]
             for spec, problem in transfer.left_out.items():
                 warnings.warn(f"left out {spec}: {problem}", stacklevel=2)
-            tables = sat_tables(
-                transfer.names, transfer.clean_correct, transfer.adv_wrong, eps_s=eps_s, n_boot=n_boot, seed=seed
+            tables, noise = tables_at_seeds(transfer, reseeded, eps_s=eps_s, n_boot=n_boot, seed=seed)
+            config = run_config(
+                settings, images, transfer, store=store, options=options, seconds=time.perf_counter() - started
             )
-            noise = seed_noise(
-                tables, [sat_tables(r.names, r.clean_correct, r.adv_wrong, eps_s=eps_s, n_boot=0).sat for r in reseeded]
-            )
-            config = {
-                "settings": settings,
-                "data_fingerprint": images.key,
-                "n_images_used": len(images),
-                "engine": runner.name,
-                "device": runner.device,
-                "batch_size": batch_size,
-                "precision": precision,
-                "compile": compile,
-                "cache": str(store.root),
-                "seconds": round(time.perf_counter() - started, 2),
-                "cost": transfer.cost,
-                "left_out": transfer.left_out,
-                "weights": {
-                    name: {k: info.get(k, "") for k in ("weights_tag", "hub_id", "weights_sha256", "view")}
-                    for name, info in zip(transfer.names, transfer.info)
-                },
-                "max_resident": max_resident,
-                "versions": versions(),
-            }
             if noise is not None:
                 config["attack_seed_noise"] = noise
             # Before the run's footprint is taken: the saved modules are part of it (cache_entries.txt).
@@ -345,12 +270,161 @@ def run_sat(
                 transfer=transfer,
                 cache_hits=hits,
                 cache_misses=misses,
-                cards=cards_table({name: card for name, card in zip(transfer.names, transfer.cards) if card}),
+                cards=cards_table(
+                    {name: card for name, card in zip(transfer.names, transfer.cards, strict=True) if card}
+                ),
                 cache_used=used | kept,
             )
             if out_dir is not None:
                 RunFolder(out_dir).write(run)
     return run
+
+
+def transfers_at_seeds(
+    specs: list[str],
+    images,
+    attack: Attack,
+    store: CacheStore,
+    *,
+    seed: int,
+    attack_seeds: int,
+    keep_going: bool,
+    check_models: bool,
+    options: dict[str, Any],
+) -> list[TransferResult]:
+    """The run's transfer at ``seed`` (models checked, cards read), then at each further attack seed on the models it
+    kept."""
+    first = run_transfer(
+        specs,
+        images,
+        attack,
+        store,
+        seed=seed,
+        describe=describe,
+        keep_going=keep_going,
+        check_models=check_models,
+        **options,
+    )
+    return [first] + [
+        run_transfer(first.specs, images, attack, store, seed=seed + k, describe=None, check_models=False, **options)
+        for k in range(1, attack_seeds)
+    ]
+
+
+def check_run_options(
+    specs: list[str], *, eps_s: float, n_boot: int, views: str, attack_seeds: int, precision: str
+) -> None:
+    """The checks of :func:`run_sat` that need nothing loaded, in the order a user meets them."""
+    if len(specs) < 2:
+        raise ParameterError("models", "SAT needs at least two models; pass more {}")
+    if len(set(specs)) != len(specs):
+        raise ArchsimError("a model spec is given twice; list each model once")
+    check_model_specs(specs)  # before the out folder is claimed and the data read (hashing a folder takes minutes)
+    if not eps_s > 0:
+        raise ParameterError("eps_s", f"must be positive (a percentage floor), got {eps_s}")
+    if n_boot < 0:
+        raise ParameterError("n_boot", f"must be 0 or more, got {n_boot}")
+    if views not in VIEWS:
+        raise ParameterError("views", f"must be one of {', '.join(VIEWS)}, got {views!r}")
+    if isinstance(attack_seeds, bool) or not isinstance(attack_seeds, int) or attack_seeds < 1:
+        raise ParameterError("attack_seeds", f"must be a whole number of 1 or more, got {attack_seeds!r}")
+    if precision != "auto":
+        check_precision(precision)
+
+
+def check_attack_options(attack: str | Attack, *, eps: float | None, chosen: dict[str, Any]) -> None:
+    """An Attack instance carries its own settings (none may be given beside it) and is checked to pickle; anything
+    else must be a spec string."""
+    if isinstance(attack, Attack):
+        given = next((k for k, v in {"eps": eps, **chosen}.items() if v is not None), None)
+        if given is not None:
+            raise ParameterError(given, "is the Attack instance's own setting; set it when you make the attack")
+        hold_attack(attack)
+    elif not isinstance(attack, str):
+        raise ParameterError("attack", f"got a {type(attack).__name__}; give a spec string or an Attack instance")
+
+
+def run_attack(attack: str | Attack, *, data: str, eps: float | None, chosen: dict[str, Any]) -> Attack:
+    """The attack a run uses: an instance as given (warned when its eps is not whole levels of 1/255), or a spec made
+    at ``eps`` (the data's default radius when None) rounded to whole levels."""
+    if isinstance(attack, Attack):
+        if whole_levels(attack.eps)[1] is not None:
+            levels = math.floor(attack.eps * LEVELS + 1e-6)
+            warnings.warn(
+                f"{attack.name}'s eps {attack.eps} is {attack.eps * LEVELS:.2f} levels of 1/255 and adversarial images "
+                f"are whole levels: they keep the {levels} inside it (give eps as N/255 to choose)",
+                stacklevel=3,
+            )
+        return attack
+    radius, note = whole_levels(default_eps(data) if eps is None else eps)
+    if note is not None:
+        warnings.warn(note, stacklevel=3)
+    return create_attack(attack, eps=radius, **chosen)
+
+
+def optional_settings(
+    settings: dict[str, Any], *, precision: str, keep_going: bool, attack_seeds: int, views: str
+) -> None:
+    """The settings a run records only where they differ from their first default, so that run folders made before
+    each option existed still resume (a rerun with ``keep_going`` leaves out the same models)."""
+    if check_precision(precision) != "fp32":
+        settings["precision"] = precision
+    if keep_going:
+        settings["keep_going"] = True
+    if attack_seeds > 1:
+        settings["attack_seeds"] = attack_seeds
+    if views != "shared":
+        settings["views"] = views
+
+
+def run_config(
+    settings: dict[str, Any],
+    images,
+    transfer: TransferResult,
+    *,
+    store: CacheStore,
+    options: dict[str, Any],
+    seconds: float,
+) -> dict[str, Any]:
+    """A run's config.json: its settings, what it ran on and with (``options`` as given to :func:`run_transfer`), its
+    cost and the weights of every model."""
+    runner = options["engine"]
+    return {
+        "settings": settings,
+        "data_fingerprint": images.key,
+        "n_images_used": len(images),
+        "engine": runner.name,
+        "device": runner.device,
+        "batch_size": options["batch_size"],
+        "precision": options["precision"],
+        "compile": options["compile"],
+        "cache": str(store.root),
+        "seconds": round(seconds, 2),
+        "cost": transfer.cost,
+        "left_out": transfer.left_out,
+        "weights": weights_record(transfer),
+        "max_resident": options["max_resident"],
+        "versions": versions(),
+    }
+
+
+def weights_record(transfer: TransferResult) -> dict[str, dict[str, str]]:
+    """Per model, the weights it ran with: tag, hub id, SHA-256 and the view it saw (the run's config.json)."""
+    return {
+        name: {k: info.get(k, "") for k in ("weights_tag", "hub_id", "weights_sha256", "view")}
+        for name, info in zip(transfer.names, transfer.info, strict=True)
+    }
+
+
+def tables_at_seeds(
+    transfer: TransferResult, reseeded: list[TransferResult], *, eps_s: float, n_boot: int, seed: int
+) -> tuple[SatTables, dict[str, Any] | None]:
+    """The run's tables at its seed, with the spread over the other attack seeds (:func:`seed_noise`)."""
+    tables = sat_tables(
+        transfer.names, transfer.clean_correct, transfer.adv_wrong, eps_s=eps_s, n_boot=n_boot, seed=seed
+    )
+    others = [sat_tables(r.names, r.clean_correct, r.adv_wrong, eps_s=eps_s, n_boot=0).sat for r in reseeded]
+    return tables, seed_noise(tables, others)
 
 
 def seed_noise(tables, others: list[pd.DataFrame]) -> dict[str, Any] | None:
@@ -361,7 +435,10 @@ def seed_noise(tables, others: list[pd.DataFrame]) -> dict[str, Any] | None:
         return None
     stack = np.stack([tables.sat.to_numpy(), *(m.to_numpy() for m in others)])  # [seeds, N, N]
     names = list(tables.sat.index)
-    index = [names.index(s) * len(names) + names.index(t) for s, t in zip(tables.pairs.source, tables.pairs.target)]
+    index = [
+        names.index(s) * len(names) + names.index(t)
+        for s, t in zip(tables.pairs.source, tables.pairs.target, strict=True)
+    ]
     flat = stack.reshape(len(stack), -1)[:, index]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # pairs without a SAT stay NaN

@@ -501,133 +501,146 @@ def evaluate_targets(
     search; with ``own_views`` each target's own input size does (the sets arrive at
     their sources' sizes and are resized to it).
     """
-    n_images = needed[0].shape[1] if needed else 0
-    predictions = [np.full((len(adv_keys), n_images), -1, dtype=np.int64) for _ in targets]
-    todo: list[dict[int, str]] = []  # per target: source -> the key its predictions go under
-    skipped = 0
-    for t, (spec, fingerprint) in enumerate(targets):
-        missing: dict[int, str] = {}
-        for s, images_key in enumerate(adv_keys):
-            mask = needed[t][s]
-            skipped += int((~mask).sum())
-            key = needed_pred_key(fingerprint, images_key, mask, precision)
-            if key is None:
-                continue
-            full = pred_key(fingerprint, images_key, precision)
-            # Predictions of every image (an earlier run's, or a command that needed them all) serve any mask.
-            found = store.find("pred", full) if key != full else None
-            found = found if found is not None else store.find("pred", key)
-            if found is None:
-                missing[s] = key
-            else:
-                predictions[t][s][mask] = found["pred"][mask]
-        todo.append(missing)
-    timings = [{"load_s": 0.0, "evaluate_s": 0.0, "search_s": 0.0, "images": 0} for _ in targets]
-    cost = {"bytes": 0, "evaluated": 0, "groups": 0}
+    evaluation = TargetsEvaluation(
+        store=store,
+        device=device,
+        adv_keys=adv_keys,
+        needed=needed,
+        image_shape=image_shape,
+        batch_size=batch_size,
+        precision=precision,
+        own_views=own_views,
+    )
+    evaluation.read_cached(targets)
     budget = resident_budget(torch.device(device), max_resident)
     group: list[tuple[int, SimModel]] = []
     held = 0
-
-    def evaluate_resident() -> None:
-        _evaluate_group(
-            group,
-            adv_keys,
-            needed,
-            todo,
-            predictions,
-            timings,
-            cost,
-            store,
-            device,
-            image_shape,
-            batch_size,
-            precision,
-            own_views,
-        )
-
     for t, (spec, fingerprint) in enumerate(targets):
-        if not todo[t]:
+        if not evaluation.todo[t]:
             continue
         started = time.perf_counter()
         model = create_model(spec, cache=store, device=device)
         if model.fingerprint != fingerprint:
             raise ArchsimError(f"model {spec} changed during the run (different weights); rerun")
         prepare(model, precision, compile, purpose="evaluate")
-        timings[t]["load_s"] = time.perf_counter() - started
+        evaluation.timings[t]["load_s"] = time.perf_counter() - started
         group.append((t, model))
         held += weight_bytes(model)
         if len(group) >= budget.models or held >= budget.bytes:
-            evaluate_resident()
-            group, held = [], 0
+            evaluation.evaluate_group(group)
+            group, held = [], 0  # the group's models are freed before the next are loaded
     if group:
-        evaluate_resident()
-    return EvaluationOutcome(
-        [compact_labels(p) for p in predictions],
-        cost["bytes"],
-        cost["evaluated"],
-        skipped,
-        timings,
-        cost["groups"],
-    )
+        evaluation.evaluate_group(group)
+    return evaluation.outcome()
 
 
-def _evaluate_group(
-    group: list[tuple[int, SimModel]],
-    adv_keys: list[str],
-    needed: list[np.ndarray],
-    todo: list[dict[int, str]],
-    predictions: list[np.ndarray],
-    timings: list[dict],
-    cost: dict,
-    store: CacheStore,
-    device: str,
-    image_shape: tuple[int, ...],
-    batch_size: int | str,
-    precision: str,
-    own_views: bool,
-) -> None:
-    """Stream every set that some resident target lacks past those targets, once; store what they predict."""
-    cost["groups"] += 1
-    n_images = len(predictions[group[0][0]][0])
-    sizes = {}
-    for t, model in group:
-        searched = search_seconds()
-        work = int(sum(needed[t][s].sum() for s in todo[t]))
-        shape = (own_views and model.preprocess.input_size) or image_shape
-        sizes[t] = batch_size_for(model, batch_size, "evaluate", shape, n_images, store, precision, work)
-        timings[t]["search_s"] += search_seconds() - searched
-    read_size = max(sizes.values())
-    # Reported per set streamed past the group: with every target resident, the stage is one group, silent otherwise.
-    sources = sorted({s for t, _ in group for s in todo[t]})
-    desc = f"evaluate {len(group)} target{'s' if len(group) > 1 else ''} on each set"
-    for s in steps(sources, desc, len(sources), per_unit="sets", unit="set"):
-        members = [(t, model) for t, model in group if s in todo[t]]
-        adv_images = store.open("adv", adv_keys[s])
-        if adv_images is None:
-            raise ArchsimError(
-                f"adversarial set {adv_keys[s][:12]} vanished from the cache during the run; rerun to recompute it"
+@dataclass(kw_only=True)
+class TargetsEvaluation:
+    """Stage 2's state for one task's targets: the predictions each still lacks (``todo``: source -> cache key), what
+    they predicted, and what it cost."""
+
+    store: CacheStore
+    device: str
+    adv_keys: list[str]
+    needed: list[np.ndarray]
+    image_shape: tuple[int, ...]
+    batch_size: int | str
+    precision: str
+    own_views: bool
+    predictions: list[np.ndarray] = field(default_factory=list)
+    todo: list[dict[int, str]] = field(default_factory=list)
+    timings: list[dict] = field(default_factory=list)
+    bytes_read: int = 0
+    evaluated: int = 0
+    skipped: int = 0
+    groups: int = 0
+
+    def read_cached(self, targets: list[tuple[str, str]]) -> None:
+        """Each target's cached predictions filled in; the sets whose predictions are missing noted in ``todo``."""
+        n_images = self.needed[0].shape[1] if self.needed else 0
+        for t, (_, fingerprint) in enumerate(targets):
+            predictions = np.full((len(self.adv_keys), n_images), -1, dtype=np.int64)
+            missing: dict[int, str] = {}
+            for s, images_key in enumerate(self.adv_keys):
+                mask = self.needed[t][s]
+                self.skipped += int((~mask).sum())
+                key = needed_pred_key(fingerprint, images_key, mask, self.precision)
+                if key is None:
+                    continue
+                full = pred_key(fingerprint, images_key, self.precision)
+                # Predictions of every image (an earlier run's, or a command that needed them all) serve any mask.
+                found = self.store.find("pred", full) if key != full else None
+                found = found if found is not None else self.store.find("pred", key)
+                if found is None:
+                    missing[s] = key
+                else:
+                    predictions[s][mask] = found["pred"][mask]
+            self.predictions.append(predictions)
+            self.todo.append(missing)
+            self.timings.append({"load_s": 0.0, "evaluate_s": 0.0, "search_s": 0.0, "images": 0})
+
+    def evaluate_group(self, group: list[tuple[int, SimModel]]) -> None:
+        """Stream every set that some resident target lacks past those targets, once; store what they predict."""
+        self.groups += 1
+        sizes = self.batch_sizes(group)
+        read_size = max(sizes.values())
+        # Reported per set streamed past the group: with every target resident, the stage is one group, silent
+        # otherwise.
+        sources = sorted({s for t, _ in group for s in self.todo[t]})
+        desc = f"evaluate {len(group)} target{'s' if len(group) > 1 else ''} on each set"
+        for s in steps(sources, desc, len(sources), per_unit="sets", unit="set"):
+            members = [(t, model) for t, model in group if s in self.todo[t]]
+            adv_images = self.store.open("adv", self.adv_keys[s])
+            if adv_images is None:
+                raise ArchsimError(
+                    f"adversarial set {self.adv_keys[s][:12]} vanished from the cache during the run; rerun to "
+                    "recompute it"
+                )
+            feeds = {t: _Rebatcher(model, sizes[t]) for t, model in members}
+            start = 0
+            with precision_context(self.device, self.precision):
+                for rows in adv_images.batches("images", read_size):
+                    self.store.count_read(rows.nbytes)
+                    self.bytes_read += rows.nbytes
+                    for t, _ in members:
+                        began = time.perf_counter()
+                        feeds[t].add(rows[self.needed[t][s][start : start + len(rows)]])
+                        self.timings[t]["evaluate_s"] += time.perf_counter() - began
+                    start += len(rows)
+            for t, _ in members:
+                began = time.perf_counter()
+                with precision_context(self.device, self.precision):
+                    labels = feeds[t].finish()
+                self.timings[t]["evaluate_s"] += time.perf_counter() - began
+                mask = self.needed[t][s]
+                self.timings[t]["images"] += int(mask.sum())
+                self.evaluated += int(mask.sum())
+                self.predictions[t][s][mask] = labels
+                self.store.put_computed("pred", self.todo[t][s], {"pred": self.predictions[t][s]})
+
+    def batch_sizes(self, group: list[tuple[int, SimModel]]) -> dict[int, int]:
+        """Each resident target's evaluation batch size, searched (and cached) for the work it has."""
+        n_images = len(self.predictions[group[0][0]][0])
+        sizes = {}
+        for t, model in group:
+            searched = search_seconds()
+            work = int(sum(self.needed[t][s].sum() for s in self.todo[t]))
+            shape = (self.own_views and model.preprocess.input_size) or self.image_shape
+            sizes[t] = batch_size_for(
+                model, self.batch_size, "evaluate", shape, n_images, self.store, self.precision, work
             )
-        feeds = {t: _Rebatcher(model, sizes[t]) for t, model in members}
-        start = 0
-        with precision_context(device, precision):
-            for rows in adv_images.batches("images", read_size):
-                store.count_read(rows.nbytes)
-                cost["bytes"] += rows.nbytes
-                for t, _ in members:
-                    began = time.perf_counter()
-                    feeds[t].add(rows[needed[t][s][start : start + len(rows)]])
-                    timings[t]["evaluate_s"] += time.perf_counter() - began
-                start += len(rows)
-        for t, _ in members:
-            began = time.perf_counter()
-            with precision_context(device, precision):
-                labels = feeds[t].finish()
-            timings[t]["evaluate_s"] += time.perf_counter() - began
-            mask = needed[t][s]
-            timings[t]["images"] += int(mask.sum())
-            cost["evaluated"] += int(mask.sum())
-            predictions[t][s][mask] = labels
-            store.put_computed("pred", todo[t][s], {"pred": predictions[t][s]})
+            self.timings[t]["search_s"] += search_seconds() - searched
+        return sizes
+
+    def outcome(self) -> EvaluationOutcome:
+        return EvaluationOutcome(
+            [compact_labels(p) for p in self.predictions],
+            self.bytes_read,
+            self.evaluated,
+            self.skipped,
+            self.timings,
+            self.groups,
+        )
 
 
 class _Rebatcher:
@@ -740,9 +753,66 @@ def run_transfer(
     logits = stacked_logits(cache, [s.clean_key for s in sources])
     correct = predicted_labels(logits) == data.labels.numpy()[None, :]
     # The barrier between the stages: no evaluation task waits on (or holds a device for) an unfinished attack.
+    outcomes = evaluate_stage(
+        engine,
+        specs,
+        sources,
+        correct,
+        data,
+        cache,
+        batch_size=batch_size,
+        precision=precision,
+        compile=compile,
+        max_resident=max_resident,
+    )
+    adv_pred = np.stack([p for outcome in outcomes for p in outcome.predictions], axis=1)  # [source, target, image]
+    cost = cost_record(
+        sources,
+        outcomes,
+        preflight_s=checked - started,
+        attack_s=attacked - checked,
+        evaluate_s=time.perf_counter() - attacked,
+        stage1_read=stage1_read,
+    )
+    timings = timings_table(
+        sources, [t for o in outcomes for t in o.timings], len(data), attack.config().get("steps", 1)
+    )
+    return TransferResult(
+        names=names,
+        specs=list(specs),
+        labels=data.labels.numpy(),
+        clean_logits=logits,
+        adv_pred=adv_pred,
+        fingerprints=[s.fingerprint for s in sources],
+        adv_keys=adv_keys,
+        info=[s.info for s in sources],
+        cards=[s.card for s in sources],
+        left_out=left_out,
+        cost=cost,
+        timings=timings,
+    )
+
+
+def evaluate_stage(
+    engine: Engine,
+    specs: list[str],
+    sources: list[SourceOutcome],
+    correct: np.ndarray,
+    data: ImageSet,
+    cache: CacheStore,
+    *,
+    batch_size: int | str,
+    precision: str,
+    compile: bool,
+    max_resident: int | str,
+) -> list[EvaluationOutcome]:
+    """Stage 2: the targets in one group per engine slot (:func:`evaluate_targets`), each evaluated on every set where
+    it and the source both classify the clean image correctly (``correct``: [models, images])."""
+    names = [source.name for source in sources]
+    adv_keys = [source.adv_key for source in sources]
     groups = target_groups(len(specs), engine.slots)
     image_shape = tuple(data.images.shape[1:])
-    outcomes: list[EvaluationOutcome] = engine.map(
+    return engine.map(
         evaluate_targets,
         [
             (
@@ -762,13 +832,25 @@ def run_transfer(
         "evaluate targets",
         [", ".join(names[t] for t in group) for group in groups],
     )
-    adv_pred = np.stack([p for outcome in outcomes for p in outcome.predictions], axis=1)  # [source, target, image]
+
+
+def cost_record(
+    sources: list[SourceOutcome],
+    outcomes: list[EvaluationOutcome],
+    *,
+    preflight_s: float,
+    attack_s: float,
+    evaluate_s: float,
+    stage1_read: int,
+) -> dict[str, float | int]:
+    """What the stages cost: seconds, bytes of the cache read, and the images evaluated and skipped (config.json's
+    ``cost``)."""
     set_bytes = sum(int(np.prod(s.adv_shape)) for s in sources)
     stage2_read = sum(o.adversarial_bytes_read for o in outcomes)
-    cost = {
-        "preflight_s": round(checked - started, 3),
-        "attack_stage_s": round(attacked - checked, 3),
-        "evaluate_stage_s": round(time.perf_counter() - attacked, 3),
+    return {
+        "preflight_s": round(preflight_s, 3),
+        "attack_stage_s": round(attack_s, 3),
+        "evaluate_stage_s": round(evaluate_s, 3),
         "stage1_cache_bytes_read": int(stage1_read),
         "adversarial_bytes": set_bytes,
         "stage2_adversarial_bytes_read": int(stage2_read),
@@ -777,17 +859,19 @@ def run_transfer(
         "stage2_images_evaluated": sum(o.images_evaluated for o in outcomes),
         "stage2_images_skipped": sum(o.images_skipped for o in outcomes),
     }
-    timings = [t for o in outcomes for t in o.timings]
-    steps = attack.config().get("steps", 1)
-    table = pd.DataFrame(
+
+
+def timings_table(sources: list[SourceOutcome], timings: list[dict], n_images: int, steps: int) -> pd.DataFrame:
+    """Per model: seconds of each part of its attack task and its evaluation, and their rates (NaN where cached)."""
+    return pd.DataFrame(
         {
-            "model": names,
+            "model": [source.name for source in sources],
             "load_s": [s.timing.get("load_s", 0.0) for s in sources],
             "clean_s": [s.timing.get("clean_s", 0.0) for s in sources],
             "attack_s": [s.timing.get("attack_s", 0.0) for s in sources],
             "search_s": [s.timing.get("search_s", 0.0) for s in sources],
             "attack_image_steps_per_s": [
-                len(data) * steps / s.timing["attack_s"] if s.timing.get("attack_s") else np.nan for s in sources
+                n_images * steps / s.timing["attack_s"] if s.timing.get("attack_s") else np.nan for s in sources
             ],
             "evaluate_load_s": [t["load_s"] for t in timings],
             "evaluate_s": [t["evaluate_s"] for t in timings],
@@ -795,20 +879,6 @@ def run_transfer(
             "evaluated_images": [t["images"] for t in timings],
             "evaluate_images_per_s": [t["images"] / t["evaluate_s"] if t["evaluate_s"] else np.nan for t in timings],
         }
-    )
-    return TransferResult(
-        names=names,
-        specs=list(specs),
-        labels=data.labels.numpy(),
-        clean_logits=logits,
-        adv_pred=adv_pred,
-        fingerprints=[s.fingerprint for s in sources],
-        adv_keys=adv_keys,
-        info=[s.info for s in sources],
-        cards=[s.card for s in sources],
-        left_out=left_out,
-        cost=cost,
-        timings=table,
     )
 
 

@@ -478,3 +478,10 @@ def test_correlate_and_err_at_their_edges():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.isnan(ensemble_err(perfect, labels)).all()
+
+
+def test_every_measure_archsim_names_has_its_items():
+    from archsim.applications.measures import BUILTIN_ITEMS, all_measures
+    from archsim.measures import MEASURES
+
+    assert list(BUILTIN_ITEMS) == list(MEASURES) and set(MEASURES) <= set(all_measures())
