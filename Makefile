@@ -26,10 +26,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q $(PARALLEL) -m "not slow and not scale"
 
-# ruff (pyflakes, pycodestyle, isort; 120 columns) and import-linter's contracts (the layers, no import cycles).
+# ruff (pyflakes, pycodestyle, isort, bugbear, complexity and size ceilings; 120 columns) and import-linter's contracts
+# (the layers, no import cycles).
 lint: $(STAMP)
-	$(BIN)/ruff check archsim benchmarks scripts
-	$(BIN)/ruff format --check archsim benchmarks scripts
+	$(BIN)/ruff check archsim benchmarks scripts docs/examples
+	$(BIN)/ruff format --check archsim benchmarks scripts docs/examples
 	$(BIN)/lint-imports --no-cache
 
 # The SAT paper's 68 architectures through `archsim run` (random weights, 2 images, PGD-1), with a per-model time table,

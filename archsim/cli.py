@@ -288,7 +288,7 @@ def engine_options(command):
 @click.option("--cache", type=PATH, default=None, help="Cache folder [default: $ARCHSIM_CACHE or ~/.cache/archsim].")
 @click.option("--out", type=PATH, default=None, help="Run folder [default: runs/<timestamp>].")
 @engine_options
-def run(
+def run(  # noqa: PLR0913 - one parameter per flag, as click passes them
     models,
     data,
     n_images,

@@ -112,7 +112,7 @@ def main() -> None:
         ours = PGD(args.eps, steps=args.steps, rel_step=0.1)
         theirs = torchattacks.PGD(model, eps=args.eps, alpha=0.1 * args.eps, steps=args.steps, random_start=True)
 
-        def run_theirs() -> None:
+        def run_theirs(x: torch.Tensor = x, y: torch.Tensor = y, theirs: torchattacks.Attack = theirs) -> None:
             for start in range(0, len(x), args.batch_size):
                 theirs(x[start : start + args.batch_size], y[start : start + args.batch_size])
 
@@ -123,7 +123,7 @@ def main() -> None:
 
             return run
 
-        def fresh() -> SimModel:
+        def fresh(spec: str = spec) -> SimModel:
             return create_model(spec, cache=CacheStore(args.cache), device=args.device)
 
         # label -> (function, precision); attacks are timed as image-steps, evaluations as images.
@@ -137,7 +137,7 @@ def main() -> None:
                 layout = "channels-last" if flipped.channels_last else "contiguous"
                 variants.append((f"archsim {precision} {layout}", flipped))
                 evaluations[f"eval {precision} {layout}"] = (
-                    lambda m=flipped: predict(m, images, args.batch_size),
+                    lambda m=flipped, images=images: predict(m, images, args.batch_size),
                     precision,
                 )
             if args.compile:
@@ -153,14 +153,22 @@ def main() -> None:
                         )
                     )
             for label, variant in variants:
-                attacks[label] = (lambda m=variant: ours(m, images, labels, 0, args.batch_size), precision)
+                attacks[label] = (
+                    lambda m=variant, ours=ours, images=images, labels=labels: ours(
+                        m, images, labels, 0, args.batch_size
+                    ),
+                    precision,
+                )
             attacks[f"bare loop {precision}"] = (
-                lambda m=prepared: bare_attack_loop(m, x, y, args.steps, args.batch_size),
+                lambda m=prepared, x=x, y=y: bare_attack_loop(m, x, y, args.steps, args.batch_size),
                 precision,
             )
-            evaluations[f"eval {precision}"] = (lambda m=prepared: predict(m, images, args.batch_size), precision)
+            evaluations[f"eval {precision}"] = (
+                lambda m=prepared, images=images: predict(m, images, args.batch_size),
+                precision,
+            )
             evaluations[f"bare eval {precision}"] = (
-                lambda m=prepared: bare_eval_loop(m, images, args.batch_size),
+                lambda m=prepared, images=images: bare_eval_loop(m, images, args.batch_size),
                 precision,
             )
         contestants = {

@@ -26,7 +26,7 @@ from common import best_of, machine
 
 from archsim.attacks import PGD
 from archsim.cache import CacheStore
-from archsim.models import create_model, prepare
+from archsim.models import SimModel, create_model, prepare
 from archsim.transfer import predict
 from archsim.transfer.batching import batch_size_for, peak_memory
 
@@ -73,7 +73,14 @@ def main() -> None:
         }
         search_seconds = time.perf_counter() - started
 
-        def rates(attack_batch: int, eval_batch: int) -> tuple[float, float, float | None]:
+        def rates(
+            attack_batch: int,
+            eval_batch: int,
+            model: SimModel = model,
+            attack: PGD = attack,
+            images: torch.Tensor = images,
+            labels: torch.Tensor = labels,
+        ) -> tuple[float, float, float | None]:
             attack_rate = (
                 args.n_images
                 * args.steps

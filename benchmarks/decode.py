@@ -72,7 +72,10 @@ def main() -> None:
             assert np.array_equal(ours, by_path(files)), "the two ways decoded different pixels"
             best = interleaved_best(
                 args.repeats,
-                {"archsim": lambda: load_data(f"imagefolder:{root}"), "by path": lambda: by_path(files)},
+                {
+                    "archsim": lambda root=root: load_data(f"imagefolder:{root}"),
+                    "by path": lambda files=files: by_path(files),
+                },
                 lambda: None,
             )
             print(

@@ -43,15 +43,15 @@ def main() -> None:
     print(machine())
     print("model                      spec path s   object path s (given + built)   ratio")
     for name in args.models:
-        spec_s, by_spec = seconds(lambda: create_model(f"timm:{name},pretrained=false"))
+        spec_s, by_spec = seconds(lambda name=name: create_model(f"timm:{name},pretrained=false"))
         by_spec.fingerprint  # noqa: B018 - computed in every task; part of the spec path's cost
-        spec_s += seconds(lambda: by_spec.fingerprint)[0]
+        spec_s += seconds(lambda by_spec=by_spec: by_spec.fingerprint)[0]
         with torch.random.fork_rng():  # the weights timm:NAME,pretrained=false draws (init_seed 0)
             torch.manual_seed(0)
             net = timm.create_model(name, pretrained=False)  # the user's module (not timed: it exists already)
-        given_s, spec = seconds(lambda: object_spec(net, name))
-        built_s, built = seconds(lambda: create_model(spec))
-        built_s += seconds(lambda: built.fingerprint)[0]
+        given_s, spec = seconds(lambda net=net, name=name: object_spec(net, name))
+        built_s, built = seconds(lambda spec=spec: create_model(spec))
+        built_s += seconds(lambda built=built: built.fingerprint)[0]
         assert built.fingerprint == by_spec.fingerprint  # the same network: the same cache entries
         total = given_s + built_s
         parts = f"{total:8.2f} ({given_s:.2f} + {built_s:.2f})"

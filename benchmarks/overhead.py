@@ -117,7 +117,7 @@ def main() -> None:
     end = max(max(e.time_range.end for e in host_ops), device_spans[-1][1])
     busy = sum(b - a for a, b in device_spans)
     gaps = [(device_spans[0][0] - begin, begin, device_spans[0][0])]
-    gaps += [(b0 - a1, a1, b0) for (_, a1), (b0, _) in zip(device_spans, device_spans[1:])]
+    gaps += [(b0 - a1, a1, b0) for (_, a1), (b0, _) in zip(device_spans, device_spans[1:], strict=False)]
     print(
         f"profiled: wall {(end - begin) / 1e3:.1f} ms, device busy {busy / 1e3:.1f} ms, idle "
         f"{(end - begin - busy) / 1e3:.1f} ms "

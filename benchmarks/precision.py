@@ -152,7 +152,7 @@ def evaluated(
     outcome = evaluate_targets(
         args.device,
         store,
-        list(zip(transfer.specs, transfer.fingerprints)),
+        list(zip(transfer.specs, transfer.fingerprints, strict=True)),
         transfer.adv_keys,
         [everything] * len(transfer.specs),
         _image_shape(store, transfer.adv_keys[0]),

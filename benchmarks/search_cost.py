@@ -31,7 +31,7 @@ from common import machine, weights_only_cache
 
 from archsim import run_sat
 from archsim.cache import CacheStore
-from archsim.models import create_model, prepare, zoo_specs
+from archsim.models import SimModel, create_model, prepare, zoo_specs
 from archsim.tests.test_paper_architectures import paper_specs
 from archsim.tests.test_views import photos
 from archsim.transfer import batching
@@ -105,7 +105,7 @@ def sweep(args: argparse.Namespace) -> list[dict]:
             x = torch.zeros((batching.CHECK_IMAGES, 3, 224, 224))
             y = torch.zeros(batching.CHECK_IMAGES, dtype=torch.long)
 
-            def check_step() -> None:
+            def check_step(model: SimModel = model, x: torch.Tensor = x, y: torch.Tensor = y) -> None:
                 loss = torch.nn.functional.cross_entropy(model(x.requires_grad_(True)), y, reduction="sum")
                 torch.autograd.grad(loss, x)
 

@@ -39,7 +39,7 @@ def extracted_cards(names: list[str], n_jobs: int = -1):
     """The cards of ``names``, built over ``n_jobs`` processes (all cores by default): each model
     is built and traced on its own, and building one (its random weight init) is most of the time."""
     found = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(card_of)(name) for name in names)
-    return cards_table(dict(zip(names, tqdm(found, total=len(names), desc="extract cards", unit="model"))))
+    return cards_table(dict(zip(names, tqdm(found, total=len(names), desc="extract cards", unit="model"), strict=True)))
 
 
 def main() -> None:

@@ -373,7 +373,7 @@ class CardExtractor:
             self.depthwise_conv(),
             self.group_conv(),
         )
-        return dict(zip(CARD_COLUMNS, values))
+        return dict(zip(CARD_COLUMNS, values, strict=True))
 
 
 def extract_card_from_module(net: nn.Module, input_size: tuple[int, int, int]) -> dict[str, str]:

@@ -176,7 +176,7 @@ def adversarially_trained(
         name: set(known.loc[(known["architecture"] == arch) & ~known["model"].isin(adversarial), "model"])
         for name, arch in architectures.items()
     }
-    lonely = [spec for spec, name in zip(specs, names) if not peers[name]]
+    lonely = [spec for spec, name in zip(specs, names, strict=True) if not peers[name]]
     if lonely:
         raise ParameterError(
             "models",

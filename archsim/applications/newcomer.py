@@ -264,7 +264,7 @@ def _add_one_sided(
             evaluate_targets,
             [
                 (
-                    list(zip(specs, fingerprints)),
+                    list(zip(specs, fingerprints, strict=True)),
                     [newcomer.adv_key],
                     [(correct[0] & correct[1 + t])[None, :] for t in range(len(names))],
                     tuple(images.images.shape[1:]),

@@ -128,7 +128,7 @@ class Attack(ABC):
             noises: dict[int, NoiseSource] = {}
             pending: Callable[[], torch.Tensor] | None = None
             for start, images in zip(
-                steps(starts, desc or f"attack {self.name}", len(starts), per_step=batch_size), batches
+                steps(starts, desc or f"attack {self.name}", len(starts), per_step=batch_size), batches, strict=True
             ):
                 stop = min(start + batch_size, len(labels))
                 if len(images) != stop - start:

@@ -243,5 +243,5 @@ def _every_class_drawn(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
         quota[int(np.argmax(np.where(quota > 1, quota - share, -np.inf)))] -= 1
     rng = np.random.default_rng(seed)
     return np.concatenate(
-        [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota)]
+        [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota, strict=True)]
     )

@@ -29,7 +29,7 @@ class LocalEngine:
     ) -> list[Any]:
         results = []
         with TaskProgress(len(jobs), desc) as progress:
-            for job, label in zip(jobs, labels):
+            for job, label in zip(jobs, labels, strict=True):
                 misses = store.misses
                 results.append(task(self.device, store, *job))
                 progress.done(label, computed=report_all or store.misses > misses)

@@ -103,7 +103,8 @@ def _run_task(
         else:
             warnings.warn(
                 f"Ray gave task {label} GPU {','.join(gpu_ids)} but torch sees no CUDA device on {node_ip}; running "
-                f"it on the CPU"
+                f"it on the CPU",
+                stacklevel=2,
             )
     store = CacheStore(store_root)
     try:
@@ -242,7 +243,7 @@ class RayEngine:
             self._remote.options(**options, name=f"{desc}: {label}").remote(
                 task, str(store.root), probe, self.use_gpu, label, self._ship(job), *map(by_ref, job)
             ): i
-            for i, (label, job) in enumerate(zip(labels, jobs))
+            for i, (label, job) in enumerate(zip(labels, jobs, strict=True))
         }
         results: list[Any] = [None] * len(jobs)
         try:

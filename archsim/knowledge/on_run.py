@@ -112,7 +112,7 @@ def alpha_matrices(
     for target in tqdm(range(n), desc="alphas: logits on every set", unit="model", disable=None):
         loaded: list = []
 
-        def on_set(s: int, target: int = target) -> Iterator[np.ndarray]:
+        def on_set(s: int, target: int = target, loaded: list = loaded) -> Iterator[np.ndarray]:
             if not loaded:
                 loaded.append(create_model(t.specs[target], cache=store, device=resolve_device(device)))
             found = store.open("adv", t.adv_keys[s])

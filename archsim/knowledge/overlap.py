@@ -280,7 +280,9 @@ def overlap_experiment(
     task_train = _restrict(target_half, TARGET_CLASSES)
     task_test = _restrict(load_data("digits", split="eval"), TARGET_CLASSES)
     attack = create_attack("pgd", eps=eps, steps=steps)
-    sources = [(a, o, c, _restrict(source_half, c)) for a in architectures for o, c in zip(overlaps, chosen)]
+    sources = [
+        (a, o, c, _restrict(source_half, c)) for a in architectures for o, c in zip(overlaps, chosen, strict=True)
+    ]
     trainings = [(TARGET_ARCHITECTURE, task_train, TARGET_SEED)] + [(a, data, ZOO[a].seed) for a, _, _, data in sources]
     # All models train first, one per core, longest first; each is then a cache hit below.
     trainings.sort(key=lambda job: -training_cost(ZOO[job[0]], len(job[1])))
@@ -306,7 +308,7 @@ def overlap_experiment(
             seed,
         )
 
-        def measure() -> dict:
+        def measure(source: SimModel = source) -> dict:
             row = pair_transferability(source, target, task_test.images, task_test.labels, attack, seed)
             row["transfer_accuracy"] = transfer_accuracy(source, task_train, task_test, seed)
             return {name: np.float64(value) for name, value in row.items()}

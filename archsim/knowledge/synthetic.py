@@ -166,7 +166,7 @@ def run_configuration(data_dir: Path, source_width: int, level: int) -> pd.DataF
     rows = []
     for step in range(STEPS):
         scale = step * SCALE_STEP
-        for w, dev in zip(weights, deviations):
+        for w, dev in zip(weights, deviations, strict=True):
             w += scale * dev  # cumulative: the source drifts further at every step
         drifted = Network(*weights)
         rows.append(

@@ -81,7 +81,7 @@ def boundary_distances(
     ):
         y = labels[start : start + len(batch)]
         directions = sign_directions(source, batch, y, source_batch)
-        for t, (target, size) in enumerate(zip(targets, target_batches)):
+        for t, (target, size) in enumerate(zip(targets, target_batches, strict=True)):
             out[t, start : start + len(batch)] = boundary_distance(
                 target, batch, y, directions, max_distance, n_points, size
             )

@@ -106,7 +106,7 @@ def cka_matrix(features: list[np.ndarray]) -> np.ndarray:
     for f in features[1:]:
         _check_rows(f, len(features[0]), None)
     means = [_mean(f, None) for f in features]
-    self_norms = [np.linalg.norm(_centred_cross(f, f, m, m, None)) for f, m in zip(features, means)]
+    self_norms = [np.linalg.norm(_centred_cross(f, f, m, m, None)) for f, m in zip(features, means, strict=True)]
     out = np.eye(n)
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
     for i, j in tqdm(pairs, desc="CKA", unit="pair", leave=False, disable=None):

@@ -84,7 +84,7 @@ def to_channels_last(net: nn.Module) -> None:
     inference tensor, whose data cannot be set outside that mode.
     """
     for module in net.modules():
-        for name, parameter in module.named_parameters(recurse=False):
+        for parameter in module.parameters(recurse=False):
             if parameter.dim() == 4:
                 parameter.data = parameter.data.contiguous(memory_format=torch.channels_last)
         for name, buffer in module.named_buffers(recurse=False):

@@ -208,7 +208,9 @@ def keep_modules(specs: list[str], store: CacheStore) -> set[tuple[str, str]]:
                     stacklevel=2,
                 )
                 continue
-            store.get_or_compute("module", key, lambda: {"pickle": np.frombuffer(buffer.getvalue(), dtype=np.uint8)})
+            store.get_or_compute(
+                "module", key, lambda buffer=buffer: {"pickle": np.frombuffer(buffer.getvalue(), dtype=np.uint8)}
+            )
         kept.add(("module", key))
     return kept
 

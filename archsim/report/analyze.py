@@ -113,7 +113,7 @@ def _extras(run_dir: Path) -> dict[str, dict[str, Any]]:
     for pattern, files in EXTRA_FILES.items():
         for folder in sorted(p for p in run_dir.glob(pattern) if p.is_dir()):
             paths = [folder / name.rstrip("?") for name in files]
-            if any(not p.is_file() for p, name in zip(paths, files) if not name.endswith("?")):
+            if any(not p.is_file() for p, name in zip(paths, files, strict=True) if not name.endswith("?")):
                 continue
             tables = [
                 pd.read_csv(p, index_col=0 if p.name == "attack_white_box.csv" else None) if p.is_file() else None

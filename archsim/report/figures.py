@@ -105,7 +105,9 @@ def training_bars(training: pd.DataFrame) -> str:
         label="SAT paper (ImageNet)",
         zorder=3,
     )
-    ax.set_xticks(x, [f"{c}\n({p} pairs)" for c, p in zip(training["comparison"], training["pairs"])], fontsize=8)
+    ax.set_xticks(
+        x, [f"{c}\n({p} pairs)" for c, p in zip(training["comparison"], training["pairs"], strict=True)], fontsize=8
+    )
     ax.set_ylabel("SAT (ln % fooled)")
     ax.set_ylim(0, 4.8)
     ax.legend(fontsize=8, loc="upper right")
@@ -130,7 +132,7 @@ def matrix_scatter(
     rows = int(np.ceil(len(others) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.8 * rows), squeeze=False)
     lookup = {(r.a, r.b): r for r in correlations.itertuples()}
-    for ax, name in zip(axes.flat, others):
+    for ax, name in zip(axes.flat, others, strict=False):
         values = off_diagonal(matrices[name])
         ax.scatter(reference, values, s=14, alpha=0.7, color="#4C72B0")
         if same_scale:
@@ -223,7 +225,7 @@ def checks_figure(
         )
         ax.set_yticks(
             np.arange(len(adversarial)),
-            [f"{c} ({p})" for c, p in zip(adversarial["comparison"], adversarial["pairs"])],
+            [f"{c} ({p})" for c, p in zip(adversarial["comparison"], adversarial["pairs"], strict=True)],
             fontsize=7,
         )
         ax.invert_yaxis()
@@ -237,7 +239,7 @@ def liang_synthetic_figure(results: dict[str, pd.DataFrame]) -> str:
     """Per configuration: the S->T metrics and the refit loss against the source's drift."""
     names = list(results)
     fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(4.2 * ((len(names) + 1) // 2), 6.4), squeeze=False)
-    for ax, name in zip(axes.T.flat, names):
+    for ax, name in zip(axes.T.flat, names, strict=False):
         table = results[name]
         for column, color in (
             ("alpha_S_T", "#4C72B0"),
@@ -268,8 +270,8 @@ def knowledge_transfer_figure(table: pd.DataFrame, correlations: pd.DataFrame) -
     columns = 3
     rows = -(-len(metrics) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.5 * rows), squeeze=False, constrained_layout=True)
-    markers = dict(zip(sorted(table["architecture"].unique()), "osD^v<>p"))
-    for ax, row in zip(axes.flat, pooled.itertuples()):
+    markers = dict(zip(sorted(table["architecture"].unique()), "osD^v<>p", strict=False))
+    for ax, row in zip(axes.flat, pooled.itertuples(), strict=False):
         for architecture, part in table.groupby("architecture"):
             points = ax.scatter(
                 part[row.metric],

@@ -118,9 +118,9 @@ def reference_sat(
     clean_correct, adversarial = [], []
     with torch.no_grad():
         views = [np.stack([model.sees(item) for item in items]) for model in models]
-        for model, view in zip(models, views):
+        for model, view in zip(models, views, strict=True):
             clean_correct.append(model(torch.from_numpy(view).float() / 255).argmax(1).numpy() == y.numpy())
-    for model, view in zip(models, views):
+    for model, view in zip(models, views, strict=True):
         attack = torchattacks.PGD(model, eps=eps, alpha=rel_step * eps, steps=steps, random_start=False)
         adv = attack(torch.from_numpy(view).float() / 255, y).numpy()
         # A real image: rounded to the uint8 grid, inside the whole levels of the radius and inside 0..255.

@@ -458,7 +458,7 @@ def test_library_errors_name_python_parameters_and_the_cli_their_flags(tmp_path,
         analyze_matrix(sat, k=7)
     assert raised.value.parameter == "k"
     with pytest.raises(ParameterError, match=r"^run_dir nowhere is not a finished run folder"):
-        RunFolder("nowhere").settings
+        _ = RunFolder("nowhere").settings
     monkeypatch.chdir(tmp_path)
     sat.to_csv("m.csv")
     from archsim.analysis.cards import CARD_COLUMNS, NAME_COLUMN
@@ -532,7 +532,7 @@ def test_help_and_usage_errors_do_not_import_torch():
 
     assert archsim.run_sat is run_sat and "run_sat" in dir(archsim)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        archsim.nope
+        _ = archsim.nope
 
 
 @pytest.mark.slow

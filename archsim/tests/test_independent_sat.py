@@ -69,7 +69,7 @@ def fresh_cache(cache_dir: Path, folder: Path) -> CacheStore:
 def assert_matches(run, reference: ReferenceSat, store: CacheStore) -> None:
     """The run's adversarial sets, clean predictions, counts and matrices are the reference's."""
     transfer = run.transfer
-    for key, expected in zip(transfer.adv_keys, reference.adversarial):
+    for key, expected in zip(transfer.adv_keys, reference.adversarial, strict=True):
         stored = np.concatenate(list(store.open("adv", key).batches("images", 256)))
         assert np.array_equal(stored, expected), f"{(stored != expected).sum()} pixels differ"
     assert np.array_equal(transfer.clean_correct, reference.clean_correct)

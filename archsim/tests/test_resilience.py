@@ -423,7 +423,7 @@ def test_fuzzed_image_folders_never_traceback(suffix, cut, flip, size, tmp_path_
     from archsim.errors import ArchsimError
 
     folder = tmp_path_factory.mktemp("images")
-    for k, cls in enumerate(("cat", "dog")):
+    for cls in ("cat", "dog"):
         (folder / cls).mkdir()
         pixels = torch.randint(0, 256, (3, max(size, 1), max(size, 1)), dtype=torch.uint8)
         encoded = bytes((encode_png(pixels) if suffix.lower() == ".png" else encode_jpeg(pixels)).numpy())

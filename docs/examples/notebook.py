@@ -31,7 +31,7 @@ vit = timm.create_model(
 preprocess = {"input_size": (1, 32, 32), "mean": 0.5, "std": 0.5}
 for net, epochs in ((resnet, 4), (vit, 8)):
     optimiser = torch.optim.AdamW(net.parameters(), lr=2e-3)
-    for epoch in range(epochs):
+    for _ in range(epochs):
         for start in range(0, 1400, 50):
             x, y = images[train][start : start + 50], labels[train][start : start + 50]
             loss = F.cross_entropy(net((x - 0.5) / 0.5), y)

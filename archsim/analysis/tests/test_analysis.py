@@ -584,7 +584,7 @@ def test_kmeans_restarts_are_scikit_learns_lloyd_from_the_same_starts():
     starts = kmeans_plusplus_starts(points, 4, 30, np.random.default_rng(2))
     assert starts.shape == (30, 4, 3) and all(len(np.unique(s, axis=0)) == 4 for s in starts)
     labels, inertia = lloyd(points, starts)
-    for start, own_labels, own_inertia in zip(starts, labels, inertia):
+    for start, own_labels, own_inertia in zip(starts, labels, inertia, strict=True):
         reference = KMeans(4, init=start, n_init=1, algorithm="lloyd", tol=0).fit(points)
         assert adjusted_rand_score(reference.labels_, own_labels) == 1.0
         assert own_inertia == pytest.approx(reference.inertia_, rel=1e-9)

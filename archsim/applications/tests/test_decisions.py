@@ -85,7 +85,7 @@ def test_k_from_l_enumerates_and_samples_sets_spanning_exactly_l_clusters():
     assert np.allclose(table.loc[table.l == 1, "mean_mean_sat"], 4.0)
     sampled = k_from_l(names, logits, labels, sat, clusters, ks=(3,), max_sets=6)  # forces sampling: C(6,3) > 6
     assert list(sampled.l) == [2, 3] and (sampled.sets <= 2).all()
-    for level, mean_sat in zip(sampled.l, sampled.mean_mean_sat):
+    for level, mean_sat in zip(sampled.l, sampled.mean_mean_sat, strict=True):
         assert mean_sat == pytest.approx({2: (4 + 0.5 + 0.5) / 3, 3: 0.5}[level])
 
 
@@ -285,7 +285,7 @@ def write_run_folder(path, names, sat, bases, models_extra=None):
 def test_recommend_teachers_follows_the_paper_then_the_measured_accuracies(tmp_path):
     names = ["s", "t1", "t2", "c1", "c2"]
     sat = np.full((5, 5), 4.6)
-    for name, value in zip(names[1:], (3.0, 2.0, 1.0, 2.5)):
+    for name, value in zip(names[1:], (3.0, 2.0, 1.0, 2.5), strict=True):
         i = names.index(name)
         sat[0, i] = sat[i, 0] = value
     run = tmp_path / "run"

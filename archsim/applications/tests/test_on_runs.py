@@ -279,7 +279,7 @@ def test_a_student_trained_in_a_worker_equals_one_trained_in_process(distilled, 
                              p.interpolation)  # fmt: skip
     right = 0
     with torch.no_grad():
-        for image, label in zip(evaluation.images.numpy(), evaluation.labels.numpy()):
+        for image, label in zip(evaluation.images.numpy(), evaluation.labels.numpy(), strict=True):
             seen = torch.tensor(student.sees(image)[None], dtype=torch.float32) / 255
             right += int(student(seen).argmax(1).item() == label)
     assert recorded == pytest.approx(100 * right / len(evaluation.labels), abs=1e-4)

@@ -163,7 +163,8 @@ def test_stored_folder_set_matches_the_in_memory_one_and_decodes_once(tmp_path):
     )
     # A copied folder is the same data (the key is the files' bytes); a changed file is not.
     shutil.copytree(tmp_path / "d", tmp_path / "copy")
-    load_data(f"imagefolder:{tmp_path / 'copy'},size=16", n_images=6, store=store).fingerprint
+    copied = load_data(f"imagefolder:{tmp_path / 'copy'},size=16", n_images=6, store=store)
+    assert copied.fingerprint == memory.fingerprint
     assert (store.hits, store.misses) == (1, 1)
     _png(tmp_path / "copy" / "dog" / "0.png", 0)
     changed = load_data(f"imagefolder:{tmp_path / 'copy'},size=16", store=store)

@@ -116,7 +116,7 @@ def test_bootstrap_of_alpha_2_matches_explicit_resamples(monkeypatch, block_rows
     weights = np.random.default_rng(3).uniform(0.5, 2, 30)
     values = _bootstrap_alpha_2(unit_rows(d_s), unit_rows(d_t), weights, 5, np.random.default_rng(7))
     counts = np.random.default_rng(7).multinomial(30, np.full(30, 1 / 30), size=5)
-    for value, c in zip(values, counts):
+    for value, c in zip(values, counts, strict=True):
         idx = np.repeat(np.arange(30), c)
         assert value == pytest.approx(alpha_2(d_s[idx], d_t[idx], weights[idx]))
 
