@@ -16,8 +16,9 @@ import pandas as pd
 from archsim import plugins
 from archsim.engines import engine_for
 from archsim.errors import ArchsimError, ParameterError
+from archsim.params import RULES, Rule
 from archsim.plugins import plugin_names
-from archsim.specs import MAX_SEED, model_list, quick_check_run
+from archsim.specs import model_list, quick_check_run
 
 
 class PluginOption(click.Option):
@@ -113,23 +114,37 @@ class NonEmptyPath(click.Path):
 
 
 PATH = NonEmptyPath(path_type=Path)
-SEED = click.IntRange(0, MAX_SEED)
 
 
 class CountOrAuto(click.ParamType):
-    """A positive whole number or ``auto`` (--batch-size, --max-resident)."""
+    """A whole number or ``auto``, by the option's rule (--batch-size, --max-resident)."""
 
     name = "N|auto"
 
-    def convert(self, value, param, ctx):
-        from archsim.specs import (
-            check_batch_size,  # the rule of every count-or-auto option
-        )
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
 
+    def convert(self, value, param, ctx):
         try:
-            return check_batch_size(value)
-        except ArchsimError:
-            self.fail(f"{value!r} is not a positive whole number or 'auto'", param, ctx)
+            return self.rule.convert(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not {self.rule.describe()}", param, ctx)
+
+
+def option_type(parameter: str) -> click.ParamType:
+    """The click type of the option whose Python parameter is ``parameter``, built from its rule in
+    :data:`archsim.params.RULES`: the values the library accepts, refused while the command line is parsed."""
+    rule = RULES[parameter]
+    if rule.choices:
+        return click.Choice(list(rule.choices))
+    if rule.auto:
+        return CountOrAuto(rule)
+    if rule.kind is int:
+        return click.IntRange(min=rule.low, max=rule.high)
+    return click.FloatRange(min=rule.above, min_open=rule.above is not None)
+
+
+SEED = option_type("seed")
 
 
 BATCH_SIZE_HELP = (
@@ -187,10 +202,15 @@ def engine_options(command):
     help="digits | imagefolder:PATH[,classes=imagenet] | imagenet-val:PATH[,labels=FILE] | npz:PATH (folders take "
     ",size=224).",
 )
-@click.option("--n-images", type=int, default=None, help="Seeded, class-stratified subset of this many images.")
+@click.option(
+    "--n-images",
+    type=option_type("n_images"),
+    default=None,
+    help="Seeded, class-stratified subset of this many images.",
+)
 @click.option(
     "--views",
-    type=click.Choice(["own", "shared"]),
+    type=option_type("views"),
     default="own",
     show_default=True,
     help="own (the SAT paper's protocol): each model sees every image through its own evaluation transform (timm's "
@@ -232,23 +252,23 @@ def engine_options(command):
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the subset, random start and bootstrap.")
 @click.option(
     "--eps-s",
-    type=float,
+    type=option_type("eps_s"),
     default=1.0,
     show_default=True,
     help="Floor of the fooling percentage in SAT (1 keeps SAT >= 0).",
 )
 @click.option(
     "--n-boot",
-    type=click.IntRange(min=0),
+    type=option_type("n_boot"),
     default=1000,
     show_default=True,
     help="Bootstrap replicates for 95% intervals (0: none, the interval columns stay empty).",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--batch-size", type=CountOrAuto(), default="auto", show_default=True, help=BATCH_SIZE_HELP)
+@click.option("--batch-size", type=option_type("batch_size"), default="auto", show_default=True, help=BATCH_SIZE_HELP)
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "fp32", "bf16"]),
+    type=option_type("precision"),
     default="auto",
     show_default=True,
     help="auto: bf16 on CUDA, fp32 on the CPU. bf16 (autocast) attacks 1.3-3.6x faster on recent GPUs; its SAT keeps "
@@ -258,7 +278,7 @@ def engine_options(command):
 )
 @click.option(
     "--attack-seeds",
-    type=click.IntRange(min=1),
+    type=option_type("attack_seeds"),
     default=1,
     show_default=True,
     help="Attack with this many seeds (random starts) to measure the attack's own noise: pairs.csv gains the "
@@ -273,7 +293,7 @@ def engine_options(command):
 )
 @click.option(
     "--max-resident",
-    type=CountOrAuto(),
+    type=option_type("max_resident"),
     default="auto",
     show_default=True,
     help="Targets kept loaded at once while evaluating; each adversarial set is read once per group of them. "
@@ -433,9 +453,9 @@ def cards(specs, out, cache) -> None:
 def rerun_options(command):
     """--device, --batch-size and --cache of the commands that recompute on a finished run."""
     command = click.option("--cache", type=PATH, default=None, help="Cache folder [default: the run's].")(command)
-    command = click.option("--batch-size", type=CountOrAuto(), default="auto", show_default=True, help=BATCH_SIZE_HELP)(
-        command
-    )
+    command = click.option(
+        "--batch-size", type=option_type("batch_size"), default="auto", show_default=True, help=BATCH_SIZE_HELP
+    )(command)
     return click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")(command)
 
 
@@ -567,7 +587,7 @@ def calibrate(run_dir, published, radii, out, device, batch_size, cache, engine,
 )
 @click.option(
     "--max-resident",
-    type=CountOrAuto(),
+    type=option_type("max_resident"),
     default="auto",
     show_default=True,
     help="Models kept loaded at once; the boundary measure streams the images once per group of them. "
@@ -636,14 +656,14 @@ def _show(table: pd.DataFrame, columns: list[str] | None = None) -> None:
 )
 @click.option(
     "--random-sets",
-    type=click.IntRange(min=1),
+    type=option_type("random_sets"),
     default=1000,
     show_default=True,
     help="Random k-sets the choices are compared with, at every K.",
 )
 @click.option(
     "--images",
-    type=click.Choice(["eval", "sat"]),
+    type=option_type("images"),
     default="eval",
     show_default=True,
     help="eval: score ensembles on every image of the run's evaluation split (as the paper, on the whole validation "
@@ -715,7 +735,13 @@ def ensemble(run_dir, k, clusters, random_sets, images, out, device, batch_size,
     help="Exponent of the sampling weights (1 / SAT)^E: 1 is the paper's P_1/sim, near uniform on SAT's "
     "narrow range; higher is more diverse.",
 )
-@click.option("--draws", type=int, default=1000, show_default=True, help="Draws per method for the comparison table.")
+@click.option(
+    "--draws",
+    type=option_type("draws"),
+    default=1000,
+    show_default=True,
+    help="Draws per method for the comparison table.",
+)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option(
     "--out", type=PATH, default=None, help="Folder for selection.csv [default: RUN/selection; none with --matrix]."
@@ -830,7 +856,12 @@ def add(run_dir, spec, out, one_sided, device, batch_size, cache, engine, addres
     metavar="MODEL",
     help="Models of the run, repeatable or space-separated [default: all but the student].",
 )
-@click.option("--epochs", type=int, default=None, help="Training epochs per student [default: the student's recipe].")
+@click.option(
+    "--epochs",
+    type=option_type("epochs"),
+    default=None,
+    help="Training epochs per student [default: the student's recipe].",
+)
 @click.option("--out", type=PATH, default=None, help="Output folder [default: RUN/distill/<student>].")
 @click.option("--cache", type=PATH, default=None, help="Cache folder [default: the run's].")
 def distill(run_dir, student, teachers, epochs, out, cache) -> None:
@@ -958,7 +989,7 @@ def checks(
 @click.option("--run", "run_dir", type=PATH, required=True, help="A finished run folder.")
 @click.option(
     "--n-boot",
-    type=click.IntRange(min=0),
+    type=option_type("n_boot"),
     default=200,
     show_default=True,
     help="Bootstrap replicates for 95% intervals (0: none).",
@@ -993,7 +1024,12 @@ def alphas(run_dir, n_boot, out, device, batch_size, cache) -> None:
     metavar="P,...",
     help="Shares (%) of the target task's 4 classes in each source's 4 classes.",
 )
-@click.option("--epochs", type=int, default=None, help="Training epochs of every model [default: each zoo recipe's].")
+@click.option(
+    "--epochs",
+    type=option_type("epochs"),
+    default=None,
+    help="Training epochs of every model [default: each zoo recipe's].",
+)
 @click.option("--eps", type=float, default=0.1, show_default=True, help="L-inf radius of the PGD attacks.")
 @click.option("--steps", type=int, default=50, show_default=True, help="PGD steps.")
 @click.option("--seed", type=SEED, default=0, show_default=True)

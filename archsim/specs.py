@@ -7,16 +7,27 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from archsim import plugins
 from archsim.errors import ArchsimError, ParameterError
+from archsim.params import check
 from archsim.plugins import plugin_names
 
-AUTO = "auto"
-"""The ``--batch-size`` that measures the fastest batch per model and device."""
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+BOOLEAN_WORDS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+"""The words a spec option may give a boolean as, in any case."""
+
+
+def parse_bool(value: str) -> bool | None:
+    """``value`` as a boolean (:data:`BOOLEAN_WORDS`), or None when it is not one."""
+    return BOOLEAN_WORDS.get(value.strip().lower())
 
 
 @dataclass
@@ -42,10 +53,8 @@ class Spec:
         value = self.options.pop(key, None)
         if value is None:
             return default
-        if value.lower() in _TRUE:
-            return True
-        if value.lower() in _FALSE:
-            return False
+        if parse_bool(value) is not None:
+            return parse_bool(value)
         raise ArchsimError(f"option {key}={value!r} in {self.text!r} is not a boolean; use {key}=true or {key}=false")
 
     def take_int(self, key: str, default: int | None = None, minimum: int = 1) -> int | None:
@@ -100,13 +109,35 @@ def parse_spec(text: str, schemes: tuple[str, ...], bare: tuple[str, ...] = ()) 
         forms = ", ".join(s if s in bare else f"{s}:..." for s in schemes if s not in WRITTEN_BY_ARCHSIM)
         raise ArchsimError(f"unknown scheme {scheme!r} in {text!r}; use one of: {forms}")
     target, *pairs = rest.split(",") if rest else [""]
+    options = parse_options(pairs, text)
+    return Spec(text=text, scheme=scheme, target=target.strip(), options=options)
+
+
+def parse_options(pairs: list[str], text: str) -> dict[str, str]:
+    """The ``key=value`` parts of a spec (``text``, for the error) as a dict, keys and values stripped; a later
+    key replaces an earlier one."""
     options: dict[str, str] = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
-        if not eq or not key:
+        if not eq or not key.strip():
             raise ArchsimError(f"option {pair!r} in {text!r} is not key=value")
         options[key.strip()] = value.strip()
-    return Spec(text=text, scheme=scheme, target=target.strip(), options=options)
+    return options
+
+
+ATTACK_SCHEMES = ("torchattacks",)
+"""Attack specs are ``NAME[,key=value...]`` (archsim's or a plugin's attack) or ``torchattacks:NAME[,...]``."""
+
+
+def parse_attack_spec(text: str) -> Spec:
+    """Split an attack spec: the scheme (``torchattacks``, or ``""`` for archsim's and plugins' attacks), the attack's
+    name, and its options (:func:`parse_options`), as :func:`parse_spec` splits model and data specs."""
+    text = text.strip()
+    name, *pairs = text.split(",")
+    scheme, sep, target = name.strip().partition(":")
+    if not sep or scheme not in ATTACK_SCHEMES:
+        scheme, target = "", name.strip()
+    return Spec(text=text, scheme=scheme, target=target.strip(), options=parse_options(pairs, text))
 
 
 def model_list(chunks: tuple[str, ...] | list[str]) -> list[str]:
@@ -139,7 +170,7 @@ def model_list(chunks: tuple[str, ...] | list[str]) -> list[str]:
 
 def check_batch_size(value: int | str) -> int | str:
     """A positive whole number or ``"auto"``, else a one-line error."""
-    return _count_or_auto(value, "--batch-size")
+    return check("batch_size", value)
 
 
 WRITTEN_BY_ARCHSIM = ("object", "memory")
@@ -219,27 +250,11 @@ def check_out_folder(out: Path, parameter: str = "out") -> Path:
     return out
 
 
-MAX_SEED = 2**32 - 1
-"""numpy's and scikit-learn's seeds run from 0 to 2^32 - 1."""
-
-
 def check_seed(seed: int) -> int:
     """A whole number from 0 to 2^32 - 1, else a one-line error (numpy and K-means refuse others, mid-run)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
-        raise ArchsimError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
-    return int(seed)
+    return check("seed", seed)
 
 
 def check_max_resident(value: int | str) -> int | str:
-    """``--max-resident``: a positive whole number of models or ``"auto"``, else a one-line error."""
-    return _count_or_auto(value, "--max-resident")
-
-
-def _count_or_auto(value: int | str, flag: str) -> int | str:
-    if value == AUTO:
-        return AUTO
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ArchsimError(f"{flag} must be a positive whole number or 'auto', got {value!r}")
-    return value
+    """A positive whole number of models or ``"auto"``, else a one-line error."""
+    return check("max_resident", value)

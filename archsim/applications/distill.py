@@ -27,6 +27,7 @@ from archsim.models.parallel import train_side_by_side
 from archsim.models.train import Recipe, train_classifier
 from archsim.models.wrapper import SimModel
 from archsim.models.zoo import ZOO, ZooEntry
+from archsim.params import check
 from archsim.runs import RunFolder
 
 BASE = "Base architecture"
@@ -107,8 +108,7 @@ def distill(
         ) from None
     evaluation = load_data(settings["data"], split="eval")
     chosen = teacher_rows(models, teachers, row, run_dir)
-    if epochs is not None and epochs <= 0:
-        raise ParameterError("epochs", f"must be positive, got {epochs}")
+    check("epochs", epochs)
     # Always augmented: on un-augmented digits every teacher's top-1 label is the true label
     # (teachers fit the training set), which would make all students identical.
     recipe = replace(entry.recipe, augment="affine", **({} if epochs is None else {"epochs": epochs}))

@@ -20,12 +20,13 @@ import pandas as pd
 from archsim.cache import CacheStore, atomic_write_text
 from archsim.errors import ParameterError
 from archsim.measures.comparison import correlate, partial_correlate
+from archsim.params import RULES, check
 from archsim.runs import RunFolder
 
 MAX_ENUMERATED = 5000
 """Up to this many k-subsets every one is scored; beyond, sets are sampled."""
 
-IMAGES = ("eval", "sat")
+IMAGES = RULES["images"].choices
 """Where ensembles are scored: every image of the run's evaluation split, or the run's SAT images."""
 
 RECOMMENDATION_RULE = (
@@ -400,10 +401,8 @@ def ensembles_on_run(
         raise ParameterError("k", f"{k} must lie between 2 and the {n} models of the run")
     if clusters is not None and not 2 <= clusters <= n:
         raise ParameterError("clusters", f"{clusters} must lie between 2 and the {n} models of the run")
-    if isinstance(random_sets, bool) or not isinstance(random_sets, int) or random_sets < 1:
-        raise ParameterError("random_sets", f"must be a whole number of 1 or more, got {random_sets!r}")
-    if images not in IMAGES:
-        raise ParameterError("images", f"must be one of {', '.join(IMAGES)}, got {images!r}")
+    check("random_sets", random_sets)
+    check("images", images)
     store = folder.cache(cache)
     run = load_run(run_dir, store, device, batch_size)
     if clusters is None:

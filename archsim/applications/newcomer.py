@@ -30,8 +30,8 @@ from archsim.errors import ArchsimError, ParameterError
 from archsim.measures import sat_value
 from archsim.models import ModelObject, create_model, model_specs
 from archsim.models.objects import keep_modules
+from archsim.params import AUTO
 from archsim.runs import RunFolder, SatRun, load_run
-from archsim.specs import AUTO
 
 
 @dataclass

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from archsim.errors import ArchsimError, ParameterError
+from archsim.params import check
 from archsim.specs import check_seed
 
 METHODS = ("inverse", "proportional", "uniform")
@@ -168,8 +169,7 @@ def select_models(
 
     if (run_dir is None) == (matrix is None):
         raise ParameterError("run_dir", "give exactly one of {} (a run folder) or a matrix file")
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws <= 0:
-        raise ParameterError("draws", f"must be positive, got {draws}")
+    check("draws", draws)
     score = None
     if run_dir is not None:
         from archsim.runs import load_run

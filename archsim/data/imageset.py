@@ -16,8 +16,9 @@ from sklearn.model_selection import train_test_split
 from archsim.cache import CacheStore, StoredArrays, digest
 from archsim.data.views import View, resize_rows
 from archsim.errors import ArchsimError, ParameterError
+from archsim.params import RULES
 
-VIEWS = ("own", "shared")
+VIEWS = RULES["views"].choices
 """How models see a set: ``own``, each its own evaluation view of every image, attacked at its own resolution (the SAT
 paper's protocol); ``shared``, one stored pixel space that every model resizes inside its forward."""
 

@@ -23,10 +23,11 @@ from archsim.cache import (
     atomic_write_text,
     digest,
 )
-from archsim.errors import ArchsimError, ParameterError
+from archsim.errors import ArchsimError
 from archsim.hardware import resolve_device
 from archsim.knowledge.alphas import alpha_1, alpha_2, unit_rows
 from archsim.models import create_model
+from archsim.params import check
 from archsim.runs import RunFolder, load_run
 from archsim.transfer.batching import batch_size_for
 from archsim.transfer.stages import predict_stream
@@ -100,8 +101,7 @@ def alpha_matrices(
     95 % bootstrap intervals) into ``out`` (default ``RUN/alphas``). The target's
     logits on every adversarial set are cached (kind ``advlogits``).
     """
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
-        raise ParameterError("n_boot", f"must be a whole number of 0 or more (0: no intervals), got {n_boot!r}")
+    check("n_boot", n_boot)
     folder = RunFolder(run_dir)
     settings, store = folder.settings, folder.cache(cache)
     run = load_run(run_dir, store, device, batch_size)

@@ -15,8 +15,9 @@ from torch import nn
 
 from archsim.errors import ParameterError
 from archsim.models.wrapper import SimModel
+from archsim.params import AUTO, RULES
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = tuple(choice for choice in RULES["precision"].choices if choice != AUTO)
 # What a prepared model will mostly do: its layout and batch size are chosen for it.
 Purpose = Literal["attack", "evaluate"]
 

@@ -23,12 +23,13 @@ from archsim.analysis.cards import cards_table
 from archsim.analysis.extract import extract_card
 from archsim.attacks import Attack, create_attack, hold_attack
 from archsim.cache import CacheStore, check_cache
-from archsim.data import VIEWS, load_data, memory_spec
+from archsim.data import load_data, memory_spec
 from archsim.engines import Engine, engine_for
 from archsim.errors import ArchsimError, ParameterError
 from archsim.measures import DEFAULT_EPS_S, SatTables, sat_tables
 from archsim.models import ModelObject, check_model_specs, check_precision, default_precision, model_specs, zoo_specs
 from archsim.models.objects import keep_modules
+from archsim.params import check
 from archsim.report.summary import run_summary_html
 from archsim.runs.folder import RunFolder, rounded
 from archsim.specs import LEVELS, check_seed, whole_levels
@@ -320,16 +321,14 @@ def check_run_options(
     if len(set(specs)) != len(specs):
         raise ArchsimError("a model spec is given twice; list each model once")
     check_model_specs(specs)  # before the out folder is claimed and the data read (hashing a folder takes minutes)
-    if not eps_s > 0:
-        raise ParameterError("eps_s", f"must be positive (a percentage floor), got {eps_s}")
-    if n_boot < 0:
-        raise ParameterError("n_boot", f"must be 0 or more, got {n_boot}")
-    if views not in VIEWS:
-        raise ParameterError("views", f"must be one of {', '.join(VIEWS)}, got {views!r}")
-    if isinstance(attack_seeds, bool) or not isinstance(attack_seeds, int) or attack_seeds < 1:
-        raise ParameterError("attack_seeds", f"must be a whole number of 1 or more, got {attack_seeds!r}")
-    if precision != "auto":
-        check_precision(precision)
+    for parameter, value in (
+        ("eps_s", eps_s),
+        ("n_boot", n_boot),
+        ("views", views),
+        ("attack_seeds", attack_seeds),
+        ("precision", precision),
+    ):
+        check(parameter, value)
 
 
 def check_attack_options(attack: str | Attack, *, eps: float | None, chosen: dict[str, Any]) -> None:

@@ -54,7 +54,8 @@ from archsim.cache import CacheStore, digest
 from archsim.errors import ArchsimError
 from archsim.hardware import usable_cores
 from archsim.models import Purpose, SimModel, precision_context
-from archsim.specs import AUTO, check_batch_size, check_max_resident
+from archsim.params import AUTO
+from archsim.specs import check_batch_size, check_max_resident
 
 MIN_GAIN = 0.05
 """A larger batch must be this much faster (images per second) to be preferred."""

@@ -47,8 +47,8 @@ from archsim.models import (
     prepare,
     train_zoo,
 )
+from archsim.params import AUTO
 from archsim.progress import steps
-from archsim.specs import AUTO
 from archsim.transfer.batching import (
     CHECK_IMAGES,
     batch_size_for,

@@ -494,9 +494,9 @@ def test_select_models_on_a_matrix_file(tmp_path):
             "run_dir",
             "give exactly one of run_dir (a run folder) or a matrix file",
         ),
-        ({"matrix": path, "draws": 0}, "draws", "draws must be positive, got 0"),
-        ({"matrix": path, "draws": True}, "draws", "draws must be positive, got True"),
-        ({"matrix": path, "draws": 2.5}, "draws", "draws must be positive, got 2.5"),
+        ({"matrix": path, "draws": 0}, "draws", "draws must be a positive whole number, got 0"),
+        ({"matrix": path, "draws": True}, "draws", "draws must be a positive whole number, got True"),
+        ({"matrix": path, "draws": 2.5}, "draws", "draws must be a positive whole number, got 2.5"),
     ]:
         with pytest.raises(ParameterError) as error:
             select_models(2, **extra)

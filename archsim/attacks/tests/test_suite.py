@@ -17,7 +17,7 @@ from archsim.attacks import (
 )
 from archsim.attacks.apgd import checkpoints
 from archsim.data import load_data
-from archsim.errors import ArchsimError
+from archsim.errors import ArchsimError, ParameterError
 from archsim.models import Preprocess, SimModel
 
 torchattacks = pytest.importorskip("torchattacks")
@@ -275,8 +275,15 @@ def test_every_attack_shares_the_call_shape(name, trained, digits):
 
 
 def test_attack_options_are_checked():
-    with pytest.raises(ArchsimError, match="fgsm takes no --steps"):
+    # a ParameterError naming the Python keyword; the CLI names its flag (--steps, in tests/test_cli.py)
+    with pytest.raises(ParameterError, match="^attack fgsm takes no steps; its options: eps only$") as raised:
         create_attack("fgsm", eps=0.1, steps=5)
+    assert raised.value.parameter == "steps"
+    with pytest.raises(ParameterError, match="^torchattacks.FGSM takes no random_start; its options: ") as raised:
+        create_attack("torchattacks:FGSM", eps=0.1, random_start=True)
+    with pytest.raises(ArchsimError, match="^option 'x' in 'pgd,x' is not key=value$"):
+        create_attack("pgd,x", eps=0.1)
+    assert create_attack(" pgd , rel-step = 0.2 ", eps=0.1).config()["rel_step"] == 0.2  # the grammar of specs
     with pytest.raises(ArchsimError, match="has no option 'decay'"):
         create_attack("pgd,decay=1", eps=0.1)
     with pytest.raises(ArchsimError, match="unknown attack"):
@@ -341,7 +348,7 @@ def test_a_torchattacks_attack_with_random_draws_is_deterministic_per_seed(batch
             "torchattacks:PGD,colour=red",
             "torchattacks.PGD has no option 'colour'; it takes: alpha, steps, random_start",
         ),
-        ("torchattacks:PGD,steps=many", "option steps='many' of torchattacks.PGD must be a int"),
+        ("torchattacks:PGD,steps=many", "option steps='many' of torchattacks.PGD must be a whole number"),
         ("torchattacks:PGD,torchattacks_version=0.0.1", "the run attacked with torchattacks 0.0.1 and"),
     ],
 )

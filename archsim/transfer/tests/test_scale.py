@@ -134,7 +134,7 @@ def test_a_model_that_cannot_run_stops_the_run_before_any_attack(zoo, tmp_path):
 
 
 def test_max_resident_is_checked():
-    with pytest.raises(ArchsimError, match="--max-resident must be a positive whole number or 'auto', got 0"):
+    with pytest.raises(ArchsimError, match="max_resident must be a positive whole number or 'auto', got 0"):
         run_sat(["zoo:vit", "zoo:mixer"], max_resident=0)
 
 
@@ -178,7 +178,7 @@ def test_attack_seeds_measure_the_attacks_own_noise(zoo, tmp_path):
         and noise["spearman_mean"] == pytest.approx(np.mean(rhos))
         and noise["spearman_min"] == pytest.approx(min(rhos))
     )
-    with pytest.raises(ArchsimError, match="attack_seeds must be a whole number of 1 or more") as error:
+    with pytest.raises(ArchsimError, match="attack_seeds must be a positive whole number, got 0") as error:
         _run(folder, specs, store, attack_seeds=0)
     assert error.value.parameter == "attack_seeds"  # a ParameterError: the CLI names --attack-seeds
 
