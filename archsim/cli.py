@@ -63,6 +63,7 @@ class OnceCommand(click.Command):
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
+        ctx.meta[BEGAN] = time.time()  # files changed after it are the command's (see wrote())
         try:
             return super().invoke(ctx)
         except ParameterError as error:  # the library names a Python parameter; here the user typed a flag
@@ -501,12 +502,7 @@ def compare_attacks(run_dir, attacks, out, device, batch_size, cache, engine, ad
         click.echo(
             "noise floor unknown: rerun the run with --attack-seeds 3 to measure how well the attack agrees with itself"
         )
-    click.echo(
-        f"wrote sat_<attack>.csv, attack_correlations.csv, attack_white_box.csv, attack_comparison.png to "
-        f"{out or run_dir / 'attacks'}"
-    )
-    if out is None:
-        _refresh_report(run_dir)
+    finish_on_run(run_dir, out, "attacks")
 
 
 class RadiusList(click.ParamType):
@@ -559,9 +555,7 @@ def calibrate(run_dir, published, radii, out, device, batch_size, cache, engine,
     click.echo(f"the run at each radius against {published} ({len(result.models)} models in both):")
     click.echo(result.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     click.echo(f"best radius: {round(result.best_eps * 255)}/255 = {result.best_eps:.6f}")
-    click.echo(f"wrote calibration.csv, calibration.png to {out or run_dir / 'calibration'}")
-    if out is None:
-        _refresh_report(run_dir)
+    finish_on_run(run_dir, out, "calibration")
 
 
 @cli.command()
@@ -629,12 +623,7 @@ def measures(run_dir, measures, out, device, batch_size, cache, pair, max_reside
         ]
         with pd.option_context("display.width", 200):
             click.echo(result["comparison"][columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    written = [f"measure_{n}.csv" for n in dict.fromkeys(names)]
-    if "comparison" in result:
-        written += ["measure_correlations.csv", "measure_comparison.csv", "measure_comparison.png"]
-    click.echo(f"wrote {', '.join(written)} to {out or run_dir / 'measures'}")
-    if out is None:
-        _refresh_report(run_dir)
+    finish_on_run(run_dir, out, "measures")
 
 
 def _show(table: pd.DataFrame, columns: list[str] | None = None) -> None:
@@ -708,12 +697,7 @@ def ensemble(run_dir, k, clusters, random_sets, images, out, device, batch_size,
         f"{best['random_mean_error']:.2f}% on average there"
     )
     click.echo(f"rule: {best['rule']}")
-    click.echo(
-        f"wrote ensemble_pairs.csv, ensemble_k.csv, ensemble_selection.csv, ensemble_correlations.csv, ensembles.png "
-        f"to {out or run_dir / 'ensembles'}"
-    )
-    if out is None:
-        _refresh_report(run_dir)
+    finish_on_run(run_dir, out, "ensembles")
 
 
 @cli.command()
@@ -771,7 +755,7 @@ def select(run_dir, matrix, k, method, exponent, draws, seed, out, device, batch
     for note in result.notes:
         click.echo(f"note: {note}")
     if result.out is not None:
-        click.echo(f"wrote selection.csv to {result.out}")
+        click.echo(wrote(result.out))
         if run_dir is not None and result.out == run_dir / "selection":
             _refresh_report(run_dir)
 
@@ -830,15 +814,9 @@ def add(run_dir, spec, out, one_sided, device, batch_size, cache, engine, addres
     click.echo(
         f"cache: {result.cache_hits} hits, {result.cache_misses} computed; {time.perf_counter() - started:.1f} s"
     )
-    if one_sided:
-        click.echo(f"wrote newcomer.csv, newcomer_clusters.csv and one_sided_agreement.csv to {result.out}")
-        return
-    analyze_run(result.out)
-    click.echo(
-        f"wrote the {len(result.row) + 1}-model run (sat.csv, ..., report.html), newcomer.csv, newcomer_clusters.csv "
-        f"and "
-        f"one_sided_agreement.csv to {result.out}"
-    )
+    if not one_sided:
+        analyze_run(result.out)  # the run with the newcomer, as `archsim run` leaves one
+    click.echo(wrote(result.out))
 
 
 @cli.command()
@@ -874,7 +852,7 @@ def distill(run_dir, student, teachers, epochs, out, cache) -> None:
     _show(result.table)
     click.echo("\nstudent accuracy against:")
     _show(result.correlations)
-    click.echo(f"wrote distill.csv, distill_correlations.csv, distill.png to {result.out}")
+    click.echo(wrote(result.out))
     if out is None:
         _refresh_report(run_dir)
 
@@ -902,7 +880,7 @@ def compare_matrices_command(matrices, out) -> None:
             )
     _show(table)
     if out is not None:
-        click.echo(f"wrote matrix_correlations.csv, matrix_comparison.png to {out}")
+        click.echo(wrote(out))
 
 
 @cli.command("recommend-teacher")
@@ -980,9 +958,7 @@ def checks(
                 f"({nearest['mean_sat'].iloc[0]:.2f})"
             )
     _show(tables["checks_summary.csv"])
-    click.echo(f"wrote {', '.join(tables)}, checks.png to {out or run_dir / 'checks'}")
-    if out is None:
-        _refresh_report(run_dir)
+    finish_on_run(run_dir, out, "checks")
 
 
 @cli.command()
@@ -1006,7 +982,7 @@ def alphas(run_dir, n_boot, out, device, batch_size, cache) -> None:
         click.echo(f"{name} (row: source, column: target):")
         with pd.option_context("display.width", 250, "display.max_columns", 100):
             click.echo(result[name].to_string(float_format=lambda v: f"{v:.3f}"))
-    click.echo(f"wrote alpha_1.csv, alpha_2.csv, alpha_combined.csv, alphas_pairs.csv to {out or run_dir / 'alphas'}")
+    click.echo(wrote(out or run_dir / "alphas"))
 
 
 @cli.command("knowledge-transfer")
@@ -1088,7 +1064,7 @@ def knowledge_transfer(architectures, overlaps, epochs, eps, steps, seed, run_di
     )
     click.echo("\ncorrelation with transfer accuracy:")
     _show(study.correlations)
-    click.echo(f"wrote knowledge_sources.csv, knowledge_correlations.csv, knowledge_transfer.png to {target}")
+    click.echo(wrote(target))
     if run_dir is not None and out is None:
         _refresh_report(run_dir)
 
@@ -1110,7 +1086,33 @@ def liang_synthetic(data_dir, out) -> None:
     for name, table in results.items():
         click.echo(name)
         _show(table)
-    click.echo(f"wrote {len(results)} CSVs and liang_synthetic.png to {out}")
+    click.echo(wrote(out))
+
+
+BEGAN = "archsim.began"
+# Modification times may trail time.time() by a clock tick; a file written this close before the command began is not
+# one of its own.
+MTIME_SLACK_S = 0.05
+
+
+def wrote(folder: Path) -> str:
+    """ "wrote a.csv, b.png to FOLDER": the files under ``folder`` that this command wrote (changed since it began),
+    read from the disk, so that the line says what the command did, not what it was meant to do."""
+    began = click.get_current_context().meta.get(BEGAN, 0.0) - MTIME_SLACK_S
+    files = sorted(
+        str(p.relative_to(folder))
+        for p in Path(folder).rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.stat().st_mtime >= began
+    )
+    return f"wrote {', '.join(files)} to {folder}" if files else f"wrote nothing new to {folder}"
+
+
+def finish_on_run(run_dir: Path, out: Path | None, subfolder: str) -> None:
+    """The files a command on a run wrote, and where they went into the run folder (``out`` not given), the run's
+    report refreshed to show them."""
+    click.echo(wrote(out or run_dir / subfolder))
+    if out is None:
+        _refresh_report(run_dir)
 
 
 def _refresh_report(run_dir: Path) -> None:

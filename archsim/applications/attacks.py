@@ -47,6 +47,7 @@ def spec_of(attack: str | Attack, eps: float) -> str:
 def compare_attacks(
     run_dir: str | Path,
     attacks: list[str | Attack],
+    *,
     out: str | Path | None = None,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",

@@ -50,6 +50,7 @@ def identical_misclassifications(transfer: TransferResult, sat: pd.DataFrame) ->
 def checkpoint_sat(
     run_dir: str | Path,
     model: str,
+    *,
     epochs: list[int] | None = None,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
@@ -183,7 +184,9 @@ def adversarially_trained(
             f"{lonely[0]} has the architecture of no other model in {run_dir}; "
             "run it beside the same architecture trained normally (e.g. zoo:resnet-adv with zoo:resnet-s0)",
         )
-    run = load_run(run_dir, store, device, batch_size, models=joining, engine=engine, address=address)
+    run = load_run(
+        run_dir, cache=store, device=device, batch_size=batch_size, models=joining, engine=engine, address=address
+    )
     others = [m for m in run.transfer.names if m not in adversarial]
     pairs = run.pairs.set_index(["source", "target"])
     info = run.models.set_index("model")
@@ -273,14 +276,23 @@ def checks_on_run(
         from archsim.models import check_model_specs
 
         check_model_specs(list(adversarial))  # a typo is refused before any work
-    run = load_run(run_dir, cache, device, batch_size)
+    run = load_run(run_dir, cache=cache, device=device, batch_size=batch_size)
     identical = identical_misclassifications(run.transfer, run.sat)
     summary = pd.DataFrame([{"check": "sat vs identical_rate", **misclassification_correlation(identical)}])
     tables = {"identical_misclassifications.csv": identical}
     checkpoints = None
     if checkpoints_of is not None:
         with parameter_called("model", "checkpoints_of"):
-            checkpoints = checkpoint_sat(run_dir, checkpoints_of, epochs, cache, device, batch_size, engine, address)
+            checkpoints = checkpoint_sat(
+                run_dir,
+                checkpoints_of,
+                epochs=epochs,
+                cache=cache,
+                device=device,
+                batch_size=batch_size,
+                engine=engine,
+                address=address,
+            )
         tables["checkpoints.csv"] = checkpoints
         trend = correlate(checkpoints["epoch"].to_numpy(float), checkpoints["sat_vs_final"].to_numpy(float))
         summary = pd.concat(

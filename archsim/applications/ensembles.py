@@ -339,7 +339,7 @@ def ensemble_correlations(pairs: pd.DataFrame, random_scores: pd.DataFrame, k: i
 
 
 def evaluation_logits(
-    folder: RunFolder, run_labels: np.ndarray, store: CacheStore, device: str, batch_size: int | str
+    folder: RunFolder, run_labels: np.ndarray, store: CacheStore, *, device: str, batch_size: int | str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every model's clean logits on every image of the run's evaluation split [N, M, C], their labels [M], and a mask
     [M] of the images the run did not use (held out). Logits found in the cache are read; the rest computed there."""
@@ -404,7 +404,7 @@ def ensembles_on_run(
     check("random_sets", random_sets)
     check("images", images)
     store = folder.cache(cache)
-    run = load_run(run_dir, store, device, batch_size)
+    run = load_run(run_dir, cache=store, device=device, batch_size=batch_size)
     if clusters is None:
         analysed = Path(run_dir) / "clusters.csv"
         if analysed.is_file():
@@ -418,7 +418,9 @@ def ensembles_on_run(
     sat_images = (transfer.clean_logits, transfer.labels)
     scored, measure_on = sat_images, sat_images
     if images == "eval":
-        logits, labels, held_out = evaluation_logits(folder, transfer.labels, store, device, batch_size)
+        logits, labels, held_out = evaluation_logits(
+            folder, transfer.labels, store, device=device, batch_size=batch_size
+        )
         scored = (logits, labels)
         if held_out.any():
             measure_on = (logits[:, held_out], labels[held_out])

@@ -86,6 +86,7 @@ def all_measures() -> dict[str, Any]:
 def compute_measures(
     run_dir: str | Path,
     measures: list[str],
+    *,
     out: str | Path | None = None,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
@@ -118,7 +119,7 @@ def compute_measures(
         )
     folder = RunFolder(run_dir)
     settings, store = folder.settings, folder.cache(cache)
-    run = load_run(run_dir, store, device, batch_size)
+    run = load_run(run_dir, cache=store, device=device, batch_size=batch_size)
     transfer, names = run.transfer, run.transfer.names
     missing = [p for p in pair or () if p not in names]
     if missing:  # before any measure is computed

@@ -155,7 +155,9 @@ def add_model(
         )
     new_settings = {**settings, "models": settings["models"] + [spec]}
     with RunFolder(out_dir).claim(new_settings) as added:  # before any attack: a wrong --out is refused up front
-        run = load_run(run_dir, store, device, batch_size, models=[spec], engine=engine, address=address)
+        run = load_run(
+            run_dir, cache=store, device=device, batch_size=batch_size, models=[spec], engine=engine, address=address
+        )
         run.cache_used |= keep_modules([spec], store)
         added.write(run)
 

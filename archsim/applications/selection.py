@@ -174,7 +174,7 @@ def select_models(
     if run_dir is not None:
         from archsim.runs import load_run
 
-        run = load_run(run_dir, cache, device, batch_size)
+        run = load_run(run_dir, cache=cache, device=device, batch_size=batch_size)
         similarity, transfer = run.sat, run.transfer
 
         def score(members: list[str]) -> dict[str, float]:

@@ -104,7 +104,7 @@ def alpha_matrices(
     check("n_boot", n_boot)
     folder = RunFolder(run_dir)
     settings, store = folder.settings, folder.cache(cache)
-    run = load_run(run_dir, store, device, batch_size)
+    run = load_run(run_dir, cache=store, device=device, batch_size=batch_size)
     t = run.transfer
     names, n = t.names, len(t.names)
     # (source set, model) -> the cache entry of its logits: models^2 x images x classes in all, mapped when used.

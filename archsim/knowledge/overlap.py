@@ -81,7 +81,9 @@ def check_same_input(source: SimModel, target: SimModel, images: torch.Tensor) -
             )
 
 
-def transfer_accuracy(source: SimModel, train: ImageSet, test: ImageSet, seed: int = 0, batch_size: int = 256) -> float:
+def transfer_accuracy(
+    source: SimModel, train: ImageSet, test: ImageSet, *, seed: int = 0, batch_size: int = 256
+) -> float:
     """Accuracy (%) on ``test`` of ``source`` with its last layer replaced by a linear classifier
     trained on ``train`` (only that layer learns; the rest of the network stays frozen)."""
     counts = np.bincount(train.labels.numpy(), minlength=train.num_classes)
@@ -105,6 +107,7 @@ def pair_transferability(
     images: torch.Tensor,
     labels: torch.Tensor,
     attack: Attack,
+    *,
     seed: int = 0,
     batch_size: int = 128,
     eps_s: float = DEFAULT_EPS_S,
@@ -309,8 +312,8 @@ def overlap_experiment(
         )
 
         def measure(source: SimModel = source) -> dict:
-            row = pair_transferability(source, target, task_test.images, task_test.labels, attack, seed)
-            row["transfer_accuracy"] = transfer_accuracy(source, task_train, task_test, seed)
+            row = pair_transferability(source, target, task_test.images, task_test.labels, attack, seed=seed)
+            row["transfer_accuracy"] = transfer_accuracy(source, task_train, task_test, seed=seed)
             return {name: np.float64(value) for name, value in row.items()}
 
         measured = store.get_or_compute("knowledge", key, measure)

@@ -54,6 +54,7 @@ def analyze(
 
 def analyze_run(
     run_dir: str | Path,
+    *,
     cards: str | Path | None = None,
     out: str | Path | None = None,
     k: int | None = None,

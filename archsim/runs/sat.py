@@ -463,6 +463,7 @@ def seed_noise(tables, others: list[pd.DataFrame]) -> dict[str, Any] | None:
 
 def load_run(
     run_dir: str | Path,
+    *,
     cache: CacheStore | str | Path | None = None,
     device: str = "auto",
     batch_size: int | str = "auto",

@@ -418,7 +418,7 @@ def test_bf16_run_is_recorded_and_cached_apart_from_fp32(tmp_path, cache_dir, ca
     assert code == 2 and "differs in: precision" in err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     # Analyses rebuild the run in its own precision, from the cache alone.
-    assert load_run(out, cache_dir).cache_misses == 0
+    assert load_run(out, cache=cache_dir).cache_misses == 0
 
 
 def test_empty_data_folder(tmp_path, cache_dir, capsys):

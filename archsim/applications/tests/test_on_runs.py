@@ -176,15 +176,21 @@ def test_ensemble_select_and_checks_on_a_run(three_run, cache_dir, tmp_path, cap
     assert len(pairs) == 3
     for row in pairs.itertuples():
         assert np.isclose(row.err_reduction, reference[names.index(row.a), names.index(row.b)], equal_nan=True)
-    assert {"ensemble_k.csv", "ensemble_selection.csv", "ensemble_correlations.csv", "ensembles.png"} <= {
-        p.name for p in (tmp_path / "ens").iterdir()
-    }
+    written = "ensemble_correlations.csv, ensemble_k.csv, ensemble_pairs.csv, ensemble_selection.csv, ensembles.png"
+    assert f"wrote {written} to {tmp_path / 'ens'}\n" in stdout  # what is on the disk, named from the disk
+    assert {p.name for p in (tmp_path / "ens").iterdir()} == set(written.split(", "))
     # On the run's SAT images alone, from the run's own clean logits.
     code, stdout, err = run_cli(
         capsys, "ensemble", "--run", str(three_run), "--k", "2", "--images", "sat", "--cache", str(cache_dir),
         "--out", str(tmp_path / "ens-sat"),
     )  # fmt: skip
     assert code == 0 and "on the run's SAT images" in stdout, err
+    # written again with the same content: still this command's files
+    code, stdout, err = run_cli(
+        capsys, "ensemble", "--run", str(three_run), "--k", "2", "--images", "sat", "--cache", str(cache_dir),
+        "--out", str(tmp_path / "ens-sat"),
+    )  # fmt: skip
+    assert code == 0 and f"wrote {written} to {tmp_path / 'ens-sat'}\n" in stdout, err
     run = run_sat(THREE, **FAST, cache=cache_dir)
     reference = ensemble_err(run.transfer.clean_logits, run.transfer.labels)
     for row in pd.read_csv(tmp_path / "ens-sat" / "ensemble_pairs.csv").itertuples():
