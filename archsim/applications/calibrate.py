@@ -74,7 +74,7 @@ def calibrate_radius(
     grid = sorted({whole_levels(check_eps(r))[0] for r in radii})
     if len(grid) < 2:
         raise ParameterError("radii", "give at least two different radii (whole levels of 1/255 apart) to compare")
-    names = [name for name in pd.read_csv(folder.path / "models.csv")["model"] if name in reference.index]
+    names = [name for name in folder.models["model"] if name in reference.index]
     if len(names) < 3:
         raise ParameterError(
             "published",

@@ -154,7 +154,7 @@ def adversarially_trained(
     folder = RunFolder(run_dir)
     store = folder.cache(cache)
     folder.require_cached(store)  # before the models are loaded (a zoo model may train first)
-    known = pd.read_csv(run_dir / "models.csv")
+    known = folder.models
     names, joining, architectures = [], [], {}
     for spec in specs:
         loaded = create_model(spec, cache=store, device="cpu")  # for its name, weights and architecture only

@@ -95,7 +95,7 @@ def distill(
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
     settings = folder.settings
-    models = pd.read_csv(run_dir / "models.csv")
+    models = folder.models
     row = student_row(models, student, run_dir)
     entry_name = str(row["spec"]).split(":", 1)[1].split(",")[0]
     entry = ZOO[entry_name]
@@ -113,7 +113,7 @@ def distill(
     # (teachers fit the training set), which would make all students identical.
     recipe = replace(entry.recipe, augment="affine", **({} if epochs is None else {"epochs": epochs}))
     store = folder.cache(cache)
-    sat = pd.read_csv(run_dir / "sat.csv", index_col=0)
+    sat = folder.sat
     bases = _bases(run_dir, list(models["model"]))
 
     name = str(row["model"])
@@ -309,11 +309,11 @@ def recommend_teachers(run_dir: str | Path, student: str) -> pd.DataFrame:
     ``student_accuracy`` holds it and ``accuracy_from`` says which.
     """
     run_dir = Path(run_dir)
-    RunFolder(run_dir).settings  # noqa: B018 - a one-line error unless a finished run
-    models = pd.read_csv(run_dir / "models.csv")
+    folder = RunFolder(run_dir)  # a one-line error below unless a finished run
+    models = folder.models
     row = _run_model(models, student, "--student", run_dir)
     name = str(row["model"])
-    sat = pd.read_csv(run_dir / "sat.csv", index_col=0)
+    sat = folder.sat
     bases = _bases(run_dir, list(models["model"]))
     table = pd.DataFrame({"teacher": [m for m in models["model"] if m != name]})
     table["sat"] = [float(sat.loc[t, name]) for t in table["teacher"]]

@@ -131,7 +131,7 @@ def add_model(
     settings, store = folder.settings, folder.cache(cache)
     if not one_sided:
         folder.require_cached(store)  # before the newcomer is loaded (a zoo model may train first)
-    known = pd.read_csv(run_dir / "models.csv")
+    known = folder.models
     if spec in settings["models"]:
         raise ArchsimError(f"{spec} is already in the run {run_dir}; add a model that is not in it")
     model = create_model(spec, cache=store, device="cpu")  # for its name and fingerprint only
@@ -188,8 +188,8 @@ def add_model(
 
 def _run_matrices(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The run's SAT and one-sided SAT matrices (the latter from pairs.csv: source's attack on the target)."""
-    sat = pd.read_csv(run_dir / "sat.csv", index_col=0)
-    pairs = pd.read_csv(run_dir / "pairs.csv")
+    folder = RunFolder(run_dir)
+    sat, pairs = folder.sat, folder.pairs
     one = pairs.pivot(index="source", columns="target", values="one_sided_sat").loc[sat.index, sat.columns]
     return sat, one
 
@@ -200,7 +200,7 @@ def _run_clusters(run_dir: Path) -> pd.Series:
         return pd.read_csv(clusters_file, index_col="model")["cluster"]
     from archsim.analysis import spectral_clusters
 
-    return spectral_clusters(pd.read_csv(run_dir / "sat.csv", index_col=0)).labels
+    return spectral_clusters(RunFolder(run_dir).sat).labels
 
 
 def _add_one_sided(

@@ -184,24 +184,43 @@ class RunFolder:
         atomic_write_text(out / "cache_entries.txt", "".join(f"{kind}/{key}\n" for kind, key in sorted(run.cache_used)))
         # config.json last: its presence marks a complete run folder.
         atomic_write_text(out / "config.json", json.dumps(run.config, indent=2, sort_keys=True) + "\n")
-        self.__dict__.pop("config", None)  # read anew from the file just written
+        for name in ("config", "sat", "pairs", "models", "cards"):
+            self.__dict__.pop(name, None)  # read anew from the files just written
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The run's ``sat``, ``pairs``, ``models`` and ``cards`` tables read back value for value: a run's numbers
         are rounded (:func:`rounded`) to the decimals :meth:`write` keeps; text stays text, empty stays empty."""
+        return {"sat": self.sat, "pairs": self.pairs, "models": self.models, "cards": self.cards}
+
+    @cached_property
+    def sat(self) -> pd.DataFrame:
+        """The run's SAT matrix (``sat.csv``)."""
         self.config  # noqa: B018 - a one-line error for a folder without a finished run
         sat = pd.read_csv(self.path / "sat.csv", index_col=0)  # pandas 3 parses floats exactly (round trip)
         sat.index.name = None
-        return {
-            "sat": sat,
-            "pairs": _read_typed(self.path / "pairs.csv", text=("source", "target")),
-            "models": _read_typed(
-                self.path / "models.csv",
-                text=("model", "spec", "fingerprint", "family", "architecture", "regime", "hparams", *PROVENANCE),
-                whole=("seed",),
-            ),
-            "cards": pd.read_csv(self.path / "cards.csv", index_col=0, dtype=str, keep_default_na=False),
-        }
+        return sat
+
+    @cached_property
+    def pairs(self) -> pd.DataFrame:
+        """One row per ordered pair of the run's models (``pairs.csv``)."""
+        self.config  # noqa: B018 - as above
+        return _read_typed(self.path / "pairs.csv", text=("source", "target"))
+
+    @cached_property
+    def models(self) -> pd.DataFrame:
+        """One row per model: name, spec, fingerprint, accuracy, provenance (``models.csv``)."""
+        self.config  # noqa: B018 - as above
+        return _read_typed(
+            self.path / "models.csv",
+            text=("model", "spec", "fingerprint", "family", "architecture", "regime", "hparams", *PROVENANCE),
+            whole=("seed",),
+        )
+
+    @cached_property
+    def cards(self) -> pd.DataFrame:
+        """The models' cards, by model name (``cards.csv``)."""
+        self.config  # noqa: B018 - as above
+        return pd.read_csv(self.path / "cards.csv", index_col=0, dtype=str, keep_default_na=False)
 
 
 def attack_spec(config: dict[str, Any]) -> str:
