@@ -67,17 +67,17 @@ def compare_attacks(
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
     settings = folder.settings
-    eps = settings["attack"]["eps"]
+    eps = settings.eps
     # The run's own attack comes first (its sets are cached); listed attacks equal to it are dropped.
-    own = settings["attack"]
+    own = settings.attack
     own_spec = folder.attack_spec
     attacks = [spec_of(attack, eps) for attack in attacks]
     attacks = [own_spec] + [spec for spec in dict.fromkeys(attacks) if create_attack(spec, eps=eps).config() != own]
     if len(attacks) < 2:
         raise ParameterError("attacks", f"give {{}} other than the run's own ({own_spec}) to compare with it")
-    if len(settings["models"]) < 3:  # asked before any attack runs: the correlations need 3 pairs
+    if len(settings.models) < 3:  # asked before any attack runs: the correlations need 3 pairs
         raise ArchsimError(
-            f"the run has {len(settings['models'])} models, which give fewer than 3 model pairs to correlate; compare "
+            f"the run has {len(settings.models)} models, which give fewer than 3 model pairs to correlate; compare "
             "attacks on a run of at least 3 models"
         )
     store = folder.cache(cache)
@@ -86,7 +86,7 @@ def compare_attacks(
         for spec in attacks:
             result = run_like(
                 folder,
-                settings["models"],
+                settings.models,
                 attack=spec,
                 n_boot=0,
                 device=device,

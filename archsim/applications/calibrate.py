@@ -86,13 +86,13 @@ def calibrate_radius(
     with engine_for(engine, device, address) as runner:
         for eps in grid:
             run = run_sat(
-                settings["models"],
-                data=settings["data"],
-                n_images=settings["n_images"],
+                settings.models,
+                data=settings.data,
+                n_images=settings.n_images,
                 attack=folder.attack_spec,
                 eps=eps,
-                seed=settings["seed"],
-                eps_s=settings["eps_s"],
+                seed=settings.seed,
+                eps_s=settings.eps_s,
                 n_boot=0,
                 device=device,
                 batch_size=batch_size,
@@ -100,7 +100,7 @@ def calibrate_radius(
                 engine=runner,
                 precision=folder.precision,
                 views=folder.views,
-                keep_going=settings.get("keep_going", False),
+                keep_going=settings.keep_going,
             )
             matrices[eps] = run.sat
             rows.append({"eps": eps, "levels": round(eps * 255), **agreement(run.sat, reference, names)})

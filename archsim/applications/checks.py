@@ -86,7 +86,7 @@ def checkpoint_sat(
     run = run_like(
         folder,
         specs,
-        n_boot=settings["n_boot"],
+        n_boot=settings.n_boot,
         device=device,
         batch_size=batch_size,
         cache=store,

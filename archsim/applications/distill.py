@@ -100,13 +100,13 @@ def distill(
     entry_name = str(row["spec"]).split(":", 1)[1].split(",")[0]
     entry = ZOO[entry_name]
     try:
-        train = load_data(settings["data"], split="train")
+        train = load_data(settings.data, split="train")
     except ArchsimError:
         raise ArchsimError(
-            f"distillation trains students on the run's training data, and {settings['data']!r} has none; use a "
+            f"distillation trains students on the run's training data, and {settings.data!r} has none; use a "
             f"digits run"
         ) from None
-    evaluation = load_data(settings["data"], split="eval")
+    evaluation = load_data(settings.data, split="eval")
     chosen = teacher_rows(models, teachers, row, run_dir)
     check("epochs", epochs)
     # Always augmented: on un-augmented digits every teacher's top-1 label is the true label

@@ -349,18 +349,18 @@ def evaluation_logits(
     from archsim.transfer.stages import cache_clean_logits, stacked_logits
 
     settings = folder.settings
-    full = load_data(settings["data"], split="eval", seed=settings["seed"], store=store, views=folder.views)
+    full = load_data(settings.data, split="eval", seed=settings.seed, store=store, views=folder.views)
     labels = full.labels.numpy()
-    used = stratified_indices(labels, settings["n_images"], settings["seed"])
+    used = stratified_indices(labels, settings.n_images, settings.seed)
     if not np.array_equal(labels[used], run_labels):  # before any model is run
         raise ParameterError(
-            "run_dir", f"the run's images are not the draw its settings make of {settings['data']!r}; use images='sat'"
+            "run_dir", f"the run's images are not the draw its settings make of {settings.data!r}; use images='sat'"
         )
     held_out = np.ones(len(labels), dtype=bool)
     held_out[used] = False
     on = resolve_device(device)
     keys = []
-    for spec in settings["models"]:
+    for spec in settings.models:
         model = create_model(spec, cache=store, device=on)
         keys.append(cache_clean_logits(model, full, store, batch_size, folder.precision)[0])
         del model
@@ -396,7 +396,7 @@ def ensembles_on_run(
 
     folder = RunFolder(run_dir)
     settings = folder.settings
-    n = len(settings["models"])
+    n = len(settings.models)
     if not 2 <= k <= n:
         raise ParameterError("k", f"{k} must lie between 2 and the {n} models of the run")
     if clusters is not None and not 2 <= clusters <= n:
@@ -431,7 +431,7 @@ def ensembles_on_run(
         spectral.labels.to_numpy(),
         k=k,
         n_random=random_sets,
-        seed=settings["seed"],
+        seed=settings.seed,
         choose_on=sat_images,
         measure_on=measure_on,
     )

@@ -31,7 +31,7 @@ from archsim.models import Purpose, SimModel, create_model
 from archsim.models.features import feature_batches
 from archsim.plugins import PluginWarning, load_plugins
 from archsim.report.figures import matrix_scatter, write_png
-from archsim.runs import RunFolder, SatRun, load_run
+from archsim.runs import RunFolder, RunSettings, SatRun, load_run
 from archsim.transfer import TransferResult
 from archsim.transfer.batching import (
     ResidentModels,
@@ -129,9 +129,7 @@ def compute_measures(
             "pair", f"names {pair[0]!r} twice; the spread is of a measure between two different models"
         )
     # As in the run: folder and npz data are read from the cache a batch at a time, never held whole.
-    images = load_data(
-        settings["data"], split="eval", n_images=settings["n_images"], seed=settings["seed"], store=store
-    )
+    images = load_data(settings.data, split="eval", n_images=settings.n_images, seed=settings.seed, store=store)
     on = resolve_device(device)
     models = ResidentModels(
         lambda spec: create_model(spec, cache=store, device=on), resident_budget(torch.device(on), max_resident)
@@ -141,8 +139,8 @@ def compute_measures(
         images=images,
         models=models,
         store=store,
-        eps=settings["attack"]["eps"],
-        seed=settings["seed"],
+        eps=settings.eps,
+        seed=settings.seed,
         batch_size=batch_size,
     )
     per_item = measure_items(list(dict.fromkeys(measures)), inputs)
@@ -173,7 +171,7 @@ def comparison_table(
     run: SatRun,
     per_item: dict[str, Any],
     matrices: dict[str, np.ndarray],
-    settings: dict[str, Any],
+    settings: RunSettings,
     pair: tuple[str, str] | None,
 ) -> pd.DataFrame:
     """The comparison table of docs/guide/measures.md for the measures of one run (their per-item values and
@@ -189,9 +187,9 @@ def comparison_table(
     correct, wrong = transfer.clean_correct, transfer.adv_wrong
     both = correct[a] & correct[b]
     fooled = (wrong[a, b].astype(int) + wrong[b, a].astype(int)) * both
-    eps_s = settings["eps_s"]
+    eps_s = settings.eps_s
     resample = {"sat": lambda idx: float(sat_value(fooled[idx].sum(), both[idx].sum(), eps_s))}
-    attack = settings["attack"]
+    attack = settings.attack
     attack_passes = 2 * attack.get("steps", 1) * (1 + attack.get("samples", 0))
     costs = {"sat": 2 * attack_passes + 4}
     pools = {"sat": len(both)}
@@ -223,7 +221,7 @@ def comparison_table(
         costs,
         ensemble_err(transfer.clean_logits, transfer.labels),
         budget=costs["sat"] * pools["sat"],
-        seed=settings["seed"],
+        seed=settings.seed,
     )
     table.insert(1, "pair", f"{names[a]} ~ {names[b]}")
     return table

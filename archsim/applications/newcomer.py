@@ -14,7 +14,7 @@ the paper reports a correlation of 0.82 between one-sided and symmetric SAT.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -132,7 +132,7 @@ def add_model(
     if not one_sided:
         folder.require_cached(store)  # before the newcomer is loaded (a zoo model may train first)
     known = folder.models
-    if spec in settings["models"]:
+    if spec in settings.models:
         raise ArchsimError(f"{spec} is already in the run {run_dir}; add a model that is not in it")
     model = create_model(spec, cache=store, device="cpu")  # for its name and fingerprint only
     if model.name in set(known["model"]):
@@ -153,7 +153,7 @@ def add_model(
         return _add_one_sided(
             run_dir, settings, spec, known, clusters, agreement, out_dir, store, device, batch_size, engine, address
         )
-    new_settings = {**settings, "models": settings["models"] + [spec]}
+    new_settings = replace(settings, models=(*settings.models, spec))
     with RunFolder(out_dir).claim(new_settings) as added:  # before any attack: a wrong --out is refused up front
         run = load_run(
             run_dir, cache=store, device=device, batch_size=batch_size, models=[spec], engine=engine, address=address
@@ -231,21 +231,21 @@ def _add_one_sided(
     folder = RunFolder(run_dir)
     precision = folder.precision
     images = load_data(
-        settings["data"],
+        settings.data,
         split="eval",
-        n_images=settings["n_images"],
-        seed=settings["seed"],
+        n_images=settings.n_images,
+        seed=settings.seed,
         store=store,
         views=folder.views,
     )
-    attack = create_attack(folder.attack_spec, eps=settings["attack"]["eps"])
+    attack = create_attack(folder.attack_spec, eps=settings.eps)
     labels = images.labels.numpy()
     names, specs, fingerprints = list(known["model"]), list(known["spec"]), list(known["fingerprint"])
     out_dir.mkdir(parents=True, exist_ok=True)
     with engine_for(engine, device, address) as runner:
         newcomer: SourceOutcome = runner.map(
             attack_source,
-            [(spec, images, attack, settings["seed"], batch_size, None, precision, False)],
+            [(spec, images, attack, settings.seed, batch_size, None, precision, False)],
             store,
             "attack newcomer",
             [spec],
@@ -285,7 +285,7 @@ def _add_one_sided(
         [((outcome.predictions[t][0] != labels) & (outcome.predictions[t][0] >= 0)).sum() for t in range(len(names))]
     )
     both = np.array([(correct[0] & correct[1 + t]).sum() for t in range(len(names))])
-    one_sided = pd.Series(sat_value(fooled, both, settings["eps_s"], sides=1), index=names)
+    one_sided = pd.Series(sat_value(fooled, both, settings.eps_s, sides=1), index=names)
     row = pd.DataFrame(
         {
             "model": names,

@@ -134,7 +134,7 @@ def alpha_matrices(
     # Each map holds a file descriptor: the diagonal stays mapped, the other pairs are mapped one at a time.
     own = [entries[m, m].mapped("logits") for m in range(n)]
 
-    rng = np.random.default_rng(settings["seed"])
+    rng = np.random.default_rng(settings.seed)
     a1, a2, combined = (np.full((n, n), np.nan) for _ in range(3))
     rows = []
     for s in range(n):

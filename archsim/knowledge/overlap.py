@@ -356,18 +356,18 @@ def overlap_on_run(
 
     folder = RunFolder(run_dir)
     settings = folder.settings
-    if settings["data"].split(",")[0] != "digits":
+    if settings.data.split(",")[0] != "digits":
         raise ParameterError(
             "run_dir",
-            f"the run {run_dir} is on {settings['data']}; the data-overlap experiment is on digits: give {{}} a digits "
+            f"the run {run_dir} is on {settings.data}; the data-overlap experiment is on digits: give {{}} a digits "
             f"run, or none",
         )
     return overlap_experiment(
         architectures,
         overlaps=overlaps,
-        eps=settings["attack"]["eps"],
+        eps=settings.eps,
         steps=steps,
-        seed=settings["seed"],
+        seed=settings.seed,
         epochs=epochs,
         cache=cache or folder.config.get("cache"),
         out=out if out is not None else Path(run_dir) / "knowledge",

@@ -1,6 +1,6 @@
 """Runs: one SAT run computed (:func:`run_sat`), and the folder that holds it (:class:`RunFolder`)."""
 
-from archsim.runs.folder import RUN_FILES, RUN_LOCK, RunFolder, attack_spec, file_label
+from archsim.runs.folder import RUN_FILES, RUN_LOCK, RunFolder, file_label
 from archsim.runs.sat import (
     DIGITS_EPS,
     IMAGENET_EPS,
@@ -13,6 +13,7 @@ from archsim.runs.sat import (
     seed_noise,
     versions,
 )
+from archsim.runs.settings import RunSettings, attack_spec
 
 __all__ = [
     "DIGITS_EPS",
@@ -20,6 +21,7 @@ __all__ = [
     "RUN_FILES",
     "RUN_LOCK",
     "RunFolder",
+    "RunSettings",
     "SatRun",
     "attack_spec",
     "default_eps",

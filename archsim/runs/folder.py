@@ -14,7 +14,7 @@ from filelock import FileLock, Timeout
 
 from archsim.cache import CacheStore, atomic_write_text, check_cache
 from archsim.errors import ArchsimError, ParameterError
-from archsim.specs import spec_value
+from archsim.runs.settings import RunSettings
 from archsim.transfer import PROVENANCE
 
 RUN_LOCK = ".archsim.lock"
@@ -68,24 +68,24 @@ class RunFolder:
         return config
 
     @property
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> RunSettings:
         """The settings the run was made with (models, data, attack, seed, ...)."""
-        return self.config["settings"]
+        return RunSettings.from_dict(self.config["settings"])
 
     @property
     def attack_spec(self) -> str:
         """The spec that recreates the run's attack (eps aside)."""
-        return attack_spec(self.settings["attack"])
+        return self.settings.attack_spec
 
     @property
     def precision(self) -> str:
         """The precision the run was computed in: work added to it must use the same."""
-        return self.settings.get("precision", "fp32")
+        return self.settings.precision
 
     @property
     def views(self) -> str:
         """How the run's models saw its images (:data:`archsim.data.VIEWS`); runs made before own views: shared."""
-        return self.settings.get("views", "shared")
+        return self.settings.views
 
     def cache(self, cache: CacheStore | str | Path | None = None) -> CacheStore:
         """``cache`` as a store, by default the one the run wrote to."""
@@ -106,7 +106,7 @@ class RunFolder:
             )
 
     @contextmanager
-    def claim(self, settings: dict[str, Any]) -> Iterator[RunFolder]:
+    def claim(self, settings: RunSettings) -> Iterator[RunFolder]:
         """Hold the folder for one run with ``settings``, from :meth:`guard` to its last file.
 
         A lock in the folder, which the system releases when the process ends however it
@@ -135,7 +135,7 @@ class RunFolder:
         finally:
             lock.release()
 
-    def guard(self, settings: dict[str, Any]) -> None:
+    def guard(self, settings: RunSettings) -> None:
         """Refuse a folder that holds results of different settings; claim a free one.
 
         ``settings.json`` is written before anything is computed, so a run killed at any
@@ -146,7 +146,7 @@ class RunFolder:
         call it under :meth:`claim`, which keeps a live run's folder from being claimed.
         """
         out = self.path
-        wanted = json.loads(json.dumps(settings))
+        wanted = json.loads(json.dumps(settings.to_dict()))
         results = [f.name for f in out.iterdir() if f.name in RUN_FILES] if out.is_dir() else []
         for marker in ("config.json", "settings.json"):
             path = out / marker
@@ -221,11 +221,6 @@ class RunFolder:
         """The models' cards, by model name (``cards.csv``)."""
         self.config  # noqa: B018 - as above
         return pd.read_csv(self.path / "cards.csv", index_col=0, dtype=str, keep_default_na=False)
-
-
-def attack_spec(config: dict[str, Any]) -> str:
-    """``NAME,key=value...`` that recreates an attack from its config (eps aside)."""
-    return config["name"] + "".join(f",{k}={spec_value(v)}" for k, v in config.items() if k not in ("name", "eps"))
 
 
 def file_label(spec: str) -> str:

@@ -32,6 +32,7 @@ from archsim.models.objects import keep_modules
 from archsim.params import check
 from archsim.report.summary import run_summary_html
 from archsim.runs.folder import RunFolder, rounded
+from archsim.runs.settings import RunSettings
 from archsim.specs import LEVELS, check_seed, whole_levels
 from archsim.transfer import TransferResult, run_transfer
 from archsim.transfer.batching import check_batch_size, check_max_resident
@@ -89,7 +90,7 @@ class SatRun:
         run's results is refused, as by :func:`run_sat`.
         """
         folder = RunFolder(path)
-        with folder.claim(self.config["settings"]):
+        with folder.claim(RunSettings.from_dict(self.config["settings"])):
             self.cache_used |= keep_modules(self.transfer.specs, check_cache(self.config["cache"]))
             folder.write(self)
         return folder.path
@@ -214,20 +215,22 @@ def run_sat(  # noqa: PLR0913 - one keyword per run setting, the flags of `archs
     if not isinstance(data, str):
         data = memory_spec(data, store)
     the_attack = run_attack(attack, data=data, eps=eps, chosen=chosen)
-    settings = {
-        "models": specs,
-        "data": data,
-        "n_images": n_images,
-        "attack": the_attack.config(),
-        "seed": seed,
-        "eps_s": eps_s,
-        "n_boot": n_boot,
-    }
     out_dir = Path(out) if out is not None else None
     with engine_for(engine, device, address) as runner:
-        if precision == "auto":
-            precision = default_precision(runner.device)
-        optional_settings(settings, precision=precision, keep_going=keep_going, attack_seeds=attack_seeds, views=views)
+        settings = RunSettings(
+            models=tuple(specs),
+            data=data,
+            n_images=n_images,
+            attack=the_attack.config(),
+            seed=seed,
+            eps_s=eps_s,
+            n_boot=n_boot,
+            precision=check_precision(default_precision(runner.device) if precision == "auto" else precision),
+            keep_going=bool(keep_going),
+            attack_seeds=attack_seeds,
+            views=views,
+        )
+        precision = settings.precision
         # held until the last file is written
         with RunFolder(out_dir).claim(settings) if out_dir is not None else nullcontext():
             # Folder and npz data go into the cache and are read from there in batches: sets larger than memory run.
@@ -361,23 +364,8 @@ def run_attack(attack: str | Attack, *, data: str, eps: float | None, chosen: di
     return create_attack(attack, eps=radius, **chosen)
 
 
-def optional_settings(
-    settings: dict[str, Any], *, precision: str, keep_going: bool, attack_seeds: int, views: str
-) -> None:
-    """The settings a run records only where they differ from their first default, so that run folders made before
-    each option existed still resume (a rerun with ``keep_going`` leaves out the same models)."""
-    if check_precision(precision) != "fp32":
-        settings["precision"] = precision
-    if keep_going:
-        settings["keep_going"] = True
-    if attack_seeds > 1:
-        settings["attack_seeds"] = attack_seeds
-    if views != "shared":
-        settings["views"] = views
-
-
 def run_config(
-    settings: dict[str, Any],
+    settings: RunSettings,
     images,
     transfer: TransferResult,
     *,
@@ -389,7 +377,7 @@ def run_config(
     cost and the weights of every model."""
     runner = options["engine"]
     return {
-        "settings": settings,
+        "settings": settings.to_dict(),
         "data_fingerprint": images.key,
         "n_images_used": len(images),
         "engine": runner.name,
@@ -483,14 +471,14 @@ def load_run(
     folder.require_cached(store)
     run = run_like(
         folder,
-        settings["models"] + list(models or []),
-        n_boot=0 if models is None else settings["n_boot"],
+        list(settings.models) + list(models or []),
+        n_boot=0 if models is None else settings.n_boot,
         device=device,
         batch_size=batch_size,
         cache=store,
         engine=engine,
         address=address,
-        keep_going=settings.get("keep_going", False),
+        keep_going=settings.keep_going,
         check_models=bool(models),  # the run's own models were checked when it ran
     )
     if models is None:  # the run as it was: its tables and config as written, not recomputed without intervals
@@ -505,17 +493,17 @@ def run_like(folder: RunFolder, models: list[str], attack: str | Attack | None =
     ``attack`` at the run's eps: a spec, or an instance made with that eps): work on a run computes exactly as the
     run did. ``options`` go to ``run_sat``."""
     settings = folder.settings
-    eps = settings["attack"]["eps"]
+    eps = settings.eps
     if isinstance(attack, Attack) and attack.eps != eps:
         raise ParameterError("attack", f"{attack.name} has eps {attack.eps}; the run's is {eps}: make it with that")
     return run_sat(
         models,
-        data=settings["data"],
-        n_images=settings["n_images"],
+        data=settings.data,
+        n_images=settings.n_images,
         attack=folder.attack_spec if attack is None else attack,
         eps=None if isinstance(attack, Attack) else eps,
-        seed=settings["seed"],
-        eps_s=settings["eps_s"],
+        seed=settings.seed,
+        eps_s=settings.eps_s,
         precision=folder.precision,
         views=folder.views,
         **options,

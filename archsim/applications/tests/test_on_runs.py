@@ -426,7 +426,7 @@ def test_a_teacher_whose_weights_changed_since_the_start_is_refused(three_run, c
 
 
 def test_compare_attacks_takes_attack_instances(three_run, cache_dir, tmp_path):
-    eps = RunFolder(three_run).settings["attack"]["eps"]
+    eps = RunFolder(three_run).settings.eps
     by_spec = compare_attacks(three_run, ["fgsm"], out=tmp_path / "spec", cache=cache_dir)
     by_object = compare_attacks(three_run, [FGSM(eps=eps)], out=tmp_path / "object", cache=cache_dir)
     assert list(by_object.matrices) == list(by_spec.matrices)
