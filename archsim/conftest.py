@@ -34,8 +34,19 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
-    """One cache for the session's end-to-end tests: the zoo models they use are trained once."""
-    return tmp_path_factory.mktemp("cache")
+    """One cache for the session's end-to-end tests: the zoo models they use are trained once.
+
+    Under pytest-xdist each worker has a cache of its own (tests count and damage its entries), but their ``zoo``
+    folders are one: a zoo model is trained by the first worker that needs it, under the store's lock beside the
+    entry, while another that needs it waits and reads it. The workers had each trained the models their files use,
+    the common ones twice.
+    """
+    cache = tmp_path_factory.mktemp("cache")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "zoo-of-all-workers"
+        shared.mkdir(exist_ok=True)
+        (cache / "zoo").symlink_to(shared, target_is_directory=True)
+    return cache
 
 
 @pytest.fixture(autouse=True)
