@@ -627,10 +627,10 @@ def measures(run_dir, measures, out, device, batch_size, cache, pair, max_reside
 
 
 def _show(table: pd.DataFrame, columns: list[str] | None = None) -> None:
-    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
-        click.echo(
-            (table if columns is None else table[columns]).to_string(index=False, float_format=lambda v: f"{v:.3g}")
-        )
+    from archsim.report.text import table_text  # here: the report package imports matplotlib, seconds the CLI's
+    # parsing (and every usage error) would otherwise wait for
+
+    click.echo(table_text(table, columns))
 
 
 @cli.command()
@@ -678,25 +678,7 @@ def ensemble(run_dir, k, clusters, random_sets, images, out, device, batch_size,
         device=device,
         batch_size=batch_size,
     )
-    best = study.recommended
-    click.echo(f"{best['clusters']} clusters ({best['clusters_from']}); ensembles scored on {best['scored_on']}")
-    if k > best["clusters"]:
-        click.echo(f"note: no {k}-set takes one model from each of {k} clusters (L = K); give --clusters {k} or more")
-    click.echo("SAT vs 2-ensemble error reduction rate (also given the members' error), and k-set diversity vs errors:")
-    _show(study.correlations)
-    click.echo("\nK models from L clusters, beside random K-sets (means over the sets):")
-    _show(study.k_table)
-    click.echo("\nselection:")
-    _show(
-        study.selection,
-        ["selection", "members", "mean_sat", "error", "err_reduction", "all_wrong", "random_sets_not_better"],
-    )
-    click.echo(
-        f"\nrecommended {k}-ensemble: {' + '.join(best['members'])} (mean SAT {best['mean_sat']:.2f}): "
-        f"top-1 error {best['error']:.2f}% on {best['images']} {best['measured_on']}, random {k}-sets "
-        f"{best['random_mean_error']:.2f}% on average there"
-    )
-    click.echo(f"rule: {best['rule']}")
+    click.echo(study.summary())
     finish_on_run(run_dir, out, "ensembles")
 
 
@@ -748,12 +730,7 @@ def select(run_dir, matrix, k, method, exponent, draws, seed, out, device, batch
         batch_size=batch_size,
         cache=cache,
     )
-    click.echo(f"{method} draw of {k}: {', '.join(result.picked)}")
-    if result.table is not None:
-        click.echo(f"\nthe samplers over {draws} draws each:")
-        _show(result.table)
-    for note in result.notes:
-        click.echo(f"note: {note}")
+    click.echo(result.summary())
     if result.out is not None:
         click.echo(wrote(result.out))
         if run_dir is not None and result.out == run_dir / "selection":
@@ -849,9 +826,7 @@ def distill(run_dir, student, teachers, epochs, out, cache) -> None:
 
     names = [part for chunk in teachers for part in chunk.split()]
     result = run_distill(run_dir, student, teachers=names or None, epochs=epochs, out=out, cache=cache)
-    _show(result.table)
-    click.echo("\nstudent accuracy against:")
-    _show(result.correlations)
+    click.echo(result.summary())
     click.echo(wrote(result.out))
     if out is None:
         _refresh_report(run_dir)

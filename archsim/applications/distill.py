@@ -28,6 +28,7 @@ from archsim.models.train import Recipe, train_classifier
 from archsim.models.wrapper import SimModel
 from archsim.models.zoo import ZOO, ZooEntry
 from archsim.params import check
+from archsim.report.text import table_text
 from archsim.runs import RunFolder
 
 BASE = "Base architecture"
@@ -42,6 +43,10 @@ class Distillation:
     table: pd.DataFrame
     correlations: pd.DataFrame
     out: Path
+
+    def summary(self) -> str:
+        """What ``archsim distill`` prints: a row per teacher, then the student's accuracy against SAT."""
+        return "\n".join([table_text(self.table), "\nstudent accuracy against:", table_text(self.correlations)])
 
 
 def _run_model(models: pd.DataFrame, given: str, role: str, run_dir: Path) -> pd.Series:
@@ -103,8 +108,7 @@ def distill(
         train = load_data(settings.data, split="train")
     except ArchsimError:
         raise ArchsimError(
-            f"distillation trains students on the run's training data, and {settings.data!r} has none; use a "
-            f"digits run"
+            f"distillation trains students on the run's training data, and {settings.data!r} has none; use a digits run"
         ) from None
     evaluation = load_data(settings.data, split="eval")
     chosen = teacher_rows(models, teachers, row, run_dir)

@@ -21,6 +21,7 @@ from archsim.cache import CacheStore, atomic_write_text
 from archsim.errors import ParameterError
 from archsim.measures.comparison import correlate, partial_correlate
 from archsim.params import RULES, check
+from archsim.report.text import table_text
 from archsim.runs import RunFolder
 
 MAX_ENUMERATED = 5000
@@ -183,6 +184,37 @@ class EnsembleStudy:
     selection: pd.DataFrame
     correlations: pd.DataFrame
     recommended: dict
+
+    def summary(self) -> str:
+        """What ``archsim ensemble`` prints: the correlations, the K-from-L table, the selection and the recommended
+        set with its measured error (the clusters' and images' provenance where :func:`ensembles_on_run` gave it)."""
+        best, k = self.recommended, len(self.recommended["members"])
+        lines = []
+        if "clusters" in best:
+            lines.append(
+                f"{best['clusters']} clusters ({best['clusters_from']}); ensembles scored on {best['scored_on']}"
+            )
+            if k > best["clusters"]:
+                lines.append(
+                    f"note: no {k}-set takes one model from each of {k} clusters (L = K); give --clusters {k} or more"
+                )
+        measured_on = best.get("measured_on", "images")
+        lines += [
+            "SAT vs 2-ensemble error reduction rate (also given the members' error), and k-set diversity vs errors:",
+            table_text(self.correlations),
+            "\nK models from L clusters, beside random K-sets (means over the sets):",
+            table_text(self.k_table),
+            "\nselection:",
+            table_text(
+                self.selection,
+                ["selection", "members", "mean_sat", "error", "err_reduction", "all_wrong", "random_sets_not_better"],
+            ),
+            f"\nrecommended {k}-ensemble: {' + '.join(best['members'])} (mean SAT {best['mean_sat']:.2f}): "
+            f"top-1 error {best['error']:.2f}% on {best['images']} {measured_on}, random {k}-sets "
+            f"{best['random_mean_error']:.2f}% on average there",
+            f"rule: {best['rule']}",
+        ]
+        return "\n".join(lines)
 
 
 def recommend(sets: list[tuple[int, ...]], logits: np.ndarray, labels: np.ndarray, sat: np.ndarray) -> tuple[int, ...]:

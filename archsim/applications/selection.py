@@ -19,6 +19,7 @@ import pandas as pd
 
 from archsim.errors import ArchsimError, ParameterError
 from archsim.params import check
+from archsim.report.text import table_text
 from archsim.specs import check_seed
 
 METHODS = ("inverse", "proportional", "uniform")
@@ -144,6 +145,15 @@ class Selection:
     table: pd.DataFrame | None
     out: Path | None
     notes: list[str]
+    method: str
+    draws: int
+
+    def summary(self) -> str:
+        """What ``archsim select`` prints: the draw, the samplers compared and the notes."""
+        lines = [f"{self.method} draw of {len(self.picked)}: {', '.join(self.picked)}"]
+        if self.table is not None:
+            lines += [f"\nthe samplers over {self.draws} draws each:", table_text(self.table)]
+        return "\n".join(lines + [f"note: {note}" for note in self.notes])
 
 
 def select_models(
@@ -200,4 +210,11 @@ def select_models(
                 f"{errors['uniform']:.3g} %): its most diverse models are among its weakest. To build an ensemble, "
                 f"use archsim ensemble, which chooses by error first and by SAT among sets of comparable error"
             )
-    return Selection(picked, table, target if table is not None else None, notes)
+    return Selection(
+        picked=picked,
+        table=table,
+        out=target if table is not None else None,
+        notes=notes,
+        method=method,
+        draws=draws,
+    )

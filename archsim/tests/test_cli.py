@@ -524,7 +524,7 @@ def test_help_and_usage_errors_do_not_import_torch():
     probe = (
         "import sys; from click.testing import CliRunner; import archsim; from archsim.cli import cli; "
         f"codes = [CliRunner().invoke(cli, args).exit_code for args in {calls!r}]; "
-        "print(*codes, sorted({'torch', 'timm', 'torchvision'} & set(sys.modules)))"
+        "print(*codes, sorted({'torch', 'timm', 'torchvision', 'matplotlib', 'sklearn'} & set(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["0", "2", "2", "2", "[]"], result.stdout + result.stderr
