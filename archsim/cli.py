@@ -482,26 +482,7 @@ def compare_attacks(run_dir, attacks, out, device, batch_size, cache, engine, ad
     specs = [part for chunk in attacks for part in chunk.split()]
     with engine_for(engine, device, address, cpus_per_task) as runner:
         result = compare(run_dir, specs, out=out, cache=cache, device=device, batch_size=batch_size, engine=runner)
-    click.echo("white-box success (%):")
-    click.echo(result.white_box.to_string(float_format=lambda v: f"{v:.1f}"))
-    click.echo("\ncorrelation of off-diagonal SAT entries:")
-    click.echo(
-        result.correlations[["a", "b", "pairs", "pearson", "spearman", "spearman_p"]].to_string(
-            index=False, float_format=lambda v: f"{v:.3g}"
-        )
-    )
-    if result.noise_floor is not None:
-        noise = result.noise_floor
-        click.echo(
-            f"noise floor: the run's own attack at {noise['seeds']} seeds agrees with itself at Spearman "
-            f"{noise['spearman_mean']:.3f} "
-            f"(min {noise['spearman_min']:.3f}); attacks that correlate above it differ by no more than the attack's "
-            f"noise"
-        )
-    else:
-        click.echo(
-            "noise floor unknown: rerun the run with --attack-seeds 3 to measure how well the attack agrees with itself"
-        )
+    click.echo(result.summary())
     finish_on_run(run_dir, out, "attacks")
 
 
@@ -552,9 +533,7 @@ def calibrate(run_dir, published, radii, out, device, batch_size, cache, engine,
         result = calibrate_radius(
             run_dir, published, radii, out=out, cache=cache, device=device, batch_size=batch_size, engine=runner
         )
-    click.echo(f"the run at each radius against {published} ({len(result.models)} models in both):")
-    click.echo(result.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    click.echo(f"best radius: {round(result.best_eps * 255)}/255 = {result.best_eps:.6f}")
+    click.echo(result.summary())
     finish_on_run(run_dir, out, "calibration")
 
 

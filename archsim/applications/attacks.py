@@ -14,6 +14,7 @@ from archsim.cache import CacheStore, atomic_write_text
 from archsim.engines import Engine, engine_for
 from archsim.errors import ArchsimError, ParameterError
 from archsim.report.figures import matrix_scatter, write_png
+from archsim.report.text import table_text
 from archsim.runs import RunFolder, attack_spec, file_label, run_like
 
 
@@ -27,6 +28,28 @@ class AttackComparison:
     noise_floor: dict[str, Any] | None = None
     """The run's ``attack_seed_noise`` (``archsim run --attack-seeds K``): how well one attack agrees with itself at
     another seed, the floor below which two attacks' correlation says nothing; None if the run did not measure it."""
+
+    def summary(self) -> str:
+        """What ``archsim compare-attacks`` prints: white-box success, the correlations and the noise floor."""
+        lines = [
+            "white-box success (%):",
+            self.white_box.to_string(float_format=lambda v: f"{v:.1f}"),
+            "\ncorrelation of off-diagonal SAT entries:",
+            table_text(self.correlations, ["a", "b", "pairs", "pearson", "spearman", "spearman_p"]),
+        ]
+        noise = self.noise_floor
+        if noise is not None:
+            lines.append(
+                f"noise floor: the run's own attack at {noise['seeds']} seeds agrees with itself at Spearman "
+                f"{noise['spearman_mean']:.3f} (min {noise['spearman_min']:.3f}); attacks that correlate above it "
+                "differ by no more than the attack's noise"
+            )
+        else:
+            lines.append(
+                "noise floor unknown: rerun the run with --attack-seeds 3 to measure how well the attack agrees with "
+                "itself"
+            )
+        return "\n".join(lines)
 
 
 def spec_of(attack: str | Attack, eps: float) -> str:

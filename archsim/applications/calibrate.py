@@ -33,6 +33,17 @@ class Calibration:
     best_eps: float
     models: list[str]
     matrices: dict[float, pd.DataFrame]
+    published: str = "the published matrix"
+
+    def summary(self) -> str:
+        """What ``archsim calibrate`` prints: the agreement at each radius and the best radius."""
+        return "\n".join(
+            [
+                f"the run at each radius against {self.published} ({len(self.models)} models in both):",
+                self.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"),
+                f"best radius: {round(self.best_eps * 255)}/255 = {self.best_eps:.6f}",
+            ]
+        )
 
 
 def calibrate_radius(
@@ -114,7 +125,7 @@ def calibrate_radius(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "calibration.csv", table.to_csv(index=False, float_format="%.6g"))
     write_png(calibration_figure(table), out / "calibration.png")
-    return Calibration(table, best, names, matrices)
+    return Calibration(table=table, best_eps=best, models=names, matrices=matrices, published=str(published))
 
 
 def agreement(sat: pd.DataFrame, reference: pd.DataFrame, names: list[str]) -> dict[str, float]:
