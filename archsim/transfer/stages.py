@@ -23,7 +23,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -83,7 +83,7 @@ class TransferResult:
     cards: list[dict | None] = field(default_factory=list)
     left_out: dict[str, str] = field(default_factory=dict)
     """Specs the preflight check left out (``keep_going``), with why."""
-    cost: dict = field(default_factory=dict)
+    cost: TransferCost = field(default_factory=dict)
     """Seconds per stage, bytes read from the cache, images evaluated and skipped."""
     timings: pd.DataFrame | None = None
     """Per model: seconds to load, predict clean, attack and evaluate, and their rates."""
@@ -834,6 +834,27 @@ def evaluate_stage(
     )
 
 
+class TransferCost(TypedDict):
+    """What a transfer's stages cost (a run's ``config["cost"]``, written to JSON as it is)."""
+
+    preflight_s: float
+    """Seconds of the check every model gets before any attack."""
+    attack_stage_s: float
+    evaluate_stage_s: float
+    stage1_cache_bytes_read: int
+    """Bytes the attack stage read from the cache (cached predictions and sets of a resumed run)."""
+    adversarial_bytes: int
+    """Bytes of all the adversarial sets."""
+    stage2_adversarial_bytes_read: int
+    stage2_read_ratio: float
+    """Bytes of sets the evaluation read over the bytes of the sets: 1.0 when each set is read once."""
+    stage2_groups: int
+    """Groups of resident targets: each set is read once per group."""
+    stage2_images_evaluated: int
+    stage2_images_skipped: int
+    """Images no output needs (a target or source wrong on the clean image), left out of the evaluation."""
+
+
 def cost_record(
     sources: list[SourceOutcome],
     outcomes: list[EvaluationOutcome],
@@ -842,7 +863,7 @@ def cost_record(
     attack_s: float,
     evaluate_s: float,
     stage1_read: int,
-) -> dict[str, float | int]:
+) -> TransferCost:
     """What the stages cost: seconds, bytes of the cache read, and the images evaluated and skipped (config.json's
     ``cost``)."""
     set_bytes = sum(int(np.prod(s.adv_shape)) for s in sources)
