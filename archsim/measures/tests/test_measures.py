@@ -481,7 +481,9 @@ def test_correlate_and_err_at_their_edges():
 
 
 def test_every_measure_archsim_names_has_its_items():
-    from archsim.applications.measures import BUILTIN_ITEMS, all_measures
+    from archsim.applications.measures import all_measures
     from archsim.measures import MEASURES
+    from archsim.measures.on_run import BUILTIN
 
-    assert list(BUILTIN_ITEMS) == list(MEASURES) and set(MEASURES) <= set(all_measures())
+    assert list(BUILTIN) == list(MEASURES) and set(MEASURES) <= set(all_measures())
+    assert all(m.name == name and m.description == MEASURES[name] for name, m in BUILTIN.items())
