@@ -10,7 +10,6 @@ from datetime import datetime
 from pathlib import Path
 
 import click
-import numpy as np
 import pandas as pd
 
 from archsim import plugins
@@ -375,7 +374,9 @@ def run(  # noqa: PLR0913 - one parameter per flag, as click passes them
         if made and not any(out.iterdir()):  # refused before it claimed the folder: leave no empty runs/<timestamp>
             out.rmdir()
         raise
-    _print_summary(result, out, time.perf_counter() - started)
+    from archsim.report.summary import run_summary_text
+
+    click.echo(run_summary_text(result, out=out, seconds=time.perf_counter() - started))
     from archsim.report.analyze import analyze_run
 
     try:
@@ -1206,74 +1207,6 @@ def _new_run_dir() -> Path:
             return folder
         except FileExistsError:
             n += 1
-
-
-MATRIX_SHOWN_UP_TO = 16
-"""Models up to which the run's summary prints the whole SAT matrix; a larger one is only in sat.csv (and the
-report)."""
-
-
-def _print_summary(result, out: Path, seconds: float) -> None:
-    sat = result.sat
-    if len(sat) <= MATRIX_SHOWN_UP_TO:
-        click.echo("\nSAT matrix (ln % fooled; ln 100 = 4.61 is a perfect, fully transferable attack):")
-        with pd.option_context("display.width", 250, "display.max_columns", 100):
-            click.echo(sat.to_string(float_format=lambda v: f"{v:.2f}"))
-    else:
-        click.echo(
-            f"\nSAT matrix: {len(sat)} x {len(sat)} in {out}/sat.csv (ln % fooled; ln 100 = 4.61 is a perfect, fully "
-            f"transferable attack)"
-        )
-    names = list(sat.index)
-    iu = np.triu_indices(len(names), k=1)
-    pairs = pd.DataFrame({"a": np.array(names)[iu[0]], "b": np.array(names)[iu[1]], "sat": sat.values[iu]}).dropna()
-    pairs = pairs.sort_values("sat", ascending=False)
-    floor = result.config["settings"]["eps_s"]
-
-    def show(rows: pd.DataFrame) -> None:
-        for row in rows.itertuples():
-            # At the floor eps_s the share fooled is anything up to eps_s, 0 included.
-            share = f"<= {floor:g}" if row.sat <= np.log(floor) + 1e-9 else f"{np.exp(row.sat):.0f}"
-            click.echo(f"  {row.a:>16} ~ {row.b:<16} SAT {row.sat:.2f} ({share}% fooled)")
-
-    if pairs.empty:
-        click.echo("\nno pair has a SAT: none shares an image both models classify right (see clean_accuracy)")
-    elif len(pairs) <= 6:  # top and bottom three would overlap
-        click.echo("\npairs, most similar first:")
-        show(pairs)
-    else:
-        click.echo("\nmost similar pairs:")
-        show(pairs.head(3))
-        click.echo("least similar pairs:")
-        show(pairs.tail(3).iloc[::-1])
-    click.echo("\nper model:")
-    table = result.models[["model", "clean_accuracy", "white_box_success", "family", "regime"]]
-    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
-    click.echo(
-        f"\n{len(names)} models, {result.config['n_images_used']} images, attack "
-        f"{result.config['settings']['attack']}; "
-        f"cache: {result.cache_hits} hits, {result.cache_misses} computed; {seconds:.1f} s"
-    )
-    cost = result.config.get("cost")
-    if cost is not None:
-        skipped, total = cost["stage2_images_skipped"], len(names) ** 2 * result.config["n_images_used"]
-        click.echo(
-            f"evaluation: {cost['stage2_images_evaluated']} predictions computed; {skipped} of {total} not needed "
-            f"(outside X_st, "
-            f"{100 * skipped / max(total, 1):.0f}%); adversarial sets read {cost['stage2_read_ratio']:.2f}x "
-            f"({cost['stage2_adversarial_bytes_read'] / 2**20:.1f} of {cost['adversarial_bytes'] / 2**20:.1f} MiB) in "
-            f"{cost['stage2_groups']} group(s)"
-        )
-    for spec, problem in result.config.get("left_out", {}).items():
-        click.echo(f"left out {spec}: {problem}")
-    noise = result.config.get("attack_seed_noise")
-    if noise is not None:
-        click.echo(
-            f"attack noise: {noise['seeds']} attack seeds, SAT rank correlation between seeds "
-            f"{noise['spearman_mean']:.3f} "
-            f"(min {noise['spearman_min']:.3f}, max {noise['spearman_max']:.3f}); per-pair spread in pairs.csv"
-        )
-    click.echo(f"wrote {out}/sat.csv, pairs.csv, models.csv, cards.csv, timings.csv, config.json")
 
 
 def main(argv: list[str] | None = None) -> None:

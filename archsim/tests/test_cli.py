@@ -557,7 +557,7 @@ def test_summary_of_a_run_without_any_sat(tmp_path, capsys):
     why."""
     from types import SimpleNamespace
 
-    from archsim.cli import _print_summary
+    from archsim.report.summary import run_summary_text
 
     names = ["a", "b"]
     models = pd.DataFrame(
@@ -570,8 +570,7 @@ def test_summary_of_a_run_without_any_sat(tmp_path, capsys):
         cache_misses=8,
         config={"settings": {"eps_s": 1.0, "attack": {"name": "pgd"}}, "n_images_used": 12},
     )
-    _print_summary(result, tmp_path, 1.0)
-    lines = capsys.readouterr().out.splitlines()
+    lines = run_summary_text(result, out=tmp_path, seconds=1.0).splitlines()
     assert "no pair has a SAT: none shares an image both models classify right (see clean_accuracy)" in lines
     assert not any(line.startswith(("pairs,", "most similar")) for line in lines)
 
