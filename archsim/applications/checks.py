@@ -145,8 +145,6 @@ def adversarially_trained(
     run's mean SAT between training regimes (the paper: 3.27), seeds and architectures; with one model, its SAT with
     the run's models of its own architecture takes that place.
     """
-    from archsim.models import create_model
-
     specs = [models] if isinstance(models, str) else list(models)
     if not specs:
         raise ParameterError("models", "give at least one adversarially trained model")
@@ -154,24 +152,8 @@ def adversarially_trained(
     folder = RunFolder(run_dir)
     store = folder.cache(cache)
     folder.require_cached(store)  # before the models are loaded (a zoo model may train first)
+    names, joining, architectures = placed_models(specs, folder.models, store, run_dir)
     known = folder.models
-    names, joining, architectures = [], [], {}
-    for spec in specs:
-        loaded = create_model(spec, cache=store, device="cpu")  # for its name, weights and architecture only
-        same_weights = known.loc[known["fingerprint"] == loaded.fingerprint, "model"]
-        name = same_weights.iloc[0] if len(same_weights) else loaded.name
-        if not len(same_weights) and name in set(known["model"]):
-            raise ParameterError(
-                "models",
-                f"the run {run_dir} already has another model named {name!r}; give {{}} another name with ,name=OTHER",
-            )
-        if name in names:
-            raise ParameterError("models", f"{spec} is {name!r} again; give {{}} each model once")
-        names.append(name)
-        architectures[name] = loaded.architecture_id
-        if not len(same_weights):
-            joining.append(spec)
-        del loaded
     adversarial = set(names)
     peers = {
         name: set(known.loc[(known["architecture"] == arch) & ~known["model"].isin(adversarial), "model"])
@@ -231,6 +213,33 @@ def adversarially_trained(
     gap = (summary.loc[len(rows) :, "mean_sat"] - rows[0]["mean_sat"]).abs()
     summary["nearest"] = summary.index == gap.idxmin() if gap.notna().any() else False
     return AdversarialCheck(names, table, summary)
+
+
+def placed_models(
+    specs: list[str], known: pd.DataFrame, store: CacheStore, run_dir: Path
+) -> tuple[list[str], list[str], dict[str, str]]:
+    """Each model's name in the check (the run's name for weights already in it), the specs that join the run, and
+    each model's architecture; a name taken by another model of the run, or given twice, is refused."""
+    from archsim.models import create_model
+
+    names, joining, architectures = [], [], {}
+    for spec in specs:
+        loaded = create_model(spec, cache=store, device="cpu")  # for its name, weights and architecture only
+        same_weights = known.loc[known["fingerprint"] == loaded.fingerprint, "model"]
+        name = same_weights.iloc[0] if len(same_weights) else loaded.name
+        if not len(same_weights) and name in set(known["model"]):
+            raise ParameterError(
+                "models",
+                f"the run {run_dir} already has another model named {name!r}; give {{}} another name with ,name=OTHER",
+            )
+        if name in names:
+            raise ParameterError("models", f"{spec} is {name!r} again; give {{}} each model once")
+        names.append(name)
+        architectures[name] = loaded.architecture_id
+        if not len(same_weights):
+            joining.append(spec)
+        del loaded
+    return names, joining, architectures
 
 
 def summary_row(comparison: str, part: pd.DataFrame) -> dict[str, float | int | str]:

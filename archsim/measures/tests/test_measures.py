@@ -345,10 +345,10 @@ def test_cka_of_a_run_streams_its_features_into_the_cache(tmp_path, monkeypatch)
     """``archsim measures --measures cka``: each model's features are written to the cache a batch at a time
     (their width taken from the first batch) and read back mapped, a few rows at a time."""
     from archsim.api import compute_measures
-    from archsim.measures.on_run import cka as on_run
     from archsim.cache import CacheStore
     from archsim.data import load_data
     from archsim.measures import cka
+    from archsim.measures.on_run import cka as on_run
 
     # Each net's first 3 hidden units read the quadrants (so every image is classified right and SAT is
     # defined), its other units are random (so the nets' features differ).
