@@ -13,7 +13,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from archsim.cache import CacheStore, atomic_write_text, check_cache
-from archsim.errors import ArchsimError, ParameterError
+from archsim.errors import ArchsimError, ParameterError, one_line
 from archsim.runs.settings import RunSettings
 from archsim.transfer import PROVENANCE
 
@@ -70,7 +70,14 @@ class RunFolder:
     @property
     def settings(self) -> RunSettings:
         """The settings the run was made with (models, data, attack, seed, ...)."""
-        return RunSettings.from_dict(self.config["settings"])
+        try:
+            return RunSettings.from_dict(self.config["settings"])
+        except (KeyError, TypeError) as error:
+            raise ParameterError(
+                "run_dir",
+                f"{{}} {self.path}: the settings in its config.json are not a run's ({one_line(error)}); give the "
+                "folder an archsim run wrote",
+            ) from None
 
     @property
     def attack_spec(self) -> str:

@@ -450,7 +450,7 @@ def test_library_errors_name_python_parameters_and_the_cli_their_flags(tmp_path,
     (``--clusters``, whose value is ``k``); ``--debug`` adds the traceback."""
     from archsim.analysis.run import analyze_matrix
     from archsim.errors import ParameterError, parameter_called
-    from archsim.runs import RunFolder
+    from archsim.runs import RunFolder, RunSettings
 
     names = ["a", "b", "c"]
     sat = pd.DataFrame([[100.0, 10, 20], [10, 100, 30], [20, 30, 100]], index=names, columns=names)
@@ -472,7 +472,10 @@ def test_library_errors_name_python_parameters_and_the_cli_their_flags(tmp_path,
     from archsim.applications.checks import checkpoint_sat
 
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"settings": {"models": []}}))
+    settings = RunSettings(
+        models=(), data="digits", n_images=None, attack={"name": "pgd", "eps": 0.1}, seed=0, eps_s=1.0, n_boot=0
+    )
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"settings": settings.to_dict()}))
     with pytest.raises(ParameterError, match=r"^model 'timm:resnet18' must be a zoo model") as raised:
         checkpoint_sat(tmp_path / "run", "timm:resnet18")
     with pytest.raises(ParameterError, match=r"^checkpoints_of 'timm:resnet18' must be a zoo model"):

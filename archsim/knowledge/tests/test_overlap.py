@@ -178,7 +178,15 @@ def test_the_experiment_on_a_run_refuses_a_run_that_is_not_on_digits(tmp_path):
     from archsim.knowledge.overlap import overlap_on_run
 
     (tmp_path / "run").mkdir()
-    settings = {"data": "npz:/photos.npz", "seed": 0, "attack": {"name": "pgd", "eps": 0.1}}
+    settings = {
+        "models": ["zoo:resnet-s0", "zoo:vit"],
+        "data": "npz:/photos.npz",
+        "n_images": None,
+        "seed": 0,
+        "attack": {"name": "pgd", "eps": 0.1},
+        "eps_s": 1.0,
+        "n_boot": 0,
+    }
     (tmp_path / "run" / "settings.json").write_text(json.dumps(settings))
     (tmp_path / "run" / "config.json").write_text(json.dumps({"settings": settings}))
     with pytest.raises(ParameterError) as error:

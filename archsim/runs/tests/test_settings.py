@@ -50,3 +50,12 @@ def test_a_folder_claimed_with_other_settings_is_refused(tmp_path):
     with pytest.raises(ParameterError, match=r"different configuration \(differs in: seed, views\)"):
         with folder.claim(other):
             pass
+
+
+def test_a_config_whose_settings_are_not_a_runs_is_one_line(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"settings": {"models": []}}))
+    with pytest.raises(
+        ParameterError, match=r"^run_dir .*run: the settings in its config.json are not a run's \(KeyError"
+    ):
+        _ = RunFolder(tmp_path / "run").settings
