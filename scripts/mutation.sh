@@ -3,10 +3,12 @@
 # a time, and the tests that guard it run against every mutant; a mutant they do not fail "survives".
 #   scripts/mutation.sh                      every file below
 #   scripts/mutation.sh archsim/attacks/pgd.py   one of them
+#   scripts/mutation.sh --resume FILE         go on with FILE's last run, keeping the mutants it tested
 # mutmut runs in a venv of its own (.venv-mutmut), never the project's; results in .mutmut-cache (`mutmut results`,
 # `mutmut show ID`). Not part of CI: a file takes minutes to tens of minutes on two cores. Each test run is cut at
-# 120 s (`timeout`): mutmut 2.5.1's own timeout kills pytest but then waits on its output, and stalled there on a
-# mutant that made the K-means search loop; a mutant cut off counts as killed.
+# 120 s (`timeout`, so a mutant that makes a loop endless counts as killed). mutmut 2.5.1's worker process can die on
+# its own database ("ValueError: Attribute Mutant.line is required", in its log) and leave the run waiting for ever:
+# stop it and go on with --resume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,11 +29,13 @@ declare -A GUARDS=(
 
 test -x .venv-mutmut/bin/mutmut || { python3 -m venv .venv-mutmut && .venv-mutmut/bin/pip install -q mutmut==2.5.1; }
 test -x .venv/bin/python || make .venv/.installed
+resume=false
+if [ "${1:-}" = --resume ]; then resume=true; shift; fi
 files=("$@")
 [ ${#files[@]} -gt 0 ] || files=("${!GUARDS[@]}")
 for file in "${files[@]}"; do
   tests=${GUARDS[$file]:?"no tests named for $file in scripts/mutation.sh's GUARDS"}
-  rm -f .mutmut-cache
+  $resume || rm -f .mutmut-cache
   .venv-mutmut/bin/mutmut run --paths-to-mutate "$file" --tests-dir "$(dirname "${tests%% *}")" --no-progress \
     --runner "timeout -k 5 120 .venv/bin/python -m pytest -x -q -p no:cacheprovider -m 'not slow' $tests" >/dev/null || true
   survived=$(.venv-mutmut/bin/mutmut result-ids survived | wc -w)
