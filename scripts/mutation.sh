@@ -5,10 +5,11 @@
 #   scripts/mutation.sh archsim/attacks/pgd.py   one of them
 #   scripts/mutation.sh --resume FILE         go on with FILE's last run, keeping the mutants it tested
 # mutmut runs in a venv of its own (.venv-mutmut), never the project's; results in .mutmut-cache (`mutmut results`,
-# `mutmut show ID`). Not part of CI: a file takes minutes to tens of minutes on two cores. Each test run is cut at
-# 120 s (`timeout`, so a mutant that makes a loop endless counts as killed). mutmut 2.5.1's worker process can die on
-# its own database ("ValueError: Attribute Mutant.line is required", in its log) and leave the run waiting for ever:
-# stop it and go on with --resume.
+# `mutmut show ID`). Not part of CI: a file takes minutes to tens of minutes on two cores. A mutant that makes a loop
+# endless is cut by mutmut's own timeout (and counted as killed). The runner is exec'd under a CPU-time limit
+# (prlimit), not wrapped in `timeout`: mutmut kills its direct child, and pytest under a killed `timeout` lived on,
+# holding the output pipe mutmut then waited on for ever. Its worker can also die on its own database ("ValueError:
+# Attribute Mutant.line is required", in its log), leaving the run waiting: stop it and go on with --resume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +38,7 @@ for file in "${files[@]}"; do
   tests=${GUARDS[$file]:?"no tests named for $file in scripts/mutation.sh's GUARDS"}
   $resume || rm -f .mutmut-cache
   .venv-mutmut/bin/mutmut run --paths-to-mutate "$file" --tests-dir "$(dirname "${tests%% *}")" --no-progress \
-    --runner "timeout -k 5 120 .venv/bin/python -m pytest -x -q -p no:cacheprovider -m 'not slow' $tests" >/dev/null || true
+    --runner "prlimit --cpu=240 .venv/bin/python -m pytest -x -q -p no:cacheprovider -m 'not slow' $tests" >/dev/null || true
   survived=$(.venv-mutmut/bin/mutmut result-ids survived | wc -w)
   killed=$(.venv-mutmut/bin/mutmut result-ids killed | wc -w)
   echo "$file: $killed of $((killed + survived)) mutants killed; survivors: $(.venv-mutmut/bin/mutmut result-ids survived)"
