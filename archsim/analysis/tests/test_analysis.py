@@ -598,6 +598,31 @@ def test_kmeans_restarts_are_scikit_learns_lloyd_from_the_same_starts():
     assert "reached by" in search.describe() and "next-best partition" in search.describe()
 
 
+def test_kmeans_lloyd_by_hand_an_emptied_cluster_keeps_its_centre_and_a_single_point_draws_its_own():
+    """Two cases worked by hand (1-d points): a centre no point is nearest stays where it is, and a cluster of one
+    point moves onto it; the first iteration's labels are compared with none (a start whose labels happen to be all
+    one cluster still updates its centres)."""
+    from archsim.analysis.clustering import lloyd
+
+    # All three points nearest 1.5: that centre moves to their mean, 1; the one at 100 keeps its place.
+    labels, inertia = lloyd(np.array([[0.0], [1.0], [2.0]]), np.array([[[100.0], [1.5]]]))
+    assert labels.tolist() == [[1, 1, 1]] and inertia.tolist() == [2.0]  # 1 + 0 + 1
+    # 0 alone nearest 5: that centre moves onto 0; 10 and 11 share the other, which moves to 10.5.
+    labels, inertia = lloyd(np.array([[0.0], [10.0], [11.0]]), np.array([[[5.0], [11.0]]]))
+    assert labels.tolist() == [[0, 1, 1]] and inertia.tolist() == [0.5]  # 0 + 0.25 + 0.25
+
+
+def test_kmeans_plusplus_never_starts_two_centres_on_one_point_while_another_is_free():
+    """k-means++ draws each next centre with probability proportional to the squared distance to the nearest centre:
+    a point already chosen (or a copy of it) has none, however small the distances (here below 1)."""
+    from archsim.analysis.clustering import kmeans_plusplus_starts
+
+    points = np.array([[0.0], [0.0], [0.3]])
+    starts = kmeans_plusplus_starts(points, 2, 2000, np.random.default_rng(0))
+    assert (starts[:, 0, 0] != starts[:, 1, 0]).all()
+    assert 0.2 < np.mean(starts[:, 0, 0] == 0.3) < 0.45  # the first centre uniform over the three points
+
+
 def test_a_search_that_finds_one_partition_and_one_that_does_not_settle(monkeypatch):
     from archsim.analysis import clustering
 
