@@ -592,17 +592,12 @@ def measures(run_dir, measures, out, device, batch_size, cache, pair, max_reside
         )
     if "comparison" in result:
         click.echo("\ncomparison (docs/guide/measures.md):")
-        columns = [
-            "measure",
-            "passes_per_item",
-            "items_at_budget",
-            "noise_to_signal",
-            "spearman_vs_sat",
-            "spearman_vs_err",
-            "pearson_vs_err",
-        ]
+        from archsim.measures.comparison import COMPARISON_COLUMNS
+
         with pd.option_context("display.width", 200):
-            click.echo(result["comparison"][columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+            click.echo(
+                result["comparison"][list(COMPARISON_COLUMNS)].to_string(index=False, float_format=lambda v: f"{v:.3g}")
+            )
     finish_on_run(run_dir, out, "measures")
 
 

@@ -68,6 +68,18 @@ def partial_correlate(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> dict[str, 
     return out
 
 
+COMPARISON_COLUMNS = (
+    "measure",
+    "passes_per_item",
+    "items_at_budget",
+    "noise_to_signal",
+    "spearman_vs_sat",
+    "spearman_vs_err",
+    "pearson_vs_err",
+)
+"""The columns of the comparison table that the CLI and the report show."""
+
+
 def compare_measures(
     matrices: dict[str, np.ndarray],
     resample: dict[str, Callable[[np.ndarray], float]],

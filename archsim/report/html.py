@@ -13,6 +13,7 @@ import pandas as pd
 
 from archsim.analysis.baseline import describe_baseline
 from archsim.analysis.training import mean_both_ways
+from archsim.measures.comparison import COMPARISON_COLUMNS
 from archsim.report import figures, interactive
 from archsim.version import __version__
 
@@ -316,16 +317,7 @@ def _calibration_section(analysis) -> Section | None:
     )
 
 
-_MEASURE_COLUMNS = (
-    "measure",
-    "pair",
-    "passes_per_item",
-    "items_at_budget",
-    "noise_to_signal",
-    "spearman_vs_sat",
-    "spearman_vs_err",
-    "pearson_vs_err",
-)
+_MEASURE_COLUMNS = (COMPARISON_COLUMNS[0], "pair", *COMPARISON_COLUMNS[1:])
 
 
 def _measures_section(analysis) -> Section | None:
