@@ -743,26 +743,7 @@ def add(run_dir, spec, out, one_sided, device, batch_size, cache, engine, addres
             engine=runner,
             one_sided=one_sided,
         )
-    click.echo(f"{result.name} against the {len(result.row)} models of {run_dir}:")
-    _show(result.row.sort_values("one_sided_sat" if one_sided else "sat", ascending=False))
-    joined = result.clusters[result.clusters["assigned"]].iloc[0]
-    by = "one-sided SAT" if one_sided else "SAT"
-    click.echo(
-        f"\njoins cluster {int(joined['cluster'])} (mean {by} {joined['mean_sat']:.2f} with its "
-        f"{int(joined['members'])} members)"
-    )
-    agreement = result.agreement
-    click.echo(
-        f"one-sided against symmetric SAT on the run: Pearson {agreement['pearson']:.2f}, Spearman "
-        f"{agreement['spearman']:.2f} "
-        f"over {agreement['pairs']} pairs (the paper: 0.82); {100 * agreement['same_cluster_share']:.0f}% of the run's "
-        f"{agreement['models_checked']} models join the same cluster either way"
-    )
-    if "newcomer_same_cluster" in agreement:
-        click.echo(
-            f"this newcomer: Pearson {agreement['newcomer_pearson']:.2f}; same cluster either way: "
-            f"{agreement['newcomer_same_cluster']}"
-        )
+    click.echo(result.summary(run_dir))
     click.echo(
         f"cache: {result.cache_hits} hits, {result.cache_misses} computed; {time.perf_counter() - started:.1f} s"
     )

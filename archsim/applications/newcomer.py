@@ -31,6 +31,7 @@ from archsim.measures import sat_value
 from archsim.models import ModelObject, create_model, model_specs
 from archsim.models.objects import keep_modules
 from archsim.params import AUTO
+from archsim.report.text import table_text
 from archsim.runs import RunFolder, SatRun, load_run
 
 
@@ -51,6 +52,30 @@ class Newcomer:
     """How one-sided SAT stands for the symmetric one on the run (:func:`one_sided_agreement`)."""
     cache_hits: int = 0
     cache_misses: int = 0
+
+    def summary(self, run_dir: str | Path) -> str:
+        """What ``archsim add`` prints: the newcomer's row against the models of ``run_dir``, the cluster it joins,
+        and how one-sided SAT stands for the symmetric one."""
+        one_sided = self.run is None
+        joined = self.clusters[self.clusters["assigned"]].iloc[0]
+        by = "one-sided SAT" if one_sided else "SAT"
+        agreement = self.agreement
+        lines = [
+            f"{self.name} against the {len(self.row)} models of {run_dir}:",
+            table_text(self.row.sort_values("one_sided_sat" if one_sided else "sat", ascending=False)),
+            f"\njoins cluster {int(joined['cluster'])} (mean {by} {joined['mean_sat']:.2f} with its "
+            f"{int(joined['members'])} members)",
+            f"one-sided against symmetric SAT on the run: Pearson {agreement['pearson']:.2f}, Spearman "
+            f"{agreement['spearman']:.2f} over {agreement['pairs']} pairs (the paper: 0.82); "
+            f"{100 * agreement['same_cluster_share']:.0f}% of the run's {agreement['models_checked']} models join the "
+            "same cluster either way",
+        ]
+        if "newcomer_same_cluster" in agreement:
+            lines.append(
+                f"this newcomer: Pearson {agreement['newcomer_pearson']:.2f}; same cluster either way: "
+                f"{agreement['newcomer_same_cluster']}"
+            )
+        return "\n".join(lines)
 
 
 def one_sided_agreement(sat: pd.DataFrame, one_sided: pd.DataFrame, clusters: pd.Series) -> dict:
