@@ -858,7 +858,7 @@ def checks(
     """The SAT paper's further checks (docs/method.md#analysis): SAT against identical misclassifications under
     attack, SAT of training checkpoints against the final model, and whether adversarial training
     acts like a change of training regime."""
-    from archsim.applications.checks import checks_on_run
+    from archsim.applications.checks import checks_on_run, checks_summary
 
     try:
         chosen = [int(e) for e in epochs.split(",")] if epochs else None
@@ -876,19 +876,7 @@ def checks(
             batch_size=batch_size,
             engine=runner,
         )
-    if "checkpoints.csv" in tables:
-        _show(tables["checkpoints.csv"])
-    if "adversarial.csv" in tables:
-        _show(tables["adversarial.csv"])
-        summary = tables["adversarial_summary.csv"]
-        _show(summary.drop(columns="nearest"))
-        own, nearest = summary.iloc[0], summary[summary["nearest"]]
-        if len(nearest):
-            click.echo(
-                f"{own['comparison']}: mean SAT {own['mean_sat']:.2f}, nearest {nearest['comparison'].iloc[0]} "
-                f"({nearest['mean_sat'].iloc[0]:.2f})"
-            )
-    _show(tables["checks_summary.csv"])
+    click.echo(checks_summary(tables))
     finish_on_run(run_dir, out, "checks")
 
 

@@ -15,6 +15,7 @@ from archsim.cache import CacheStore, atomic_write_text
 from archsim.engines import Engine
 from archsim.errors import ArchsimError, ParameterError, parameter_called
 from archsim.measures.comparison import correlate
+from archsim.report.text import table_text
 from archsim.runs import RunFolder, load_run, run_like
 from archsim.transfer import TransferResult
 
@@ -328,3 +329,21 @@ def checks_on_run(
         atomic_write_text(out / name, table.to_csv(index=False, float_format="%.6g"))
     write_png(checks_figure(checkpoints, identical, robust.summary if robust else None), out / "checks.png")
     return tables
+
+
+def checks_summary(tables: dict[str, pd.DataFrame]) -> str:
+    """What ``archsim checks`` prints of :func:`checks_on_run`'s tables: the checkpoints and the adversarial check
+    where they were asked for (with the run relation nearest the adversarially trained models), then the summary."""
+    lines = []
+    if "checkpoints.csv" in tables:
+        lines.append(table_text(tables["checkpoints.csv"]))
+    if "adversarial.csv" in tables:
+        summary = tables["adversarial_summary.csv"]
+        lines += [table_text(tables["adversarial.csv"]), table_text(summary.drop(columns="nearest"))]
+        own, nearest = summary.iloc[0], summary[summary["nearest"]]
+        if len(nearest):
+            lines.append(
+                f"{own['comparison']}: mean SAT {own['mean_sat']:.2f}, nearest {nearest['comparison'].iloc[0]} "
+                f"({nearest['mean_sat'].iloc[0]:.2f})"
+            )
+    return "\n".join([*lines, table_text(tables["checks_summary.csv"])])
