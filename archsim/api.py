@@ -10,7 +10,7 @@
 ``select_models``                      :mod:`archsim.applications.selection`
 ``add_model``                          :mod:`archsim.applications.newcomer`
 ``distill``, ``recommend_teachers``    :mod:`archsim.applications.distill`
-``checks_on_run``                      :mod:`archsim.applications.checks`
+``checks_on_run``, ``checks_summary``  :mod:`archsim.applications.checks`
 ``alpha_matrices``                     :mod:`archsim.knowledge.on_run`
 ``overlap_experiment``,                :mod:`archsim.knowledge.overlap`
 ``overlap_on_run``
@@ -23,7 +23,7 @@
 
 from archsim.applications.attacks import AttackComparison, compare_attacks
 from archsim.applications.calibrate import Calibration, calibrate_radius
-from archsim.applications.checks import checks_on_run
+from archsim.applications.checks import checks_on_run, checks_summary
 from archsim.applications.distill import distill, recommend_teachers
 from archsim.applications.ensembles import ensembles_on_run
 from archsim.applications.measures import compute_measures
@@ -57,6 +57,7 @@ __all__ = [
     "analyze_run",
     "calibrate_radius",
     "checks_on_run",
+    "checks_summary",
     "compare_attacks",
     "compare_matrix_files",
     "compute_measures",
