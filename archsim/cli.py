@@ -484,7 +484,7 @@ def compare_attacks(run_dir, attacks, out, device, batch_size, cache, engine, ad
     with engine_for(engine, device, address, cpus_per_task) as runner:
         result = compare(run_dir, specs, out=out, cache=cache, device=device, batch_size=batch_size, engine=runner)
     click.echo(result.summary())
-    finish_on_run(run_dir, out, "attacks")
+    finish_on_run(run_dir, out, out or run_dir / "attacks")
 
 
 class RadiusList(click.ParamType):
@@ -535,7 +535,7 @@ def calibrate(run_dir, published, radii, out, device, batch_size, cache, engine,
             run_dir, published, radii, out=out, cache=cache, device=device, batch_size=batch_size, engine=runner
         )
     click.echo(result.summary())
-    finish_on_run(run_dir, out, "calibration")
+    finish_on_run(run_dir, out, out or run_dir / "calibration")
 
 
 @cli.command()
@@ -598,7 +598,7 @@ def measures(run_dir, measures, out, device, batch_size, cache, pair, max_reside
             click.echo(
                 result["comparison"][list(COMPARISON_COLUMNS)].to_string(index=False, float_format=lambda v: f"{v:.3g}")
             )
-    finish_on_run(run_dir, out, "measures")
+    finish_on_run(run_dir, out, out or run_dir / "measures")
 
 
 def _show(table: pd.DataFrame, columns: list[str] | None = None) -> None:
@@ -654,7 +654,7 @@ def ensemble(run_dir, k, clusters, random_sets, images, out, device, batch_size,
         batch_size=batch_size,
     )
     click.echo(study.summary())
-    finish_on_run(run_dir, out, "ensembles")
+    finish_on_run(run_dir, out, out or run_dir / "ensembles")
 
 
 @cli.command()
@@ -783,9 +783,7 @@ def distill(run_dir, student, teachers, epochs, out, cache) -> None:
     names = [part for chunk in teachers for part in chunk.split()]
     result = run_distill(run_dir, student, teachers=names or None, epochs=epochs, out=out, cache=cache)
     click.echo(result.summary())
-    click.echo(wrote(result.out))
-    if out is None:
-        _refresh_report(run_dir)
+    finish_on_run(run_dir, out, result.out)
 
 
 @cli.command("compare-matrices")
@@ -877,7 +875,7 @@ def checks(
             engine=runner,
         )
     click.echo(checks_summary(tables))
-    finish_on_run(run_dir, out, "checks")
+    finish_on_run(run_dir, out, out or run_dir / "checks")
 
 
 @cli.command()
@@ -983,9 +981,7 @@ def knowledge_transfer(architectures, overlaps, epochs, eps, steps, seed, run_di
     )
     click.echo("\ncorrelation with transfer accuracy:")
     _show(study.correlations)
-    click.echo(wrote(target))
-    if run_dir is not None and out is None:
-        _refresh_report(run_dir)
+    finish_on_run(run_dir, out, target)
 
 
 @cli.command("liang-synthetic")
@@ -1026,11 +1022,11 @@ def wrote(folder: Path) -> str:
     return f"wrote {', '.join(files)} to {folder}" if files else f"wrote nothing new to {folder}"
 
 
-def finish_on_run(run_dir: Path, out: Path | None, subfolder: str) -> None:
-    """The files a command on a run wrote, and where they went into the run folder (``out`` not given), the run's
-    report refreshed to show them."""
-    click.echo(wrote(out or run_dir / subfolder))
-    if out is None:
+def finish_on_run(run_dir: Path | None, out: Path | None, written: Path) -> None:
+    """The files a command on a run wrote into ``written``, and where they went into the run folder (no ``out``
+    given), the run's report refreshed to show them."""
+    click.echo(wrote(written))
+    if run_dir is not None and out is None:
         _refresh_report(run_dir)
 
 
